@@ -1,0 +1,39 @@
+"""The FastAPI application, declared from explicit lists of routers and middleware."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+
+from genloom import __version__
+from genloom.api.errors import install_error_handlers
+from genloom.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from genloom.api.routes_health import build_health_router
+from genloom.api.routes_text import build_text_router
+from genloom.config import ApiSettings
+from genloom.gateway import Readiness, TextService
+
+
+def create_app(
+    *,
+    service: TextService,
+    readiness: Readiness,
+    settings: ApiSettings,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="Genloom",
+        version=__version__,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
+        ],
+    )
+    for router in (build_health_router(readiness, service), build_text_router(service, settings)):
+        app.include_router(router)
+    install_error_handlers(app)
+    return app

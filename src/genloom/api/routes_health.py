@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from genloom.gateway import Readiness, TextService
+
+
+def build_health_router(readiness: Readiness, service: TextService) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is alive and its event loop answers."""
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Models are loaded and new work is accepted; 503 while starting or draining."""
+        body = {
+            "status": readiness.state.value,
+            "reason": readiness.reason or None,
+            "models": [r.name for r in service.models()],
+            "in_flight": service.in_flight,
+        }
+        return JSONResponse(body, status_code=200 if readiness.ready else 503)
+
+    return router

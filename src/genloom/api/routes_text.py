@@ -1,0 +1,189 @@
+"""/v1/models, /v1/chat/completions and /v1/completions: translate between OpenAI's shapes and
+the gateway's TextService; no decisions are made here."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from genloom.api.errors import sse_error
+from genloom.api.schemas import ChatCompletionRequest, CompletionRequest
+from genloom.config import ApiSettings
+from genloom.gateway import Completion, GenerationFailed, ModelNotFound, TextRequest, TextService
+from genloom.queue import ChoiceFinished, TokenEvent
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def build_text_router(service: TextService, settings: ApiSettings) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(r) for r in service.models()]}
+
+    @router.get("/models/{model_id:path}")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        for runtime in service.models():
+            if runtime.name == model_id:
+                return _model_card(runtime)
+        raise ModelNotFound(model_id, [r.name for r in service.models()])
+
+    @router.post("/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        max_tokens = body.requested_max_tokens()
+        text_request = TextRequest(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            endpoint="/v1/chat/completions",
+            model=body.model,
+            params=body.sampling_params(max_tokens, settings.default_max_tokens),
+            n=body.n or 1,
+            messages=[{"role": m.role, "content": m.text()} for m in body.messages],
+            max_tokens_given=max_tokens is not None,
+        )
+        if body.stream:
+            return await _stream(service, text_request, request, _ChatChunks(body.include_usage))
+        completion = await service.complete(text_request, request.is_disconnected)
+        return JSONResponse(
+            {
+                "id": completion.id,
+                "object": "chat.completion",
+                "created": completion.created,
+                "model": completion.model,
+                "choices": [
+                    {
+                        "index": c.index,
+                        "message": {"role": "assistant", "content": c.text},
+                        "logprobs": None,
+                        "finish_reason": c.finish_reason,
+                    }
+                    for c in completion.choices
+                ],
+                "usage": _usage(completion),
+            }
+        )
+
+    @router.post("/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        text_request = TextRequest(
+            id=f"cmpl-{uuid.uuid4().hex}",
+            endpoint="/v1/completions",
+            model=body.model,
+            params=body.sampling_params(body.max_tokens, settings.default_max_tokens),
+            n=body.n or 1,
+            prompt=body.single_prompt(),
+            max_tokens_given=body.max_tokens is not None,
+        )
+        if body.stream:
+            return await _stream(service, text_request, request, _CompletionChunks(body.include_usage))
+        completion = await service.complete(text_request, request.is_disconnected)
+        return JSONResponse(
+            {
+                "id": completion.id,
+                "object": "text_completion",
+                "created": completion.created,
+                "model": completion.model,
+                "choices": [
+                    {"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+                    for c in completion.choices
+                ],
+                "usage": _usage(completion),
+            }
+        )
+
+    return router
+
+
+def _model_card(runtime) -> dict[str, Any]:
+    info = runtime.info
+    return {
+        "id": info.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "genloom",
+        "max_context": info.max_context,
+        "parameters": info.parameters,
+    }
+
+
+def _usage(completion: Completion) -> dict[str, int]:
+    u = completion.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
+
+
+class _ChatChunks:
+    object = "chat.completion.chunk"
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+
+    def opening(self, index: int) -> dict[str, Any]:
+        return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+
+    def token(self, index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+
+    def finish(self, index: int, reason: str) -> dict[str, Any]:
+        return {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
+
+
+class _CompletionChunks(_ChatChunks):
+    object = "text_completion"
+
+    def opening(self, index: int) -> None:
+        return None
+
+    def token(self, index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
+
+    def finish(self, index: int, reason: str) -> dict[str, Any]:
+        return {"index": index, "text": "", "logprobs": None, "finish_reason": reason}
+
+
+async def _stream(service: TextService, text_request: TextRequest, request: Request, shape: _ChatChunks):
+    events = service.stream(text_request, request.is_disconnected)
+    _, completion = await events.__anext__()  # raises before the 200 is sent: 404, 400, 503 stay HTTP errors
+
+    def chunk(choice: dict[str, Any] | None) -> str:
+        payload: dict[str, Any] = {
+            "id": completion.id,
+            "object": shape.object,
+            "created": completion.created,
+            "model": completion.model,
+            "choices": [choice] if choice is not None else [],
+        }
+        if shape.include_usage:
+            payload["usage"] = None
+        return _sse(payload)
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            for index in range(text_request.n):
+                opening = shape.opening(index)
+                if opening is not None:
+                    yield chunk(opening)
+            async for event, _ in events:
+                if isinstance(event, TokenEvent):
+                    yield chunk(shape.token(event.index, event.delta))
+                elif isinstance(event, ChoiceFinished):
+                    yield chunk(shape.finish(event.index, event.finish_reason))
+            if shape.include_usage:
+                payload = json.loads(chunk(None)[6:])
+                payload["usage"] = _usage(completion)
+                yield _sse(payload)
+        except GenerationFailed as e:
+            yield sse_error(str(e), code="generation_failed")
+        finally:
+            await events.aclose()
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=_SSE_HEADERS)

@@ -1,0 +1,96 @@
+"""The `genloom` command."""
+
+from __future__ import annotations
+
+import logging
+import runpy
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+
+from genloom.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="Genloom: generative models as a production service.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+builtin_app = typer.Typer(help="Build the models that ship with Genloom.", no_args_is_help=True)
+builtin_train_app = typer.Typer(help="Train a built-in model.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (run from a source checkout).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(builtin_app, name="builtin")
+builtin_app.add_typer(builtin_train_app, name="train")
+app.add_typer(bench_app, name="bench")
+
+err = Console(stderr=True, soft_wrap=True)
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: ./genloom.yaml if present).")]
+
+
+def _settings(config: Path | None, **overrides) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from e
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8000].")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the database and files live [default: ~/.genloom].")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the OpenAI-compatible API with the configured (by default the built-in) models."""
+    settings = _settings(config, **{"server.host": host, "server.port": port, "data_dir": data_dir})
+    logging.basicConfig(
+        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    log = logging.getLogger("genloom")
+    log.info("data dir %s", settings.resolved_data_dir())
+    log.info("listening on http://%s:%d (OpenAI API under /v1)", settings.server.host, settings.server.port)
+    from genloom.server import run
+
+    run(settings)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None) -> None:
+    """Print the effective configuration (defaults, file, environment) as YAML."""
+    settings = _settings(config)
+    data = settings.model_dump(mode="json")
+    data["served_models"] = [m.model_dump(mode="json") for m in settings.served_models()]
+    typer.echo(yaml.safe_dump(data, sort_keys=False))
+
+
+@builtin_train_app.command("text")
+def train_text(
+    out: Annotated[Path | None, typer.Option(help="Where to write the HF checkpoint [default: the package's built-in dir].")] = None,
+    work_dir: Annotated[Path, typer.Option(help="Checkpoints to resume from.")] = Path("runs/text"),
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+) -> None:
+    """Train genloom-text-mini on Python's own documentation (resumes from --work-dir)."""
+    from genloom.builtin.text_model import MODEL_NAME, TextModelConfig, train
+    from genloom.config.settings import BUILTIN_MODELS_DIR
+
+    cfg = TextModelConfig()
+    if steps is not None:
+        cfg.steps = steps
+    if seed is not None:
+        cfg.seed = seed
+    metrics = train(cfg, work_dir, out or BUILTIN_MODELS_DIR / MODEL_NAME, console=err)
+    typer.echo(yaml.safe_dump({k: v for k, v in metrics.items() if k != "config"}, sort_keys=False))
+
+
+@bench_app.command("text", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_text(ctx: typer.Context) -> None:
+    """Text tokens/s and TTFT against transformers serve and static batches (bench/text_bench.py --help)."""
+    script = Path("bench/text_bench.py")
+    if not script.is_file():
+        err.print("[bold red]error:[/] run benchmarks from the root of a Genloom source checkout (bench/text_bench.py)")
+        raise typer.Exit(2)
+    module = runpy.run_path(str(script), run_name="genloom_bench_text")
+    raise typer.Exit(module["main"](list(ctx.args)))

@@ -1,0 +1,29 @@
+"""One typed settings tree, read from genloom.yaml and GENLOOM_* environment variables.
+
+Nothing else in Genloom reads the environment: components receive their section of
+`Settings` explicitly.
+"""
+
+from genloom.config.settings import (
+    ApiSettings,
+    ConfigError,
+    ModelSettings,
+    QueueSettings,
+    RuntimeSettings,
+    ServerSettings,
+    Settings,
+    StoreSettings,
+    load_settings,
+)
+
+__all__ = [
+    "ApiSettings",
+    "ConfigError",
+    "ModelSettings",
+    "QueueSettings",
+    "RuntimeSettings",
+    "ServerSettings",
+    "Settings",
+    "StoreSettings",
+    "load_settings",
+]

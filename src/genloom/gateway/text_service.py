@@ -1,0 +1,237 @@
+"""Text generation as the API sees it: validate, queue, stream events back, record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from genloom.config import ApiSettings
+from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
+from genloom.gateway.readiness import Readiness
+from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobEvent, JobFailed, Priority, QueueClosed, TokenEvent
+from genloom.runtimes.sampling import SamplingParams
+from genloom.runtimes.text import PromptError, TextRuntime
+from genloom.store import RequestEntry, RequestLog, RequestStatus
+from genloom.worker import TextTask
+
+DisconnectProbe = Callable[[], Awaitable[bool]]
+_PROBE_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """A validated generation request. `messages` for chat, `prompt` for completions."""
+
+    endpoint: str
+    model: str
+    params: SamplingParams
+    n: int = 1
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    max_tokens_given: bool = True
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Choice:
+    index: int
+    text: str = ""
+    finish_reason: str | None = None
+
+
+@dataclass
+class Completion:
+    id: str
+    model: str
+    created: int
+    choices: list[Choice]
+    usage: Usage
+
+
+class TextService:
+    def __init__(
+        self,
+        *,
+        runtimes: dict[str, TextRuntime],
+        queue: InMemoryQueue,
+        request_log: RequestLog,
+        readiness: Readiness,
+        settings: ApiSettings,
+        max_batch_size: int,
+    ) -> None:
+        self._runtimes = runtimes
+        self._queue = queue
+        self._log = request_log
+        self._readiness = readiness
+        self._settings = settings
+        self._max_batch_size = max_batch_size
+        self.in_flight = 0
+
+    def models(self) -> list[TextRuntime]:
+        return list(self._runtimes.values())
+
+    async def complete(self, request: TextRequest, disconnected: DisconnectProbe) -> Completion:
+        """Run to the end and return every choice."""
+        completion: Completion | None = None
+        async for event, completion in self.stream(request, disconnected):
+            pass
+        assert completion is not None
+        return completion
+
+    async def stream(
+        self, request: TextRequest, disconnected: DisconnectProbe
+    ) -> AsyncIterator[tuple[JobEvent | None, Completion]]:
+        """Yield (event, completion so far) as tokens arrive; the first item has event None and
+        is yielded once the request is accepted, so errors surface before a stream starts."""
+        runtime, prompt_ids, params = self._prepare(request)
+        created = time.time()
+        started = time.monotonic()
+        completion = Completion(
+            id=request.id,
+            model=request.model,
+            created=int(created),
+            choices=[Choice(i) for i in range(request.n)],
+            usage=Usage(prompt_tokens=len(prompt_ids)),
+        )
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        job = Job(
+            id=request.id,
+            model=runtime.name,
+            payload=TextTask(prompt_ids=tuple(prompt_ids), params=params, n=request.n),
+            emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            rows=request.n,
+            priority=Priority.REALTIME,
+        )
+        status, error, first_token_at, submitted = RequestStatus.FAILED, None, None, False
+        try:
+            try:
+                self._queue.submit(job)
+            except QueueClosed as e:
+                raise NotReady("the server is shutting down; retry on another replica") from e
+            except Exception as e:
+                status, error = RequestStatus.REJECTED, str(e)
+                raise
+            submitted = True
+            self.in_flight += 1
+            yield None, completion
+            open_choices = request.n
+            while open_choices:
+                event = await self._next_event(events, disconnected)
+                if event is None:
+                    status = RequestStatus.CANCELLED
+                    return
+                if isinstance(event, JobFailed):
+                    error = event.message
+                    status = RequestStatus.ABORTED if event.shutdown else RequestStatus.FAILED
+                    raise GenerationFailed(event.message)
+                choice = completion.choices[event.index]
+                if isinstance(event, TokenEvent):
+                    first_token_at = first_token_at or time.monotonic()
+                    choice.text += event.delta
+                elif isinstance(event, ChoiceFinished):
+                    first_token_at = first_token_at or time.monotonic()
+                    choice.finish_reason = event.finish_reason
+                    completion.usage.completion_tokens += event.completion_tokens
+                    open_choices -= 1
+                yield event, completion
+            status = RequestStatus.COMPLETED
+        except (asyncio.CancelledError, GeneratorExit):
+            status = RequestStatus.CANCELLED
+            raise
+        finally:
+            job.cancel()
+            if submitted:
+                self.in_flight -= 1
+            self._record(request, params, completion, status, error, created, started, first_token_at)
+
+    async def _next_event(self, events: asyncio.Queue[JobEvent], disconnected: DisconnectProbe) -> JobEvent | None:
+        """The next event, or None once the client has gone away."""
+        while True:
+            try:
+                return await asyncio.wait_for(events.get(), _PROBE_INTERVAL_S)
+            except TimeoutError:
+                if await disconnected():
+                    return None
+
+    def _prepare(self, request: TextRequest) -> tuple[TextRuntime, list[int], SamplingParams]:
+        if not self._readiness.ready:
+            raise NotReady(f"the server is not ready: {self._readiness.reason}")
+        runtime = self._runtimes.get(request.model)
+        if runtime is None:
+            raise ModelNotFound(request.model, sorted(self._runtimes))
+        if request.n > min(self._settings.max_n, self._max_batch_size):
+            limit = min(self._settings.max_n, self._max_batch_size)
+            raise InvalidRequest(f"n must be at most {limit}", param="n")
+        try:
+            if request.messages is not None:
+                prompt_ids = runtime.encode_chat(request.messages)
+            else:
+                prompt_ids = runtime.encode_completion(request.prompt or "")
+        except PromptError as e:
+            raise InvalidRequest(str(e), param="messages" if request.messages is not None else "prompt") from e
+        room = runtime.max_context - len(prompt_ids)
+        params = request.params
+        if not request.max_tokens_given:
+            params = _with_max_tokens(params, min(self._settings.default_max_tokens, room))
+        elif params.max_tokens > room:
+            raise InvalidRequest(
+                f"the prompt has {len(prompt_ids)} tokens and max_tokens is {params.max_tokens}, but model "
+                f"{runtime.name} takes at most {runtime.max_context} tokens in all; lower max_tokens to {room} or less",
+                param="max_tokens",
+            )
+        return runtime, prompt_ids, params
+
+    def _record(
+        self,
+        request: TextRequest,
+        params: SamplingParams,
+        completion: Completion,
+        status: RequestStatus,
+        error: str | None,
+        created: float,
+        started: float,
+        first_token_at: float | None,
+    ) -> None:
+        now = time.monotonic()
+        params_record: dict[str, Any] = asdict(params) | {"n": request.n}
+        params_record["stop"] = list(params.stop)
+        self._log.record(
+            RequestEntry(
+                id=request.id,
+                endpoint=request.endpoint,
+                model=request.model,
+                params=params_record,
+                prompt=request.messages if request.messages is not None else request.prompt,
+                output=[c.text for c in completion.choices],
+                prompt_tokens=completion.usage.prompt_tokens,
+                completion_tokens=completion.usage.completion_tokens,
+                latency_ms=round((now - started) * 1000, 3),
+                ttft_ms=round((first_token_at - started) * 1000, 3) if first_token_at else None,
+                status=status,
+                error=error,
+                created_at=datetime.fromtimestamp(created, UTC),
+                finished_at=datetime.now(UTC),
+            )
+        )
+
+
+def _with_max_tokens(params: SamplingParams, max_tokens: int) -> SamplingParams:
+    from dataclasses import replace
+
+    return replace(params, max_tokens=max(1, max_tokens))

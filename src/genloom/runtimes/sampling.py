@@ -1,0 +1,105 @@
+"""Token choice and incremental detokenisation for one sequence: plain functions and a small
+class, no model and no batching, so they can be tested on their own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """What a request asks of generation. temperature 0 means greedy; top_k 0 means off."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if any(not s for s in self.stop):
+            raise ValueError("stop sequences must not be empty")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """Choose the next token from one row of logits (shape [vocab])."""
+    if params.greedy:
+        return int(torch.argmax(logits))
+    logits = logits.float() / params.temperature
+    if params.top_k and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p; the first token always stays.
+        outside = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) >= params.top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@dataclass
+class TextAccumulator:
+    """Turns a growing list of token ids into text deltas that are safe to send.
+
+    Decodes a short window instead of the whole sequence each step, holds back an incomplete
+    UTF-8 character, and holds back any tail that might be the start of a stop sequence."""
+
+    tokenizer: object
+    stop: tuple[str, ...] = ()
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    sent: int = 0
+    stopped: bool = False
+    _prefix_offset: int = 0
+    _read_offset: int = 0
+
+    def add(self, token_id: int) -> None:
+        self.ids.append(token_id)
+        prefix = self.tokenizer.decode(self.ids[self._prefix_offset : self._read_offset], skip_special_tokens=True)
+        full = self.tokenizer.decode(self.ids[self._prefix_offset :], skip_special_tokens=True)
+        if len(full) > len(prefix) and not full.endswith("\ufffd"):
+            self.text += full[len(prefix) :]
+            self._prefix_offset, self._read_offset = self._read_offset, len(self.ids)
+        if self.stop:
+            self._cut_at_stop()
+
+    def _cut_at_stop(self) -> None:
+        longest = max(len(s) for s in self.stop)
+        window_start = max(0, self.sent - longest)
+        hits = [i for i in (self.text.find(s, window_start) for s in self.stop) if i >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            self.stopped = True
+
+    def take_delta(self, final: bool = False) -> str:
+        """Text not yet sent; unless final, minus a tail that could still become a stop sequence."""
+        end = len(self.text)
+        if not final and not self.stopped:
+            end -= self._held_back()
+        delta = self.text[self.sent : end] if end > self.sent else ""
+        self.sent = max(self.sent, end)
+        return delta
+
+    def _held_back(self) -> int:
+        for length in range(min(len(self.text), max((len(s) for s in self.stop), default=0)), 0, -1):
+            tail = self.text[-length:]
+            if any(s.startswith(tail) for s in self.stop):
+                return length
+        return 0

@@ -1,0 +1,119 @@
+"""Text runtime: loads any Hugging Face causal LM directory from local disk.
+
+Nothing here knows about queues or HTTP; the worker drives `DecodeBatch.step`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from genloom.config import RuntimeSettings
+from genloom.config.settings import Device, DType
+from genloom.runtimes.text_batch import DecodeBatch
+
+
+class PromptError(ValueError):
+    """The prompt cannot be run on this model (too long, empty, or no chat template)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: Path
+    max_context: int
+    parameters: int
+    dtype: str
+    device: str
+
+
+def _pick_device(device: Device) -> torch.device:
+    if device is Device.AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device.value)
+
+
+def _pick_dtype(dtype: DType, device: torch.device) -> torch.dtype:
+    if dtype is DType.AUTO:
+        # Half-precision matmuls are slow or unsupported on many CPUs; on GPUs they are the point.
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    return getattr(torch, dtype.value)
+
+
+class TextRuntime:
+    def __init__(self, *, name: str, path: Path, settings: RuntimeSettings) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        self.name = name
+        self.path = path
+        device = _pick_device(settings.device)
+        dtype = _pick_dtype(settings.dtype, device)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
+        ).to(device)
+        self.model.eval()
+        self.device = device
+        config = self.model.config.get_text_config()
+        self.max_context = int(getattr(config, "max_position_embeddings", 2048))
+        self.eos_token_ids = self._eos_ids(GenerationConfig, path)
+        self.info = ModelInfo(
+            name=name,
+            path=path,
+            max_context=self.max_context,
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            dtype=str(dtype).removeprefix("torch."),
+            device=str(device),
+        )
+
+    def _eos_ids(self, generation_config_cls, path: Path) -> set[int]:
+        ids: set[int] = set()
+        try:
+            gen = generation_config_cls.from_pretrained(path, local_files_only=True)
+            eos = gen.eos_token_id
+        except OSError:
+            eos = self.model.config.eos_token_id
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif eos:
+            ids.update(eos)
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def encode_completion(self, prompt: str) -> list[int]:
+        ids = self.tokenizer.encode(prompt, add_special_tokens=True)
+        return self._checked(ids)
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        if not self.has_chat_template:
+            raise PromptError(f"model {self.name} has no chat template; use /v1/completions with a plain prompt")
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        if hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return self._checked(list(ids))
+
+    def _checked(self, ids: list[int]) -> list[int]:
+        if not ids:
+            raise PromptError("the prompt is empty")
+        if len(ids) >= self.max_context:
+            raise PromptError(
+                f"the prompt has {len(ids)} tokens; model {self.name} takes at most {self.max_context - 1}"
+            )
+        return ids
+
+    def new_batch(self) -> DecodeBatch:
+        return DecodeBatch(
+            model=self.model,
+            tokenizer=self.tokenizer,
+            eos_token_ids=self.eos_token_ids,
+            max_context=self.max_context,
+            device=self.device,
+        )

@@ -1,0 +1,147 @@
+"""The composition root: builds every component from the settings tree and runs them in one
+process (the embedded mode). The only module that knows all the others."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from genloom.api import create_app
+from genloom.config import Settings
+from genloom.gateway import Readiness, ServerState, TextService
+from genloom.queue import InMemoryQueue, JobFailed
+from genloom.runtimes.text import TextRuntime
+from genloom.store import Database, RequestLog
+from genloom.worker import TextWorker
+
+log = logging.getLogger("genloom.server")
+_DRAIN_POLL_S = 0.05
+
+
+class GenloomServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.readiness = Readiness()
+        self.queue = InMemoryQueue(max_queued=settings.queue.max_queued, retry_after_s=settings.queue.retry_after_s)
+        self.database = Database(url=settings.resolved_database_url(), echo=settings.store.echo_sql)
+        self.request_log = RequestLog(database=self.database)
+        self.runtimes: dict[str, TextRuntime] = {}
+        self.workers: list[TextWorker] = []
+        self.service = TextService(
+            runtimes=self.runtimes,
+            queue=self.queue,
+            request_log=self.request_log,
+            readiness=self.readiness,
+            settings=settings.api,
+            max_batch_size=settings.runtime.max_batch_size,
+        )
+        self.app: FastAPI = create_app(
+            service=self.service, readiness=self.readiness, settings=settings.api, lifespan=self._lifespan
+        )
+        self._loader: asyncio.Task | None = None
+        self._drainer: asyncio.Task | None = None
+        self._stopped = False
+
+    @asynccontextmanager
+    async def _lifespan(self, app: FastAPI):
+        await self.database.migrate()
+        await self.request_log.start()
+        # Models load in the background so /healthz answers at once and /readyz tells the state.
+        self._loader = asyncio.create_task(self._load_models())
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def _load_models(self) -> None:
+        try:
+            for model in self.settings.served_models():
+                started = time.monotonic()
+                runtime = await asyncio.to_thread(
+                    TextRuntime, name=model.name, path=model.path, settings=self.settings.runtime
+                )
+                batch_size = model.max_batch_size or self.settings.runtime.max_batch_size
+                worker = TextWorker(runtime=runtime, queue=self.queue, max_batch_size=batch_size)
+                worker.start()
+                self.runtimes[model.name] = runtime
+                self.workers.append(worker)
+                info = runtime.info
+                log.info(
+                    "loaded model %s from %s (%.1fM parameters, %s on %s) in %.1f s",
+                    info.name, info.path, info.parameters / 1e6, info.dtype, info.device, time.monotonic() - started,
+                )
+        except Exception as e:
+            log.exception("could not load the models")
+            self.readiness.set(ServerState.FAILED, f"loading models failed: {type(e).__name__}: {e}")
+            return
+        if not self.runtimes:
+            self.readiness.set(ServerState.FAILED, "no models are configured")
+            log.error("no models to serve: set builtin_models: true or list models in the config")
+            return
+        self.readiness.set(ServerState.READY)
+        log.info("ready: serving %s", ", ".join(self.runtimes))
+
+    def begin_drain(self) -> None:
+        """SIGTERM: refuse new work now; let accepted work finish within the drain timeout."""
+        if self._drainer is None:
+            self.readiness.set(ServerState.DRAINING, "shutting down")
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + self.settings.server.drain_timeout_s
+        while self.service.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(_DRAIN_POLL_S)
+        if self.service.in_flight:
+            log.warning("drain timeout: ending %d unfinished requests with an error", self.service.in_flight)
+        await self._stop_workers()
+
+    async def _stop_workers(self) -> None:
+        for job in self.queue.close():
+            job.emit(JobFailed("the server shut down before this request started", retryable=True, shutdown=True))
+        await asyncio.gather(*(asyncio.to_thread(w.stop, 30) for w in self.workers))
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._loader is not None and not self._loader.done():
+            self._loader.cancel()
+        await self._stop_workers()
+        await self.request_log.close()
+        await self.database.dispose()
+
+
+class _DrainingUvicorn(uvicorn.Server):
+    """Uvicorn that tells Genloom to drain before it stops accepting connections."""
+
+    def __init__(self, config: uvicorn.Config, genloom: GenloomServer) -> None:
+        super().__init__(config)
+        self._genloom = genloom
+
+    def handle_exit(self, sig: int, frame) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            loop.call_soon_threadsafe(self._genloom.begin_drain)
+        super().handle_exit(sig, frame)
+
+
+def run(settings: Settings) -> None:
+    server = GenloomServer(settings)
+    config = uvicorn.Config(
+        server.app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        # Genloom's own drain decides when streams end; uvicorn's timeout is only a backstop.
+        timeout_graceful_shutdown=int(settings.server.drain_timeout_s) + 5,
+        access_log=False,
+    )
+    _DrainingUvicorn(config, server).run()

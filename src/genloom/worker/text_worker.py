@@ -1,0 +1,112 @@
+"""The loop that turns queued text jobs into batched decoding steps on one model.
+
+It runs on its own thread so model work never blocks the event loop; it talks to the rest of
+Genloom only through the queue (jobs in) and each job's `emit` callback (events out)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobFailed, TokenEvent
+from genloom.runtimes.sampling import SamplingParams
+from genloom.runtimes.text import TextRuntime
+from genloom.runtimes.text_batch import NewSequence
+
+log = logging.getLogger("genloom.worker")
+
+
+@dataclass(frozen=True)
+class TextTask:
+    """The payload of a text job: one prompt, n choices sampled with the same parameters.
+
+    With a seed, choice i uses seed + i, so choices differ but the whole job is reproducible."""
+
+    prompt_ids: tuple[int, ...]
+    params: SamplingParams
+    n: int = 1
+
+
+class TextWorker:
+    def __init__(self, *, runtime: TextRuntime, queue: InMemoryQueue, max_batch_size: int, idle_wait_s: float = 0.05) -> None:
+        self._runtime = runtime
+        self._queue = queue
+        self._max_batch_size = max_batch_size
+        self._idle_wait_s = idle_wait_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"text-worker-{runtime.name}", daemon=True)
+        self._active: dict[str, tuple[Job, set[int]]] = {}
+        self.model = runtime.name
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the current step; jobs still running are failed, never silently dropped."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self._active)
+
+    def _run(self) -> None:
+        batch = self._runtime.new_batch()
+        while not self._stop.is_set():
+            self._drop_cancelled(batch)
+            free = self._max_batch_size - len(batch)
+            wait = 0.0 if len(batch) else self._idle_wait_s
+            jobs = self._queue.take([self.model], max_rows=free, timeout=wait) if free > 0 else []
+            joining = [seq for job in jobs for seq in self._sequences(job)]
+            if not joining and not len(batch):
+                continue
+            try:
+                outputs = batch.step(joining)
+            except Exception as e:  # a model failure must not kill the worker or strand the clients
+                log.exception("text step failed on model %s", self.model)
+                self._fail_all(f"generation failed on model {self.model}: {type(e).__name__}")
+                batch = self._runtime.new_batch()
+                continue
+            for out in outputs:
+                job_id, index = out.key
+                job, open_choices = self._active[job_id]
+                if out.delta:
+                    job.emit(TokenEvent(index, out.delta, out.token_count))
+                if out.finish_reason is not None:
+                    job.emit(ChoiceFinished(index, out.finish_reason, out.token_count))
+                    open_choices.discard(index)
+                    if not open_choices:
+                        del self._active[job_id]
+        self._fail_all("the server shut down before this request finished", shutdown=True)
+
+    def _sequences(self, job: Job) -> list[NewSequence]:
+        task: TextTask = job.payload
+        self._active[job.id] = (job, set(range(task.n)))
+        seqs = []
+        for i in range(task.n):
+            params = task.params
+            if params.seed is not None and i:
+                params = dataclasses.replace(params, seed=params.seed + i)
+            seqs.append(NewSequence(key=(job.id, i), prompt_ids=task.prompt_ids, params=params))
+        return seqs
+
+    def _drop_cancelled(self, batch) -> None:
+        cancelled = [job_id for job_id, (job, _) in self._active.items() if job.cancelled]
+        if not cancelled:
+            return
+        keys: set[Hashable] = {(job_id, i) for job_id in cancelled for i in self._active[job_id][1]}
+        batch.remove(keys)
+        for job_id in cancelled:
+            del self._active[job_id]
+
+    def _fail_all(self, message: str, shutdown: bool = False) -> None:
+        for job, _ in self._active.values():
+            job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
+        self._active.clear()

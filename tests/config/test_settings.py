@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from genloom.config import ConfigError, load_settings
+
+
+def test_defaults_serve_the_builtin_on_localhost(monkeypatch):
+    monkeypatch.delenv("GENLOOM_SERVER__PORT", raising=False)
+    settings = load_settings()
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.port == 8000
+
+
+def test_environment_overrides_file_and_flags_override_environment(tmp_path, monkeypatch):
+    config = tmp_path / "genloom.yaml"
+    config.write_text("server:\n  host: 0.0.0.0\n  port: 7000\nqueue:\n  max_queued: 5\n")
+    monkeypatch.setenv("GENLOOM_SERVER__PORT", "7100")
+    settings = load_settings(config)
+    assert (settings.server.host, settings.server.port, settings.queue.max_queued) == ("0.0.0.0", 7100, 5)
+    assert load_settings(config, **{"server.port": 7200}).server.port == 7200
+
+
+def test_unknown_key_in_file_names_the_key(tmp_path):
+    config = tmp_path / "genloom.yaml"
+    config.write_text("server:\n  prot: 1\n")
+    with pytest.raises(ConfigError, match=r"server\.prot"):
+        load_settings(config)
+
+
+def test_invalid_environment_value_names_the_key(monkeypatch):
+    monkeypatch.setenv("GENLOOM_QUEUE__MAX_QUEUED", "-3")
+    with pytest.raises(ConfigError, match=r"queue\.max_queued"):
+        load_settings()
+
+
+def test_model_path_without_config_json_is_refused(tmp_path):
+    config = tmp_path / "genloom.yaml"
+    config.write_text(f"models:\n  - name: mine\n    path: {tmp_path}\n")
+    with pytest.raises(ConfigError, match=r"models\.0\.path"):
+        load_settings(config)
+
+
+def test_missing_config_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_configured_model_is_served_after_builtins(tiny_model_dir: Path, tmp_path):
+    config = tmp_path / "genloom.yaml"
+    config.write_text(f"builtin_models: false\nmodels:\n  - name: tiny\n    path: {tiny_model_dir}\n")
+    served = load_settings(config).served_models()
+    assert [m.name for m in served] == ["tiny"]

@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny real models built on the fly, free ports, running servers."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from genloom.builtin.text_model import TextModelConfig, save_random_model
+
+TINY = TextModelConfig(
+    vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, seed=7
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama with a real BPE tokenizer and chat template (about 0.1M parameters)."""
+    return save_random_model(tmp_path_factory.mktemp("models") / "tiny-llama", TINY, max_context=256, init_std=0.3)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
