@@ -17,7 +17,7 @@ TINY = TextModelConfig(
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer Llama with a real BPE tokenizer and chat template (about 0.1M parameters)."""
-    return save_random_model(tmp_path_factory.mktemp("models") / "tiny-llama", TINY, max_context=256, init_std=0.3)
+    return save_random_model(tmp_path_factory.mktemp("models") / "tiny-llama", TINY, max_context=1024, init_std=0.3)
 
 
 def free_port() -> int:

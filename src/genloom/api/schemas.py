@@ -39,13 +39,14 @@ StopField = Annotated[str | list[Annotated[str, Field(min_length=1)]] | None, Fi
 
 
 class _Sampling(_Body):
-    """Parameters shared by chat and completions. top_k is Genloom's (vLLM's) extension."""
+    """Parameters shared by chat and completions. top_k and ignore_eos are extensions (as in vLLM)."""
 
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)
+    ignore_eos: bool | None = None
     n: int | None = Field(None, ge=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -81,6 +82,7 @@ class _Sampling(_Body):
             top_k=self.top_k or 0,
             stop=stop,
             seed=self.seed,
+            ignore_eos=bool(self.ignore_eos),
         )
 
     @property

@@ -37,10 +37,10 @@ class TextRequest:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
-    completion_tokens: int = 0
+    completion_tokens: int
 
     @property
     def total_tokens(self) -> int:
@@ -51,6 +51,7 @@ class Usage:
 class Choice:
     index: int
     text: str = ""
+    tokens: int = 0
     finish_reason: str | None = None
 
 
@@ -60,7 +61,11 @@ class Completion:
     model: str
     created: int
     choices: list[Choice]
-    usage: Usage
+    prompt_tokens: int
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, sum(c.tokens for c in self.choices))
 
 
 class TextService:
@@ -81,6 +86,9 @@ class TextService:
         self._settings = settings
         self._max_batch_size = max_batch_size
         self.in_flight = 0
+
+    def queued(self) -> int:
+        return self._queue.depth()
 
     def models(self) -> list[TextRuntime]:
         return list(self._runtimes.values())
@@ -106,7 +114,7 @@ class TextService:
             model=request.model,
             created=int(created),
             choices=[Choice(i) for i in range(request.n)],
-            usage=Usage(prompt_tokens=len(prompt_ids)),
+            prompt_tokens=len(prompt_ids),
         )
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[JobEvent] = asyncio.Queue()
@@ -141,13 +149,12 @@ class TextService:
                     status = RequestStatus.ABORTED if event.shutdown else RequestStatus.FAILED
                     raise GenerationFailed(event.message)
                 choice = completion.choices[event.index]
+                first_token_at = first_token_at or time.monotonic()
+                choice.tokens = event.completion_tokens
                 if isinstance(event, TokenEvent):
-                    first_token_at = first_token_at or time.monotonic()
                     choice.text += event.delta
                 elif isinstance(event, ChoiceFinished):
-                    first_token_at = first_token_at or time.monotonic()
                     choice.finish_reason = event.finish_reason
-                    completion.usage.completion_tokens += event.completion_tokens
                     open_choices -= 1
                 yield event, completion
             status = RequestStatus.COMPLETED
@@ -219,7 +226,7 @@ class TextService:
                 params=params_record,
                 prompt=request.messages if request.messages is not None else request.prompt,
                 output=[c.text for c in completion.choices],
-                prompt_tokens=completion.usage.prompt_tokens,
+                prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.usage.completion_tokens,
                 latency_ms=round((now - started) * 1000, 3),
                 ttft_ms=round((first_token_at - started) * 1000, 3) if first_token_at else None,

@@ -18,6 +18,7 @@ class SamplingParams:
     top_k: int = 0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # run to max_tokens even past an end token (benchmarks, load tests)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

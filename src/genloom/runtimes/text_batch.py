@@ -163,7 +163,7 @@ class DecodeBatch:
             token = greedy[i] if row.params.greedy else sample_token(logits[i], row.params, row.generator)
             row.last_token = token
             row.generated += 1
-            if token in self._eos:
+            if token in self._eos and not row.params.ignore_eos:
                 row.finish_reason = FinishReason.STOP
             else:
                 row.text.add(token)

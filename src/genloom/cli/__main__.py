@@ -1,0 +1,3 @@
+from genloom.cli.main import app
+
+app(prog_name="genloom")

@@ -1,0 +1,129 @@
+"""The request log: record() on the request path only queues; a background task writes in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from dataclasses import fields
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from genloom.store.database import Database
+from genloom.store.records import RequestEntry, RequestStatus
+from genloom.store.schema import RequestRow
+
+log = logging.getLogger("genloom.store")
+
+
+class RequestLog:
+    """Writes queued entries in one transaction per batch: a batch is whatever arrived within
+    flush_interval_s of its first entry, at most max_batch entries."""
+
+    def __init__(self, *, database: Database, flush_interval_s: float = 0.05, max_batch: int = 256) -> None:
+        if flush_interval_s < 0:
+            raise ValueError(f"flush_interval_s must be >= 0, got {flush_interval_s}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self._database = database
+        self._flush_interval_s = flush_interval_s
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[RequestEntry] = asyncio.Queue()
+        self._recorded = 0  # entries accepted by record()
+        self._settled = 0  # entries whose write has finished, written or failed
+        self._progress = asyncio.Condition()
+        self._writer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def record(self, entry: RequestEntry) -> None:
+        """Queue an entry for writing; never waits. Call it on the event loop thread."""
+        if self._closed:
+            log.warning("the request log is closed; request %s is not recorded", entry.id)
+            return
+        self._queue.put_nowait(entry)
+        self._recorded += 1
+
+    async def start(self) -> None:
+        if self._writer is not None:
+            raise RuntimeError("the request log is already started")
+        self._loop = asyncio.get_running_loop()
+        self._writer = asyncio.create_task(self._write_forever(), name="genloom-request-log")
+
+    async def flush(self) -> None:
+        """Wait until everything recorded so far is written (or has failed and been logged)."""
+        if self._loop is None:
+            raise RuntimeError("the request log is not started: call start() first")
+        if asyncio.get_running_loop() is not self._loop:
+            # Tests await this from their own loop while the server runs in another thread.
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.flush(), self._loop))
+            return
+        target = self._recorded
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._settled >= target)
+
+    async def close(self) -> None:
+        """Write everything still queued, then stop the writer. Later record() calls are dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is None:
+            await self.start()  # entries recorded before start() are still written
+        await self.flush()
+        assert self._writer is not None
+        self._writer.cancel()
+        with suppress(asyncio.CancelledError):
+            await self._writer
+
+    async def get(self, request_id: str) -> RequestEntry | None:
+        """The written entry with this id; call flush() first to see entries recorded just now."""
+        async with self._database.session() as session:
+            row = await session.get(RequestRow, request_id)
+        return None if row is None else _entry(row)
+
+    async def recent(self, limit: int = 50) -> list[RequestEntry]:
+        """The newest written entries by created_at, newest first."""
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        query = select(RequestRow).order_by(RequestRow.created_at.desc(), RequestRow.id.desc()).limit(limit)
+        async with self._database.session() as session:
+            rows = (await session.scalars(query)).all()
+        return [_entry(row) for row in rows]
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            if self._queue.qsize() < self._max_batch - 1:
+                await asyncio.sleep(self._flush_interval_s)  # let a batch gather
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._write(batch)
+            async with self._progress:
+                self._settled += len(batch)
+                self._progress.notify_all()
+
+    async def _write(self, batch: list[RequestEntry]) -> None:
+        try:
+            async with self._database.session() as session, session.begin():
+                await session.execute(insert(RequestRow), [_row(entry) for entry in batch])
+        except Exception:
+            if len(batch) == 1:
+                log.exception("could not record request %s", batch[0].id)
+                return
+            # One bad entry (say, a duplicate id) must not lose the rest of its batch.
+            log.warning("writing %d requests failed; retrying them one at a time", len(batch), exc_info=True)
+            for entry in batch:
+                await self._write([entry])
+
+
+def _row(entry: RequestEntry) -> dict[str, Any]:
+    values = {f.name: getattr(entry, f.name) for f in fields(entry)}
+    values["status"] = RequestStatus(entry.status).value
+    return values
+
+
+def _entry(row: RequestRow) -> RequestEntry:
+    values = {f.name: getattr(row, f.name) for f in fields(RequestEntry)}
+    values["status"] = RequestStatus(row.status)
+    return RequestEntry(**values)

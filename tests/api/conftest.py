@@ -1,0 +1,64 @@
+"""A real Genloom server (uvicorn, real HTTP on 127.0.0.1) in a thread of the test process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import uvicorn
+import yaml
+
+from genloom.config import load_settings
+from genloom.server import GenloomServer
+from tests.conftest import free_port
+
+
+@contextmanager
+def running_server(tmp_path: Path, model_dir: Path, **sections) -> Iterator[tuple[str, GenloomServer]]:
+    config = {"builtin_models": False, "data_dir": str(tmp_path / "data"), "models": [{"name": "tiny", "path": str(model_dir)}]}
+    config.update(sections)
+    config_file = tmp_path / "genloom.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    server = GenloomServer(load_settings(config_file))
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(server.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test server did not become ready")
+            time.sleep(0.05)
+        yield base, server
+    finally:
+        uv.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir) -> Iterator[tuple[str, GenloomServer]]:
+    with running_server(tmp_path_factory.mktemp("server"), tiny_model_dir) as s:
+        yield s
+
+
+@pytest.fixture()
+def base_url(server) -> str:
+    return server[0]
+
+
+@pytest.fixture()
+def client(base_url) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)

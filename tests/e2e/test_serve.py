@@ -1,0 +1,117 @@
+"""`genloom serve` as a user runs it: a subprocess on a free port, driven by the openai client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.conftest import free_port
+
+HELLO = [{"role": "user", "content": "What does json.dumps do?"}]
+
+
+@contextmanager
+def serve(tmp_path: Path, config: dict | None = None, ready_within_s: float = 60) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    args = [sys.executable, "-m", "genloom.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")]
+    if config is not None:
+        config_file = tmp_path / "genloom.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        args += ["--config", str(config_file)]
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_within_s
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "not ready in time:\n" + (tmp_path / "server.log").read_text()
+            time.sleep(0.1)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def tiny_config(model_dir: Path, **extra) -> dict:
+    return {"builtin_models": False, "models": [{"name": "tiny", "path": str(model_dir)}], **extra}
+
+
+def test_openai_client_against_a_served_model(tmp_path, tiny_model_dir):
+    with serve(tmp_path, tiny_config(tiny_model_dir)) as (base, _):
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["tiny"]
+        reply = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=10)
+        assert reply.choices[0].message.content is not None
+        stream = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=10, stream=True)
+        assert [c.choices[0].finish_reason for c in stream][-1] in ("stop", "length")
+        completion = client.completions.create(model="tiny", prompt="import", max_tokens=5)
+        assert completion.usage.completion_tokens >= 1
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="missing", messages=HELLO)
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="tiny", messages=HELLO, top_p=3)
+    log = (tmp_path / "server.log").read_text()
+    assert "listening on http://127.0.0.1" in log
+    assert "loaded model tiny" in log
+
+
+def test_builtin_model_answers_with_the_readme_commands(tmp_path):
+    """No config at all: the two README commands, then a streaming chat within 60 s."""
+    with serve(tmp_path, None, ready_within_s=60) as (base, _):
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        assert "genloom-text-mini" in [m.id for m in client.models.list().data]
+        chunks = client.chat.completions.create(
+            model="genloom-text-mini", messages=HELLO, max_tokens=40, temperature=0, stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert len(text.split()) >= 3, text
+
+
+def test_sigterm_lets_a_running_stream_finish_then_exits_0(tmp_path, tiny_model_dir):
+    with serve(tmp_path, tiny_config(tiny_model_dir)) as (base, proc):
+        body = {"model": "tiny", "prompt": "Hello", "max_tokens": 800, "temperature": 0, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+            proc.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line]
+        assert rest[-1] == "data: [DONE]"
+        assert json.loads(rest[-2][6:])["choices"][0]["finish_reason"] == "length"
+        assert proc.wait(30) == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{base}/readyz", timeout=2)
+
+
+def test_drain_timeout_ends_unfinished_streams_with_an_error_event(tmp_path, tiny_model_dir):
+    config = tiny_config(tiny_model_dir, server={"drain_timeout_s": 0.3}, runtime={"max_batch_size": 1})
+    with serve(tmp_path, config) as (base, proc):
+        body = {"model": "tiny", "prompt": "Hello", "max_tokens": 1000, "temperature": 0, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            next(lines)
+            proc.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line]
+        assert rest[-1] == "data: [DONE]"
+        error = json.loads(rest[-2][6:])["error"]
+        assert "shut down" in error["message"]
+        assert proc.wait(30) == 0
