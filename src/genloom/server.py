@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -43,6 +45,7 @@ class GenloomServer:
         self.app: FastAPI = create_app(
             service=self.service, readiness=self.readiness, settings=settings.api, lifespan=self._lifespan
         )
+        self.on_fatal: Callable[[str], None] = lambda reason: None
         self._loader: asyncio.Task | None = None
         self._drainer: asyncio.Task | None = None
         self._stopped = False
@@ -77,14 +80,18 @@ class GenloomServer:
                 )
         except Exception as e:
             log.exception("could not load the models")
-            self.readiness.set(ServerState.FAILED, f"loading models failed: {type(e).__name__}: {e}")
+            self._fail(f"loading models failed: {type(e).__name__}: {e}")
             return
         if not self.runtimes:
-            self.readiness.set(ServerState.FAILED, "no models are configured")
-            log.error("no models to serve: set builtin_models: true or list models in the config")
+            self._fail("no models to serve: set builtin_models: true or list models in the config")
             return
         self.readiness.set(ServerState.READY)
         log.info("ready: serving %s", ", ".join(self.runtimes))
+
+    def _fail(self, reason: str) -> None:
+        log.error("%s", reason)
+        self.readiness.set(ServerState.FAILED, reason)
+        self.on_fatal(reason)
 
     def begin_drain(self) -> None:
         """SIGTERM: refuse new work now; let accepted work finish within the drain timeout."""
@@ -131,9 +138,13 @@ class _DrainingUvicorn(uvicorn.Server):
         if loop is not None:
             loop.call_soon_threadsafe(self._genloom.begin_drain)
         super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            # Uvicorn re-raises captured signals after shutdown; a completed drain is a clean exit (0).
+            self._captured_signals.remove(sig)
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; the exit code is 1 when the models could not be loaded."""
     server = GenloomServer(settings)
     config = uvicorn.Config(
         server.app,
@@ -144,4 +155,13 @@ def run(settings: Settings) -> None:
         timeout_graceful_shutdown=int(settings.server.drain_timeout_s) + 5,
         access_log=False,
     )
-    _DrainingUvicorn(config, server).run()
+    uv = _DrainingUvicorn(config, server)
+    failed: list[str] = []
+
+    def stop_on_fatal(reason: str) -> None:
+        failed.append(reason)
+        uv.should_exit = True
+
+    server.on_fatal = stop_on_fatal
+    uv.run()
+    return 1 if failed else 0

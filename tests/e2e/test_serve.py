@@ -36,7 +36,7 @@ def serve(tmp_path: Path, config: dict | None = None, ready_within_s: float = 60
     try:
         deadline = time.monotonic() + ready_within_s
         while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            assert proc.poll() is None, "the server exited:\n" + (tmp_path / "server.log").read_text()
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
@@ -115,3 +115,24 @@ def test_drain_timeout_ends_unfinished_streams_with_an_error_event(tmp_path, tin
         error = json.loads(rest[-2][6:])["error"]
         assert "shut down" in error["message"]
         assert proc.wait(30) == 0
+
+
+def test_unloadable_model_exits_1_and_says_why(tmp_path, tiny_model_dir):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    config_file = tmp_path / "genloom.yaml"
+    config_file.write_text(yaml.safe_dump({"builtin_models": False, "models": [{"name": "broken", "path": str(broken)}]}))
+    args = [sys.executable, "-m", "genloom.cli", "serve", "--port", str(free_port()), "--data-dir", str(tmp_path / "d"), "--config", str(config_file)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "loading models failed" in done.stderr
+
+
+def test_invalid_config_fails_at_start_naming_the_key(tmp_path):
+    config_file = tmp_path / "genloom.yaml"
+    config_file.write_text("queue:\n  max_queud: 3\n")
+    args = [sys.executable, "-m", "genloom.cli", "serve", "--config", str(config_file)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "queue.max_queud" in done.stderr

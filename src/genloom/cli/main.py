@@ -53,7 +53,7 @@ def serve(
     log.info("listening on http://%s:%d (OpenAI API under /v1)", settings.server.host, settings.server.port)
     from genloom.server import run
 
-    run(settings)
+    raise typer.Exit(run(settings))
 
 
 @config_app.command("show")
