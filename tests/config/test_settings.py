@@ -51,3 +51,14 @@ def test_configured_model_is_served_after_builtins(tiny_model_dir: Path, tmp_pat
     config.write_text(f"builtin_models: false\nmodels:\n  - name: tiny\n    path: {tiny_model_dir}\n")
     served = load_settings(config).served_models()
     assert [m.name for m in served] == ["tiny"]
+
+
+def test_readme_config_example_is_valid(tiny_model_dir, tmp_path):
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)[0]
+    config = tmp_path / "genloom.yaml"
+    config.write_text(example.replace("/models/my-llama", str(tiny_model_dir)))
+    settings = load_settings(config)
+    assert [m.name for m in settings.models] == ["my-llama"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,16 +75,20 @@ def test_openai_client_against_a_served_model(tmp_path, tiny_model_dir):
     assert "loaded model tiny" in log
 
 
-def test_builtin_model_answers_with_the_readme_commands(tmp_path):
-    """No config at all: the two README commands, then a streaming chat within 60 s."""
+def readme_blocks(language: str) -> list[str]:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    return re.findall(rf"```{language}\n(.*?)```", readme, flags=re.S)
+
+
+def test_readme_commands_and_example_work_with_the_builtin_model(tmp_path, capsys):
+    """No config at all, as the README says: `genloom serve`, then its Python example, streaming,
+    ready within 60 s."""
+    assert readme_blocks("bash")[0].strip().splitlines()[-1] == "genloom serve"
     with serve(tmp_path, None, ready_within_s=60) as (base, _):
-        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
-        assert "genloom-text-mini" in [m.id for m in client.models.list().data]
-        chunks = client.chat.completions.create(
-            model="genloom-text-mini", messages=HELLO, max_tokens=40, temperature=0, stream=True
-        )
-        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        assert len(text.split()) >= 3, text
+        example = readme_blocks("python")[0].replace("http://127.0.0.1:8000", base)
+        exec(compile(example, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert len(printed.split()) >= 3, printed
 
 
 def test_sigterm_lets_a_running_stream_finish_then_exits_0(tmp_path, tiny_model_dir):

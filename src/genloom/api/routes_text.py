@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from genloom.api.errors import sse_error
 from genloom.api.schemas import ChatCompletionRequest, CompletionRequest
 from genloom.config import ApiSettings
-from genloom.gateway import Completion, GenerationFailed, ModelNotFound, TextRequest, TextService
+from genloom.gateway import Completion, GenerationFailed, ModelNotFound, NotReady, TextRequest, TextService
 from genloom.queue import ChoiceFinished, TokenEvent
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -182,6 +182,8 @@ async def _stream(service: TextService, text_request: TextRequest, request: Requ
                 yield _sse(payload)
         except GenerationFailed as e:
             yield sse_error(str(e), code="generation_failed")
+        except NotReady as e:
+            yield sse_error(str(e), code="shutting_down")
         finally:
             await events.aclose()
         yield "data: [DONE]\n\n"

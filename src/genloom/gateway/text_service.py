@@ -146,7 +146,10 @@ class TextService:
                     return
                 if isinstance(event, JobFailed):
                     error = event.message
-                    status = RequestStatus.ABORTED if event.shutdown else RequestStatus.FAILED
+                    if event.shutdown:
+                        status = RequestStatus.ABORTED
+                        raise NotReady(f"{event.message}; retry on another replica")
+                    status = RequestStatus.FAILED
                     raise GenerationFailed(event.message)
                 choice = completion.choices[event.index]
                 first_token_at = first_token_at or time.monotonic()
@@ -169,6 +172,8 @@ class TextService:
 
     async def _next_event(self, events: asyncio.Queue[JobEvent], disconnected: DisconnectProbe) -> JobEvent | None:
         """The next event, or None once the client has gone away."""
+        if not events.empty():
+            return events.get_nowait()
         while True:
             try:
                 return await asyncio.wait_for(events.get(), _PROBE_INTERVAL_S)
