@@ -191,14 +191,16 @@ def _lr_at(step: int, cfg: TextModelConfig) -> float:
     return cfg.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(cfg: TextModelConfig, work_dir: Path, out_dir: Path, console=None) -> dict:
-    """Train (resuming from work_dir/checkpoint.pt when present) and export to out_dir."""
+def train(cfg: TextModelConfig, work_dir: Path, out_dir: Path, console=None, docs: list[str] | None = None) -> dict:
+    """Train (resuming from work_dir/checkpoint.pt when present) and export to out_dir.
+
+    `docs` replaces the corpus (tests train on a few documents)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     work_dir.mkdir(parents=True, exist_ok=True)
-    train_docs, held_out_docs = split_corpus(build_corpus())
+    train_docs, held_out_docs = split_corpus(docs if docs is not None else build_corpus())
 
     tok_dir = work_dir / "tokenizer"
     if tok_dir.exists():
