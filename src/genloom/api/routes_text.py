@@ -104,7 +104,7 @@ def _model_card(runtime) -> dict[str, Any]:
     return {
         "id": info.name,
         "object": "model",
-        "created": 0,
+        "created": info.created,
         "owned_by": "genloom",
         "max_context": info.max_context,
         "parameters": info.parameters,

@@ -118,11 +118,18 @@ class TextService:
         )
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[JobEvent] = asyncio.Queue()
+
+        def emit(event: JobEvent) -> None:  # called on a worker thread
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:
+                pass  # the event loop has closed: nobody is waiting for this request any more
+
         job = Job(
             id=request.id,
             model=runtime.name,
             payload=TextTask(prompt_ids=tuple(prompt_ids), params=params, n=request.n),
-            emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            emit=emit,
             rows=request.n,
             priority=Priority.REALTIME,
         )

@@ -22,6 +22,7 @@ class PromptError(ValueError):
 class ModelInfo:
     name: str
     path: Path
+    created: int  # when the checkpoint was written (config.json's modification time)
     max_context: int
     parameters: int
     dtype: str
@@ -44,6 +45,9 @@ def _pick_dtype(dtype: DType, device: torch.device) -> torch.dtype:
 class TextRuntime:
     def __init__(self, *, name: str, path: Path, settings: RuntimeSettings) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a server log is not a terminal
 
         self.name = name
         self.path = path
@@ -63,6 +67,7 @@ class TextRuntime:
         self.info = ModelInfo(
             name=name,
             path=path,
+            created=int((path / "config.json").stat().st_mtime),
             max_context=self.max_context,
             parameters=sum(p.numel() for p in self.model.parameters()),
             dtype=str(dtype).removeprefix("torch."),
