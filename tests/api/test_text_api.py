@@ -165,3 +165,19 @@ def test_sse_wire_format_matches_openai(base_url):
     first = json.loads(events[0][6:])
     assert first["object"] == "chat.completion.chunk"
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+
+
+async def test_every_request_and_its_outcome_is_recorded(server, client):
+    _, genloom = server
+    reply = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=8, temperature=0, seed=5)
+    await genloom.request_log.flush()
+    record = await genloom.request_log.get(reply.id)
+    assert record.status == "completed"
+    assert record.endpoint == "/v1/chat/completions"
+    assert record.model == "tiny"
+    assert record.prompt == HELLO
+    assert record.output == [reply.choices[0].message.content]
+    assert (record.prompt_tokens, record.completion_tokens) == (reply.usage.prompt_tokens, reply.usage.completion_tokens)
+    assert record.params["max_tokens"] == 8 and record.params["temperature"] == 0 and record.params["seed"] == 5
+    assert 0 < record.ttft_ms <= record.latency_ms
+    assert record.created_at <= record.finished_at
