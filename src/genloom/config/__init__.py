@@ -6,7 +6,9 @@ Nothing else in Genloom reads the environment: components receive their section 
 
 from genloom.config.settings import (
     ApiSettings,
+    ClassificationSettings,
     ConfigError,
+    JobsSettings,
     ModelSettings,
     QueueSettings,
     RuntimeSettings,
@@ -18,7 +20,9 @@ from genloom.config.settings import (
 
 __all__ = [
     "ApiSettings",
+    "ClassificationSettings",
     "ConfigError",
+    "JobsSettings",
     "ModelSettings",
     "QueueSettings",
     "RuntimeSettings",

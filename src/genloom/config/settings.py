@@ -3,10 +3,10 @@ from __future__ import annotations
 import contextvars
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parent.parent / "builtin" / "models"
 _yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("genloom_yaml_file", default=None)
@@ -33,9 +33,62 @@ class ApiSettings(_Section):
     max_n: int = Field(8, gt=0, description="most choices one request may ask for")
 
 
+class TierSettings(_Section):
+    weight: float = Field(gt=0, description="share of a class's service while tiers compete")
+    max_wait_s: float = Field(gt=0, description="aging: a job waiting this long goes before non-aged ones")
+
+
+def _default_tiers() -> dict[str, TierSettings]:
+    return {
+        "premium": TierSettings(weight=6, max_wait_s=10),
+        "standard": TierSettings(weight=3, max_wait_s=30),
+        "free": TierSettings(weight=1, max_wait_s=120),
+    }
+
+
 class QueueSettings(_Section):
-    max_queued: int = Field(256, gt=0, description="requests waiting beyond this get 503 with Retry-After")
+    """Scheduling: realtime (the chat/completions endpoints) strictly before async (the jobs API);
+    within a class, tiers share by weight, tenants within a tier share equally, FIFO per tenant."""
+
+    max_queued: int = Field(256, gt=0, description="realtime requests waiting per model beyond this get 503")
+    max_queued_async: int = Field(10_000, gt=0, description="async jobs waiting per model beyond this get 503")
+    tenant_max_share: float = Field(0.5, gt=0, le=1, description="one tenant may hold at most this share of a class's queue (429 beyond)")
     retry_after_s: int = Field(1, ge=0)
+    tiers: dict[str, TierSettings] = Field(default_factory=_default_tiers)
+
+    @field_validator("tiers")
+    @classmethod
+    def _every_tier(cls, tiers: dict[str, TierSettings]) -> dict[str, TierSettings]:
+        expected = set(_default_tiers())
+        if set(tiers) != expected:
+            raise ValueError(f"give exactly the tiers {sorted(expected)}, got {sorted(tiers)}")
+        return tiers
+
+
+class ClassificationSettings(_Section):
+    """How a request gets its tier, tenant and cost until tenants and API keys exist."""
+
+    default_tier: str = Field("free", pattern="^(premium|standard|free)$")
+    default_tenant: str = "default"
+    trust_tier_header: bool = Field(
+        True, description="take the tier from the X-Genloom-Tier header and the tenant from X-Genloom-Tenant"
+    )
+    prompt_token_cost: float = Field(1.0, ge=0, description="cost = prompt tokens x this + max_tokens x completion_token_cost")
+    completion_token_cost: float = Field(1.0, ge=0)
+
+
+class JobsSettings(_Section):
+    max_attempts: int = Field(3, ge=1, description="tries before a job fails for good")
+    retry_base_s: float = Field(1.0, gt=0, description="first retry after up to this long (exponential, full jitter)")
+    retry_max_s: float = Field(60.0, gt=0)
+    lease_s: float = Field(30.0, gt=0, description="a running job whose worker misses heartbeats this long is requeued")
+    heartbeat_s: float = Field(10.0, gt=0)
+    idempotency_window_s: float = Field(86_400, gt=0, description="an Idempotency-Key returns the same job within this")
+    max_page_size: int = Field(100, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1)
+    webhook_retry_base_s: float = Field(1.0, gt=0)
+    webhook_retry_max_s: float = Field(300.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
 
 
 class Device(str, Enum):
@@ -96,6 +149,12 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
+    webhook_secret: SecretStr | None = Field(None, description="signs job webhooks (GENLOOM_WEBHOOK_SECRET); whsec_<base64> or any string")
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="webhook hosts allowed although private or loopback (GENLOOM_WEBHOOK_ALLOW_HOSTS=a,b)"
+    )
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 
@@ -113,6 +172,13 @@ class Settings(BaseSettings):
         if yaml_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
+
+    @field_validator("webhook_allow_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [host.strip().lower() for host in value.split(",") if host.strip()]
+        return value
 
     def served_models(self) -> list[ModelSettings]:
         """Built-in models first, then configured ones; a configured name replaces a built-in."""
