@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -16,7 +18,10 @@ from fastapi import FastAPI
 from genloom.api import create_app
 from genloom.config import Settings
 from genloom.gateway import Readiness, ServerState, TextService
-from genloom.queue import InMemoryQueue, JobFailed
+from genloom.gateway.job_service import JobService
+from genloom.gateway.job_webhooks import WebhookDispatcher
+from genloom.queue import InMemoryQueue, JobFailed, RequestClass, SchedulerPolicy, Tier, TierPolicy
+from genloom.queue.store import SqlJobStore
 from genloom.runtimes.text import TextRuntime
 from genloom.store import Database, RequestLog
 from genloom.worker import TextWorker
@@ -29,9 +34,10 @@ class GenloomServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.readiness = Readiness()
-        self.queue = InMemoryQueue(max_queued=settings.queue.max_queued, retry_after_s=settings.queue.retry_after_s)
+        self.queue = InMemoryQueue(policy=scheduler_policy(settings))
         self.database = Database(url=settings.resolved_database_url(), echo=settings.store.echo_sql)
         self.request_log = RequestLog(database=self.database)
+        self.job_store = SqlJobStore(database=self.database)
         self.runtimes: dict[str, TextRuntime] = {}
         self.workers: list[TextWorker] = []
         self.service = TextService(
@@ -40,10 +46,28 @@ class GenloomServer:
             request_log=self.request_log,
             readiness=self.readiness,
             settings=settings.api,
+            classification=settings.classification,
             max_batch_size=settings.runtime.max_batch_size,
         )
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        allow_hosts = frozenset(settings.webhook_allow_hosts)
+        self.webhooks: WebhookDispatcher | None = None
+        if secret:
+            self.webhooks = WebhookDispatcher(
+                store=self.job_store, secret=secret, allow_hosts=allow_hosts, settings=settings.jobs
+            )
+        self.jobs = JobService(
+            store=self.job_store,
+            queue=self.queue,
+            text=self.service,
+            settings=settings.jobs,
+            process_id=f"{socket.gethostname()}:{os.getpid()}",
+            webhooks_enabled=self.webhooks is not None,
+            webhook_allow_hosts=allow_hosts,
+            on_finished=self.webhooks.wake if self.webhooks else lambda: None,
+        )
         self.app: FastAPI = create_app(
-            service=self.service, readiness=self.readiness, settings=settings.api, lifespan=self._lifespan
+            service=self.service, jobs=self.jobs, readiness=self.readiness, settings=settings, lifespan=self._lifespan
         )
         self.on_fatal: Callable[[str], None] = lambda reason: None
         self._loader: asyncio.Task | None = None
@@ -54,6 +78,8 @@ class GenloomServer:
     async def _lifespan(self, app: FastAPI):
         await self.database.migrate()
         await self.request_log.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
         # Models load in the background so /healthz answers at once and /readyz tells the state.
         self._loader = asyncio.create_task(self._load_models())
         try:
@@ -85,7 +111,14 @@ class GenloomServer:
         if not self.runtimes:
             self._fail("no models to serve: set builtin_models: true or list models in the config")
             return
+        # Jobs accepted before a restart are checked against the loaded models and queued again.
         self.readiness.set(ServerState.READY)
+        try:
+            await self.jobs.start()
+        except Exception as e:
+            log.exception("could not recover the job queue")
+            self._fail(f"recovering jobs failed: {type(e).__name__}: {e}")
+            return
         log.info("ready: serving %s", ", ".join(self.runtimes))
 
     def _fail(self, reason: str) -> None:
@@ -101,10 +134,13 @@ class GenloomServer:
 
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.settings.server.drain_timeout_s
-        while self.service.in_flight and time.monotonic() < deadline:
+        while (self.service.in_flight or self.jobs.running) and time.monotonic() < deadline:
             await asyncio.sleep(_DRAIN_POLL_S)
-        if self.service.in_flight:
-            log.warning("drain timeout: ending %d unfinished requests with an error", self.service.in_flight)
+        if self.service.in_flight or self.jobs.running:
+            log.warning(
+                "drain timeout: ending %d unfinished requests with an error and releasing %d running jobs to the queue",
+                self.service.in_flight, self.jobs.running,
+            )
         await self._stop_workers()
 
     async def _stop_workers(self) -> None:
@@ -119,8 +155,21 @@ class GenloomServer:
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
         await self._stop_workers()
+        await self.jobs.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.request_log.close()
         await self.database.dispose()
+
+
+def scheduler_policy(settings: Settings) -> SchedulerPolicy:
+    q = settings.queue
+    return SchedulerPolicy(
+        tiers={Tier(name): TierPolicy(weight=t.weight, max_wait_s=t.max_wait_s) for name, t in q.tiers.items()},
+        max_queued={RequestClass.REALTIME: q.max_queued, RequestClass.ASYNC: q.max_queued_async},
+        tenant_max_share=q.tenant_max_share,
+        retry_after_s=q.retry_after_s,
+    )
 
 
 class _DrainingUvicorn(uvicorn.Server):

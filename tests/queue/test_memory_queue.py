@@ -3,22 +3,33 @@ import time
 
 import pytest
 
-from genloom.queue import InMemoryQueue, Job, Priority, QueueClosed, QueueFull
+from genloom.queue import InMemoryQueue, Job, QueueClosed, QueueFull, RequestClass, SchedulerPolicy, TenantQueueFull
+from genloom.queue.scheduler import Tier
+
+REALTIME, ASYNC = RequestClass.REALTIME, RequestClass.ASYNC
 
 
-def job(name: str, model: str = "m", rows: int = 1, priority: Priority = Priority.REALTIME) -> Job:
-    return Job(id=name, model=model, payload=None, emit=lambda e: None, rows=rows, priority=priority)
+def job(name: str, model: str = "m", rows: int = 1, request_class: RequestClass = REALTIME, tenant: str = "t") -> Job:
+    return Job(id=name, model=model, payload=None, emit=lambda e: None, rows=rows, request_class=request_class, tenant=tenant)
 
 
-def test_jobs_come_out_by_priority_then_arrival():
-    q = InMemoryQueue(max_queued=10)
-    for j in (job("a1", priority=Priority.ASYNC), job("r1"), job("a2", priority=Priority.ASYNC), job("r2")):
+def queue(max_queued: int, retry_after_s: int = 1, tenant_max_share: float = 1.0) -> InMemoryQueue:
+    policy = SchedulerPolicy(
+        max_queued={REALTIME: max_queued, ASYNC: max_queued}, retry_after_s=retry_after_s,
+        tenant_max_share=tenant_max_share,
+    )
+    return InMemoryQueue(policy=policy)
+
+
+def test_jobs_come_out_by_class_then_arrival():
+    q = queue(10)
+    for j in (job("a1", request_class=ASYNC), job("r1"), job("a2", request_class=ASYNC), job("r2")):
         q.submit(j)
     assert [j.id for j in q.take(["m"], max_rows=10, timeout=0)] == ["r1", "r2", "a1", "a2"]
 
 
 def test_full_queue_refuses_with_retry_after():
-    q = InMemoryQueue(max_queued=2, retry_after_s=3)
+    q = queue(2, retry_after_s=3)
     q.submit(job("a"))
     q.submit(job("b"))
     with pytest.raises(QueueFull) as e:
@@ -29,7 +40,7 @@ def test_full_queue_refuses_with_retry_after():
 
 
 def test_take_fills_at_most_the_free_rows_and_keeps_order():
-    q = InMemoryQueue(max_queued=10)
+    q = queue(10)
     q.submit(job("big", rows=3))
     q.submit(job("small"))
     assert q.take(["m"], max_rows=2, timeout=0) == []
@@ -37,7 +48,7 @@ def test_take_fills_at_most_the_free_rows_and_keeps_order():
 
 
 def test_take_only_returns_jobs_for_the_workers_models():
-    q = InMemoryQueue(max_queued=10)
+    q = queue(10)
     q.submit(job("x", model="other"))
     q.submit(job("y", model="mine"))
     assert [j.id for j in q.take(["mine"], max_rows=5, timeout=0)] == ["y"]
@@ -45,7 +56,7 @@ def test_take_only_returns_jobs_for_the_workers_models():
 
 
 def test_cancelled_job_is_dropped_and_frees_its_place():
-    q = InMemoryQueue(max_queued=2)
+    q = queue(2)
     a, b = job("a"), job("b")
     q.submit(a)
     q.submit(b)
@@ -55,7 +66,7 @@ def test_cancelled_job_is_dropped_and_frees_its_place():
 
 
 def test_take_wakes_when_a_job_arrives():
-    q = InMemoryQueue(max_queued=2)
+    q = queue(2)
     threading.Timer(0.05, lambda: q.submit(job("late"))).start()
     started = time.monotonic()
     got = q.take(["m"], max_rows=1, timeout=5)
@@ -64,8 +75,43 @@ def test_take_wakes_when_a_job_arrives():
 
 
 def test_close_hands_back_waiting_jobs_and_refuses_new_ones():
-    q = InMemoryQueue(max_queued=5)
+    q = queue(5)
     q.submit(job("a"))
     assert [j.id for j in q.close()] == ["a"]
     with pytest.raises(QueueClosed):
         q.submit(job("b"))
+
+
+def test_one_tenant_cannot_fill_the_queue():
+    q = queue(4, tenant_max_share=0.5)
+    q.submit(job("a", tenant="flood"))
+    q.submit(job("b", tenant="flood"))
+    with pytest.raises(TenantQueueFull) as e:
+        q.submit(job("c", tenant="flood"))
+    assert e.value.retry_after_s == 1
+    with pytest.raises(TenantQueueFull):
+        q.check_admission(model="m", request_class=REALTIME, tenant="flood")
+    q.submit(job("d", tenant="other"))
+
+
+def test_restored_jobs_skip_admission_and_removed_jobs_never_come_out():
+    q = queue(1)
+    q.submit(job("a"))
+    q.restore(job("b"))
+    assert q.depth() == 2 and q.remove("a") is not None
+    assert [j.id for j in q.take(["m"], max_rows=5, timeout=0)] == ["b"]
+
+
+def test_delayed_job_waits_for_its_time():
+    q = queue(5)
+    q.restore(Job(id="later", model="m", payload=None, emit=lambda e: None, request_class=ASYNC,
+                  not_before=time.monotonic() + 0.2))
+    assert q.take(["m"], max_rows=1, timeout=0) == []
+    assert [j.id for j in q.take(["m"], max_rows=1, timeout=2)] == ["later"]
+
+
+def test_position_follows_the_schedule():
+    q = queue(10)
+    q.submit(job("a1", request_class=ASYNC))
+    q.submit(job("r1"))
+    assert q.position("r1") == 1 and q.position("a1") == 2 and q.position("gone") is None

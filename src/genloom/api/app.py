@@ -12,16 +12,19 @@ from genloom import __version__
 from genloom.api.errors import install_error_handlers
 from genloom.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from genloom.api.routes_health import build_health_router
+from genloom.api.routes_jobs import build_jobs_router
 from genloom.api.routes_text import build_text_router
-from genloom.config import ApiSettings
+from genloom.config import Settings
 from genloom.gateway import Readiness, TextService
+from genloom.gateway.job_service import JobService
 
 
 def create_app(
     *,
     service: TextService,
+    jobs: JobService,
     readiness: Readiness,
-    settings: ApiSettings,
+    settings: Settings,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -30,10 +33,15 @@ def create_app(
         lifespan=lifespan,
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
+            Middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes),
         ],
     )
-    for router in (build_health_router(readiness, service), build_text_router(service, settings)):
+    routers = (
+        build_health_router(readiness, service),
+        build_text_router(service, settings.api, settings.classification),
+        build_jobs_router(jobs, settings.api, settings.classification, settings.jobs),
+    )
+    for router in routers:
         app.include_router(router)
     install_error_handlers(app)
     return app

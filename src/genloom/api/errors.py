@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
-from genloom.queue import QueueFull
+from genloom.queue import QueueClosed, QueueFull, TenantQueueFull
+from genloom.queue.records import IdempotencyConflict, JobNotFound, JobStateConflict
 
 log = logging.getLogger("genloom.api")
 
@@ -65,6 +66,28 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _full(request: Request, exc: QueueFull) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after_s)}
         return error_response(503, str(exc), "server_error", None, "queue_full", headers)
+
+    @app.exception_handler(TenantQueueFull)
+    async def _tenant_full(request: Request, exc: TenantQueueFull) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return error_response(429, str(exc), "rate_limit_error", None, "tenant_queue_full", headers)
+
+    @app.exception_handler(QueueClosed)
+    async def _closed(request: Request, exc: QueueClosed) -> JSONResponse:
+        message = "the server is shutting down; retry on another replica"
+        return error_response(503, message, "server_error", None, "not_ready", {"Retry-After": "1"})
+
+    @app.exception_handler(JobNotFound)
+    async def _job_missing(request: Request, exc: JobNotFound) -> JSONResponse:
+        return error_response(404, str(exc), "invalid_request_error", "job_id", "job_not_found")
+
+    @app.exception_handler(JobStateConflict)
+    async def _job_state(request: Request, exc: JobStateConflict) -> JSONResponse:
+        return error_response(409, str(exc), "invalid_request_error", None, "job_state_conflict")
+
+    @app.exception_handler(IdempotencyConflict)
+    async def _idempotency(request: Request, exc: IdempotencyConflict) -> JSONResponse:
+        return error_response(409, str(exc), "invalid_request_error", "Idempotency-Key", "idempotency_key_reused")
 
     @app.exception_handler(NotReady)
     async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:

@@ -11,16 +11,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from genloom.api.callers import Caller, caller
 from genloom.api.errors import sse_error
 from genloom.api.schemas import ChatCompletionRequest, CompletionRequest
-from genloom.config import ApiSettings
+from genloom.config import ApiSettings, ClassificationSettings
 from genloom.gateway import Completion, GenerationFailed, ModelNotFound, NotReady, TextRequest, TextService
 from genloom.queue import ChoiceFinished, TokenEvent
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def build_text_router(service: TextService, settings: ApiSettings) -> APIRouter:
+def build_text_router(service: TextService, settings: ApiSettings, classification: ClassificationSettings) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     @router.get("/models")
@@ -36,67 +37,50 @@ def build_text_router(service: TextService, settings: ApiSettings) -> APIRouter:
 
     @router.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        max_tokens = body.requested_max_tokens()
-        text_request = TextRequest(
-            id=f"chatcmpl-{uuid.uuid4().hex}",
-            endpoint="/v1/chat/completions",
-            model=body.model,
-            params=body.sampling_params(max_tokens, settings.default_max_tokens),
-            n=body.n or 1,
-            messages=[{"role": m.role, "content": m.text()} for m in body.messages],
-            max_tokens_given=max_tokens is not None,
-        )
+        text_request = chat_request(body, settings, caller(request, classification))
         if body.stream:
             return await _stream(service, text_request, request, _ChatChunks(body.include_usage))
         completion = await service.complete(text_request, request.is_disconnected)
-        return JSONResponse(
-            {
-                "id": completion.id,
-                "object": "chat.completion",
-                "created": completion.created,
-                "model": completion.model,
-                "choices": [
-                    {
-                        "index": c.index,
-                        "message": {"role": "assistant", "content": c.text},
-                        "logprobs": None,
-                        "finish_reason": c.finish_reason,
-                    }
-                    for c in completion.choices
-                ],
-                "usage": _usage(completion),
-            }
-        )
+        return JSONResponse(completion.openai_body(text_request.endpoint))
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
-        text_request = TextRequest(
-            id=f"cmpl-{uuid.uuid4().hex}",
-            endpoint="/v1/completions",
-            model=body.model,
-            params=body.sampling_params(body.max_tokens, settings.default_max_tokens),
-            n=body.n or 1,
-            prompt=body.single_prompt(),
-            max_tokens_given=body.max_tokens is not None,
-        )
+        text_request = completion_request(body, settings, caller(request, classification))
         if body.stream:
             return await _stream(service, text_request, request, _CompletionChunks(body.include_usage))
         completion = await service.complete(text_request, request.is_disconnected)
-        return JSONResponse(
-            {
-                "id": completion.id,
-                "object": "text_completion",
-                "created": completion.created,
-                "model": completion.model,
-                "choices": [
-                    {"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
-                    for c in completion.choices
-                ],
-                "usage": _usage(completion),
-            }
-        )
+        return JSONResponse(completion.openai_body(text_request.endpoint))
 
     return router
+
+
+def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller) -> TextRequest:
+    max_tokens = body.requested_max_tokens()
+    return TextRequest(
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        endpoint="/v1/chat/completions",
+        model=body.model,
+        params=body.sampling_params(max_tokens, settings.default_max_tokens),
+        n=body.n or 1,
+        messages=[{"role": m.role, "content": m.text()} for m in body.messages],
+        max_tokens_given=max_tokens is not None,
+        tier=who.tier,
+        tenant=who.tenant,
+    )
+
+
+def completion_request(body: CompletionRequest, settings: ApiSettings, who: Caller) -> TextRequest:
+    return TextRequest(
+        id=f"cmpl-{uuid.uuid4().hex}",
+        endpoint="/v1/completions",
+        model=body.model,
+        params=body.sampling_params(body.max_tokens, settings.default_max_tokens),
+        n=body.n or 1,
+        prompt=body.single_prompt(),
+        max_tokens_given=body.max_tokens is not None,
+        tier=who.tier,
+        tenant=who.tenant,
+    )
 
 
 def _model_card(runtime) -> dict[str, Any]:
@@ -112,8 +96,7 @@ def _model_card(runtime) -> dict[str, Any]:
 
 
 def _usage(completion: Completion) -> dict[str, int]:
-    u = completion.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+    return completion.openai_body("")["usage"]
 
 
 def _sse(payload: dict[str, Any]) -> str:

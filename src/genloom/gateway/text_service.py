@@ -10,10 +10,21 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from genloom.config import ApiSettings
+from genloom.config import ApiSettings, ClassificationSettings
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.readiness import Readiness
-from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobEvent, JobFailed, Priority, QueueClosed, TokenEvent
+from genloom.queue import (
+    ChoiceFinished,
+    InMemoryQueue,
+    Job,
+    JobEvent,
+    JobFailed,
+    JobStarted,
+    QueueClosed,
+    RequestClass,
+    Tier,
+    TokenEvent,
+)
 from genloom.runtimes.sampling import SamplingParams
 from genloom.runtimes.text import PromptError, TextRuntime
 from genloom.store import RequestEntry, RequestLog, RequestStatus
@@ -34,7 +45,35 @@ class TextRequest:
     messages: list[dict[str, str]] | None = None
     prompt: str | None = None
     max_tokens_given: bool = True
+    tier: Tier = Tier.FREE
+    tenant: str = "default"
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready form, so a stored job can be run again without the API layer."""
+        params = asdict(self.params) | {"stop": list(self.params.stop)}
+        return {
+            "endpoint": self.endpoint, "model": self.model, "params": params, "n": self.n,
+            "messages": self.messages, "prompt": self.prompt, "max_tokens_given": self.max_tokens_given,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], *, id: str, tier: Tier, tenant: str) -> TextRequest:
+        params = dict(record["params"]) | {"stop": tuple(record["params"]["stop"])}
+        return cls(
+            endpoint=record["endpoint"], model=record["model"], params=SamplingParams(**params), n=record["n"],
+            messages=record["messages"], prompt=record["prompt"], max_tokens_given=record["max_tokens_given"],
+            tier=tier, tenant=tenant, id=id,
+        )
+
+
+@dataclass(frozen=True)
+class PreparedText:
+    """A request checked against its model: the prompt as token ids and the final parameters."""
+
+    runtime: TextRuntime
+    prompt_ids: list[int]
+    params: SamplingParams
 
 
 @dataclass(frozen=True)
@@ -67,6 +106,25 @@ class Completion:
     def usage(self) -> Usage:
         return Usage(self.prompt_tokens, sum(c.tokens for c in self.choices))
 
+    def openai_body(self, endpoint: str) -> dict[str, Any]:
+        """The non-streaming response body OpenAI's API gives for `endpoint`."""
+        if endpoint == "/v1/chat/completions":
+            obj = "chat.completion"
+            choices = [
+                {"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
+                 "finish_reason": c.finish_reason}
+                for c in self.choices
+            ]
+        else:
+            obj = "text_completion"
+            choices = [
+                {"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+                for c in self.choices
+            ]
+        u = self.usage
+        usage = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices, "usage": usage}
+
 
 class TextService:
     def __init__(
@@ -77,9 +135,11 @@ class TextService:
         request_log: RequestLog,
         readiness: Readiness,
         settings: ApiSettings,
+        classification: ClassificationSettings,
         max_batch_size: int,
     ) -> None:
         self._runtimes = runtimes
+        self._classification = classification
         self._queue = queue
         self._log = request_log
         self._readiness = readiness
@@ -106,7 +166,8 @@ class TextService:
     ) -> AsyncIterator[tuple[JobEvent | None, Completion]]:
         """Yield (event, completion so far) as tokens arrive; the first item has event None and
         is yielded once the request is accepted, so errors surface before a stream starts."""
-        runtime, prompt_ids, params = self._prepare(request)
+        prepared = self.prepare(request)
+        runtime, prompt_ids, params = prepared.runtime, prepared.prompt_ids, prepared.params
         created = time.time()
         started = time.monotonic()
         completion = Completion(
@@ -131,7 +192,10 @@ class TextService:
             payload=TextTask(prompt_ids=tuple(prompt_ids), params=params, n=request.n),
             emit=emit,
             rows=request.n,
-            priority=Priority.REALTIME,
+            request_class=RequestClass.REALTIME,
+            tier=request.tier,
+            tenant=request.tenant,
+            cost=self.cost(prepared, request.n),
         )
         status, error, first_token_at, submitted = RequestStatus.FAILED, None, None, False
         try:
@@ -158,6 +222,8 @@ class TextService:
                         raise NotReady(f"{event.message}; retry on another replica")
                     status = RequestStatus.FAILED
                     raise GenerationFailed(event.message)
+                if isinstance(event, JobStarted):
+                    continue
                 choice = completion.choices[event.index]
                 first_token_at = first_token_at or time.monotonic()
                 choice.tokens = event.completion_tokens
@@ -173,6 +239,7 @@ class TextService:
             raise
         finally:
             job.cancel()
+            self._queue.remove(job.id)
             if submitted:
                 self.in_flight -= 1
             self._record(request, params, completion, status, error, created, started, first_token_at)
@@ -188,7 +255,13 @@ class TextService:
                 if await disconnected():
                     return None
 
-    def _prepare(self, request: TextRequest) -> tuple[TextRuntime, list[int], SamplingParams]:
+    def cost(self, prepared: PreparedText, n: int) -> float:
+        """What the scheduler charges a tenant for this request: prompt and completion tokens."""
+        c = self._classification
+        return max(1.0, n * (len(prepared.prompt_ids) * c.prompt_token_cost + prepared.params.max_tokens * c.completion_token_cost))
+
+    def prepare(self, request: TextRequest) -> PreparedText:
+        """Check a request against its model: 404 for an unknown model, 400 for what cannot fit."""
         if not self._readiness.ready:
             raise NotReady(f"the server is not ready: {self._readiness.reason}")
         runtime = self._runtimes.get(request.model)
@@ -214,7 +287,7 @@ class TextService:
                 f"{runtime.name} takes at most {runtime.max_context} tokens in all; lower max_tokens to {room} or less",
                 param="max_tokens",
             )
-        return runtime, prompt_ids, params
+        return PreparedText(runtime, prompt_ids, params)
 
     def _record(
         self,

@@ -1,7 +1,16 @@
-"""Every generation waits here until a worker takes it."""
+"""Every generation waits here until a worker takes it: the scheduling policy, the in-process
+queue, and the store that keeps accepted async jobs."""
 
-from genloom.queue.jobs import ChoiceFinished, Job, JobEvent, JobFailed, Priority, TokenEvent
-from genloom.queue.memory import InMemoryQueue, QueueClosed, QueueFull
+from genloom.queue.jobs import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, TokenEvent
+from genloom.queue.memory import InMemoryQueue, QueueClosed
+from genloom.queue.scheduler import (
+    QueueFull,
+    RequestClass,
+    SchedulerPolicy,
+    TenantQueueFull,
+    Tier,
+    TierPolicy,
+)
 
 __all__ = [
     "ChoiceFinished",
@@ -9,8 +18,13 @@ __all__ = [
     "Job",
     "JobEvent",
     "JobFailed",
-    "Priority",
+    "JobStarted",
     "QueueClosed",
     "QueueFull",
+    "RequestClass",
+    "SchedulerPolicy",
+    "TenantQueueFull",
+    "Tier",
+    "TierPolicy",
     "TokenEvent",
 ]

@@ -6,15 +6,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
+from genloom.queue.scheduler import RequestClass, Tier
 
-class Priority(IntEnum):
-    """Lower value runs first; ties go by arrival. REALTIME is a client holding a connection."""
 
-    REALTIME = 0
-    ASYNC = 1
+@dataclass(frozen=True)
+class JobStarted:
+    """A worker took the job into its batch."""
 
 
 @dataclass(frozen=True)
@@ -40,21 +39,26 @@ class JobFailed:
     shutdown: bool = False  # the server stopped before the job finished
 
 
-JobEvent = TokenEvent | ChoiceFinished | JobFailed
+JobEvent = JobStarted | TokenEvent | ChoiceFinished | JobFailed
 
 
 @dataclass(eq=False)
 class Job:
     """What the queue holds. `payload` is opaque here: the worker for `model` knows its type.
 
-    `rows` is how many batch slots the job needs (one per choice)."""
+    `rows` is how many batch slots the job needs (one per choice); class, tier, tenant and cost
+    are what the scheduler orders by; `not_before` (monotonic clock) delays a retry."""
 
     id: str
     model: str
     payload: Any
     emit: Callable[[JobEvent], None]
     rows: int = 1
-    priority: Priority = Priority.REALTIME
+    request_class: RequestClass = RequestClass.REALTIME
+    tier: Tier = Tier.FREE
+    tenant: str = "default"
+    cost: float = 1.0
+    not_before: float = 0.0
     enqueued_at: float = field(default_factory=time.monotonic)
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
 

@@ -1,22 +1,14 @@
-"""The in-process queue: bounded, priority-ordered, shared between the event loop (submit) and
-worker threads (take)."""
+"""The in-process queue: one `Scheduler` per model decides the order; this class adds the locking
+between the event loop (submit) and worker threads (take) and maps entries to jobs."""
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from genloom.queue.jobs import Job
-
-
-class QueueFull(RuntimeError):
-    """The queue holds as many waiting jobs as it may; the caller should retry later."""
-
-    def __init__(self, limit: int, retry_after_s: int) -> None:
-        super().__init__(f"the queue is full ({limit} requests waiting); retry in {retry_after_s} s")
-        self.retry_after_s = retry_after_s
+from genloom.queue.scheduler import Entry, QueueFull, RequestClass, Scheduler, SchedulerPolicy, TenantQueueFull
 
 
 class QueueClosed(RuntimeError):
@@ -24,65 +16,113 @@ class QueueClosed(RuntimeError):
 
 
 class InMemoryQueue:
-    def __init__(self, *, max_queued: int, retry_after_s: int = 1) -> None:
-        self._max_queued = max_queued
-        self._retry_after_s = retry_after_s
-        self._heaps: dict[str, list[tuple[int, int, Job]]] = {}
-        self._waiting = 0
-        self._arrival = itertools.count()
+    def __init__(self, *, policy: SchedulerPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._schedulers: dict[str, Scheduler] = {}
+        self._waiting: dict[str, Job] = {}
         self._cond = threading.Condition()
         self._closed = False
 
     def submit(self, job: Job) -> None:
+        """Admit a new job or raise QueueFull (503) / TenantQueueFull (429)."""
+        self._add(job, admit=True)
+
+    def check_admission(self, *, model: str, request_class: RequestClass, tenant: str) -> None:
+        """Raise what submit() would for a job of this class and tenant, without queueing anything
+        (async jobs are checked, then stored, then queued)."""
         with self._cond:
             if self._closed:
                 raise QueueClosed("the server is shutting down")
-            if self._waiting >= self._max_queued:
-                raise QueueFull(self._max_queued, self._retry_after_s)
-            heapq.heappush(self._heaps.setdefault(job.model, []), (int(job.priority), next(self._arrival), job))
-            self._waiting += 1
+            scheduler = self._schedulers.get(model)
+            if scheduler is None:
+                return
+            limit = self._policy.max_queued[request_class]
+            if scheduler.depth(request_class) >= limit:
+                raise QueueFull(request_class, limit, self._policy.retry_after_s)
+            tenant_limit = self._policy.tenant_limit(request_class)
+            if scheduler.tenant_depth(tenant, request_class) >= tenant_limit:
+                raise TenantQueueFull(tenant, request_class, tenant_limit, self._policy.retry_after_s)
+
+    def restore(self, job: Job) -> None:
+        """Queue a job that was accepted earlier (recovered after a restart, or retrying): no admission check."""
+        self._add(job, admit=False)
+
+    def _add(self, job: Job, *, admit: bool) -> None:
+        entry = Entry(
+            id=job.id, request_class=job.request_class, tier=job.tier, tenant=job.tenant, cost=job.cost,
+            rows=job.rows, arrived_at=job.enqueued_at, not_before=job.not_before,
+        )
+        with self._cond:
+            if self._closed:
+                raise QueueClosed("the server is shutting down")
+            scheduler = self._schedulers.get(job.model)
+            if scheduler is None:
+                scheduler = self._schedulers[job.model] = Scheduler(policy=self._policy, clock=self._clock)
+            (scheduler.admit if admit else scheduler.add)(entry)
+            self._waiting[job.id] = job
             self._cond.notify_all()
 
     def take(self, models: Iterable[str], *, max_rows: int, timeout: float) -> list[Job]:
-        """Jobs for `models` in priority order, as many as fit in `max_rows` batch slots; waits
-        up to `timeout` seconds when none is ready. Cancelled jobs are dropped on the way."""
+        """Jobs for `models` in the scheduler's order, as many as fit in `max_rows` batch slots;
+        waits up to `timeout` seconds when none is ready. Cancelled jobs are dropped on the way."""
         models = tuple(models)
         with self._cond:
             jobs = self._pop(models, max_rows)
             if not jobs and timeout > 0 and not self._closed:
-                self._cond.wait(timeout)
+                self._cond.wait(self._wait_time(models, timeout))
                 jobs = self._pop(models, max_rows)
             return jobs
+
+    def _wait_time(self, models: tuple[str, ...], timeout: float) -> float:
+        """Wake early when a delayed (retrying) job becomes eligible."""
+        due = [s.next_eligible_at() for m in models if (s := self._schedulers.get(m))]
+        due = [d for d in due if d is not None]
+        return max(0.0, min([timeout, *(d - self._clock() for d in due)]))
 
     def _pop(self, models: tuple[str, ...], max_rows: int) -> list[Job]:
         taken: list[Job] = []
         rows = 0
         while True:
-            heads = [(self._heaps[m][0], m) for m in models if self._heaps.get(m)]
+            # Across models the head with the best class goes first; models rarely share a worker.
+            heads = [(entry, m) for m in models if (s := self._schedulers.get(m)) and (entry := s.peek())]
             if not heads:
                 return taken
-            (_, _, job), model = min(heads, key=lambda h: h[0][:2])
-            if job.cancelled:
-                heapq.heappop(self._heaps[model])
-                self._waiting -= 1
-                continue
-            if rows + job.rows > max_rows:
+            _, model = min(heads, key=lambda h: (h[0].request_class != RequestClass.REALTIME, h[0].arrived_at))
+            # pop() decides again with the clock as it is now; its answer, not the peek's, is what leaves.
+            entry = self._schedulers[model].pop(max_rows=max_rows - rows)
+            if entry is None:
                 return taken
-            heapq.heappop(self._heaps[model])
-            self._waiting -= 1
+            job = self._waiting.pop(entry.id)
+            if job.cancelled:
+                continue
             taken.append(job)
             rows += job.rows
 
-    def depth(self) -> int:
+    def remove(self, job_id: str) -> Job | None:
+        """Take a waiting job out (cancellation); None when it is not waiting here."""
         with self._cond:
-            return self._waiting
+            job = self._waiting.pop(job_id, None)
+            if job is not None:
+                self._schedulers[job.model].remove(job_id)
+            return job
+
+    def position(self, job_id: str) -> int | None:
+        """1-based place in its model's line if nothing new arrived; None when not waiting."""
+        with self._cond:
+            job = self._waiting.get(job_id)
+            return None if job is None else self._schedulers[job.model].position(job_id)
+
+    def depth(self, request_class: RequestClass | None = None) -> int:
+        with self._cond:
+            return sum(s.depth(request_class) for s in self._schedulers.values())
 
     def close(self) -> list[Job]:
         """Refuse new work and hand back everything still waiting."""
         with self._cond:
             self._closed = True
-            left = [job for heap in self._heaps.values() for _, _, job in heap if not job.cancelled]
-            self._heaps.clear()
-            self._waiting = 0
+            left = [job for job in self._waiting.values() if not job.cancelled]
+            self._waiting.clear()
+            self._schedulers.clear()
             self._cond.notify_all()
             return left

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobFailed, TokenEvent
+from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobFailed, JobStarted, TokenEvent
 from genloom.runtimes.sampling import SamplingParams
 from genloom.runtimes.text import TextRuntime
 from genloom.runtimes.text_batch import NewSequence
@@ -89,6 +89,7 @@ class TextWorker:
     def _sequences(self, job: Job) -> list[NewSequence]:
         task: TextTask = job.payload
         self._active[job.id] = (job, set(range(task.n)))
+        job.emit(JobStarted())
         seqs = []
         for i in range(task.n):
             params = task.params

@@ -1,0 +1,392 @@
+"""Async jobs: accept (persist before answering), schedule through the same queue as realtime
+requests, run under a lease with heartbeats, retry with backoff, recover after a crash.
+
+A job's life on this process: `submit` stores it and queues it; when a worker takes it, the
+worker's `JobStarted` event makes `_run` take the lease in the store; tokens gather into a
+`Completion`; the end stores the result once (only the lease holder may), or a failure that
+retries or fails. Nothing here blocks the event loop: the worker runs on its own thread and
+talks back through `loop.call_soon_threadsafe`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from genloom.config import JobsSettings
+from genloom.gateway.errors import InvalidRequest, ModelNotFound
+from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
+from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host, retry_delay
+from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobEvent, JobFailed, JobStarted, RequestClass, Tier, TokenEvent
+from genloom.queue.records import JobRecord, JobState, JobTransition
+from genloom.queue.store import JobStore, utc_now
+from genloom.worker import TextTask
+
+log = logging.getLogger("genloom.jobs")
+JOB_URLS = ("/v1/chat/completions", "/v1/completions")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSubmission:
+    url: str
+    body: dict[str, Any]
+    request: TextRequest
+    callback_url: str | None = None
+    metadata: dict[str, str] | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A stored job plus what only the running process knows: its place in line and progress."""
+
+    record: JobRecord
+    position: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Stop:
+    """Put on a run's event queue to end it (cancelled, or its lease was lost)."""
+
+
+@dataclass(eq=False)
+class _Run:
+    job: Job
+    record: JobRecord
+    request: TextRequest
+    completion: Completion
+    events: asyncio.Queue[JobEvent | _Stop] = field(default_factory=asyncio.Queue)
+    owner: str | None = None
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        queue: InMemoryQueue,
+        text: TextService,
+        settings: JobsSettings,
+        process_id: str,
+        webhooks_enabled: bool,
+        webhook_allow_hosts: frozenset[str],
+        on_finished: Callable[[], None] = lambda: None,
+        resolve: Resolver = resolve_host,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._text = text
+        self._settings = settings
+        self._process_id = process_id
+        self._webhooks_enabled = webhooks_enabled
+        self._allow_hosts = webhook_allow_hosts
+        self._on_finished = on_finished
+        self._resolve = resolve
+        self._rng = rng or random.Random()
+        self._runs: dict[str, _Run] = {}
+        self._pending: dict[str, tuple[JobRecord, TextRequest, PreparedText, Job]] = {}  # queued here, not started
+        self._tasks: set[asyncio.Task] = set()
+        self._loops: list[asyncio.Task] = []
+        self._changed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
+
+    async def start(self) -> None:
+        """Recover what an earlier process left (expired leases, waiting jobs), then keep leases alive."""
+        self._loop = asyncio.get_running_loop()
+        for record in await self._store.reclaim_expired():
+            log.info("job %s: its worker was lost; now %s", record.id, record.state.value)
+        waiting = await self._store.waiting()
+        for record in waiting:
+            await self._enqueue(record)
+        if waiting:
+            log.info("recovered %d waiting jobs", len(waiting))
+        self._loops = [
+            asyncio.create_task(self._heartbeat_forever(), name="genloom-job-heartbeat"),
+            asyncio.create_task(self._reclaim_forever(), name="genloom-job-reclaim"),
+        ]
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """After the workers stopped: let running jobs record their release, then stop the loops."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def submit(self, submission: JobSubmission) -> tuple[JobRecord, bool]:
+        """Validate, persist, then queue; (record, False) when the Idempotency-Key names an existing job."""
+        request = submission.request
+        prepared = self._text.prepare(request)
+        if submission.callback_url is not None:
+            await self._check_callback(submission.callback_url)
+        now = utc_now()
+        cost = self._text.cost(prepared, request.n)
+        self._queue.check_admission(model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant)
+        record = JobRecord(
+            id=f"job_{uuid.uuid4().hex}", tenant=request.tenant, tier=request.tier.value, url=submission.url,
+            body=submission.body, request=request.to_record(), model=request.model, cost=cost, state=JobState.QUEUED,
+            max_attempts=self._settings.max_attempts, request_hash=_request_hash(submission),
+            callback_url=submission.callback_url, metadata=submission.metadata,
+            idempotency_key=submission.idempotency_key, created_at=now, updated_at=now,
+        )
+        stored, created = await self._store.create(record, idempotency_window_s=self._settings.idempotency_window_s)
+        if created:
+            await self._enqueue(stored, prepared)
+            self._notify()
+        return stored, created
+
+    async def get(self, job_id: str, *, tenant: str | None) -> JobView:
+        return self._view(await self._store.get(job_id, tenant=tenant))
+
+    async def list(
+        self, *, tenant: str | None, state: JobState | None, limit: int, after: str | None
+    ) -> tuple[list[JobView], bool]:
+        """One page, newest first, and whether more follow."""
+        records = await self._store.list(tenant=tenant, state=state, limit=limit + 1, after=after)
+        return [self._view(r) for r in records[:limit]], len(records) > limit
+
+    async def cancel(self, job_id: str, *, tenant: str | None) -> JobView:
+        record = await self._store.cancel(job_id, tenant=tenant)
+        self._queue.remove(job_id)
+        pending = self._pending.pop(job_id, None)
+        if pending is not None:  # a worker may have taken it a moment ago
+            pending[3].cancel()
+        run = self._runs.get(job_id)
+        if run is not None:  # the worker drops its rows before its next step
+            run.job.cancel()
+            run.events.put_nowait(_Stop())
+        self._notify()
+        return self._view(record)
+
+    async def retry(self, job_id: str, *, tenant: str | None) -> JobView:
+        record = await self._store.retry(job_id, tenant=tenant, extra_attempts=self._settings.max_attempts)
+        await self._enqueue(record)
+        self._notify()
+        return self._view(record)
+
+    async def transitions(self, job_id: str, *, tenant: str | None) -> AsyncIterator[JobTransition | JobView]:
+        """Every state change of a job as it happens, with progress views between; ends at a terminal state."""
+        record = await self._store.get(job_id, tenant=tenant, history=False)
+        seen, tokens = 0, None
+        while True:
+            changed = self._changed
+            for seen, transition in await self._store.transitions_since(record.id, seen):
+                yield transition
+                if transition.state.terminal:
+                    return
+            run = self._runs.get(job_id)
+            if run is not None and run.completion.usage.completion_tokens != tokens:
+                tokens = run.completion.usage.completion_tokens
+                yield self._view(run.record)
+            # Another process (a scaled-out worker) does not wake us: look again within a second.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=1.0 if run is None else 0.25)
+
+    async def _check_callback(self, url: str) -> None:
+        if not self._webhooks_enabled:
+            raise InvalidRequest(
+                "webhooks are not configured on this server: the operator must set GENLOOM_WEBHOOK_SECRET",
+                "callback_url",
+            )
+        try:
+            await check_target(url, allow_hosts=self._allow_hosts, resolve=self._resolve)
+        except WebhookTargetRefused as e:
+            raise InvalidRequest(str(e), "callback_url") from e
+
+    def _view(self, record: JobRecord) -> JobView:
+        run = self._runs.get(record.id)
+        if record.state in (JobState.QUEUED, JobState.RETRYING):
+            return JobView(record, position=self._queue.position(record.id))
+        if record.state is JobState.PROCESSING and run is not None:
+            return JobView(record, completion_tokens=run.completion.usage.completion_tokens)
+        return JobView(record)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _enqueue(self, record: JobRecord, prepared: PreparedText | None = None) -> None:
+        request = TextRequest.from_record(record.request, id=record.id, tier=Tier(record.tier), tenant=record.tenant)
+        if prepared is None:
+            try:
+                prepared = self._text.prepare(request)
+            except (ModelNotFound, InvalidRequest) as e:  # the configuration changed since it was accepted
+                await self._fail_unrunnable(record, str(e))
+                return
+        now = utc_now()
+        delay = (record.not_before - now).total_seconds() if record.not_before else 0.0
+        waited = (now - record.created_at).total_seconds()
+        job = Job(
+            id=record.id,
+            model=record.model,
+            payload=TextTask(prompt_ids=tuple(prepared.prompt_ids), params=prepared.params, n=request.n),
+            emit=self._emitter(record.id),
+            rows=request.n,
+            request_class=RequestClass.ASYNC,
+            tier=request.tier,
+            tenant=record.tenant,
+            cost=record.cost,
+            not_before=time.monotonic() + max(0.0, delay),
+            # Aging counts the time it has waited already, across restarts.
+            enqueued_at=time.monotonic() - max(0.0, waited),
+        )
+        self._pending[record.id] = (record, request, prepared, job)
+        self._queue.restore(job)
+
+    async def _fail_unrunnable(self, record: JobRecord, message: str) -> None:
+        owner = f"{self._process_id}:{uuid.uuid4().hex[:8]}"
+        if await self._store.start(record.id, owner=owner, lease_until=utc_now()) is not None:
+            await self._store.fail(record.id, owner=owner, error={"message": message, "code": "invalid_request"}, retry_at=None)
+            log.warning("job %s failed: %s", record.id, message)
+
+    def _emitter(self, job_id: str) -> Callable[[JobEvent], None]:
+        def emit(event: JobEvent) -> None:  # on a worker thread
+            loop = self._loop
+            if loop is None:
+                return
+            with suppress(RuntimeError):  # the loop has closed: the next start recovers the job
+                loop.call_soon_threadsafe(self._on_event, job_id, event)
+
+        return emit
+
+    def _on_event(self, job_id: str, event: JobEvent) -> None:
+        if isinstance(event, JobStarted):
+            pending = self._pending.pop(job_id, None)
+            if pending is None:
+                return
+            record, request, prepared, job = pending
+            old = self._runs.get(job_id)
+            if old is not None:  # a run this process lost the lease of; the new one replaces it
+                old.job.cancel()
+                old.events.put_nowait(_Stop())
+            completion = Completion(
+                id=job_id, model=record.model, created=int(time.time()),
+                choices=[Choice(i) for i in range(request.n)], prompt_tokens=len(prepared.prompt_ids),
+            )
+            run = _Run(job=job, record=record, request=request, completion=completion)
+            self._runs[job_id] = run
+            task = asyncio.create_task(self._run(run), name=f"genloom-job-{job_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        run = self._runs.get(job_id)
+        if run is not None:
+            run.events.put_nowait(event)
+        else:
+            self._pending.pop(job_id, None)  # failed before it started (the queue closed): it stays queued
+
+    async def _run(self, run: _Run) -> None:
+        job_id = run.record.id
+        try:
+            owner = f"{self._process_id}:{uuid.uuid4().hex[:8]}"
+            lease_until = utc_now() + timedelta(seconds=self._settings.lease_s)
+            started = await self._store.start(job_id, owner=owner, lease_until=lease_until)
+            if started is None:  # cancelled while it waited
+                run.job.cancel()
+                return
+            run.owner, run.record = owner, started
+            self._notify()
+            open_choices = run.request.n
+            while open_choices:
+                event = await run.events.get()
+                if isinstance(event, _Stop):
+                    return
+                if isinstance(event, JobFailed):
+                    await self._attempt_failed(run, event)
+                    return
+                choice = run.completion.choices[event.index]
+                choice.tokens = event.completion_tokens
+                if isinstance(event, TokenEvent):
+                    choice.text += event.delta
+                elif isinstance(event, ChoiceFinished):
+                    choice.finish_reason = event.finish_reason
+                    open_choices -= 1
+            result = run.completion.openai_body(run.request.endpoint)
+            if await self._store.complete(job_id, owner=owner, result=result):
+                self._on_finished()
+            else:
+                log.info("job %s finished but its lease was gone; the result of the current holder stands", job_id)
+        except Exception:
+            log.exception("job %s: bookkeeping failed; the lease will expire and the job will be retried", job_id)
+        finally:
+            if self._runs.get(job_id) is run:
+                del self._runs[job_id]
+            self._notify()
+
+    async def _attempt_failed(self, run: _Run, failure: JobFailed) -> None:
+        job_id, owner = run.record.id, run.owner or ""
+        if failure.shutdown:
+            await self._store.release(job_id, owner=owner, message=failure.message)
+            return
+        error = {"message": failure.message, "code": "generation_failed"}
+        retry_at: datetime | None = None
+        if failure.retryable:
+            delay = retry_delay(
+                max(1, run.record.attempts), base_s=self._settings.retry_base_s, max_s=self._settings.retry_max_s,
+                rng=self._rng,
+            )
+            retry_at = utc_now() + timedelta(seconds=delay)
+        record = await self._store.fail(job_id, owner=owner, error=error, retry_at=retry_at)
+        if record is None:
+            return
+        if record.state is JobState.RETRYING:
+            await self._enqueue(record)
+        else:
+            self._on_finished()
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_s)
+            leases = {job_id: run.owner for job_id, run in self._runs.items() if run.owner}
+            if not leases:
+                continue
+            try:
+                held = await self._store.heartbeat(leases, lease_until=utc_now() + timedelta(seconds=self._settings.lease_s))
+            except Exception:
+                log.exception("heartbeat failed; leases may expire")
+                continue
+            for job_id in leases.keys() - held:
+                run = self._runs.get(job_id)
+                if run is not None and run.owner == leases[job_id]:
+                    log.warning("job %s: lease lost; stopping this run", job_id)
+                    run.job.cancel()
+                    run.events.put_nowait(_Stop())
+
+    async def _reclaim_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.5, self._settings.lease_s / 2))
+            try:
+                for record in await self._store.reclaim_expired():
+                    log.warning("job %s: its worker was lost; now %s", record.id, record.state.value)
+                    if record.state is JobState.RETRYING:
+                        await self._enqueue(record)
+                    else:
+                        self._on_finished()
+                    self._notify()
+            except Exception:
+                log.exception("reclaiming expired leases failed")
+
+
+def _request_hash(submission: JobSubmission) -> str:
+    """Identifies 'the same request' for Idempotency-Key reuse."""
+    canonical = json.dumps(
+        [submission.url, submission.body, submission.callback_url, submission.metadata, submission.request.tier.value],
+        sort_keys=True, separators=(",", ":"), default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()

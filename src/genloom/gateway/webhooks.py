@@ -1,0 +1,187 @@
+"""Job webhooks: signing, the check that a callback URL is safe to call, retry timing, one delivery.
+
+When a job completes or fails, Genloom POSTs the job record as JSON to its `callback_url`,
+signed in the Standard Webhooks format:
+
+    webhook-id: <id, the same on every retry of one delivery, so receivers can de-duplicate>
+    webhook-timestamp: <unix seconds when this attempt was sent>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "<webhook-id>.<webhook-timestamp>.<body>")>
+
+The key is the secret's base64 payload when it starts with `whsec_`, else its UTF-8 bytes.
+Receivers can verify with any Standard Webhooks library, or with the official openai client:
+`openai.OpenAI(api_key="unused").webhooks.verify_signature(body, headers, secret=SECRET)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+USER_AGENT = "genloom-webhooks/1"
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+class WebhookTargetRefused(ValueError):
+    """The callback URL is not one Genloom will send a webhook to."""
+
+
+def generate_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(*, secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_")) if secret.startswith("whsec_") else secret.encode()
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signed_headers(*, secret: str, webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret=secret, webhook_id=webhook_id, timestamp=timestamp, body=body),
+    }
+
+
+def parse_allow_hosts(value: str | list[str] | None) -> frozenset[str]:
+    """GENLOOM_WEBHOOK_ALLOW_HOSTS as a set of lower-case host names or IPs ("[::1]" and "::1" alike)."""
+    if value is None:
+        return frozenset()
+    items = value.split(",") if isinstance(value, str) else value
+    hosts = (item.strip().lower().removeprefix("[").removesuffix("]") for item in items)
+    return frozenset(host for host in hosts if host)
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _non_public_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why an address is not a public one, or None when it is."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        kind = _non_public_kind(address.ipv4_mapped)
+        return f"IPv4-mapped {kind}" if kind else None
+    # Checked in this order because 127.0.0.1, 169.254.x and 0.0.0.0 also count as private.
+    checks = [
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
+    ]
+    return next((kind for kind, matches in checks if matches), None)
+
+
+async def check_target(url: str, *, allow_hosts: frozenset[str], resolve: Resolver = resolve_host) -> None:
+    """Refuse callback URLs that would make Genloom call into its own network (SSRF)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise WebhookTargetRefused(f"the callback URL must use http or https, not '{parts.scheme}': {url}")
+    if "@" in parts.netloc:
+        raise WebhookTargetRefused("the callback URL must not contain credentials (user:password@)")
+    host = parts.hostname
+    if not host:
+        raise WebhookTargetRefused(f"the callback URL has no host: {url}")
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError as e:
+        raise WebhookTargetRefused(f"the callback URL has an invalid port: {url}") from e
+    if host in allow_hosts:
+        return
+
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            addresses = [ipaddress.ip_address(address) for address in await resolve(host, port)]
+        except OSError as e:
+            raise WebhookTargetRefused(f"the callback URL host '{host}' does not resolve: {e}") from e
+    if not addresses:
+        raise WebhookTargetRefused(f"the callback URL host '{host}' does not resolve to any address")
+    # Every address must be public: a client chooses its DNS and the connection may use any of them.
+    for address in addresses:
+        kind = _non_public_kind(address)
+        if kind:
+            raise WebhookTargetRefused(
+                f"the callback URL host '{host}' resolves to {address}, a {kind} address; webhooks are only "
+                "sent to public addresses (an operator can allow this host with GENLOOM_WEBHOOK_ALLOW_HOSTS)"
+            )
+
+
+def retry_delay(attempt: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(max_s, base_s * 2**(attempt - 1))]."""
+    if attempt < 1:
+        raise ValueError(f"attempt counts from 1, got {attempt}")
+    # Past 2**62 the cap has long won; bounding the exponent keeps the float finite.
+    ceiling = min(max_s, base_s * 2 ** min(attempt - 1, 62))
+    return rng.uniform(0, ceiling)
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """What happened on one POST; `error` is None exactly when `delivered` is True."""
+
+    webhook_id: str
+    attempt: int
+    url: str
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    delivered: bool
+
+
+async def deliver(
+    *,
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    secret: str,
+    webhook_id: str,
+    attempt: int,
+    timeout_s: float,
+    clock: Callable[[], float] = time.time,
+) -> DeliveryAttempt:
+    """POST one signed attempt; network trouble is recorded in the result, never raised."""
+    headers = signed_headers(secret=secret, webhook_id=webhook_id, timestamp=int(clock()), body=body)
+    status_code: int | None = None
+    error: str | None = None
+    started = time.perf_counter()
+    try:
+        # One deadline for the whole attempt: httpx's own timeouts restart on every read.
+        async with asyncio.timeout(timeout_s):
+            # Streamed and never read: the receiver's response body is of no use and could be huge.
+            async with client.stream(
+                "POST", url, content=body, headers=headers, timeout=None, follow_redirects=False
+            ) as response:
+                status_code = response.status_code
+    except TimeoutError:
+        error = f"timed out after {timeout_s:g}s"
+    except httpx.HTTPError as e:
+        error = f"{type(e).__name__}: {e}"[:200].rstrip(": ")
+    duration_ms = (time.perf_counter() - started) * 1000
+
+    if status_code is not None and not 200 <= status_code < 300:
+        # A redirect could point anywhere, including hosts check_target would refuse.
+        redirect = " (redirects are not followed)" if 300 <= status_code < 400 else ""
+        error = f"HTTP {status_code}{redirect}"
+    return DeliveryAttempt(
+        webhook_id=webhook_id, attempt=attempt, url=url, status_code=status_code, error=error,
+        duration_ms=duration_ms, delivered=error is None,
+    )
