@@ -12,6 +12,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from genloom.cli.jobs import jobs_app
 from genloom.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(help="Genloom: generative models as a production service.", no_args_is_help=True)
@@ -23,6 +24,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(builtin_app, name="builtin")
 builtin_app.add_typer(builtin_train_app, name="train")
 app.add_typer(bench_app, name="bench")
+app.add_typer(jobs_app, name="jobs")
 
 err = Console(stderr=True, soft_wrap=True)
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: ./genloom.yaml if present).")]
@@ -83,6 +85,17 @@ def train_text(
         cfg.seed = seed
     metrics = train(cfg, work_dir, out or BUILTIN_MODELS_DIR / MODEL_NAME, console=err)
     typer.echo(yaml.safe_dump({k: v for k, v in metrics.items() if k != "config"}, sort_keys=False))
+
+
+@bench_app.command("jobs", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_jobs(ctx: typer.Context) -> None:
+    """Scheduling under overload and job-queue throughput (bench/jobs_bench.py --help)."""
+    script = Path("bench/jobs_bench.py")
+    if not script.is_file():
+        err.print("[bold red]error:[/] run benchmarks from the root of a Genloom source checkout (bench/jobs_bench.py)")
+        raise typer.Exit(2)
+    module = runpy.run_path(str(script), run_name="genloom_bench_jobs")
+    raise typer.Exit(module["main"](list(ctx.args)))
 
 
 @bench_app.command("text", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
