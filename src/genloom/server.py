@@ -95,7 +95,11 @@ class GenloomServer:
                     TextRuntime, name=model.name, path=model.path, settings=self.settings.runtime
                 )
                 batch_size = model.max_batch_size or self.settings.runtime.max_batch_size
-                worker = TextWorker(runtime=runtime, queue=self.queue, max_batch_size=batch_size)
+                reserved = self.settings.runtime.realtime_reserved_rows
+                reserved = batch_size // 4 if reserved is None else min(reserved, batch_size - 1)
+                worker = TextWorker(
+                    runtime=runtime, queue=self.queue, max_batch_size=batch_size, realtime_reserved_rows=reserved
+                )
                 worker.start()
                 self.runtimes[model.name] = runtime
                 self.workers.append(worker)

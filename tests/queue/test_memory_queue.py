@@ -115,3 +115,13 @@ def test_position_follows_the_schedule():
     q.submit(job("a1", request_class=ASYNC))
     q.submit(job("r1"))
     assert q.position("r1") == 1 and q.position("a1") == 2 and q.position("gone") is None
+
+
+def test_async_jobs_leave_reserved_rows_to_realtime():
+    q = queue(10)
+    for name in ("a1", "a2", "a3"):
+        q.submit(job(name, request_class=ASYNC))
+    assert [j.id for j in q.take(["m"], max_rows=4, timeout=0, max_async_rows=2)] == ["a1", "a2"]
+    assert q.take(["m"], max_rows=2, timeout=0, max_async_rows=0) == []
+    q.submit(job("r1"))
+    assert [j.id for j in q.take(["m"], max_rows=2, timeout=0, max_async_rows=0)] == ["r1"]

@@ -38,7 +38,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc[:1] == ["body"]:  # FastAPI's marker for "in the request body", not a field
+        loc = loc[1:]
     param = ".".join(loc) or None
     if first.get("type") == "missing":
         return f"missing required parameter: '{param}'", param

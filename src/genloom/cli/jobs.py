@@ -2,6 +2,319 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any, NoReturn
+
+import httpx
 import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from genloom.queue import Tier
+from genloom.queue.records import JobState
 
 jobs_app = typer.Typer(help="Submit and follow async jobs on a running server.", no_args_is_help=True)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2}
+STYLES = {"completed": "green", "failed": "red", "cancelled": "yellow", "retrying": "magenta", "processing": "cyan"}
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# A job may wait in line a long time without an event, so reading its events never times out.
+STREAM_TIMEOUT = httpx.Timeout(30.0, connect=5.0, read=None)
+
+UrlOption = Annotated[str, typer.Option("--url", help="Base URL of the Genloom server.")]
+ApiKeyOption = Annotated[
+    str | None, typer.Option("--api-key", envvar="GENLOOM_API_KEY", help="Sent as Authorization: Bearer.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the server's JSON instead of a readable view.")]
+TierOption = Annotated[Tier | None, typer.Option(help="Scheduling tier to ask for (X-Genloom-Tier).")]
+TenantOption = Annotated[str | None, typer.Option(help="Tenant to act as (X-Genloom-Tenant).")]
+JobId = Annotated[str, typer.Argument(help="The job's id (job_…).")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(Text.assemble(("error:", "bold red"), " ", message))
+    raise typer.Exit(1)
+
+
+class Server:
+    """The jobs API of one server; every failure ends the command with one line, never a traceback."""
+
+    def __init__(self, url: str, api_key: str | None, tier: Tier | None, tenant: str | None) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if tier:
+            headers["X-Genloom-Tier"] = tier.value
+        if tenant:
+            headers["X-Genloom-Tenant"] = tenant
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=TIMEOUT, trust_env=False)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self._transport_errors():
+            response = self.http.request(method, path, **kwargs)
+        _check(response)
+        return response
+
+    def events(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """The job's events as they happen, until the server ends the stream."""
+        with self._transport_errors(), self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=STREAM_TIMEOUT) as r:
+            _check(r)
+            for line in r.iter_lines():
+                if line == "data: [DONE]":
+                    return
+                if line.startswith("data: "):
+                    event = json.loads(line.removeprefix("data: "))
+                    if "error" in event:
+                        _fail(event["error"].get("message") or "the event stream failed")
+                    yield event
+
+    @contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx.ConnectError as e:
+            _fail(f"the server is not reachable at {self.url} (is `genloom serve` running there?): {e}")
+        except httpx.TimeoutException:
+            _fail(f"the server at {self.url} did not answer within {TIMEOUT.read:.0f}s")
+        except httpx.TransportError as e:
+            _fail(f"talking to the server at {self.url} failed: {e}")
+
+
+def _check(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    response.read()
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):  # not Genloom's error shape: a proxy, or not a Genloom server
+        message = f"HTTP {response.status_code} from {response.url}: {response.text[:200]}"
+    _fail(message)
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+def _print_job(job: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _echo_json(job)
+    else:
+        out.print(Text.assemble(job["id"], " ", _status(job["status"])))
+
+
+def _time(at: float | None) -> str:
+    return "-" if at is None else datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=STYLES.get(status, ""))
+
+
+def _result_text(result: dict[str, Any] | None) -> str:
+    """The generated text: a chat choice's message content or a completion choice's text."""
+    texts = [(c.get("message") or {}).get("content") or c.get("text") or "" for c in (result or {}).get("choices", [])]
+    if len(texts) == 1:
+        return texts[0]
+    return "\n\n".join(f"[choice {i}]\n{t}" for i, t in enumerate(texts))
+
+
+def _finish(job: dict[str, Any], as_json: bool) -> NoReturn:
+    """Print a finished job's result (or error) and exit 0 completed, 1 failed, 2 cancelled."""
+    if as_json:
+        _echo_json(job)
+    elif job["status"] == "completed":
+        typer.echo(_result_text(job["result"]))
+    elif job["status"] == "failed":
+        err.print(Text.assemble(("failed:", "bold red"), " ", (job.get("error") or {}).get("message", "unknown error")))
+    else:
+        err.print(Text.assemble((job["status"], "yellow"), f": {job['id']}"))
+    raise typer.Exit(EXIT_CODES.get(job["status"], 1))
+
+
+def _follow(server: Server, job_id: str, print_events: bool) -> dict[str, Any]:
+    """Follow the events until the job finishes (a live line on stderr, or each event as JSON); return the job."""
+    if print_events:
+        for event in server.events(job_id):
+            typer.echo(json.dumps(event))
+    else:
+        status, tokens, note = "waiting", 0, ""
+        with err.status(f"{job_id}: waiting") as live:
+            for event in server.events(job_id):
+                if event["type"] == "job.status":
+                    status, note = event["status"], event.get("message") or ""
+                elif event["type"] == "job.progress":
+                    tokens = (event.get("progress") or {}).get("completion_tokens") or 0
+                live.update(f"{job_id}: {status}, {tokens} tokens" + (f" ({note})" if note else ""))
+    job = server.call("GET", f"/v1/jobs/{job_id}").json()
+    if job["status"] not in EXIT_CODES:
+        _fail(f"the event stream ended while the job was {job['status']}; run `genloom jobs watch {job_id}` again")
+    return job
+
+
+def _submit_body(prompt: str | None, file: typer.FileText | None, completions: bool) -> tuple[str, dict[str, Any]]:
+    if (prompt is None) == (file is None):
+        raise typer.BadParameter("give either a PROMPT or --file with a JSON request body")
+    if file is not None:
+        try:
+            body = json.load(file)
+        except json.JSONDecodeError as e:
+            raise typer.BadParameter(f"{file.name} is not valid JSON: {e}", param_hint="--file") from e
+        if not isinstance(body, dict):
+            raise typer.BadParameter(f"{file.name} must hold a JSON object (an OpenAI request body)", param_hint="--file")
+        is_completion = completions or ("prompt" in body and "messages" not in body)
+    else:
+        text = sys.stdin.read() if prompt == "-" else prompt
+        is_completion = completions
+        body = {"prompt": text} if completions else {"messages": [{"role": "user", "content": text}]}
+    return ("/v1/completions" if is_completion else "/v1/chat/completions"), body
+
+
+def _metadata(pairs: list[str]) -> dict[str, str] | None:
+    for pair in pairs:
+        if "=" not in pair:
+            raise typer.BadParameter(f"expected key=value, got '{pair}'", param_hint="--metadata")
+    return dict(pair.split("=", 1) for pair in pairs) or None
+
+
+@jobs_app.command()
+def submit(
+    prompt: Annotated[str | None, typer.Argument(help="The prompt text, or - to read it from stdin.")] = None,
+    file: Annotated[typer.FileText | None, typer.Option("--file", help="A JSON request body (- for stdin).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model to run [default: genloom-text-mini].")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    completions: Annotated[bool, typer.Option(help="Use /v1/completions with a prompt instead of chat messages.")] = False,
+    callback_url: Annotated[str | None, typer.Option(help="URL the server POSTs the finished job to.")] = None,
+    metadata: Annotated[list[str] | None, typer.Option(help="key=value stored with the job (repeatable).")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Submitting again with this key returns the same job.")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it finishes, then print its result.")] = False,
+    url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False,
+    tier: TierOption = None, tenant: TenantOption = None,
+) -> None:
+    """Submit a generation job; prints its id (with --wait, its result once it finishes)."""
+    endpoint, body = _submit_body(prompt, file, completions)
+    # Flags given on the command line win over the same fields of a --file body.
+    for key, value in (("model", model), ("max_tokens", max_tokens), ("temperature", temperature)):
+        if value is not None:
+            body[key] = value
+    body.setdefault("model", "genloom-text-mini")
+    payload = {"url": endpoint, "body": body, "callback_url": callback_url, "metadata": _metadata(metadata or [])}
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    server = Server(url, api_key, tier, tenant)
+    response = server.call("POST", "/v1/jobs", json={k: v for k, v in payload.items() if v is not None}, headers=headers)
+    job = response.json()
+    if response.headers.get("Idempotent-Replayed") == "true":
+        err.print(f"[dim]an earlier job has idempotency key {idempotency_key!r}; this is that job[/]")
+    if wait:
+        _finish(_follow(server, job["id"], print_events=False), as_json)
+    _print_job(job, as_json)
+
+
+@jobs_app.command("list")
+def list_jobs(
+    state: Annotated[JobState | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most jobs to show.")] = 20,
+    after: Annotated[str | None, typer.Option(help="Start after this job id (the page before ended there).")] = None,
+    url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False,
+    tier: TierOption = None, tenant: TenantOption = None,
+) -> None:
+    """List jobs, newest first."""
+    params = {"limit": limit, "state": state.value if state else None, "after": after}
+    page = Server(url, api_key, tier, tenant).call("GET", "/v1/jobs", params={k: v for k, v in params.items() if v is not None}).json()
+    if as_json:
+        _echo_json(page)
+        return
+    table = Table("id", "status", "model", "tier", "attempts", "created", "position")
+    table.columns[0].no_wrap = True  # ids are for copying
+    for job in page["data"]:
+        position = "-" if job["position"] is None else str(job["position"])
+        attempts = f"{job['attempts']}/{job['max_attempts']}"
+        table.add_row(job["id"], _status(job["status"]), job["model"], job["tier"], attempts, _time(job["created_at"]), position)
+    out.print(table)
+    if page["has_more"]:
+        out.print(f"[dim]more: --after {page['last_id']}[/]")
+
+
+@jobs_app.command()
+def show(
+    job_id: JobId, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False,
+    tier: TierOption = None, tenant: TenantOption = None,
+) -> None:
+    """Show one job: status, times, attempts, history, result or error, webhook deliveries."""
+    job = Server(url, api_key, tier, tenant).call("GET", f"/v1/jobs/{job_id}").json()
+    if as_json:
+        _echo_json(job)
+        return
+    summary = Table.grid(padding=(0, 2))
+    rows: list[tuple[str, str | Text]] = [
+        ("status", _status(job["status"])), ("model", f"{job['model']} ({job['url']})"), ("tier", job["tier"]),
+        ("attempts", f"{job['attempts']} of {job['max_attempts']}"), ("created", _time(job["created_at"])),
+        ("started", _time(job["started_at"])), ("finished", _time(job["finished_at"])),
+    ]
+    if job["position"] is not None:
+        rows.append(("position", str(job["position"])))
+    if job["next_attempt_at"] is not None:
+        rows.append(("next attempt", _time(job["next_attempt_at"])))
+    if job["progress"]:
+        rows.append(("generated", f"{job['progress']['completion_tokens']} tokens"))
+    rows += [(key, value) for key, value in (job["metadata"] or {}).items()]
+    for key, value in rows:
+        summary.add_row(Text(key, style="bold"), value)
+    out.print(Text(job["id"], style="bold"), summary, "")
+    history = Table("status", "at", "attempt", "message", title="transitions", title_justify="left")
+    for t in job["transitions"]:
+        history.add_row(_status(t["status"]), _time(t["at"]), str(t["attempt"]), t["message"] or "")
+    out.print(history)
+    if job["result"]:
+        out.print(Text("result", style="bold"), Text(_result_text(job["result"])), "")
+    if job["error"]:
+        out.print(Text.assemble(("error: ", "bold red"), job["error"].get("message", ""), f" ({job['error'].get('code')})"))
+    if "webhook" in job:
+        deliveries = Table("attempt", "at", "HTTP status", "delivered", "ms", "error", title=f"webhook to {job['callback_url']}: {job['webhook']['status']}", title_justify="left")
+        for d in job["webhook"]["deliveries"]:
+            deliveries.add_row(str(d["attempt"]), _time(d["at"]), str(d["status_code"] or "-"), "yes" if d["delivered"] else "no", str(d["duration_ms"] or "-"), d["error"] or "")
+        out.print(deliveries)
+
+
+@jobs_app.command()
+def cancel(
+    job_id: JobId, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False,
+    tier: TierOption = None, tenant: TenantOption = None,
+) -> None:
+    """Cancel a job that has not finished."""
+    job = Server(url, api_key, tier, tenant).call("DELETE", f"/v1/jobs/{job_id}").json()
+    _print_job(job, as_json)
+
+
+@jobs_app.command()
+def retry(
+    job_id: JobId, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False,
+    tier: TierOption = None, tenant: TenantOption = None,
+) -> None:
+    """Queue a failed or cancelled job again."""
+    job = Server(url, api_key, tier, tenant).call("POST", f"/v1/jobs/{job_id}/retry").json()
+    _print_job(job, as_json)
+
+
+@jobs_app.command()
+def watch(
+    job_id: JobId, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False,
+    tier: TierOption = None, tenant: TenantOption = None,
+) -> None:
+    """Follow a job until it finishes, then print its result; exits 0 completed, 1 failed, 2 cancelled."""
+    server = Server(url, api_key, tier, tenant)
+    try:
+        job = _follow(server, job_id, print_events=as_json)
+    except KeyboardInterrupt:
+        err.print(f"stopped watching; the job goes on (genloom jobs cancel {job_id} stops it)")
+        raise typer.Exit(130) from None
+    if as_json:
+        raise typer.Exit(EXIT_CODES[job["status"]])
+    _finish(job, as_json=False)

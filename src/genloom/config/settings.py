@@ -110,6 +110,9 @@ class RuntimeSettings(_Section):
     device: Device = Device.AUTO
     dtype: DType = DType.AUTO
     max_batch_size: int = Field(32, gt=0, description="sequences decoded together in one forward pass")
+    realtime_reserved_rows: int | None = Field(
+        None, ge=0, description="batch rows async jobs may not take, so realtime requests start at once; default a quarter"
+    )
     torch_threads: int = Field(0, ge=0, description="0 leaves torch's default")
 
 

@@ -63,15 +63,19 @@ class InMemoryQueue:
             self._waiting[job.id] = job
             self._cond.notify_all()
 
-    def take(self, models: Iterable[str], *, max_rows: int, timeout: float) -> list[Job]:
-        """Jobs for `models` in the scheduler's order, as many as fit in `max_rows` batch slots;
-        waits up to `timeout` seconds when none is ready. Cancelled jobs are dropped on the way."""
+    def take(
+        self, models: Iterable[str], *, max_rows: int, timeout: float, max_async_rows: int | None = None
+    ) -> list[Job]:
+        """Jobs for `models` in the scheduler's order, as many as fit in `max_rows` batch slots, of
+        which async jobs may take at most `max_async_rows`; waits up to `timeout` seconds when none
+        is ready. Cancelled jobs are dropped on the way."""
         models = tuple(models)
+        async_rows = max_rows if max_async_rows is None else max_async_rows
         with self._cond:
-            jobs = self._pop(models, max_rows)
+            jobs = self._pop(models, max_rows, async_rows)
             if not jobs and timeout > 0 and not self._closed:
                 self._cond.wait(self._wait_time(models, timeout))
-                jobs = self._pop(models, max_rows)
+                jobs = self._pop(models, max_rows, async_rows)
             return jobs
 
     def _wait_time(self, models: tuple[str, ...], timeout: float) -> float:
@@ -80,15 +84,18 @@ class InMemoryQueue:
         due = [d for d in due if d is not None]
         return max(0.0, min([timeout, *(d - self._clock() for d in due)]))
 
-    def _pop(self, models: tuple[str, ...], max_rows: int) -> list[Job]:
+    def _pop(self, models: tuple[str, ...], max_rows: int, max_async_rows: int) -> list[Job]:
         taken: list[Job] = []
-        rows = 0
+        rows = async_rows = 0
         while True:
             # Across models the head with the best class goes first; models rarely share a worker.
             heads = [(entry, m) for m in models if (s := self._schedulers.get(m)) and (entry := s.peek())]
             if not heads:
                 return taken
-            _, model = min(heads, key=lambda h: (h[0].request_class != RequestClass.REALTIME, h[0].arrived_at))
+            head, model = min(heads, key=lambda h: (h[0].request_class != RequestClass.REALTIME, h[0].arrived_at))
+            # Realtime goes strictly first, so an async head means no realtime job is waiting here.
+            if head.request_class is RequestClass.ASYNC and async_rows + head.rows > max_async_rows:
+                return taken
             # pop() decides again with the clock as it is now; its answer, not the peek's, is what leaves.
             entry = self._schedulers[model].pop(max_rows=max_rows - rows)
             if entry is None:
@@ -98,6 +105,8 @@ class InMemoryQueue:
                 continue
             taken.append(job)
             rows += job.rows
+            if job.request_class is RequestClass.ASYNC:
+                async_rows += job.rows
 
     def remove(self, job_id: str) -> Job | None:
         """Take a waiting job out (cancellation); None when it is not waiting here."""

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobFailed, JobStarted, TokenEvent
+from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobFailed, JobStarted, RequestClass, TokenEvent
 from genloom.runtimes.sampling import SamplingParams
 from genloom.runtimes.text import TextRuntime
 from genloom.runtimes.text_batch import NewSequence
@@ -31,10 +31,22 @@ class TextTask:
 
 
 class TextWorker:
-    def __init__(self, *, runtime: TextRuntime, queue: InMemoryQueue, max_batch_size: int, idle_wait_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        *,
+        runtime: TextRuntime,
+        queue: InMemoryQueue,
+        max_batch_size: int,
+        realtime_reserved_rows: int = 0,
+        idle_wait_s: float = 0.05,
+    ) -> None:
+        if not 0 <= realtime_reserved_rows < max_batch_size:
+            raise ValueError(f"realtime_reserved_rows must be in [0, {max_batch_size}), got {realtime_reserved_rows}")
         self._runtime = runtime
         self._queue = queue
         self._max_batch_size = max_batch_size
+        # Rows async jobs may not take, so a realtime request finds a free slot at the next step.
+        self._max_async_rows = max_batch_size - realtime_reserved_rows
         self._idle_wait_s = idle_wait_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"text-worker-{runtime.name}", daemon=True)
@@ -63,7 +75,12 @@ class TextWorker:
             self._drop_cancelled(batch)
             free = self._max_batch_size - len(batch)
             wait = 0.0 if len(batch) else self._idle_wait_s
-            jobs = self._queue.take([self.model], max_rows=free, timeout=wait) if free > 0 else []
+            async_free = self._max_async_rows - self._async_rows()
+            jobs = (
+                self._queue.take([self.model], max_rows=free, timeout=wait, max_async_rows=max(0, async_free))
+                if free > 0
+                else []
+            )
             joining = [seq for job in jobs for seq in self._sequences(job)]
             if not joining and not len(batch):
                 continue
@@ -85,6 +102,9 @@ class TextWorker:
                     if not open_choices:
                         del self._active[job_id]
         self._fail_all("the server shut down before this request finished", shutdown=True)
+
+    def _async_rows(self) -> int:
+        return sum(len(open_rows) for job, open_rows in self._active.values() if job.request_class is RequestClass.ASYNC)
 
     def _sequences(self, job: Job) -> list[NewSequence]:
         task: TextTask = job.payload
