@@ -27,8 +27,9 @@ from pathlib import Path
 
 import httpx
 
-# The CLI loads this file by path, so its sibling module is found through the file's folder.
+# The CLI loads this file by path, so its sibling modules are found through the file's folder.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import write_section  # noqa: E402
 from _load import LevelResult, RequestResult, percentile, run_levels  # noqa: E402
 
 SECTION = "## Text generation"
@@ -237,20 +238,6 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the '## Text generation' section (up to the next '## ' heading) or append it."""
-    lines = path.read_text().splitlines() if path.exists() else ["# Benchmarks", ""]
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        lines = lines + ([""] if lines and lines[-1].strip() else []) + section.splitlines()
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = [""] + lines[end:] if end < len(lines) else []
-        lines = lines[:start] + section.splitlines() + tail
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines).rstrip() + "\n")
-
-
 PEER_FLAGS = ["--device", "cpu", "--continuous-batching", "--attn-implementation", "sdpa", "--dtype", "float32"]
 
 
@@ -310,7 +297,7 @@ def main(argv: list[str]) -> int:
     ])
     print("\n" + section, flush=True)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, SECTION, section)
         print(f"wrote {args.write}")
     if args.json:
         args.json.write_text(json.dumps({

@@ -58,9 +58,22 @@ class _Stop:
     """Put on a run's event queue to end it (cancelled, or its lease was lost)."""
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A job queued on this process and not started yet. `dispatch` tells this queueing of the job
+    from an earlier one (a retried job keeps its id), so a stale run's late events are ignored."""
+
+    record: JobRecord
+    request: TextRequest
+    prepared: PreparedText
+    job: Job
+    dispatch: str
+
+
 @dataclass(eq=False)
 class _Run:
     job: Job
+    dispatch: str
     record: JobRecord
     request: TextRequest
     completion: Completion
@@ -94,7 +107,7 @@ class JobService:
         self._resolve = resolve
         self._rng = rng or random.Random()
         self._runs: dict[str, _Run] = {}
-        self._pending: dict[str, tuple[JobRecord, TextRequest, PreparedText, Job]] = {}  # queued here, not started
+        self._pending: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self._changed = asyncio.Event()
@@ -166,7 +179,7 @@ class JobService:
         self._queue.remove(job_id)
         pending = self._pending.pop(job_id, None)
         if pending is not None:  # a worker may have taken it a moment ago
-            pending[3].cancel()
+            pending.job.cancel()
         run = self._runs.get(job_id)
         if run is not None:  # the worker drops its rows before its next step
             run.job.cancel()
@@ -230,13 +243,14 @@ class JobService:
                 await self._fail_unrunnable(record, str(e))
                 return
         now = utc_now()
+        dispatch = uuid.uuid4().hex
         delay = (record.not_before - now).total_seconds() if record.not_before else 0.0
         waited = (now - record.created_at).total_seconds()
         job = Job(
             id=record.id,
             model=record.model,
             payload=TextTask(prompt_ids=tuple(prepared.prompt_ids), params=prepared.params, n=request.n),
-            emit=self._emitter(record.id),
+            emit=self._emitter(record.id, dispatch),
             rows=request.n,
             request_class=RequestClass.ASYNC,
             tier=request.tier,
@@ -246,7 +260,7 @@ class JobService:
             # Aging counts the time it has waited already, across restarts.
             enqueued_at=time.monotonic() - max(0.0, waited),
         )
-        self._pending[record.id] = (record, request, prepared, job)
+        self._pending[record.id] = _Pending(record, request, prepared, job, dispatch)
         self._queue.restore(job)
 
     async def _fail_unrunnable(self, record: JobRecord, message: str) -> None:
@@ -255,22 +269,23 @@ class JobService:
             await self._store.fail(record.id, owner=owner, error={"message": message, "code": "invalid_request"}, retry_at=None)
             log.warning("job %s failed: %s", record.id, message)
 
-    def _emitter(self, job_id: str) -> Callable[[JobEvent], None]:
+    def _emitter(self, job_id: str, dispatch: str) -> Callable[[JobEvent], None]:
         def emit(event: JobEvent) -> None:  # on a worker thread
             loop = self._loop
             if loop is None:
                 return
             with suppress(RuntimeError):  # the loop has closed: the next start recovers the job
-                loop.call_soon_threadsafe(self._on_event, job_id, event)
+                loop.call_soon_threadsafe(self._on_event, job_id, dispatch, event)
 
         return emit
 
-    def _on_event(self, job_id: str, event: JobEvent) -> None:
+    def _on_event(self, job_id: str, dispatch: str, event: JobEvent) -> None:
+        pending = self._pending.get(job_id)
         if isinstance(event, JobStarted):
-            pending = self._pending.pop(job_id, None)
-            if pending is None:
+            if pending is None or pending.dispatch != dispatch:
                 return
-            record, request, prepared, job = pending
+            del self._pending[job_id]
+            record, request, prepared, job = pending.record, pending.request, pending.prepared, pending.job
             old = self._runs.get(job_id)
             if old is not None:  # a run this process lost the lease of; the new one replaces it
                 old.job.cancel()
@@ -279,17 +294,17 @@ class JobService:
                 id=job_id, model=record.model, created=int(time.time()),
                 choices=[Choice(i) for i in range(request.n)], prompt_tokens=len(prepared.prompt_ids),
             )
-            run = _Run(job=job, record=record, request=request, completion=completion)
+            run = _Run(job=job, dispatch=dispatch, record=record, request=request, completion=completion)
             self._runs[job_id] = run
             task = asyncio.create_task(self._run(run), name=f"genloom-job-{job_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
         run = self._runs.get(job_id)
-        if run is not None:
+        if run is not None and run.dispatch == dispatch:
             run.events.put_nowait(event)
-        else:
-            self._pending.pop(job_id, None)  # failed before it started (the queue closed): it stays queued
+        elif pending is not None and pending.dispatch == dispatch:
+            del self._pending[job_id]  # failed before it started (the queue closed): it stays queued
 
     async def _run(self, run: _Run) -> None:
         job_id = run.record.id

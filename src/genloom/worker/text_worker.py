@@ -50,7 +50,7 @@ class TextWorker:
         self._idle_wait_s = idle_wait_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"text-worker-{runtime.name}", daemon=True)
-        self._active: dict[str, tuple[Job, set[int]]] = {}
+        self._active: dict[Job, set[int]] = {}  # running jobs and their unfinished choices
         self.model = runtime.name
 
     def start(self) -> None:
@@ -92,42 +92,43 @@ class TextWorker:
                 batch = self._runtime.new_batch()
                 continue
             for out in outputs:
-                job_id, index = out.key
-                job, open_choices = self._active[job_id]
+                job, index = out.key
+                open_choices = self._active[job]
                 if out.delta:
                     job.emit(TokenEvent(index, out.delta, out.token_count))
                 if out.finish_reason is not None:
                     job.emit(ChoiceFinished(index, out.finish_reason, out.token_count))
                     open_choices.discard(index)
                     if not open_choices:
-                        del self._active[job_id]
+                        del self._active[job]
         self._fail_all("the server shut down before this request finished", shutdown=True)
 
     def _async_rows(self) -> int:
-        return sum(len(open_rows) for job, open_rows in self._active.values() if job.request_class is RequestClass.ASYNC)
+        return sum(len(open_rows) for job, open_rows in self._active.items() if job.request_class is RequestClass.ASYNC)
 
     def _sequences(self, job: Job) -> list[NewSequence]:
         task: TextTask = job.payload
-        self._active[job.id] = (job, set(range(task.n)))
+        self._active[job] = set(range(task.n))
         job.emit(JobStarted())
         seqs = []
         for i in range(task.n):
             params = task.params
             if params.seed is not None and i:
                 params = dataclasses.replace(params, seed=params.seed + i)
-            seqs.append(NewSequence(key=(job.id, i), prompt_ids=task.prompt_ids, params=params))
+            # Keyed by the Job object, not its id: a retried job may join while its old run is being dropped.
+            seqs.append(NewSequence(key=(job, i), prompt_ids=task.prompt_ids, params=params))
         return seqs
 
     def _drop_cancelled(self, batch) -> None:
-        cancelled = [job_id for job_id, (job, _) in self._active.items() if job.cancelled]
+        cancelled = [job for job in self._active if job.cancelled]
         if not cancelled:
             return
-        keys: set[Hashable] = {(job_id, i) for job_id in cancelled for i in self._active[job_id][1]}
+        keys: set[Hashable] = {(job, i) for job in cancelled for i in self._active[job]}
         batch.remove(keys)
-        for job_id in cancelled:
-            del self._active[job_id]
+        for job in cancelled:
+            del self._active[job]
 
     def _fail_all(self, message: str, shutdown: bool = False) -> None:
-        for job, _ in self._active.values():
+        for job in self._active:
             job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
         self._active.clear()
