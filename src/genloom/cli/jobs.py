@@ -118,7 +118,8 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
 
 def _result_text(result: dict[str, Any] | None) -> str:
     """The generated text: a chat choice's message content or a completion choice's text."""
-    texts = [(c.get("message") or {}).get("content") or c.get("text") or "" for c in (result or {}).get("choices", [])]
+    choices = (result or {}).get("choices", [])
+    texts = [(c.get("message") or {}).get("content") or c.get("text") or "" for c in choices]
     if len(texts) == 1:
         return texts[0]
     return "\n\n".join(f"[choice {i}]\n{text}" for i, text in enumerate(texts))
@@ -144,7 +145,7 @@ def _follow(server: Server, job_id: str, print_events: bool) -> dict[str, Any]:
         raise typer.Exit(130) from None
     job = server.call("GET", f"/v1/jobs/{job_id}").json()
     if job["status"] not in EXIT_CODES:
-        _fail(f"the event stream ended while the job was {job['status']}; `genloom jobs show {job_id}` tells where it is")
+        _fail(f"the event stream ended while the job was {job['status']}; `genloom jobs show {job_id}` tells more")
     return job
 
 
@@ -155,7 +156,7 @@ def _finish(job: dict[str, Any], as_json: bool) -> NoReturn:
     elif job["status"] == "completed":
         typer.echo(_result_text(job["result"]))
     elif job["status"] == "failed":
-        err.print(Text.assemble(("failed:", "bold red"), " ", (job["error"] or {}).get("message", "no error recorded")))
+        err.print(Text.assemble(("failed:", "bold red"), " ", (job["error"] or {}).get("message", "(no message)")))
     else:
         err.print(Text.assemble((job["status"], "yellow"), f": {job['id']}"))
     raise typer.Exit(EXIT_CODES[job["status"]])
@@ -191,14 +192,14 @@ def _metadata(pairs: list[str]) -> dict[str, str] | None:
 def submit(
     prompt: Annotated[str | None, typer.Argument(help="The prompt text, or - to read it from stdin.")] = None,
     file: Annotated[typer.FileText | None, typer.Option(help="A JSON request body to send as is (- for stdin).")] = None,
-    model: Annotated[str | None, typer.Option(help=f"Model to run [default: {DEFAULT_MODEL}].")] = None,
+    model: Annotated[str | None, typer.Option(help=f"Model to run; {DEFAULT_MODEL} unless --file names one.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
-    completions: Annotated[bool, typer.Option(help="Use /v1/completions with a prompt instead of chat messages.")] = False,
+    completions: Annotated[bool, typer.Option("--completions", help="Use /v1/completions with a prompt instead of chat messages.")] = False,
     callback_url: Annotated[str | None, typer.Option(help="URL the server POSTs the finished job to.")] = None,
     metadata: Annotated[list[str] | None, typer.Option(help="key=value kept with the job (repeatable).")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Submitting again with this key gives the same job.")] = None,
-    wait: Annotated[bool, typer.Option(help="Follow the job until it finishes, then print its result.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it finishes, then print its result.")] = False,
     url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False,
     tier: TierOption = None, tenant: TenantOption = None,
 ) -> None:
@@ -212,7 +213,8 @@ def submit(
     payload = {"url": endpoint, "body": body, "callback_url": callback_url, "metadata": _metadata(metadata or [])}
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     server = Server(url, api_key, tier, tenant)
-    response = server.call("POST", "/v1/jobs", json={k: v for k, v in payload.items() if v is not None}, headers=headers)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    response = server.call("POST", "/v1/jobs", json=payload, headers=headers)
     job = response.json()
     if response.headers.get("Idempotent-Replayed") == "true":
         err.print(f"idempotency key {idempotency_key!r} was used before: this is the job it made", style="dim")
@@ -284,10 +286,13 @@ def show(
         out.print(Text("result", style="bold"))
         typer.echo(_result_text(job["result"]))  # the text exactly as generated, unstyled
     if job["error"]:
-        out.print(Text.assemble(("error: ", "bold red"), job["error"].get("message", ""), f" ({job['error'].get('code')})"))
+        code = f" ({job['error']['code']})" if job["error"].get("code") else ""
+        out.print(Text.assemble(("error: ", "bold red"), job["error"].get("message", ""), code))
     if "webhook" in job:
         title = f"webhook to {job['callback_url']}: {job['webhook']['status']}"
-        deliveries = Table("attempt", "at", "HTTP", "delivered", "ms", "error", title=title, title_justify="left", box=box.SIMPLE_HEAD)
+        deliveries = Table(
+            "attempt", "at", "HTTP", "delivered", "ms", "error", title=title, title_justify="left", box=box.SIMPLE_HEAD
+        )
         for d in job["webhook"]["deliveries"]:
             deliveries.add_row(
                 str(d["attempt"]), _time(d["at"]), str(d["status_code"] or "-"), "yes" if d["delivered"] else "no",
