@@ -199,9 +199,13 @@ class JobService:
         seen, tokens = 0, None
         while True:
             changed = self._changed
-            for seen, transition in await self._store.transitions_since(record.id, seen):
+            batch = await self._store.transitions_since(record.id, seen)
+            for seen, transition in batch:
                 yield transition
-                if transition.state.terminal:
+            # A terminal state ends the stream only if it is the job's latest (a retried job goes on).
+            if batch and batch[-1][1].state.terminal:
+                current = await self._store.get(job_id, tenant=tenant, history=False)
+                if current.state.terminal:
                     return
             run = self._runs.get(job_id)
             if run is not None and run.completion.usage.completion_tokens != tokens:

@@ -237,7 +237,8 @@ class SqlJobStore:
             if done.rowcount != 1:  # it finished in the meantime
                 current = await self.get(job_id, history=False)
                 raise JobStateConflict(job_id, current.state, "cancelled")
-            await _event(conn, job_id, JobState.CANCELLED, now, record.attempts, "cancelled by request")
+            attempts = (await conn.execute(select(_jobs.c.attempts).where(_jobs.c.id == job_id))).scalar_one()
+            await _event(conn, job_id, JobState.CANCELLED, now, attempts, "cancelled by request")
         return await self.get(job_id)
 
     async def retry(self, job_id: str, *, tenant: str | None = None, extra_attempts: int) -> JobRecord:
