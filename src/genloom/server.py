@@ -95,10 +95,8 @@ class GenloomServer:
                     TextRuntime, name=model.name, path=model.path, settings=self.settings.runtime
                 )
                 batch_size = model.max_batch_size or self.settings.runtime.max_batch_size
-                reserved = self.settings.runtime.realtime_reserved_rows
-                reserved = batch_size // 4 if reserved is None else min(reserved, batch_size - 1)
                 worker = TextWorker(
-                    runtime=runtime, queue=self.queue, max_batch_size=batch_size, realtime_reserved_rows=reserved
+                    runtime=runtime, queue=self.queue, max_batch_size=batch_size, **_row_policy(self.settings, batch_size)
                 )
                 worker.start()
                 self.runtimes[model.name] = runtime
@@ -164,6 +162,18 @@ class GenloomServer:
             await self.webhooks.stop()
         await self.request_log.close()
         await self.database.dispose()
+
+
+def _row_policy(settings: Settings, batch_size: int) -> dict:
+    """How a model's batch rows are split between realtime and async work."""
+    rt = settings.runtime
+    reserved = batch_size // 4 if rt.realtime_reserved_rows is None else min(rt.realtime_reserved_rows, batch_size - 1)
+    with_realtime = max(1, batch_size // 8) if rt.async_rows_with_realtime is None else rt.async_rows_with_realtime
+    return {
+        "realtime_reserved_rows": reserved,
+        "async_rows_with_realtime": with_realtime,
+        "realtime_grace_s": rt.realtime_grace_s,
+    }
 
 
 def scheduler_policy(settings: Settings) -> SchedulerPolicy:

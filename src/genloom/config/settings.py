@@ -113,6 +113,10 @@ class RuntimeSettings(_Section):
     realtime_reserved_rows: int | None = Field(
         None, ge=0, description="batch rows async jobs may not take, so realtime requests start at once; default a quarter"
     )
+    async_rows_with_realtime: int | None = Field(
+        None, ge=0, description="rows async jobs may hold while realtime work runs (or ran within realtime_grace_s); default an eighth"
+    )
+    realtime_grace_s: float = Field(2.0, ge=0, description="how long after the last realtime request the async cap still holds")
     torch_threads: int = Field(0, ge=0, description="0 leaves torch's default")
 
 

@@ -122,8 +122,11 @@ class InMemoryQueue:
             job = self._waiting.get(job_id)
             return None if job is None else self._schedulers[job.model].position(job_id)
 
-    def depth(self, request_class: RequestClass | None = None) -> int:
+    def depth(self, request_class: RequestClass | None = None, *, model: str | None = None) -> int:
         with self._cond:
+            if model is not None:
+                scheduler = self._schedulers.get(model)
+                return scheduler.depth(request_class) if scheduler else 0
             return sum(s.depth(request_class) for s in self._schedulers.values())
 
     def close(self) -> list[Job]:

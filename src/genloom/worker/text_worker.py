@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
-from collections.abc import Hashable
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobFailed, JobStarted, RequestClass, TokenEvent
@@ -38,7 +40,10 @@ class TextWorker:
         queue: InMemoryQueue,
         max_batch_size: int,
         realtime_reserved_rows: int = 0,
+        async_rows_with_realtime: int | None = None,
+        realtime_grace_s: float = 2.0,
         idle_wait_s: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 <= realtime_reserved_rows < max_batch_size:
             raise ValueError(f"realtime_reserved_rows must be in [0, {max_batch_size}), got {realtime_reserved_rows}")
@@ -47,6 +52,12 @@ class TextWorker:
         self._max_batch_size = max_batch_size
         # Rows async jobs may not take, so a realtime request finds a free slot at the next step.
         self._max_async_rows = max_batch_size - realtime_reserved_rows
+        # While realtime work is about (or was, within the grace period), async jobs may hold only
+        # this many rows: every row makes each decoding step slower for the realtime rows too.
+        self._async_rows_with_realtime = self._max_async_rows if async_rows_with_realtime is None else async_rows_with_realtime
+        self._realtime_grace_s = realtime_grace_s
+        self._clock = clock
+        self._last_realtime = -math.inf
         self._idle_wait_s = idle_wait_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"text-worker-{runtime.name}", daemon=True)
@@ -75,7 +86,7 @@ class TextWorker:
             self._drop_cancelled(batch)
             free = self._max_batch_size - len(batch)
             wait = 0.0 if len(batch) else self._idle_wait_s
-            async_free = self._max_async_rows - self._async_rows()
+            async_free = self._async_row_limit() - self._async_rows()
             jobs = (
                 self._queue.take([self.model], max_rows=free, timeout=wait, max_async_rows=max(0, async_free))
                 if free > 0
@@ -103,12 +114,24 @@ class TextWorker:
                         del self._active[job]
         self._fail_all("the server shut down before this request finished", shutdown=True)
 
+    def _async_row_limit(self) -> int:
+        now = self._clock()
+        if any(job.request_class is RequestClass.REALTIME for job in self._active) or self._queue.depth(
+            RequestClass.REALTIME, model=self.model
+        ):
+            self._last_realtime = now
+        if now - self._last_realtime < self._realtime_grace_s:
+            return min(self._max_async_rows, self._async_rows_with_realtime)
+        return self._max_async_rows
+
     def _async_rows(self) -> int:
         return sum(len(open_rows) for job, open_rows in self._active.items() if job.request_class is RequestClass.ASYNC)
 
     def _sequences(self, job: Job) -> list[NewSequence]:
         task: TextTask = job.payload
         self._active[job] = set(range(task.n))
+        if job.request_class is RequestClass.REALTIME:
+            self._last_realtime = self._clock()
         job.emit(JobStarted())
         seqs = []
         for i in range(task.n):
