@@ -110,7 +110,7 @@ async def test_transient_failures_retry_with_backoff_then_complete(parts):
     jobs = service(parts, max_attempts=3)
     await jobs.start()
     with ScriptedWorker(parts[1], transient):
-        record, _ = await jobs.submit(submission())
+        record = (await jobs.submit(submission()))[0].record
         done = await settled(jobs, record.id)
     await jobs.stop()
     assert done.state is JobState.COMPLETED and done.attempts == 3
@@ -124,7 +124,7 @@ async def test_a_job_out_of_attempts_fails_with_its_last_error_and_can_be_retrie
     jobs = service(parts, max_attempts=2)
     await jobs.start()
     with ScriptedWorker(parts[1], transient) as worker:
-        record, _ = await jobs.submit(submission())
+        record = (await jobs.submit(submission()))[0].record
         failed = await settled(jobs, record.id)
         assert failed.state is JobState.FAILED and failed.attempts == 2
         assert failed.error == {"message": "the model ran out of memory", "code": "generation_failed"}
@@ -140,7 +140,7 @@ async def test_a_non_retryable_failure_fails_at_once(parts):
     jobs = service(parts, max_attempts=5)
     await jobs.start()
     with ScriptedWorker(parts[1], lambda job_id, attempt: JobFailed("bad input", retryable=False)):
-        record, _ = await jobs.submit(submission())
+        record = (await jobs.submit(submission()))[0].record
         failed = await settled(jobs, record.id)
     await jobs.stop()
     assert failed.state is JobState.FAILED and failed.attempts == 1

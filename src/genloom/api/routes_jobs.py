@@ -57,8 +57,7 @@ def build_jobs_router(
             url=payload.url, body=payload.body, request=text_request, callback_url=payload.callback_url,
             metadata=metadata or None, idempotency_key=idempotency_key,
         )
-        record, created = await jobs.submit(submission)
-        view = await jobs.get(record.id, tenant=who.tenant)
+        view, created = await jobs.submit(submission)
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return JSONResponse(job_body(view), status_code=202, headers=headers)
 

@@ -142,7 +142,7 @@ class JobService:
             with suppress(asyncio.CancelledError):
                 await task
 
-    async def submit(self, submission: JobSubmission) -> tuple[JobRecord, bool]:
+    async def submit(self, submission: JobSubmission) -> tuple[JobView, bool]:
         """Validate, persist, then queue; (record, False) when the Idempotency-Key names an existing job."""
         request = submission.request
         prepared = self._text.prepare(request)
@@ -162,7 +162,7 @@ class JobService:
         if created:
             await self._enqueue(stored, prepared)
             self._notify()
-        return stored, created
+        return self._view(stored), created
 
     async def get(self, job_id: str, *, tenant: str | None) -> JobView:
         return self._view(await self._store.get(job_id, tenant=tenant))

@@ -7,12 +7,12 @@ Every change is a conditional UPDATE on the job's current state and lease owner,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import Connection, and_, case, false, func, insert, literal, not_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from genloom.queue.records import (
     TERMINAL_STATES,
@@ -27,7 +27,8 @@ from genloom.queue.records import (
     WebhookState,
 )
 from genloom.store import Database
-from genloom.store.schema import JobEventRow, JobRow, WebhookDeliveryRow
+from genloom.store.group_commit import GroupCommit
+from genloom.store.schema import JobEventRow, JobRow, UtcDateTime, WebhookDeliveryRow
 
 Clock = Callable[[], datetime]
 _jobs = JobRow.__table__
@@ -67,6 +68,7 @@ class SqlJobStore:
     def __init__(self, *, database: Database, clock: Clock = utc_now) -> None:
         self._database = database
         self._now = clock
+        self._writes = GroupCommit(database=database)
 
     async def create(self, record: JobRecord, *, idempotency_window_s: float) -> tuple[JobRecord, bool]:
         """Store a new job, or return the one already stored under the same Idempotency-Key within
@@ -76,12 +78,15 @@ class SqlJobStore:
             if existing is not None:
                 if existing.created_at >= self._now() - timedelta(seconds=idempotency_window_s):
                     return self._same_request(existing, record), False
-                async with self._database.engine.begin() as conn:  # the old key has expired: free it
-                    await conn.execute(update(_jobs).where(_jobs.c.id == existing.id).values(idempotency_key=None))
+                free_key = update(_jobs).where(_jobs.c.id == existing.id).values(idempotency_key=None)
+                await self._writes.run(lambda conn: conn.execute(free_key))  # the old key has expired
+
+        def insert_job(conn: Connection) -> None:
+            conn.execute(insert(_jobs), _row(record))
+            _event(conn, record.id, record.state, record.created_at, 0, None)
+
         try:
-            async with self._database.engine.begin() as conn:
-                await conn.execute(insert(_jobs).values(_row(record)))
-                await _event(conn, record.id, record.state, record.created_at, 0, None)
+            await self._writes.run(insert_job)
         except IntegrityError:
             if record.idempotency_key is None:
                 raise
@@ -89,7 +94,8 @@ class SqlJobStore:
             if existing is None:
                 raise
             return self._same_request(existing, record), False
-        return await self.get(record.id), True
+        first = JobTransition(state=record.state, at=record.created_at, attempt=0)
+        return replace(record, transitions=[first], deliveries=[]), True
 
     async def get(self, job_id: str, *, tenant: str | None = None, history: bool = True) -> JobRecord:
         query = select(_jobs).where(_jobs.c.id == job_id)
@@ -143,102 +149,111 @@ class SqlJobStore:
     async def start(self, job_id: str, *, owner: str, lease_until: datetime) -> JobRecord | None:
         """Take a waiting job under a lease; None when it is no longer waiting (cancelled, say)."""
         now = self._now()
-        async with self._database.engine.begin() as conn:
-            row = (await conn.execute(select(_jobs.c.attempts, _jobs.c.started_at).where(_jobs.c.id == job_id))).first()
-            if row is None:
-                return None
-            attempt = row.attempts + 1
-            done = await conn.execute(
-                update(_jobs)
-                .where(_jobs.c.id == job_id, _jobs.c.state.in_([s.value for s in WAITING_STATES]))
-                .values(
-                    state=JobState.PROCESSING.value, attempts=attempt, lease_owner=owner, lease_until=lease_until,
-                    not_before=None, started_at=row.started_at or now, updated_at=now,
-                )
+        statement = (
+            update(_jobs)
+            .where(_jobs.c.id == job_id, _jobs.c.state.in_([s.value for s in WAITING_STATES]))
+            .values(
+                state=JobState.PROCESSING.value, attempts=_jobs.c.attempts + 1, lease_owner=owner,
+                lease_until=lease_until, not_before=None, started_at=func.coalesce(_jobs.c.started_at, now),
+                updated_at=now,
             )
-            if done.rowcount != 1:
-                return None
-            await _event(conn, job_id, JobState.PROCESSING, now, attempt, None)
-        return await self.get(job_id, history=False)
+            .returning(*_jobs.c)
+        )
+
+        def take(conn: Connection) -> Any:
+            row = conn.execute(statement).mappings().first()
+            if row is not None:
+                _event(conn, job_id, JobState.PROCESSING, now, row["attempts"], None)
+            return row
+
+        row = await self._writes.run(take)
+        return None if row is None else _record(row)
 
     async def heartbeat(self, leases: Mapping[str, str], *, lease_until: datetime) -> set[str]:
         """Extend the leases held, given as {job id: lease owner}; returns the ids still held."""
-        held = set()
-        async with self._database.engine.begin() as conn:
+
+        def extend(conn: Connection) -> set[str]:
+            held = set()
             for job_id, owner in leases.items():
-                done = await conn.execute(
-                    update(_jobs)
-                    .where(_jobs.c.id == job_id, _jobs.c.lease_owner == owner, _jobs.c.state == JobState.PROCESSING.value)
-                    .values(lease_until=lease_until)
-                )
+                done = conn.execute(update(_jobs).where(_held(job_id, owner)).values(lease_until=lease_until))
                 if done.rowcount == 1:
                     held.add(job_id)
-        return held
+            return held
+
+        return await self._writes.run(extend) if leases else set()
 
     async def complete(self, job_id: str, *, owner: str, result: dict[str, Any]) -> bool:
         """Store the result once: only the current lease holder of a processing job may."""
         now = self._now()
-        async with self._database.engine.begin() as conn:
-            attempt = await self._finish(conn, job_id, owner, JobState.COMPLETED, now, result=result)
-            if attempt is None:
-                return False
-            await _event(conn, job_id, JobState.COMPLETED, now, attempt, None)
-        return True
+        values = dict(state=JobState.COMPLETED.value, result=result, finished_at=now, **_webhook_due_unless(false(), now))
+
+        def finish(conn: Connection) -> Any:
+            row = _finish(conn, job_id, owner, now, **values)
+            if row is not None:
+                _event(conn, job_id, JobState.COMPLETED, now, row["attempts"], None)
+            return row
+
+        return await self._writes.run(finish) is not None
 
     async def fail(
         self, job_id: str, *, owner: str, error: dict[str, Any], retry_at: datetime | None
     ) -> JobRecord | None:
         """An attempt failed: retry at `retry_at` if given and attempts remain, else fail for good."""
         now = self._now()
-        async with self._database.engine.begin() as conn:
-            row = (await conn.execute(select(_jobs.c.attempts, _jobs.c.max_attempts).where(_jobs.c.id == job_id))).first()
-            if row is None:
-                return None
-            retry = retry_at is not None and row.attempts < row.max_attempts
-            state = JobState.RETRYING if retry else JobState.FAILED
-            attempt = await self._finish(conn, job_id, owner, state, now, error=error, not_before=retry_at if retry else None)
-            if attempt is None:
-                return None
-            await _event(conn, job_id, state, now, attempt, error.get("message"))
-        return await self.get(job_id, history=False)
+        retrying: Any = _jobs.c.attempts < _jobs.c.max_attempts if retry_at is not None else false()
+        values = dict(
+            error=error,
+            state=case((retrying, JobState.RETRYING.value), else_=JobState.FAILED.value),
+            not_before=case((retrying, _at(retry_at)), else_=None),
+            finished_at=case((retrying, None), else_=_at(now)),
+            **_webhook_due_unless(retrying, now),
+        )
+
+        def finish(conn: Connection) -> Any:
+            row = _finish(conn, job_id, owner, now, **values)
+            if row is not None:
+                _event(conn, job_id, JobState(row["state"]), now, row["attempts"], error.get("message"))
+            return row
+
+        row = await self._writes.run(finish)
+        return None if row is None else _record(row)
 
     async def release(self, job_id: str, *, owner: str, message: str) -> bool:
         """Give a running job back to the queue without counting the attempt (the server stopped)."""
         now = self._now()
-        async with self._database.engine.begin() as conn:
-            done = await conn.execute(
-                update(_jobs)
-                .where(_jobs.c.id == job_id, _jobs.c.lease_owner == owner, _jobs.c.state == JobState.PROCESSING.value)
-                .values(
-                    state=JobState.QUEUED.value, attempts=_jobs.c.attempts - 1, lease_owner=None, lease_until=None,
-                    updated_at=now,
-                )
-            )
-            if done.rowcount != 1:
-                return False
-            attempts = (await conn.execute(select(_jobs.c.attempts).where(_jobs.c.id == job_id))).scalar_one()
-            await _event(conn, job_id, JobState.QUEUED, now, attempts, message)
-        return True
+
+        def give_back(conn: Connection) -> Any:
+            row = _finish(conn, job_id, owner, now, state=JobState.QUEUED.value, attempts=_jobs.c.attempts - 1)
+            if row is not None:
+                _event(conn, job_id, JobState.QUEUED, now, row["attempts"], message)
+            return row
+
+        return await self._writes.run(give_back) is not None
 
     async def cancel(self, job_id: str, *, tenant: str | None = None) -> JobRecord:
         record = await self.get(job_id, tenant=tenant, history=False)
         if record.state.terminal:
             raise JobStateConflict(job_id, record.state, "cancelled")
         now = self._now()
-        async with self._database.engine.begin() as conn:
-            done = await conn.execute(
-                update(_jobs)
-                .where(_jobs.c.id == job_id, _jobs.c.state.notin_([s.value for s in TERMINAL_STATES]))
-                .values(
-                    state=JobState.CANCELLED.value, lease_owner=None, lease_until=None, not_before=None,
-                    finished_at=now, updated_at=now,
-                )
+        statement = (
+            update(_jobs)
+            .where(_jobs.c.id == job_id, _jobs.c.state.notin_([s.value for s in TERMINAL_STATES]))
+            .values(
+                state=JobState.CANCELLED.value, lease_owner=None, lease_until=None, not_before=None,
+                finished_at=now, updated_at=now,
             )
-            if done.rowcount != 1:  # it finished in the meantime
-                current = await self.get(job_id, history=False)
-                raise JobStateConflict(job_id, current.state, "cancelled")
-            attempts = (await conn.execute(select(_jobs.c.attempts).where(_jobs.c.id == job_id))).scalar_one()
-            await _event(conn, job_id, JobState.CANCELLED, now, attempts, "cancelled by request")
+            .returning(_jobs.c.attempts)
+        )
+
+        def stop(conn: Connection) -> int | None:
+            attempts = conn.execute(statement).scalar()
+            if attempts is not None:
+                _event(conn, job_id, JobState.CANCELLED, now, attempts, "cancelled by request")
+            return attempts
+
+        if await self._writes.run(stop) is None:  # it finished in the meantime
+            current = await self.get(job_id, history=False)
+            raise JobStateConflict(job_id, current.state, "cancelled")
         return await self.get(job_id)
 
     async def retry(self, job_id: str, *, tenant: str | None = None, extra_attempts: int) -> JobRecord:
@@ -247,19 +262,24 @@ class SqlJobStore:
         if record.state not in (JobState.FAILED, JobState.CANCELLED):
             raise JobStateConflict(job_id, record.state, "retried (only failed or cancelled jobs can be)")
         now = self._now()
-        async with self._database.engine.begin() as conn:
-            done = await conn.execute(
-                update(_jobs)
-                .where(_jobs.c.id == job_id, _jobs.c.state == record.state.value)
-                .values(
-                    state=JobState.QUEUED.value, max_attempts=record.attempts + extra_attempts, error=None,
-                    finished_at=None, webhook_state=None, webhook_next_at=None, updated_at=now,
-                )
+        statement = (
+            update(_jobs)
+            .where(_jobs.c.id == job_id, _jobs.c.state == record.state.value)
+            .values(
+                state=JobState.QUEUED.value, max_attempts=record.attempts + extra_attempts, error=None,
+                finished_at=None, webhook_state=None, webhook_next_at=None, updated_at=now,
             )
-            if done.rowcount != 1:
-                current = await self.get(job_id, history=False)
-                raise JobStateConflict(job_id, current.state, "retried")
-            await _event(conn, job_id, JobState.QUEUED, now, record.attempts, "retried by request")
+        )
+
+        def requeue(conn: Connection) -> bool:
+            if conn.execute(statement).rowcount != 1:
+                return False
+            _event(conn, job_id, JobState.QUEUED, now, record.attempts, "retried by request")
+            return True
+
+        if not await self._writes.run(requeue):
+            current = await self.get(job_id, history=False)
+            raise JobStateConflict(job_id, current.state, "retried")
         return await self.get(job_id)
 
     async def reclaim_expired(self) -> list[JobRecord]:
@@ -304,13 +324,17 @@ class SqlJobStore:
             state = WebhookState.DELIVERED
         else:
             state = WebhookState.PENDING if next_at is not None else WebhookState.FAILED
-        async with self._database.engine.begin() as conn:
-            await conn.execute(insert(_deliveries).values(job_id=job_id, **attempt.__dict__))
-            await conn.execute(
-                update(_jobs)
-                .where(_jobs.c.id == job_id)
-                .values(webhook_state=state.value, webhook_attempts=attempt.attempt, webhook_next_at=next_at)
-            )
+        job_update = (
+            update(_jobs)
+            .where(_jobs.c.id == job_id)
+            .values(webhook_state=state.value, webhook_attempts=attempt.attempt, webhook_next_at=next_at)
+        )
+
+        def record(conn: Connection) -> None:
+            conn.execute(insert(_deliveries), {"job_id": job_id, **attempt.__dict__})
+            conn.execute(job_update)
+
+        await self._writes.run(record)
 
     async def _by_key(self, tenant: str, key: str) -> JobRecord | None:
         query = select(_jobs.c.id).where(_jobs.c.tenant == tenant, _jobs.c.idempotency_key == key)
@@ -324,31 +348,33 @@ class SqlJobStore:
             raise IdempotencyConflict(record.idempotency_key or "", existing.id)
         return existing
 
-    async def _finish(
-        self, conn: AsyncConnection, job_id: str, owner: str, state: JobState, now: datetime, **values: Any
-    ) -> int | None:
-        """Move a processing job held by `owner` to `state`; the attempt number, or None if not held."""
-        terminal = state in TERMINAL_STATES
-        webhook = {}
-        if terminal:
-            has_callback = (await conn.execute(select(_jobs.c.callback_url).where(_jobs.c.id == job_id))).scalar()
-            if has_callback:
-                webhook = {"webhook_state": WebhookState.PENDING.value, "webhook_next_at": now}
-        done = await conn.execute(
-            update(_jobs)
-            .where(_jobs.c.id == job_id, _jobs.c.lease_owner == owner, _jobs.c.state == JobState.PROCESSING.value)
-            .values(
-                state=state.value, lease_owner=None, lease_until=None, updated_at=now,
-                finished_at=now if terminal else None, **webhook, **values,
-            )
-        )
-        if done.rowcount != 1:
-            return None
-        return (await conn.execute(select(_jobs.c.attempts).where(_jobs.c.id == job_id))).scalar_one()
+
+def _held(job_id: str, owner: str) -> Any:
+    return and_(_jobs.c.id == job_id, _jobs.c.lease_owner == owner, _jobs.c.state == JobState.PROCESSING.value)
 
 
-async def _event(conn: AsyncConnection, job_id: str, state: JobState, at: datetime, attempt: int, message: str | None) -> None:
-    await conn.execute(insert(_events).values(job_id=job_id, state=state.value, at=at, attempt=attempt, message=message))
+def _finish(conn: Connection, job_id: str, owner: str, now: datetime, **values: Any) -> Any | None:
+    """Update a processing job held by `owner`; its new row, or None if `owner` does not hold it."""
+    values = {"lease_owner": None, "lease_until": None, "updated_at": now, **values}
+    return conn.execute(update(_jobs).where(_held(job_id, owner)).values(**values).returning(*_jobs.c)).mappings().first()
+
+
+def _webhook_due_unless(retrying: Any, now: datetime) -> dict[str, Any]:
+    """A job that ends (rather than retries) and has a callback URL gets a webhook due now."""
+    due = and_(_jobs.c.callback_url.is_not(None), not_(retrying))
+    return {
+        "webhook_state": case((due, WebhookState.PENDING.value), else_=_jobs.c.webhook_state),
+        "webhook_next_at": case((due, _at(now)), else_=_jobs.c.webhook_next_at),
+    }
+
+
+def _at(value: datetime | None) -> Any:
+    """A datetime inside a CASE, bound with the column type so SQLite stores it as it does elsewhere."""
+    return literal(value, type_=UtcDateTime())
+
+
+def _event(conn: Connection, job_id: str, state: JobState, at: datetime, attempt: int, message: str | None) -> None:
+    conn.execute(insert(_events), {"job_id": job_id, "state": state.value, "at": at, "attempt": attempt, "message": message})
 
 
 _RECORD_COLUMNS = {

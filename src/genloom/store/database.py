@@ -8,7 +8,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -27,8 +27,14 @@ class Database:
                 raise ValueError(f"in-memory SQLite is not supported ({url}); give a file path")
             self._sqlite_file = Path(self.url.database)
         self.engine: AsyncEngine = create_async_engine(self.url, echo=echo)
+        # A blocking engine on the same SQLite file, for batches written in a thread (GroupCommit).
+        self.blocking_engine: Engine | None = None
         if self._sqlite_file is not None:
             event.listen(self.engine.sync_engine, "connect", _use_wal)
+            self.blocking_engine = create_engine(
+                self.url.set(drivername="sqlite"), echo=echo, connect_args={"check_same_thread": False}
+            )
+            event.listen(self.blocking_engine, "connect", _use_wal)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def migrate(self) -> None:
@@ -49,6 +55,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.blocking_engine is not None:
+            self.blocking_engine.dispose()
 
 
 def _use_wal(dbapi_connection: Any, connection_record: Any) -> None:
