@@ -3,6 +3,7 @@ between the event loop (submit) and worker threads (take) and maps entries to jo
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -16,9 +17,13 @@ class QueueClosed(RuntimeError):
 
 
 class InMemoryQueue:
-    def __init__(self, *, policy: SchedulerPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, policy: SchedulerPolicy, clock: Callable[[], float] = time.monotonic, position_ttl_s: float = 0.5
+    ) -> None:
         self._policy = policy
         self._clock = clock
+        self._position_ttl_s = position_ttl_s
+        self._positions: dict[str, tuple[float, dict[str, int]]] = {}
         self._schedulers: dict[str, Scheduler] = {}
         self._waiting: dict[str, Job] = {}
         self._cond = threading.Condition()
@@ -117,10 +122,21 @@ class InMemoryQueue:
             return job
 
     def position(self, job_id: str) -> int | None:
-        """1-based place in its model's line if nothing new arrived; None when not waiting."""
+        """1-based place in its model's line if nothing new arrived; None when not waiting (or past
+        the first 10,000). The order is simulated once per model and reused for `position_ttl_s`,
+        so listing many waiting jobs costs one simulation, not one each."""
         with self._cond:
             job = self._waiting.get(job_id)
-            return None if job is None else self._schedulers[job.model].position(job_id)
+            if job is None:
+                return None
+            now = self._clock()
+            cached = self._positions.get(job.model)
+            age = math.inf if cached is None else now - cached[0]
+            # A job missing from a fresh order is new, or past the simulated 10,000.
+            if age > self._position_ttl_s or (cached is not None and job_id not in cached[1] and age > 0.05):
+                order = self._schedulers[job.model].order()
+                cached = self._positions[job.model] = (now, {id_: place for place, id_ in enumerate(order, start=1)})
+            return cached[1].get(job_id)
 
     def depth(self, request_class: RequestClass | None = None, *, model: str | None = None) -> int:
         with self._cond:

@@ -275,14 +275,22 @@ class Scheduler:
         return heap[0][0] if heap else None
 
     def position(self, entry_id: str) -> int | None:
-        """1-based place in line if nothing new arrived, by simulating pops on a copy with the clock
-        held at now (jumping to the next `not_before` when only entries in backoff are left).
-        None if `entry_id` is unknown or not among the next 10,000."""
+        """1-based place in line if nothing new arrived; None if unknown or not among the next 10,000."""
         if entry_id not in self._ids:
             return None
+        for place, waiting_id in enumerate(self.order(), start=1):
+            if waiting_id == entry_id:
+                return place
+        return None
+
+    def order(self, limit: int = _POSITION_LIMIT) -> list[str]:
+        """The ids of the next `limit` entries in the order they would be popped if nothing new
+        arrived, by simulating pops on a copy with the clock held at now (jumping to the next
+        `not_before` when only entries in backoff are left)."""
         sim_now = self._clock()
         sim = self._copy(clock=lambda: sim_now)
-        for place in range(1, _POSITION_LIMIT + 1):
+        ids: list[str] = []
+        while len(ids) < limit and len(sim):
             entry = sim.pop(max_rows=sys.maxsize)
             if entry is None:
                 wake = sim.next_eligible_at()
@@ -290,9 +298,8 @@ class Scheduler:
                 sim_now = wake
                 entry = sim.pop(max_rows=sys.maxsize)
                 assert entry is not None
-            if entry.id == entry_id:
-                return place
-        return None
+            ids.append(entry.id)
+        return ids
 
     def _check_new_id(self, entry_id: str) -> None:
         if entry_id in self._ids:
