@@ -15,7 +15,16 @@ import pytest
 from genloom.config import ApiSettings, ClassificationSettings, JobsSettings, RuntimeSettings
 from genloom.gateway import Readiness, ServerState, TextRequest, TextService
 from genloom.gateway.job_service import JobService, JobSubmission
-from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobFailed, JobStarted, SchedulerPolicy, TokenEvent
+from genloom.queue import (
+    ChoiceFinished,
+    InMemoryQueue,
+    JobFailed,
+    JobStarted,
+    QueueFull,
+    RequestClass,
+    SchedulerPolicy,
+    TokenEvent,
+)
 from genloom.queue.records import JobRecord, JobState
 from genloom.queue.store import SqlJobStore, utc_now
 from genloom.runtimes.sampling import SamplingParams
@@ -180,3 +189,20 @@ async def test_a_job_whose_model_is_gone_after_a_restart_fails_instead_of_waitin
     failed = await settled(jobs, "job_lost")
     await jobs.stop()
     assert failed.state is JobState.FAILED and "removed" in failed.error["message"]
+
+
+async def test_concurrent_submissions_do_not_overshoot_the_queue_limit(parts):
+    store, _, text, _ = parts
+    queue = InMemoryQueue(
+        policy=SchedulerPolicy(max_queued={RequestClass.REALTIME: 10, RequestClass.ASYNC: 10}, tenant_max_share=1.0)
+    )
+    jobs = JobService(
+        store=store, queue=queue, text=text, settings=JobsSettings(), process_id="test", webhooks_enabled=False,
+        webhook_allow_hosts=frozenset(),
+    )
+    await jobs.start()
+    outcomes = await asyncio.gather(*(jobs.submit(submission()) for _ in range(40)), return_exceptions=True)
+    await jobs.stop()
+    accepted = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(accepted) == 10 and all(isinstance(o, QueueFull) for o in outcomes if isinstance(o, BaseException))
+    assert queue.depth(RequestClass.ASYNC) == 10 and len(await store.waiting()) == 10

@@ -90,7 +90,7 @@ def test_one_tenant_cannot_fill_the_queue():
         q.submit(job("c", tenant="flood"))
     assert e.value.retry_after_s == 1
     with pytest.raises(TenantQueueFull):
-        q.check_admission(model="m", request_class=REALTIME, tenant="flood")
+        q.reserve(model="m", request_class=REALTIME, tenant="flood")
     q.submit(job("d", tenant="other"))
 
 
@@ -125,3 +125,17 @@ def test_async_jobs_leave_reserved_rows_to_realtime():
     assert q.take(["m"], max_rows=2, timeout=0, max_async_rows=0) == []
     q.submit(job("r1"))
     assert [j.id for j in q.take(["m"], max_rows=2, timeout=0, max_async_rows=0)] == ["r1"]
+
+
+def test_reserved_places_count_against_the_limits_until_released():
+    q = queue(3, tenant_max_share=1.0)
+    places = [q.reserve(model="fresh", request_class=ASYNC, tenant="t") for _ in range(3)]
+    with pytest.raises(QueueFull):
+        q.reserve(model="fresh", request_class=ASYNC, tenant="t")
+    q.restore(job("a", model="fresh", request_class=ASYNC))
+    q.release(places[0])
+    q.release(places[0])  # a second release gives nothing back
+    with pytest.raises(QueueFull):
+        q.reserve(model="fresh", request_class=ASYNC, tenant="t")
+    q.release(places[1])
+    q.reserve(model="fresh", request_class=ASYNC, tenant="t")

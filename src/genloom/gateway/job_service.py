@@ -27,6 +27,7 @@ from genloom.gateway.errors import InvalidRequest, ModelNotFound
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
 from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host, retry_delay
 from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobEvent, JobFailed, JobStarted, RequestClass, Tier, TokenEvent
+from genloom.queue.memory import Reservation
 from genloom.queue.records import JobRecord, JobState, JobTransition
 from genloom.queue.store import JobStore, utc_now
 from genloom.worker import TextTask
@@ -150,7 +151,16 @@ class JobService:
             await self._check_callback(submission.callback_url)
         now = utc_now()
         cost = self._text.cost(prepared, request.n)
-        self._queue.check_admission(model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant)
+        place = self._queue.reserve(model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant)
+        try:
+            return await self._store_and_queue(submission, prepared, place, now, cost)
+        finally:
+            self._queue.release(place)
+
+    async def _store_and_queue(
+        self, submission: JobSubmission, prepared: PreparedText, place: Reservation, now: datetime, cost: float
+    ) -> tuple[JobView, bool]:
+        request = submission.request
         record = JobRecord(
             id=f"job_{uuid.uuid4().hex}", tenant=request.tenant, tier=request.tier.value, url=submission.url,
             body=submission.body, request=request.to_record(), model=request.model, cost=cost, state=JobState.QUEUED,
@@ -161,6 +171,7 @@ class JobService:
         stored, created = await self._store.create(record, idempotency_window_s=self._settings.idempotency_window_s)
         if created:
             await self._enqueue(stored, prepared)
+            self._queue.release(place)  # queued now: it counts in the queue's own depth
             self._notify()
         return self._view(stored), created
 

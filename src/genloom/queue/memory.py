@@ -3,10 +3,11 @@ between the event loop (submit) and worker threads (take) and maps entries to jo
 
 from __future__ import annotations
 
-import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from genloom.queue.jobs import Job
 from genloom.queue.scheduler import Entry, QueueFull, RequestClass, Scheduler, SchedulerPolicy, TenantQueueFull
@@ -16,6 +17,23 @@ class QueueClosed(RuntimeError):
     """The server is shutting down and takes no new work."""
 
 
+@dataclass(eq=False)
+class Reservation:
+    """A place held in a model's queue for a job being stored."""
+
+    model: str
+    request_class: RequestClass
+    tenant: str
+    released: bool = False
+
+
+@dataclass(frozen=True)
+class _Order:
+    at: float
+    took_s: float
+    places: dict[str, int]
+
+
 class InMemoryQueue:
     def __init__(
         self, *, policy: SchedulerPolicy, clock: Callable[[], float] = time.monotonic, position_ttl_s: float = 0.5
@@ -23,7 +41,8 @@ class InMemoryQueue:
         self._policy = policy
         self._clock = clock
         self._position_ttl_s = position_ttl_s
-        self._positions: dict[str, tuple[float, dict[str, int]]] = {}
+        self._positions: dict[str, _Order] = {}
+        self._held: Counter[tuple] = Counter()  # places reserved by (model, class) and (model, class, tenant)
         self._schedulers: dict[str, Scheduler] = {}
         self._waiting: dict[str, Job] = {}
         self._cond = threading.Condition()
@@ -33,21 +52,38 @@ class InMemoryQueue:
         """Admit a new job or raise QueueFull (503) / TenantQueueFull (429)."""
         self._add(job, admit=True)
 
-    def check_admission(self, *, model: str, request_class: RequestClass, tenant: str) -> None:
-        """Raise what submit() would for a job of this class and tenant, without queueing anything
-        (async jobs are checked, then stored, then queued)."""
+    def reserve(self, *, model: str, request_class: RequestClass, tenant: str) -> Reservation:
+        """Hold a place for a job that is stored first and queued with restore() after; raises what
+        submit() would. Held places count against the limits until released, so concurrent
+        submissions cannot overshoot them while they wait for the store."""
         with self._cond:
             if self._closed:
                 raise QueueClosed("the server is shutting down")
             scheduler = self._schedulers.get(model)
             if scheduler is None:
-                return
+                scheduler = self._schedulers[model] = Scheduler(policy=self._policy, clock=self._clock)
             limit = self._policy.max_queued[request_class]
-            if scheduler.depth(request_class) >= limit:
+            if scheduler.depth(request_class) + self._held[(model, request_class)] >= limit:
                 raise QueueFull(request_class, limit, self._policy.retry_after_s)
             tenant_limit = self._policy.tenant_limit(request_class)
-            if scheduler.tenant_depth(tenant, request_class) >= tenant_limit:
+            held_by_tenant = self._held[(model, request_class, tenant)]
+            if scheduler.tenant_depth(tenant, request_class) + held_by_tenant >= tenant_limit:
                 raise TenantQueueFull(tenant, request_class, tenant_limit, self._policy.retry_after_s)
+            reservation = Reservation(model=model, request_class=request_class, tenant=tenant)
+            self._held[(model, request_class)] += 1
+            self._held[(model, request_class, tenant)] += 1
+            return reservation
+
+    def release(self, reservation: Reservation) -> None:
+        """Give a held place back (the job is queued now, or was never stored); safe to call twice."""
+        with self._cond:
+            if reservation.released:
+                return
+            reservation.released = True
+            for key in ((reservation.model, reservation.request_class), (reservation.model, reservation.request_class, reservation.tenant)):
+                self._held[key] -= 1
+                if not self._held[key]:
+                    del self._held[key]
 
     def restore(self, job: Job) -> None:
         """Queue a job that was accepted earlier (recovered after a restart, or retrying): no admission check."""
@@ -122,21 +158,26 @@ class InMemoryQueue:
             return job
 
     def position(self, job_id: str) -> int | None:
-        """1-based place in its model's line if nothing new arrived; None when not waiting (or past
-        the first 10,000). The order is simulated once per model and reused for `position_ttl_s`,
-        so listing many waiting jobs costs one simulation, not one each."""
+        """1-based place in its model's line if nothing new arrived; None when not waiting, past the
+        first 10,000, or not worked out yet. The order is simulated once and reused: for up to
+        `position_ttl_s`, and a job missing from it (newer) waits until ten times the last
+        simulation's duration has passed, so lookups cost at most a tenth of the loop's time."""
         with self._cond:
             job = self._waiting.get(job_id)
             if job is None:
                 return None
             now = self._clock()
             cached = self._positions.get(job.model)
-            age = math.inf if cached is None else now - cached[0]
-            # A job missing from a fresh order is new, or past the simulated 10,000.
-            if age > self._position_ttl_s or (cached is not None and job_id not in cached[1] and age > 0.05):
+            if cached is None or self._stale(cached, job_id, now):
+                started = time.perf_counter()
                 order = self._schedulers[job.model].order()
-                cached = self._positions[job.model] = (now, {id_: place for place, id_ in enumerate(order, start=1)})
-            return cached[1].get(job_id)
+                places = {id_: place for place, id_ in enumerate(order, start=1)}
+                cached = self._positions[job.model] = _Order(now, time.perf_counter() - started, places)
+            return cached.places.get(job_id)
+
+    def _stale(self, cached: _Order, job_id: str, now: float) -> bool:
+        age = now - cached.at
+        return age > self._position_ttl_s or (job_id not in cached.places and age > 10 * cached.took_s)
 
     def depth(self, request_class: RequestClass | None = None, *, model: str | None = None) -> int:
         with self._cond:
