@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from genloom.config import ApiSettings, ClassificationSettings, JobsSettings, RuntimeSettings
 from genloom.gateway import Readiness, ServerState, TextRequest, TextService
 from genloom.gateway.job_service import JobService, JobSubmission
-from genloom.queue import ChoiceFinished, InMemoryQueue, JobStarted, SchedulerPolicy, Tier
+from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobStarted, RequestClass, SchedulerPolicy, Tier
 from genloom.queue.records import JobRecord, JobState
 from genloom.queue.store import SqlJobStore, utc_now
 from genloom.runtimes.sampling import SamplingParams
@@ -187,4 +187,20 @@ async def time_store_calls(*, db_path: Path, n: int) -> dict[str, float]:
             await call(record)
         means[name] = (time.perf_counter() - start) / n * 1000
     await database.dispose()
+    return means
+
+
+def time_position(waiting: list[int]) -> dict[int, float]:
+    """Milliseconds `InMemoryQueue.position` takes for the newest of n waiting jobs of one tenant:
+    every job view (a POST /v1/jobs answer, say) of a waiting job asks for it."""
+    means = {}
+    for n in waiting:
+        queue = InMemoryQueue(policy=SchedulerPolicy())
+        for i in range(n):
+            queue.restore(Job(id=f"job-{i}", model=MODEL, payload=None, emit=lambda event: None,
+                              request_class=RequestClass.ASYNC, tier=Tier.FREE, tenant="bulk", cost=50.0))
+        start = time.perf_counter()
+        for _ in range(5):
+            queue.position(f"job-{n - 1}")
+        means[n] = (time.perf_counter() - start) / 5 * 1000
     return means

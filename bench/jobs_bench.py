@@ -39,6 +39,7 @@ from text_bench import PROMPTS, build_model, cpu_name, free_port, wait_ready  # 
 SECTION = "## Scheduling and async jobs"
 MODEL = "bench-model"
 REFUSED = (429, 503)
+OPEN_LOOP_OUTSTANDING = 256  # unanswered job POSTs the overload client allows itself
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Submitted:
     errors: int = 0
     first_error: str | None = None
     post_ms: list[float] = field(default_factory=list)  # every answered POST's latency
+    post_at: list[float] = field(default_factory=list)  # and when it was sent, unix time
 
 
 @dataclass
@@ -78,6 +80,8 @@ class FreeRow:
     post_p50_ms: float | None
     post_p99_ms: float | None
     unfinished: int | None = None
+    first_error: str | None = None
+    post_p50_by_10s_ms: list[float | None] = field(default_factory=list)  # POST p50 per 10 s of the phase
 
     @property
     def completed_per_s(self) -> float:
@@ -102,16 +106,20 @@ class Part1:
     http: QueueRow | None = None
     not_run: str | None = None
     stop_s: float | None = None  # SIGTERM to exit
+    log_errors: list[str] = field(default_factory=list)  # the server log's ERROR lines
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="genloom bench jobs", description=__doc__.split("\n")[0])
     p.add_argument("--model-dir", type=Path, help="existing HF causal LM directory (default: build a random Llama)")
     p.add_argument("--max-batch-size", type=int, default=32, help="runtime.max_batch_size of the server")
+    p.add_argument("--reserved-rows", type=int, help="runtime.realtime_reserved_rows (default: a quarter of the batch)")
+    p.add_argument("--async-rows-with-realtime", type=int,
+                   help="runtime.async_rows_with_realtime (default: an eighth of the batch, at least 1)")
     p.add_argument("--max-tokens", type=int, default=32, help="tokens generated per premium request and free job")
     p.add_argument("--idle-requests", type=int, default=30, help="premium requests, one at a time, on an idle server")
     p.add_argument("--capacity-jobs", type=int, default=200, help="free jobs submitted at once to measure capacity")
-    p.add_argument("--overload", type=float, default=2.0, help="free jobs offered per second, as a multiple of capacity")
+    p.add_argument("--overload", type=float, default=2.0, help="free jobs offered per s, as a multiple of capacity")
     p.add_argument("--window", type=float, default=40.0, help="seconds of overload")
     p.add_argument("--ramp", type=float, default=5.0, help="seconds of overload before the premium clients start")
     p.add_argument("--premium-clients", type=int, default=2, help="premium clients sending back to back in overload")
@@ -127,10 +135,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def server_config(model_dir: Path, args: argparse.Namespace) -> dict:
     """Every setting the scheduling figures depend on, written out even where it is the default."""
+    batch = args.max_batch_size
     return {
         "builtin_models": False,
         "models": [{"name": MODEL, "path": str(model_dir)}],
-        "runtime": {"max_batch_size": args.max_batch_size},
+        "runtime": {
+            "max_batch_size": batch,
+            "realtime_reserved_rows": batch // 4 if args.reserved_rows is None else args.reserved_rows,
+            "async_rows_with_realtime": (
+                max(1, batch // 8) if args.async_rows_with_realtime is None else args.async_rows_with_realtime
+            ),
+            "realtime_grace_s": 2.0,
+        },
         "queue": {
             "max_queued": 256, "max_queued_async": 10_000, "tenant_max_share": 0.5, "retry_after_s": 1,
             "tiers": {"premium": {"weight": 6, "max_wait_s": 10}, "standard": {"weight": 3, "max_wait_s": 30},
@@ -181,7 +197,7 @@ async def premium_call(client: httpx.AsyncClient, prompt: str, max_tokens: int) 
 
 
 async def submit_job(client: httpx.AsyncClient, prompt: str, max_tokens: int, tenant: str, out: Submitted) -> None:
-    start = time.perf_counter()
+    start, sent_at = time.perf_counter(), time.time()
     try:
         r = await client.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": chat_body(prompt, max_tokens)},
                               headers=who("free", tenant))
@@ -190,6 +206,7 @@ async def submit_job(client: httpx.AsyncClient, prompt: str, max_tokens: int, te
         out.first_error = out.first_error or f"{type(e).__name__}: {e}"[:200]
         return
     out.post_ms.append((time.perf_counter() - start) * 1000)
+    out.post_at.append(sent_at)
     if r.status_code == 202:
         out.ids.append(r.json()["id"])
     elif r.status_code in REFUSED:
@@ -199,7 +216,9 @@ async def submit_job(client: httpx.AsyncClient, prompt: str, max_tokens: int, te
         out.first_error = out.first_error or f"HTTP {r.status_code}: {r.text[:200]}"
 
 
-async def submit_many(client: httpx.AsyncClient, *, n: int, concurrency: int, tenant: str, max_tokens: int) -> Submitted:
+async def submit_many(
+    client: httpx.AsyncClient, *, n: int, concurrency: int, tenant: str, max_tokens: int
+) -> Submitted:
     """POST n jobs through `concurrency` clients as fast as the server accepts them."""
     out = Submitted(started_at=time.time())
     next_index = 0
@@ -256,7 +275,7 @@ async def overload(client: httpx.AsyncClient, premium: httpx.AsyncClient, args: 
     start = time.monotonic()
     end = start + args.window
     # Open loop: a POST starts on schedule whatever the earlier ones do; only this many may be outstanding.
-    slots = asyncio.Semaphore(256)
+    slots = asyncio.Semaphore(OPEN_LOOP_OUTSTANDING)
     posts: set[asyncio.Task] = set()
     premium_results: list[RequestResult] = []
 
@@ -286,8 +305,17 @@ async def overload(client: httpx.AsyncClient, premium: httpx.AsyncClient, args: 
     in_window = sum(1 for j in done if j["finished_at"] is not None and j["finished_at"] <= window_end)
     free = FreeRow(f"overload: {args.overload:g}x capacity for {args.window:g} s", rate, len(out.ids), out.refused,
                    out.errors, in_window, args.window, percentile(out.post_ms, 50), percentile(out.post_ms, 99),
-                   unfinished=len(out.ids) - in_window)
+                   unfinished=len(out.ids) - in_window, first_error=out.first_error,
+                   post_p50_by_10s_ms=by_10s(out, args.window))
     return premium_results, free
+
+
+def by_10s(out: Submitted, seconds: float) -> list[float | None]:
+    """POST latency p50 of the POSTs sent in each 10 s of a phase."""
+    buckets: list[list[float]] = [[] for _ in range(max(1, round(seconds / 10)))]
+    for at, ms in zip(out.post_at, out.post_ms):
+        buckets[min(len(buckets) - 1, int((at - out.started_at) // 10))].append(ms)
+    return [percentile(b, 50) for b in buckets]
 
 
 async def run_part1(base_url: str, args: argparse.Namespace) -> Part1:
@@ -302,11 +330,13 @@ async def run_part1(base_url: str, args: argparse.Namespace) -> Part1:
                 raise RuntimeError(f"warm-up request failed: {warm.error}")
 
         print(f"idle: {args.idle_requests} premium requests, one at a time ...", flush=True)
-        idle = [await premium_call(premium, PROMPTS[i % len(PROMPTS)], args.max_tokens) for i in range(args.idle_requests)]
+        idle = [await premium_call(premium, PROMPTS[i % len(PROMPTS)], args.max_tokens)
+                for i in range(args.idle_requests)]
         part.latency.append(latency_row("idle", 1, idle))
 
         print(f"capacity: {args.capacity_jobs} free jobs at once ...", flush=True)
-        sub = await submit_many(client, n=args.capacity_jobs, concurrency=32, tenant="capacity", max_tokens=args.max_tokens)
+        sub = await submit_many(client, n=args.capacity_jobs, concurrency=32, tenant="capacity",
+                                max_tokens=args.max_tokens)
         done = await wait_completed(client, "capacity", len(sub.ids), timeout_s=120)
         last = max((j["finished_at"] for j in done), default=sub.started_at)
         capacity = FreeRow(f"capacity: {args.capacity_jobs} jobs at once", None, len(sub.ids), sub.refused, sub.errors,
@@ -369,11 +399,15 @@ def run_server(model_dir: Path, tmp: Path, args: argparse.Namespace) -> tuple[Pa
                 stop_s = time.perf_counter() - stopping
                 print(f"genloom: stopped {stop_s:.1f} s after SIGTERM (exit code {proc.returncode})", flush=True)
     part.stop_s = stop_s
+    part.log_errors = [line for line in log_path.read_text(errors="replace").splitlines()
+                       if " ERROR " in line or line.startswith("ERROR:")]
     return part, command
 
 
-def run_part2(model_dir: Path, tmp: Path, args: argparse.Namespace) -> tuple[list[QueueRow], dict[str, float], int]:
-    from _embedded_jobs import load_runtime, run_embedded, time_store_calls
+def run_part2(
+    model_dir: Path, tmp: Path, args: argparse.Namespace
+) -> tuple[list[QueueRow], dict[str, float], dict[int, float], int]:
+    from _embedded_jobs import load_runtime, run_embedded, time_position, time_store_calls
 
     runtime = load_runtime(model_dir)
     profiler = cProfile.Profile() if args.profile else None
@@ -395,14 +429,14 @@ def run_part2(model_dir: Path, tmp: Path, args: argparse.Namespace) -> tuple[lis
     if profiler is not None:
         profiler.dump_stats(args.profile)
         print(f"wrote {args.profile}")
-    return rows, calls, runtime.info.parameters
+    return rows, calls, time_position([1000, 3000]), runtime.info.parameters
 
 
 def fmt(v: float | None, digits: int = 0) -> str:
     return "—" if v is None else f"{v:,.{digits}f}"
 
 
-def tables(part1: Part1, queue_rows: list[QueueRow], calls: dict[str, float]) -> list[str]:
+def tables(part1: Part1, queue_rows: list[QueueRow], calls: dict[str, float], positions: dict[int, float]) -> list[str]:
     out = []
     if part1.latency:
         out += ["Premium realtime requests (streamed chat, tier premium, tenant vip):", "",
@@ -413,14 +447,18 @@ def tables(part1: Part1, queue_rows: list[QueueRow], calls: dict[str, float]) ->
         out.append("")
     if part1.free:
         out += ["Free async jobs (POST /v1/jobs, tier free):", "",
-                "| Phase | Offered jobs/s | Accepted | Refused (429/503) | Errors | POST p50 ms | POST p99 ms | Completed "
-                "| Seconds | Completed/s | Completed/min | Unfinished at end |",
+                "| Phase | Offered jobs/s | Accepted | Refused (429/503) | Errors | POST p50 ms | POST p99 ms "
+                "| Completed | Seconds | Completed/s | Completed/min | Unfinished at end |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         out += [f"| {r.phase} | {fmt(r.offered_per_s, 1)} | {r.accepted} | {r.refused} | {r.errors} | "
                 f"{fmt(r.post_p50_ms)} | {fmt(r.post_p99_ms)} | {r.completed} | {r.seconds:.1f} | "
                 f"{r.completed_per_s:,.1f} | {r.completed_per_s * 60:,.0f} | {fmt(r.unfinished)} |"
                 for r in part1.free]
         out.append("")
+        for r in part1.free:
+            if r.post_p50_by_10s_ms:
+                steps = ", ".join(fmt(ms) for ms in r.post_p50_by_10s_ms)
+                out += [f"POST p50 ms in each 10 s of the overload window, as the backlog grows: {steps}.", ""]
     rows = queue_rows + ([part1.http] if part1.http else [])
     out += ["Job-queue throughput:", "",
             "| Backend | Submitters | Jobs | Refused | Submitted/s | Completed | Completed/s |",
@@ -429,6 +467,9 @@ def tables(part1: Part1, queue_rows: list[QueueRow], calls: dict[str, float]) ->
             f"{fmt(r.completed_per_s)} |" for r in rows]
     out += ["", "Job store calls one at a time (SqlJobStore on SQLite, mean of 200, ms per call): "
             + ", ".join(f"`{name}` {ms:.2f}" for name, ms in calls.items()) + "."]
+    out += ["", "A waiting job's place in line (`InMemoryQueue.position`, which every view of a waiting job asks for, "
+            "a POST /v1/jobs answer included), for the newest of N waiting jobs of one tenant: "
+            + ", ".join(f"N = {n:,}: {ms:.1f} ms" for n, ms in positions.items()) + "."]
     return out
 
 
@@ -441,17 +482,35 @@ def targets(part1: Part1, queue_rows: list[QueueRow]) -> list[str]:
             ratio = loaded.p99_ms / idle.p99_ms
             lines.append(f"- premium latency p99 under overload {loaded.p99_ms:,.0f} ms vs idle {idle.p99_ms:,.0f} ms "
                          f"= {ratio:.2f}x (target <= 1.5x: {verdict[ratio <= 1.5]}); p50 {fmt(loaded.p50_ms)} vs "
-                         f"{fmt(idle.p50_ms)} ms")
+                         f"{fmt(idle.p50_ms)} ms = {loaded.p50_ms / idle.p50_ms:.2f}x")
         capacity, free = part1.free
         lines.append(f"- free jobs completed during overload: {free.completed} in {free.seconds:g} s = "
                      f"{free.completed_per_s * 60:,.0f}/min (target > 0: {verdict[free.completed > 0]}); capacity "
                      f"was {capacity.completed_per_s:,.1f} jobs/s")
-        lines.append(f"- refused during overload: {free.refused} (429/503) and {free.errors} other errors of "
-                     f"{free.accepted + free.refused + free.errors} POSTs; premium errors: {loaded.errors}")
+        posted = free.accepted + free.refused + free.errors
+        lines.append(f"- refused during overload: {free.refused} (429/503) and {free.errors} other errors of {posted} "
+                     f"POSTs ({free.offered_per_s * free.seconds:,.0f} scheduled; the open loop holds at most "
+                     f"{OPEN_LOOP_OUTSTANDING} unanswered); premium errors: {loaded.errors}"
+                     + (f"; first error: {free.first_error}" if free.first_error else ""))
+    if part1.log_errors:
+        first = part1.log_errors[0][:300]
+        lines.append(f"- the server logged {len(part1.log_errors)} ERROR lines; the first: `{first}`")
     for r in queue_rows:
-        lines.append(f"- embedded backend, {r.submitters} submitters: {r.completed_per_s:,.0f} completed jobs/s "
+        submitters = f"{r.submitters} submitter" + ("s" if r.submitters != 1 else "")
+        lines.append(f"- embedded backend, {submitters}: {r.completed_per_s:,.0f} completed jobs/s "
                      f"(target >= 500: {verdict[r.completed_per_s >= 500 and r.completed == r.jobs]})")
     return lines
+
+
+def code_state() -> str:
+    """The commit measured, and whether src/ had uncommitted changes (others may be editing it)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        git = [subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+               for a in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "src"])]
+    except (OSError, subprocess.CalledProcessError):
+        return "commit unknown"
+    return f"commit {git[0]}" + (" with uncommitted changes in src/" if git[1] else "")
 
 
 def main(argv: list[str]) -> int:
@@ -461,6 +520,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     load_before = os.getloadavg()[0]
+    code = code_state()
 
     with tempfile.TemporaryDirectory(prefix="genloom-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -470,7 +530,7 @@ def main(argv: list[str]) -> int:
             print("building a random Llama ...", flush=True)
             model_dir = build_model(tmp / "model")
         part1, command = run_server(model_dir, tmp, args)
-        queue_rows, calls, params = run_part2(model_dir, tmp, args)
+        queue_rows, calls, positions, params = run_part2(model_dir, tmp, args)
 
     config = server_config(Path("MODEL_DIR"), args)
     config_yaml = yaml.safe_dump({k: v for k, v in config.items() if k != "models"}, sort_keys=False).strip()
@@ -479,7 +539,7 @@ def main(argv: list[str]) -> int:
     machine = (f"{os.cpu_count()} CPUs ({cpu_name()}), Python {platform.python_version()}, torch {torch.__version__}, "
                f"SQLAlchemy {sqlalchemy.__version__}, SQLite {sqlite3.sqlite_version}; model "
                f"{model_dir.name if args.model_dir else 'random Llama'}, {params / 1e6:.2f}M parameters, float32; "
-               f"1-minute load average {load_before:.2f} before the run")
+               f"1-minute load average {load_before:.2f} before the run; {code}")
     target_lines = targets(part1, queue_rows)
     section = "\n".join([
         SECTION, "", f"Command: `{run_command}`", "", f"Date: {date}", "", f"Machine: {machine}.", "",
@@ -494,7 +554,7 @@ def main(argv: list[str]) -> int:
         "the real `JobService`, `InMemoryQueue` (default `SchedulerPolicy`) and `SqlJobStore` on a fresh SQLite "
         "file, and a worker thread that marks each job it takes started and finished at once; completed/s is until "
         "the last job is stored completed. Server, clients and the in-process runs share the machine.", "",
-        *tables(part1, queue_rows, calls), "", "Targets:", "", *target_lines,
+        *tables(part1, queue_rows, calls, positions), "", "Targets:", "", *target_lines,
     ])
     print("\n" + section, flush=True)
     if args.write:
@@ -504,7 +564,8 @@ def main(argv: list[str]) -> int:
         args.json.write_text(json.dumps({
             "command": run_command, "date": date, "machine": machine, "parameters": params,
             "server_command": command, "server_config": config, "part1": dataclasses.asdict(part1),
-            "queue": [dataclasses.asdict(r) for r in queue_rows], "store_calls_ms": calls, "targets": target_lines,
+            "queue": [dataclasses.asdict(r) for r in queue_rows], "store_calls_ms": calls,
+            "position_ms": positions, "targets": target_lines,
         }, indent=2, default=str))
         print(f"wrote {args.json}")
     return 1 if part1.not_run else 0
