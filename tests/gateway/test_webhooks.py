@@ -16,7 +16,6 @@ import pytest
 
 from genloom.gateway.webhooks import (
     USER_AGENT,
-    DeliveryAttempt,
     Resolver,
     WebhookTargetRefused,
     check_target,
@@ -24,10 +23,11 @@ from genloom.gateway.webhooks import (
     generate_secret,
     parse_allow_hosts,
     resolve_host,
-    retry_delay,
     sign,
     signed_headers,
 )
+from genloom.queue.backoff import retry_delay
+from genloom.queue.records import WebhookAttempt
 from tests.conftest import free_port
 
 BODY = json.dumps({"id": "job_123", "object": "job", "status": "completed"}).encode()
@@ -249,7 +249,7 @@ async def post(
     attempt: int = 1,
     timeout_s: float = 5.0,
     clock: Callable[[], float] = time.time,
-) -> DeliveryAttempt:
+) -> WebhookAttempt:
     return await deliver(
         client=client,
         url=url,

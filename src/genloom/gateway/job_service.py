@@ -25,7 +25,8 @@ from typing import Any
 from genloom.config import JobsSettings
 from genloom.gateway.errors import InvalidRequest, ModelNotFound
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
-from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host, retry_delay
+from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host
+from genloom.queue.backoff import retry_delay
 from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobEvent, JobFailed, JobStarted, RequestClass, Tier, TokenEvent
 from genloom.queue.memory import Reservation
 from genloom.queue.records import JobRecord, JobState, JobTransition

@@ -15,7 +15,8 @@ import httpx
 from genloom.config import JobsSettings
 from genloom.gateway.job_body import job_body, unix
 from genloom.gateway.job_service import JobView
-from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, deliver, resolve_host, retry_delay
+from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, deliver, resolve_host
+from genloom.queue.backoff import retry_delay
 from genloom.queue.records import JobRecord, WebhookAttempt
 from genloom.queue.store import JobStore, utc_now
 
@@ -98,23 +99,21 @@ class WebhookDispatcher:
         try:
             # Checked again at each attempt: the name may resolve elsewhere now (DNS rebinding).
             await check_target(record.callback_url, allow_hosts=self._allow_hosts, resolve=self._resolve)
-            sent = await deliver(
+            result = await deliver(
                 client=self._client, url=record.callback_url, body=body, secret=self._secret, webhook_id=webhook_id,
                 attempt=attempt, timeout_s=self._settings.webhook_timeout_s,
             )
-            status, error, duration, delivered = sent.status_code, sent.error, sent.duration_ms, sent.delivered
         except WebhookTargetRefused as e:
-            status, error, duration, delivered = None, str(e), 0.0, False
+            result = WebhookAttempt(
+                webhook_id=webhook_id, attempt=attempt, url=record.callback_url, status_code=None, error=str(e),
+                duration_ms=0.0, delivered=False, at=utc_now(),
+            )
         next_at = None
-        if not delivered and attempt < self._settings.webhook_max_attempts:
+        if not result.delivered and attempt < self._settings.webhook_max_attempts:
             delay = retry_delay(
                 attempt, base_s=self._settings.webhook_retry_base_s, max_s=self._settings.webhook_retry_max_s, rng=self._rng
             )
             next_at = utc_now() + timedelta(seconds=delay)
-        result = WebhookAttempt(
-            webhook_id=webhook_id, attempt=attempt, url=record.callback_url, status_code=status, error=error,
-            duration_ms=duration, delivered=delivered, at=utc_now(),
-        )
         await self._store.record_delivery(result, job_id=record.id, next_at=next_at)
-        if not delivered:
-            log.info("webhook for job %s, attempt %d failed: %s", record.id, attempt, error)
+        if not result.delivered:
+            log.info("webhook for job %s, attempt %d failed: %s", record.id, attempt, result.error)

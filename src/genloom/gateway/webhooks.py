@@ -1,4 +1,4 @@
-"""Job webhooks: signing, the check that a callback URL is safe to call, retry timing, one delivery.
+"""Job webhooks: signing, the check that a callback URL is safe to call, one delivery.
 
 When a job completes or fails, Genloom POSTs the job record as JSON to its `callback_url`,
 signed in the Standard Webhooks format:
@@ -19,14 +19,15 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
+
+from genloom.queue.records import WebhookAttempt
 
 USER_AGENT = "genloom-webhooks/1"
 
@@ -125,28 +126,6 @@ async def check_target(url: str, *, allow_hosts: frozenset[str], resolve: Resolv
             )
 
 
-def retry_delay(attempt: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(max_s, base_s * 2**(attempt - 1))]."""
-    if attempt < 1:
-        raise ValueError(f"attempt counts from 1, got {attempt}")
-    # Past 2**62 the cap has long won; bounding the exponent keeps the float finite.
-    ceiling = min(max_s, base_s * 2 ** min(attempt - 1, 62))
-    return rng.uniform(0, ceiling)
-
-
-@dataclass(frozen=True)
-class DeliveryAttempt:
-    """What happened on one POST; `error` is None exactly when `delivered` is True."""
-
-    webhook_id: str
-    attempt: int
-    url: str
-    status_code: int | None
-    error: str | None
-    duration_ms: float
-    delivered: bool
-
-
 async def deliver(
     *,
     client: httpx.AsyncClient,
@@ -157,9 +136,10 @@ async def deliver(
     attempt: int,
     timeout_s: float,
     clock: Callable[[], float] = time.time,
-) -> DeliveryAttempt:
+) -> WebhookAttempt:
     """POST one signed attempt; network trouble is recorded in the result, never raised."""
-    headers = signed_headers(secret=secret, webhook_id=webhook_id, timestamp=int(clock()), body=body)
+    sent_at = clock()
+    headers = signed_headers(secret=secret, webhook_id=webhook_id, timestamp=int(sent_at), body=body)
     status_code: int | None = None
     error: str | None = None
     started = time.perf_counter()
@@ -181,7 +161,7 @@ async def deliver(
         # A redirect could point anywhere, including hosts check_target would refuse.
         redirect = " (redirects are not followed)" if 300 <= status_code < 400 else ""
         error = f"HTTP {status_code}{redirect}"
-    return DeliveryAttempt(
+    return WebhookAttempt(
         webhook_id=webhook_id, attempt=attempt, url=url, status_code=status_code, error=error,
-        duration_ms=duration_ms, delivered=error is None,
+        duration_ms=duration_ms, delivered=error is None, at=datetime.fromtimestamp(sent_at, UTC),
     )
