@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -16,14 +17,16 @@ import uvicorn
 from fastapi import FastAPI
 
 from genloom.api import create_app
-from genloom.config import Settings
+from genloom.config import AuthMode, Settings
 from genloom.gateway import Readiness, ServerState, TextService
+from genloom.gateway.auth import Authenticator, TenantAdmin
 from genloom.gateway.job_service import JobService
 from genloom.gateway.job_webhooks import WebhookDispatcher
 from genloom.queue import InMemoryQueue, JobFailed, RequestClass, SchedulerPolicy, Tier, TierPolicy
 from genloom.queue.store import SqlJobStore
 from genloom.runtimes.text import TextRuntime
 from genloom.store import Database, RequestLog
+from genloom.store.tenants import TenantStore
 from genloom.worker import TextWorker
 
 log = logging.getLogger("genloom.server")
@@ -38,6 +41,11 @@ class GenloomServer:
         self.database = Database(url=settings.resolved_database_url(), echo=settings.store.echo_sql)
         self.request_log = RequestLog(database=self.database)
         self.job_store = SqlJobStore(database=self.database)
+        tenants = TenantStore(database=self.database)
+        self.authenticator = Authenticator(tenants=tenants)
+        self.admin = TenantAdmin(
+            tenants=tenants, authenticator=self.authenticator, default_tier=Tier(settings.classification.default_tier)
+        )
         self.runtimes: dict[str, TextRuntime] = {}
         self.workers: list[TextWorker] = []
         self.service = TextService(
@@ -67,7 +75,13 @@ class GenloomServer:
             on_finished=self.webhooks.wake if self.webhooks else lambda: None,
         )
         self.app: FastAPI = create_app(
-            service=self.service, jobs=self.jobs, readiness=self.readiness, settings=settings, lifespan=self._lifespan
+            service=self.service,
+            jobs=self.jobs,
+            authenticator=self.authenticator,
+            admin=self.admin,
+            readiness=self.readiness,
+            settings=settings,
+            lifespan=self._lifespan,
         )
         self.on_fatal: Callable[[str], None] = lambda reason: None
         self._loader: asyncio.Task | None = None
@@ -77,6 +91,7 @@ class GenloomServer:
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI):
         await self.database.migrate()
+        await self._bootstrap_auth()
         await self.request_log.start()
         if self.webhooks is not None:
             await self.webhooks.start()
@@ -86,6 +101,20 @@ class GenloomServer:
             yield
         finally:
             await self.stop()
+
+    async def _bootstrap_auth(self) -> None:
+        if self.settings.auth is AuthMode.DISABLED:
+            log.warning("AUTH IS DISABLED (auth: disabled): anyone who can reach this server may use and manage it")
+            return
+        given = self.settings.admin_key.get_secret_value() if self.settings.admin_key else None
+        created = await self.admin.bootstrap(given)
+        if created is not None:
+            # The only time this key is shown: it is stored as a hash.
+            print(
+                f"\nGenloom admin API key (shown once, store it now):\n\n    {created}\n\n"
+                "Use it as the OpenAI client's api_key, or set GENLOOM_ADMIN_KEY to choose the key yourself.\n",
+                file=sys.stderr, flush=True,
+            )
 
     async def _load_models(self) -> None:
         try:

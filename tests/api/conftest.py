@@ -21,7 +21,11 @@ from tests.conftest import free_port
 
 @contextmanager
 def running_server(tmp_path: Path, model_dir: Path, **sections) -> Iterator[tuple[str, GenloomServer]]:
-    config = {"builtin_models": False, "data_dir": str(tmp_path / "data"), "models": [{"name": "tiny", "path": str(model_dir)}]}
+    # Auth is off unless a test turns it on: most tests are about something else (tests/api/test_auth.py is not).
+    config = {
+        "builtin_models": False, "data_dir": str(tmp_path / "data"), "models": [{"name": "tiny", "path": str(model_dir)}],
+        "auth": "disabled",
+    }
     config.update(sections)
     config_file = tmp_path / "genloom.yaml"
     config_file.write_text(yaml.safe_dump(config))

@@ -53,7 +53,7 @@ def serve(tmp_path: Path, config: dict | None = None, ready_within_s: float = 60
 
 
 def tiny_config(model_dir: Path, **extra) -> dict:
-    return {"builtin_models": False, "models": [{"name": "tiny", "path": str(model_dir)}], **extra}
+    return {"builtin_models": False, "models": [{"name": "tiny", "path": str(model_dir)}], "auth": "disabled", **extra}
 
 
 def test_openai_client_against_a_served_model(tmp_path, tiny_model_dir):
@@ -80,18 +80,22 @@ def readme_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", readme, flags=re.S)
 
 
-def test_readme_commands_and_example_work_with_the_builtin_model(tmp_path, capsys):
-    """No config at all, as the README says: `genloom serve`, then its Python examples (streaming
-    chat, an async job), ready within 60 s."""
+def test_readme_commands_and_example_work_with_the_builtin_model(tmp_path, capsys, monkeypatch):
+    """No config at all, as the README says: `genloom serve` prints an admin key once, then the
+    README's Python examples (streaming chat, an async job) run with it, ready within 60 s."""
     assert readme_blocks("bash")[0].strip().splitlines()[-1] == "genloom serve"
     blocks = readme_blocks("python")
     assert len(blocks) >= 3
+    monkeypatch.delenv("GENLOOM_ADMIN_KEY", raising=False)
     with serve(tmp_path, None, ready_within_s=60) as (base, _):
+        [key] = re.findall(r"\bgl-[A-Za-z0-9_\-]{20,}", (tmp_path / "server.log").read_text())
+        monkeypatch.setenv("GENLOOM_API_KEY", key)
         for example in blocks:
             exec(compile(example.replace("http://127.0.0.1:8000", base), "README.md", "exec"), {})
             printed = capsys.readouterr().out
             if "def verify" not in example:  # that block only defines a function
                 assert len(printed.split()) >= 3, printed
+        assert httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer gl-not-a-real-key-000000000000"}).status_code == 401
 
 
 def test_sigterm_lets_a_running_stream_finish_then_exits_0(tmp_path, tiny_model_dir):

@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.middleware import Middleware
 
 from genloom import __version__
 from genloom.api.errors import install_error_handlers
 from genloom.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from genloom.api.callers import authentication
+from genloom.api.routes_admin import build_admin_router
 from genloom.api.routes_health import build_health_router
 from genloom.api.routes_jobs import build_jobs_router
 from genloom.api.routes_text import build_text_router
 from genloom.config import Settings
 from genloom.gateway import Readiness, TextService
+from genloom.gateway.auth import Authenticator, TenantAdmin
 from genloom.gateway.job_service import JobService
 
 
@@ -23,6 +26,8 @@ def create_app(
     *,
     service: TextService,
     jobs: JobService,
+    authenticator: Authenticator,
+    admin: TenantAdmin,
     readiness: Readiness,
     settings: Settings,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
@@ -36,12 +41,17 @@ def create_app(
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes),
         ],
     )
+    app.include_router(build_health_router(readiness, service))
+    # Every /v1 route needs a key: the dependency puts the caller's principal on the request.
+    authenticate = Depends(
+        authentication(mode=settings.auth, authenticator=authenticator, classification=settings.classification)
+    )
     routers = (
-        build_health_router(readiness, service),
         build_text_router(service, settings.api, settings.classification),
         build_jobs_router(jobs, settings.api, settings.classification, settings.jobs),
+        build_admin_router(admin),
     )
     for router in routers:
-        app.include_router(router)
+        app.include_router(router, dependencies=[authenticate])
     install_error_handlers(app)
     return app

@@ -1,16 +1,20 @@
-"""Who is calling: the tier and tenant a request is scheduled under.
+"""Who is calling: the API key's principal (tenant, tier, scope), set on the request by the
+`authenticate` dependency that guards every /v1 route.
 
-Until tenants and API keys exist, they come from the X-Genloom-Tier and X-Genloom-Tenant headers
-when `classification.trust_tier_header` allows it, else from the configured defaults."""
+With `auth: disabled` every caller is an anonymous admin of the tenant named by the
+X-Genloom-Tenant header (and the tier of X-Genloom-Tier) when `classification.trust_tier_header`
+allows it, else of the configured defaults."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
 
-from genloom.config import ClassificationSettings
+from genloom.config import AuthMode, ClassificationSettings
+from genloom.gateway.auth import Authenticator, PermissionDenied, Principal, Scope
 from genloom.gateway.errors import InvalidRequest
 from genloom.queue import Tier
 
@@ -25,7 +29,39 @@ class Caller:
     tenant: str
 
 
+def authentication(
+    *, mode: AuthMode, authenticator: Authenticator, classification: ClassificationSettings
+) -> Callable[[Request], Awaitable[None]]:
+    """The dependency that puts the caller's Principal on request.state (401 when it cannot)."""
+
+    async def authenticate(request: Request) -> None:
+        if mode is AuthMode.DISABLED:
+            tier, tenant = _from_headers(request, classification)
+            request.state.principal = Principal(
+                tenant_id=tenant, tenant_name=tenant, tier=tier, scope=Scope.ADMIN, limits={}
+            )
+            return
+        request.state.principal = await authenticator.authenticate(request.headers.get("authorization"))
+
+    return authenticate
+
+
+async def require_admin(request: Request) -> None:
+    if not principal(request).is_admin:
+        raise PermissionDenied("this route needs an admin key; tenant keys cannot manage tenants, keys or models")
+
+
+def principal(request: Request) -> Principal:
+    return request.state.principal
+
+
 def caller(request: Request, settings: ClassificationSettings) -> Caller:
+    """The tier and tenant a request is scheduled and accounted under."""
+    who = principal(request)
+    return Caller(tier=who.tier, tenant=who.tenant_id)
+
+
+def _from_headers(request: Request, settings: ClassificationSettings) -> tuple[Tier, str]:
     tier, tenant = settings.default_tier, settings.default_tenant
     if settings.trust_tier_header:
         tier = request.headers.get(TIER_HEADER, tier).strip().lower()
@@ -36,4 +72,4 @@ def caller(request: Request, settings: ClassificationSettings) -> Caller:
         raise InvalidRequest(
             f"{TENANT_HEADER} must be 1-128 letters, digits or ._:@- starting with a letter or digit", TENANT_HEADER
         )
-    return Caller(tier=Tier(tier), tenant=tenant)
+    return Tier(tier), tenant

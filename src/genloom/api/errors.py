@@ -11,9 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genloom.gateway.auth import PermissionDenied, Unauthenticated
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.queue import QueueClosed, QueueFull, TenantQueueFull
 from genloom.queue.records import IdempotencyConflict, JobNotFound, JobStateConflict
+from genloom.store.tenants import ApiKeyNotFound, TenantExists, TenantNotFound
 
 log = logging.getLogger("genloom.api")
 
@@ -68,6 +70,27 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _full(request: Request, exc: QueueFull) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after_s)}
         return error_response(503, str(exc), "server_error", None, "queue_full", headers)
+
+    @app.exception_handler(Unauthenticated)
+    async def _unauthenticated(request: Request, exc: Unauthenticated) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"}
+        return error_response(401, str(exc), "invalid_request_error", None, "invalid_api_key", headers)
+
+    @app.exception_handler(PermissionDenied)
+    async def _forbidden(request: Request, exc: PermissionDenied) -> JSONResponse:
+        return error_response(403, str(exc), "permission_error", None, "insufficient_scope")
+
+    @app.exception_handler(TenantExists)
+    async def _tenant_exists(request: Request, exc: TenantExists) -> JSONResponse:
+        return error_response(409, str(exc), "invalid_request_error", "name", "tenant_exists")
+
+    @app.exception_handler(TenantNotFound)
+    async def _tenant_missing(request: Request, exc: TenantNotFound) -> JSONResponse:
+        return error_response(404, str(exc), "invalid_request_error", "tenant_id", "tenant_not_found")
+
+    @app.exception_handler(ApiKeyNotFound)
+    async def _key_missing(request: Request, exc: ApiKeyNotFound) -> JSONResponse:
+        return error_response(404, str(exc), "invalid_request_error", "key_id", "api_key_not_found")
 
     @app.exception_handler(TenantQueueFull)
     async def _tenant_full(request: Request, exc: TenantQueueFull) -> JSONResponse:

@@ -6,6 +6,7 @@ Nothing else in Genloom reads the environment: components receive their section 
 
 from genloom.config.settings import (
     ApiSettings,
+    AuthMode,
     ClassificationSettings,
     ConfigError,
     JobsSettings,
@@ -20,6 +21,7 @@ from genloom.config.settings import (
 
 __all__ = [
     "ApiSettings",
+    "AuthMode",
     "ClassificationSettings",
     "ConfigError",
     "JobsSettings",

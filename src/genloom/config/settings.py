@@ -139,6 +139,13 @@ class ModelSettings(_Section):
         return path
 
 
+class AuthMode(str, Enum):
+    """enabled: every /v1 route needs an API key. disabled: anyone may call (announced at start)."""
+
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
 class StoreSettings(_Section):
     echo_sql: bool = False
 
@@ -158,6 +165,8 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    auth: AuthMode = Field(AuthMode.ENABLED, description="API keys on every /v1 route; 'disabled' only on purpose")
+    admin_key: SecretStr | None = Field(None, description="bootstrap admin key (GENLOOM_ADMIN_KEY); else one is made and printed once")
     webhook_secret: SecretStr | None = Field(None, description="signs job webhooks (GENLOOM_WEBHOOK_SECRET); whsec_<base64> or any string")
     webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="webhook hosts allowed although private or loopback (GENLOOM_WEBHOOK_ALLOW_HOSTS=a,b)"

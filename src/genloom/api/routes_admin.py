@@ -1,0 +1,104 @@
+"""/v1/admin: tenants and API keys, for an admin key only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from genloom.api.callers import require_admin
+from genloom.api.schemas import _Body
+from genloom.gateway.auth import Scope, TenantAdmin
+from genloom.queue import Tier
+from genloom.store.tenants import ApiKey, Tenant
+
+
+class TenantLimits(_Body):
+    """None (or absent) is unlimited."""
+
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+    tokens_per_day: int | None = Field(None, gt=0)
+    images_per_day: int | None = Field(None, gt=0)
+
+
+class TenantCreate(_Body):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+    tier: Tier = Tier.FREE
+    limits: TenantLimits = Field(default_factory=TenantLimits)
+
+
+class TenantUpdate(_Body):
+    tier: Tier | None = None
+    limits: TenantLimits | None = None
+
+
+class KeyCreate(_Body):
+    name: str = Field("key", min_length=1, max_length=128)
+    scope: Scope = Scope.TENANT
+    expires_in_days: float | None = Field(None, gt=0, le=3650)
+
+
+def build_admin_router(admin: TenantAdmin) -> APIRouter:
+    router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
+
+    @router.post("/tenants", status_code=201)
+    async def create_tenant(body: TenantCreate) -> dict[str, Any]:
+        tenant = await admin.create_tenant(name=body.name, tier=body.tier, limits=_limits(body.limits))
+        return _tenant(tenant)
+
+    @router.get("/tenants")
+    async def list_tenants() -> dict[str, Any]:
+        return {"object": "list", "data": [_tenant(t) for t in await admin.list_tenants()]}
+
+    @router.get("/tenants/{tenant_id}")
+    async def get_tenant(tenant_id: str) -> dict[str, Any]:
+        return _tenant(await admin.get_tenant(tenant_id))
+
+    @router.patch("/tenants/{tenant_id}")
+    async def update_tenant(tenant_id: str, body: TenantUpdate) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if body.tier is not None:
+            changes["tier"] = body.tier.value
+        if body.limits is not None:
+            changes["limits"] = _limits(body.limits)
+        return _tenant(await admin.update_tenant(tenant_id, **changes))
+
+    @router.post("/tenants/{tenant_id}/keys", status_code=201)
+    async def create_key(tenant_id: str, body: KeyCreate) -> JSONResponse:
+        expires = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
+        key, secret = await admin.create_key(tenant_id, name=body.name, scope=body.scope, expires_at=expires)
+        # The key itself appears in this answer only; it is stored as a hash.
+        return JSONResponse(_key(key) | {"key": secret}, status_code=201, headers={"Cache-Control": "no-store"})
+
+    @router.get("/tenants/{tenant_id}/keys")
+    async def list_keys(tenant_id: str) -> dict[str, Any]:
+        return {"object": "list", "data": [_key(k) for k in await admin.list_keys(tenant_id)]}
+
+    @router.delete("/keys/{key_id}")
+    async def revoke_key(key_id: str) -> dict[str, Any]:
+        return _key(await admin.revoke_key(key_id))
+
+    return router
+
+
+def _limits(limits: TenantLimits) -> dict[str, int]:
+    return {name: value for name, value in limits.model_dump().items() if value is not None}
+
+
+def _unix(at: datetime | None) -> int | None:
+    return None if at is None else int(at.timestamp())
+
+
+def _tenant(t: Tenant) -> dict[str, Any]:
+    return {"id": t.id, "object": "tenant", "name": t.name, "tier": t.tier, "limits": t.limits,
+            "created_at": _unix(t.created_at), "updated_at": _unix(t.updated_at)}
+
+
+def _key(k: ApiKey) -> dict[str, Any]:
+    return {"id": k.id, "object": "api_key", "tenant_id": k.tenant_id, "name": k.name, "prefix": k.prefix,
+            "scope": k.scope, "created_at": _unix(k.created_at), "expires_at": _unix(k.expires_at),
+            "revoked_at": _unix(k.revoked_at)}
