@@ -12,6 +12,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from genloom.cli.admin import keys_app, tenants_app
 from genloom.cli.jobs import jobs_app
 from genloom.config import ConfigError, Settings, load_settings
 
@@ -25,6 +26,8 @@ app.add_typer(builtin_app, name="builtin")
 builtin_app.add_typer(builtin_train_app, name="train")
 app.add_typer(bench_app, name="bench")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
 
 err = Console(stderr=True, soft_wrap=True)
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: ./genloom.yaml if present).")]
