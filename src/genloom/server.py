@@ -20,6 +20,7 @@ from genloom.api import create_app
 from genloom.config import AuthMode, Settings
 from genloom.gateway import Readiness, ServerState, TextService
 from genloom.gateway.auth import Authenticator, TenantAdmin
+from genloom.gateway.rate_limit import InMemoryRateLimiter
 from genloom.gateway.job_service import JobService
 from genloom.gateway.job_webhooks import WebhookDispatcher
 from genloom.queue import InMemoryQueue, JobFailed, RequestClass, SchedulerPolicy, Tier, TierPolicy
@@ -56,6 +57,7 @@ class GenloomServer:
             settings=settings.api,
             classification=settings.classification,
             max_batch_size=settings.runtime.max_batch_size,
+            limiter=InMemoryRateLimiter(),
         )
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         allow_hosts = frozenset(settings.webhook_allow_hosts)

@@ -120,3 +120,29 @@ def test_bad_admin_requests_answer_in_openai_shape(admin, method, path, body, st
     answer = admin.request(method, path, json=body)
     assert answer.status_code == status
     assert answer.json()["error"]["param"] == param
+
+
+def test_a_tenant_over_its_request_limit_gets_429_with_rate_limit_headers(admin, base):
+    tenant = admin.post("/v1/admin/tenants", json={"name": "metered", "limits": {"requests_per_minute": 2}}).json()
+    key = admin.post(f"/v1/admin/tenants/{tenant['id']}/keys", json={"name": "k"}).json()["key"]
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    first = client.chat.completions.with_raw_response.create(model="tiny", messages=HELLO, max_tokens=2)
+    assert first.headers["x-ratelimit-limit-requests"] == "2" and first.headers["x-ratelimit-remaining-requests"] == "1"
+    client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=2)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=2)
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+    assert "2 requests per minute" in refused.value.message
+    job = httpx.post(f"{base}/v1/jobs", headers={"Authorization": f"Bearer {key}"},
+                     json={"url": "/v1/chat/completions", "body": {"model": "tiny", "messages": HELLO}})
+    assert job.status_code == 429 and job.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_a_daily_token_quota_refuses_what_would_exceed_it(admin, base):
+    tenant = admin.post("/v1/admin/tenants", json={"name": "quota", "limits": {"tokens_per_day": 60}}).json()
+    key = admin.post(f"/v1/admin/tenants/{tenant['id']}/keys", json={"name": "k"}).json()["key"]
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=30, extra_body={"ignore_eos": True})
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=30, extra_body={"ignore_eos": True})
+    assert "daily quota" in refused.value.message

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -27,6 +27,8 @@ _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,127}$")
 class Caller:
     tier: Tier
     tenant: str
+    key_id: str | None = None
+    limits: dict[str, int] = field(default_factory=dict)
 
 
 def authentication(
@@ -58,7 +60,7 @@ def principal(request: Request) -> Principal:
 def caller(request: Request, settings: ClassificationSettings) -> Caller:
     """The tier and tenant a request is scheduled and accounted under."""
     who = principal(request)
-    return Caller(tier=who.tier, tenant=who.tenant_id)
+    return Caller(tier=who.tier, tenant=who.tenant_id, key_id=who.key_id, limits=dict(who.limits))
 
 
 def _from_headers(request: Request, settings: ClassificationSettings) -> tuple[Tier, str]:

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genloom.gateway.auth import PermissionDenied, Unauthenticated
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
+from genloom.gateway.rate_limit import RateLimited
 from genloom.queue import QueueClosed, QueueFull, TenantQueueFull
 from genloom.queue.records import IdempotencyConflict, JobNotFound, JobStateConflict
 from genloom.store.tenants import ApiKeyNotFound, TenantExists, TenantNotFound
@@ -79,6 +80,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PermissionDenied)
     async def _forbidden(request: Request, exc: PermissionDenied) -> JSONResponse:
         return error_response(403, str(exc), "permission_error", None, "insufficient_scope")
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
+        return error_response(429, str(exc), "rate_limit_error", None, f"{exc.scope.value}_{exc.limit}", dict(exc.headers))
 
     @app.exception_handler(TenantExists)
     async def _tenant_exists(request: Request, exc: TenantExists) -> JSONResponse:

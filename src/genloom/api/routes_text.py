@@ -41,7 +41,7 @@ def build_text_router(service: TextService, settings: ApiSettings, classificatio
         if body.stream:
             return await _stream(service, text_request, request, _ChatChunks(body.include_usage))
         completion = await service.complete(text_request, request.is_disconnected)
-        return JSONResponse(completion.openai_body(text_request.endpoint))
+        return JSONResponse(completion.openai_body(text_request.endpoint), headers=completion.rate_limit_headers)
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -49,7 +49,7 @@ def build_text_router(service: TextService, settings: ApiSettings, classificatio
         if body.stream:
             return await _stream(service, text_request, request, _CompletionChunks(body.include_usage))
         completion = await service.complete(text_request, request.is_disconnected)
-        return JSONResponse(completion.openai_body(text_request.endpoint))
+        return JSONResponse(completion.openai_body(text_request.endpoint), headers=completion.rate_limit_headers)
 
     return router
 
@@ -66,6 +66,8 @@ def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller
         max_tokens_given=max_tokens is not None,
         tier=who.tier,
         tenant=who.tenant,
+        key_id=who.key_id,
+        limits=who.limits,
     )
 
 
@@ -80,6 +82,8 @@ def completion_request(body: CompletionRequest, settings: ApiSettings, who: Call
         max_tokens_given=body.max_tokens is not None,
         tier=who.tier,
         tenant=who.tenant,
+        key_id=who.key_id,
+        limits=who.limits,
     )
 
 
@@ -171,4 +175,5 @@ async def _stream(service: TextService, text_request: TextRequest, request: Requ
             await events.aclose()
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers=_SSE_HEADERS)
+    headers = _SSE_HEADERS | completion.rate_limit_headers
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

@@ -150,6 +150,8 @@ class JobService:
         prepared = self._text.prepare(request)
         if submission.callback_url is not None:
             await self._check_callback(submission.callback_url)
+        # Charged at submission for the most the job can use; a job runs later, so nothing is refunded.
+        await self._text.admit(request, prepared)
         now = utc_now()
         cost = self._text.cost(prepared, request.n)
         place = self._queue.reserve(model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant)

@@ -12,6 +12,7 @@ from typing import Any
 
 from genloom.config import ApiSettings, ClassificationSettings
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
+from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.readiness import Readiness
 from genloom.queue import (
     ChoiceFinished,
@@ -47,6 +48,8 @@ class TextRequest:
     max_tokens_given: bool = True
     tier: Tier = Tier.FREE
     tenant: str = "default"
+    key_id: str | None = None  # the API key charged for it; None when auth is disabled
+    limits: dict[str, int] = field(default_factory=dict)  # the tenant's rate limits and quotas
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_record(self) -> dict[str, Any]:
@@ -101,6 +104,7 @@ class Completion:
     created: int
     choices: list[Choice]
     prompt_tokens: int
+    rate_limit_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def usage(self) -> Usage:
@@ -137,9 +141,11 @@ class TextService:
         settings: ApiSettings,
         classification: ClassificationSettings,
         max_batch_size: int,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._runtimes = runtimes
         self._classification = classification
+        self._limiter = limiter
         self._queue = queue
         self._log = request_log
         self._readiness = readiness
@@ -168,6 +174,7 @@ class TextService:
         is yielded once the request is accepted, so errors surface before a stream starts."""
         prepared = self.prepare(request)
         runtime, prompt_ids, params = prepared.runtime, prepared.prompt_ids, prepared.params
+        admission = await self.admit(request, prepared)
         created = time.time()
         started = time.monotonic()
         completion = Completion(
@@ -176,6 +183,7 @@ class TextService:
             created=int(created),
             choices=[Choice(i) for i in range(request.n)],
             prompt_tokens=len(prompt_ids),
+            rate_limit_headers=dict(admission.headers) if admission else {},
         )
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[JobEvent] = asyncio.Queue()
@@ -240,6 +248,9 @@ class TextService:
         finally:
             job.cancel()
             self._queue.remove(job.id)
+            if admission is not None and self._limiter is not None:
+                # Charged the estimate up front; settle on what the request really used.
+                await self._limiter.settle(admission, tokens_used=completion.usage.total_tokens if submitted else 0)
             if submitted:
                 self.in_flight -= 1
             self._record(request, params, completion, status, error, created, started, first_token_at)
@@ -254,6 +265,16 @@ class TextService:
             except TimeoutError:
                 if await disconnected():
                     return None
+
+    async def admit(self, request: TextRequest, prepared: PreparedText) -> Admission | None:
+        """Charge the caller's rate limits with the most this request can use (429 when over)."""
+        if self._limiter is None:
+            return None
+        estimate = len(prepared.prompt_ids) * request.n + prepared.params.max_tokens * request.n
+        return await self._limiter.check(
+            key_id=request.key_id or f"tenant:{request.tenant}", tenant_id=request.tenant, key_limits=Limits(),
+            tenant_limits=Limits(**request.limits), tokens=estimate,
+        )
 
     def cost(self, prepared: PreparedText, n: int) -> float:
         """What the scheduler charges a tenant for this request: prompt and completion tokens."""
