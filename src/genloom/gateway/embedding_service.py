@@ -1,0 +1,176 @@
+"""Embeddings as the API sees them: validate, queue one job per request, await its one result."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
+from genloom.gateway.readiness import Readiness
+from genloom.queue import InMemoryQueue, Job, JobFailed, QueueClosed, RequestClass, Tier
+from genloom.runtimes.embeddings import EmbeddingRuntime
+from genloom.worker.embedding_worker import DEFAULT_MAX_BATCH_TEXTS, EmbeddingsReady, EmbeddingTask
+
+DisconnectProbe = Callable[[], Awaitable[bool]]
+_PROBE_INTERVAL_S = 0.25
+_CHARS_PER_TOKEN = 4  # a rough English average, good enough to order work before it is tokenized
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """An embeddings request as sent: `input` is checked by the service, not trusted."""
+
+    model: str
+    input: str | Sequence[object]
+    dimensions: int | None = None
+    tier: Tier = Tier.FREE
+    tenant: str = "default"
+    id: str = field(default_factory=lambda: f"emb-{uuid.uuid4().hex}")
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """One vector and token count per input, in the request's order."""
+
+    model: str
+    vectors: list[list[float]]
+    token_counts: list[int]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+@dataclass(frozen=True)
+class PreparedEmbedding:
+    runtime: EmbeddingRuntime
+    texts: tuple[str, ...]
+
+
+class EmbeddingService:
+    def __init__(
+        self,
+        *,
+        runtimes: dict[str, EmbeddingRuntime],
+        queue: InMemoryQueue,
+        readiness: Readiness,
+        max_inputs: int = 2048,
+        max_batch_texts: int = DEFAULT_MAX_BATCH_TEXTS,
+    ) -> None:
+        if max_inputs < 1 or max_batch_texts < 1:
+            raise ValueError(f"max_inputs and max_batch_texts must be at least 1, got {max_inputs}, {max_batch_texts}")
+        self._runtimes = runtimes
+        self._queue = queue
+        self._readiness = readiness
+        self._max_inputs = max_inputs
+        # The workers' batch size: a job never asks for more rows than a batch has (see EmbeddingWorker).
+        self._max_batch_texts = max_batch_texts
+        self.in_flight = 0
+
+    def models(self) -> list[EmbeddingRuntime]:
+        return list(self._runtimes.values())
+
+    async def embed(self, request: EmbeddingRequest, disconnected: DisconnectProbe) -> EmbeddingResult | None:
+        """Queue the request as one job and wait for its vectors; None when the client went away
+        first (its job is cancelled then, so a worker that has not taken it yet never runs it)."""
+        prepared = self.prepare(request)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[object] = asyncio.Queue()
+
+        def emit(event: object) -> None:  # called on a worker thread
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:
+                pass  # the event loop has closed: nobody is waiting for this request any more
+
+        job = Job(
+            id=request.id,
+            model=prepared.runtime.name,
+            payload=EmbeddingTask(texts=prepared.texts),
+            emit=emit,
+            rows=min(len(prepared.texts), self._max_batch_texts),
+            request_class=RequestClass.REALTIME,
+            tier=request.tier,
+            tenant=request.tenant,
+            cost=self.cost(prepared),
+        )
+        try:
+            self._queue.submit(job)
+        except QueueClosed as e:
+            raise NotReady("the server is shutting down; retry on another replica") from e
+        self.in_flight += 1
+        try:
+            while True:
+                event = await self._next_event(events, disconnected)
+                if event is None:
+                    return None
+                if isinstance(event, EmbeddingsReady):
+                    return EmbeddingResult(request.model, event.vectors, event.token_counts)
+                if isinstance(event, JobFailed):
+                    if event.shutdown:
+                        raise NotReady(f"{event.message}; retry on another replica")
+                    raise GenerationFailed(event.message)
+        finally:
+            job.cancel()
+            self._queue.remove(job.id)
+            self.in_flight -= 1
+
+    async def _next_event(self, events: asyncio.Queue[object], disconnected: DisconnectProbe) -> object | None:
+        """The next event, or None once the client has gone away."""
+        while True:
+            try:
+                return await asyncio.wait_for(events.get(), _PROBE_INTERVAL_S)
+            except TimeoutError:
+                if await disconnected():
+                    return None
+
+    def cost(self, prepared: PreparedEmbedding) -> float:
+        """What the scheduler charges a tenant: estimated input tokens (the worker counts them exactly)."""
+        limit = prepared.runtime.info.max_tokens
+        return float(max(1, sum(min(limit, len(text) // _CHARS_PER_TOKEN + 2) for text in prepared.texts)))
+
+    def prepare(self, request: EmbeddingRequest) -> PreparedEmbedding:
+        """Check a request against its model: 404 for an unknown model, 400 for input it cannot take."""
+        if not self._readiness.ready:
+            raise NotReady(f"the server is not ready: {self._readiness.reason}")
+        runtime = self._runtimes.get(request.model)
+        if runtime is None:
+            raise ModelNotFound(request.model, sorted(self._runtimes))
+        texts = self._texts(request.input)
+        dimensions = runtime.info.dimensions
+        if request.dimensions is not None and request.dimensions != dimensions:
+            raise InvalidRequest(
+                f"model {runtime.name} gives {dimensions}-dimensional vectors and cannot shorten them; "
+                f"leave dimensions out or set it to {dimensions}",
+                param="dimensions",
+            )
+        return PreparedEmbedding(runtime, texts)
+
+    def _texts(self, input: object) -> tuple[str, ...]:
+        if isinstance(input, str):
+            texts: tuple[object, ...] = (input,)
+        elif isinstance(input, (list, tuple)):
+            texts = tuple(input)
+        else:
+            raise InvalidRequest("input must be a string or a list of strings", param="input")
+        if not texts:
+            raise InvalidRequest(f"input is an empty list; send 1 to {self._max_inputs} strings", param="input")
+        if len(texts) > self._max_inputs:
+            raise InvalidRequest(
+                f"input holds {len(texts)} strings; send at most {self._max_inputs} per request", param="input"
+            )
+        for i, text in enumerate(texts):
+            if isinstance(text, (int, list)):
+                raise InvalidRequest(
+                    "input as token ids is not supported: this server tokenizes for its own model; send strings",
+                    param="input",
+                )
+            if not isinstance(text, str):
+                raise InvalidRequest(f"input[{i}] must be a string, got {type(text).__name__}", param="input")
+            if not text:
+                raise InvalidRequest(
+                    f"input[{i}] is an empty string; every input must hold some text", param="input"
+                )
+        return texts  # type: ignore[return-value]  # every item was checked to be a str just above

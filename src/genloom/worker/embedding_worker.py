@@ -1,0 +1,139 @@
+"""The loop that turns queued embedding jobs into batched `embed` calls on one model.
+
+Every job it takes joins one forward batch with the others waiting, and gets back exactly one
+event: `EmbeddingsReady` with its own vectors, or `JobFailed`. A job's `rows` is its number of
+texts, so `max_batch_texts` bounds the texts per batch; a job larger than that must be
+queued with `rows=max_batch_texts` and then runs alone."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from genloom.queue import InMemoryQueue, Job, JobFailed
+from genloom.runtimes.embeddings import EmbeddingInputError, EmbeddingRuntime
+
+log = logging.getLogger("genloom.worker")
+
+# The gateway caps a job's rows at the same number, so a job larger than a batch runs alone
+# instead of waiting forever at the head of the line for more rows than a batch has.
+DEFAULT_MAX_BATCH_TEXTS = 64
+
+
+@dataclass(frozen=True)
+class EmbeddingTask:
+    """The payload of an embedding job: the texts to embed, in order."""
+
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EmbeddingsReady:
+    """A job's result: one vector and one token count per text, in the task's order."""
+
+    vectors: list[list[float]]
+    token_counts: list[int]
+
+
+class EmbeddingWorker:
+    def __init__(
+        self,
+        *,
+        runtime: EmbeddingRuntime,
+        queue: InMemoryQueue,
+        max_batch_texts: int = DEFAULT_MAX_BATCH_TEXTS,
+        batch_wait_s: float = 0.002,
+        idle_wait_s: float = 0.05,
+    ) -> None:
+        if max_batch_texts < 1:
+            raise ValueError(f"max_batch_texts must be at least 1, got {max_batch_texts}")
+        if batch_wait_s < 0:
+            raise ValueError(f"batch_wait_s must be >= 0, got {batch_wait_s}")
+        self._runtime = runtime
+        self._queue = queue
+        self.max_batch_texts = max_batch_texts
+        self._batch_wait_s = batch_wait_s
+        self._idle_wait_s = idle_wait_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"embedding-worker-{runtime.name}", daemon=True)
+        self._held: list[Job] = []  # taken and not answered yet
+        self.model = runtime.name
+        self.batches = 0  # embed calls made, so tests and metrics can see batching happen
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the current batch; jobs taken but not answered are failed, never dropped."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def run_burst(self) -> int:
+        """Run what is queued for this model now, then return how many jobs were answered
+        (burst mode: for tests and tools, without the thread)."""
+        answered = 0
+        while jobs := self._take(wait_s=0.0):
+            answered += self._run_batch(jobs)
+        return answered
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            jobs = self._take(wait_s=self._idle_wait_s)
+            if jobs:
+                self._run_batch(jobs)
+        self._fail_held("the server shut down before this request finished", shutdown=True)
+
+    def _take(self, wait_s: float) -> list[Job]:
+        jobs = self._queue.take([self.model], max_rows=self.max_batch_texts, timeout=wait_s)
+        rows = sum(job.rows for job in jobs)
+        if jobs and rows < self.max_batch_texts and self._batch_wait_s > 0:
+            # A moment's wait lets requests arriving together share one forward pass.
+            jobs += self._queue.take([self.model], max_rows=self.max_batch_texts - rows, timeout=self._batch_wait_s)
+        self._held = jobs
+        return jobs
+
+    def _run_batch(self, jobs: list[Job]) -> int:
+        if self._stop.is_set():
+            return 0  # _run fails what is held
+        jobs = [job for job in jobs if not job.cancelled]
+        if not jobs or self._embed(jobs):
+            answered = len(jobs)
+        elif len(jobs) > 1:
+            # One bad job must not fail its batch company: run each alone, so only that one fails.
+            answered = sum(self._embed([job]) for job in jobs)
+        else:
+            answered = 0
+        self._held = []
+        return answered
+
+    def _embed(self, jobs: list[Job]) -> bool:
+        """Run `jobs` as one batch and answer each; False when it failed (a lone job is told why)."""
+        try:
+            batch = self._runtime.embed([text for job in jobs for text in job.payload.texts])
+        except Exception as e:  # a model failure must not kill the worker or strand the clients
+            log.exception("embedding %d jobs failed on model %s", len(jobs), self.model)
+            if len(jobs) == 1:
+                jobs[0].emit(JobFailed(self._failure(e), retryable=not isinstance(e, EmbeddingInputError)))
+            return False
+        self.batches += 1
+        start = 0
+        for job in jobs:
+            end = start + len(job.payload.texts)
+            job.emit(EmbeddingsReady(batch.vectors[start:end], batch.token_counts[start:end]))
+            start = end
+        return True
+
+    def _failure(self, e: Exception) -> str:
+        # Input errors are the client's to fix and safe to show; anything else names only its type.
+        detail = str(e) if isinstance(e, EmbeddingInputError) else type(e).__name__
+        return f"embedding failed on model {self.model}: {detail}"
+
+    def _fail_held(self, message: str, shutdown: bool = False) -> None:
+        for job in self._held:
+            job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
+        self._held = []
