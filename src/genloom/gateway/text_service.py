@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from genloom.config import ApiSettings, ClassificationSettings
+from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.readiness import Readiness
@@ -21,6 +23,7 @@ from genloom.queue import (
     JobEvent,
     JobFailed,
     JobStarted,
+    PromptCounted,
     QueueClosed,
     RequestClass,
     Tier,
@@ -30,6 +33,7 @@ from genloom.runtimes.sampling import SamplingParams
 from genloom.runtimes.text import PromptError, TextRuntime
 from genloom.store import RequestEntry, RequestLog, RequestStatus
 from genloom.worker import TextTask
+from genloom.worker.remote_worker import RemoteTask
 
 DisconnectProbe = Callable[[], Awaitable[bool]]
 _PROBE_INTERVAL_S = 0.25
@@ -72,11 +76,28 @@ class TextRequest:
 
 @dataclass(frozen=True)
 class PreparedText:
-    """A request checked against its model: the prompt as token ids and the final parameters."""
+    """A request checked against one model: what to queue for it and what it may cost."""
 
-    runtime: TextRuntime
-    prompt_ids: list[int]
+    model: str
     params: SamplingParams
+    prompt_tokens: int  # counted by a local model's tokenizer; estimated for a remote one
+    payload: TextTask | RemoteTask
+    prompt_ids: list[int] = field(default_factory=list)  # local models only
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """A model served by a remote OpenAI-compatible upstream (its worker holds the connection)."""
+
+    name: str
+    max_context: int
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def info(self) -> RemoteModel:  # the same card fields as a local runtime's info
+        return self
+
+    parameters = None
 
 
 @dataclass(frozen=True)
@@ -142,8 +163,14 @@ class TextService:
         classification: ClassificationSettings,
         max_batch_size: int,
         limiter: RateLimiter | None = None,
+        remotes: dict[str, RemoteModel] | None = None,
+        fallbacks: dict[str, list[str]] | None = None,
+        breakers: dict[str, CircuitBreaker] | None = None,
     ) -> None:
         self._runtimes = runtimes
+        self._remotes = remotes if remotes is not None else {}
+        self._fallbacks = fallbacks or {}
+        self.breakers = breakers if breakers is not None else {}
         self._classification = classification
         self._limiter = limiter
         self._queue = queue
@@ -156,8 +183,8 @@ class TextService:
     def queued(self) -> int:
         return self._queue.depth()
 
-    def models(self) -> list[TextRuntime]:
-        return list(self._runtimes.values())
+    def models(self) -> list[TextRuntime | RemoteModel]:
+        return [*self._runtimes.values(), *self._remotes.values()]
 
     async def complete(self, request: TextRequest, disconnected: DisconnectProbe) -> Completion:
         """Run to the end and return every choice."""
@@ -171,9 +198,12 @@ class TextService:
         self, request: TextRequest, disconnected: DisconnectProbe
     ) -> AsyncIterator[tuple[JobEvent | None, Completion]]:
         """Yield (event, completion so far) as tokens arrive; the first item has event None and
-        is yielded once the request is accepted, so errors surface before a stream starts."""
+        is yielded once the request is accepted, so errors surface before a stream starts.
+
+        The request's model answers if it can; when it fails before producing anything (or its
+        breaker is open), the next model of its fallback chain is asked instead, and
+        `completion.model` says which one answered."""
         prepared = self.prepare(request)
-        runtime, prompt_ids, params = prepared.runtime, prepared.prompt_ids, prepared.params
         admission = await self.admit(request, prepared)
         created = time.time()
         started = time.monotonic()
@@ -182,11 +212,98 @@ class TextService:
             model=request.model,
             created=int(created),
             choices=[Choice(i) for i in range(request.n)],
-            prompt_tokens=len(prompt_ids),
+            prompt_tokens=prepared.prompt_tokens,
             rate_limit_headers=dict(admission.headers) if admission else {},
         )
+        status, error, first_token_at, accepted = RequestStatus.FAILED, None, None, False
+        job: Job | None = None
+        failures: list[str] = []
+        try:
+            for target in [request.model, *self._fallbacks.get(request.model, [])]:
+                breaker = self.breakers.get(target)
+                if breaker is not None and not breaker.allow():
+                    failures.append(f"{target}: skipped, its circuit breaker is open")
+                    continue
+                if target != request.model:
+                    try:
+                        prepared = self.prepare(replace(request, model=target))
+                    except (InvalidRequest, ModelNotFound) as e:
+                        failures.append(f"{target}: {e}")
+                        continue
+                events: asyncio.Queue[JobEvent] = asyncio.Queue()
+                job = self._job(request, prepared, events)
+                try:
+                    self._queue.submit(job)
+                except QueueClosed as e:
+                    raise NotReady("the server is shutting down; retry on another replica") from e
+                except Exception as e:
+                    status, error = RequestStatus.REJECTED, str(e)
+                    raise
+                if not accepted:
+                    accepted = True
+                    self.in_flight += 1
+                    yield None, completion
+                open_choices = request.n
+                while open_choices:
+                    event = await self._next_event(events, disconnected)
+                    if event is None:
+                        status = RequestStatus.CANCELLED
+                        return
+                    if isinstance(event, JobFailed):
+                        error = event.message
+                        if breaker is not None and not event.rejected:
+                            breaker.record_failure()
+                        if event.shutdown:
+                            status = RequestStatus.ABORTED
+                            raise NotReady(f"{event.message}; retry on another replica")
+                        if event.rejected:
+                            raise InvalidRequest(event.message)
+                        if event.before_output and first_token_at is None:
+                            failures.append(f"{target}: {event.message}")
+                            break  # try the next model
+                        raise GenerationFailed(event.message)
+                    if isinstance(event, JobStarted):
+                        continue
+                    if isinstance(event, PromptCounted):
+                        completion.prompt_tokens = event.prompt_tokens
+                        continue
+                    if first_token_at is None:
+                        first_token_at = time.monotonic()
+                        completion.model = target
+                        if breaker is not None:
+                            breaker.record_success()
+                    choice = completion.choices[event.index]
+                    choice.tokens = event.completion_tokens
+                    if isinstance(event, TokenEvent):
+                        choice.text += event.delta
+                    elif isinstance(event, ChoiceFinished):
+                        choice.finish_reason = event.finish_reason
+                        open_choices -= 1
+                    yield event, completion
+                else:
+                    status = RequestStatus.COMPLETED
+                    return
+                job.cancel()
+            error = "; ".join(failures)
+            if not accepted:
+                raise NotReady(f"no model could take this request now: {error}")
+            raise GenerationFailed(f"no model in the fallback chain answered: {error}")
+        except (asyncio.CancelledError, GeneratorExit):
+            status = RequestStatus.CANCELLED
+            raise
+        finally:
+            if job is not None:
+                job.cancel()
+                self._queue.remove(job.id)
+            if admission is not None and self._limiter is not None:
+                # Charged the estimate up front; settle on what the request really used.
+                await self._limiter.settle(admission, tokens_used=completion.usage.total_tokens if accepted else 0)
+            if accepted:
+                self.in_flight -= 1
+            self._record(request, prepared.params, completion, status, error, created, started, first_token_at)
+
+    def _job(self, request: TextRequest, prepared: PreparedText, events: asyncio.Queue[JobEvent]) -> Job:
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[JobEvent] = asyncio.Queue()
 
         def emit(event: JobEvent) -> None:  # called on a worker thread
             try:
@@ -194,10 +311,10 @@ class TextService:
             except RuntimeError:
                 pass  # the event loop has closed: nobody is waiting for this request any more
 
-        job = Job(
+        return Job(
             id=request.id,
-            model=runtime.name,
-            payload=TextTask(prompt_ids=tuple(prompt_ids), params=params, n=request.n),
+            model=prepared.model,
+            payload=prepared.payload,
             emit=emit,
             rows=request.n,
             request_class=RequestClass.REALTIME,
@@ -205,55 +322,6 @@ class TextService:
             tenant=request.tenant,
             cost=self.cost(prepared, request.n),
         )
-        status, error, first_token_at, submitted = RequestStatus.FAILED, None, None, False
-        try:
-            try:
-                self._queue.submit(job)
-            except QueueClosed as e:
-                raise NotReady("the server is shutting down; retry on another replica") from e
-            except Exception as e:
-                status, error = RequestStatus.REJECTED, str(e)
-                raise
-            submitted = True
-            self.in_flight += 1
-            yield None, completion
-            open_choices = request.n
-            while open_choices:
-                event = await self._next_event(events, disconnected)
-                if event is None:
-                    status = RequestStatus.CANCELLED
-                    return
-                if isinstance(event, JobFailed):
-                    error = event.message
-                    if event.shutdown:
-                        status = RequestStatus.ABORTED
-                        raise NotReady(f"{event.message}; retry on another replica")
-                    status = RequestStatus.FAILED
-                    raise GenerationFailed(event.message)
-                if isinstance(event, JobStarted):
-                    continue
-                choice = completion.choices[event.index]
-                first_token_at = first_token_at or time.monotonic()
-                choice.tokens = event.completion_tokens
-                if isinstance(event, TokenEvent):
-                    choice.text += event.delta
-                elif isinstance(event, ChoiceFinished):
-                    choice.finish_reason = event.finish_reason
-                    open_choices -= 1
-                yield event, completion
-            status = RequestStatus.COMPLETED
-        except (asyncio.CancelledError, GeneratorExit):
-            status = RequestStatus.CANCELLED
-            raise
-        finally:
-            job.cancel()
-            self._queue.remove(job.id)
-            if admission is not None and self._limiter is not None:
-                # Charged the estimate up front; settle on what the request really used.
-                await self._limiter.settle(admission, tokens_used=completion.usage.total_tokens if submitted else 0)
-            if submitted:
-                self.in_flight -= 1
-            self._record(request, params, completion, status, error, created, started, first_token_at)
 
     async def _next_event(self, events: asyncio.Queue[JobEvent], disconnected: DisconnectProbe) -> JobEvent | None:
         """The next event, or None once the client has gone away."""
@@ -270,7 +338,7 @@ class TextService:
         """Charge the caller's rate limits with the most this request can use (429 when over)."""
         if self._limiter is None:
             return None
-        estimate = len(prepared.prompt_ids) * request.n + prepared.params.max_tokens * request.n
+        estimate = (prepared.prompt_tokens + prepared.params.max_tokens) * request.n
         return await self._limiter.check(
             key_id=request.key_id or f"tenant:{request.tenant}", tenant_id=request.tenant, key_limits=Limits(),
             tenant_limits=Limits(**request.limits), tokens=estimate,
@@ -279,18 +347,24 @@ class TextService:
     def cost(self, prepared: PreparedText, n: int) -> float:
         """What the scheduler charges a tenant for this request: prompt and completion tokens."""
         c = self._classification
-        return max(1.0, n * (len(prepared.prompt_ids) * c.prompt_token_cost + prepared.params.max_tokens * c.completion_token_cost))
+        return max(1.0, n * (prepared.prompt_tokens * c.prompt_token_cost + prepared.params.max_tokens * c.completion_token_cost))
 
     def prepare(self, request: TextRequest) -> PreparedText:
         """Check a request against its model: 404 for an unknown model, 400 for what cannot fit."""
         if not self._readiness.ready:
             raise NotReady(f"the server is not ready: {self._readiness.reason}")
-        runtime = self._runtimes.get(request.model)
-        if runtime is None:
-            raise ModelNotFound(request.model, sorted(self._runtimes))
         if request.n > min(self._settings.max_n, self._max_batch_size):
             limit = min(self._settings.max_n, self._max_batch_size)
             raise InvalidRequest(f"n must be at most {limit}", param="n")
+        runtime = self._runtimes.get(request.model)
+        if runtime is not None:
+            return self._prepare_local(request, runtime)
+        remote = self._remotes.get(request.model)
+        if remote is not None:
+            return self._prepare_remote(request, remote)
+        raise ModelNotFound(request.model, sorted([*self._runtimes, *self._remotes]))
+
+    def _prepare_local(self, request: TextRequest, runtime: TextRuntime) -> PreparedText:
         try:
             if request.messages is not None:
                 prompt_ids = runtime.encode_chat(request.messages)
@@ -298,17 +372,40 @@ class TextService:
                 prompt_ids = runtime.encode_completion(request.prompt or "")
         except PromptError as e:
             raise InvalidRequest(str(e), param="messages" if request.messages is not None else "prompt") from e
-        room = runtime.max_context - len(prompt_ids)
+        params = self._fit(request, runtime.name, runtime.max_context, len(prompt_ids))
+        task = TextTask(prompt_ids=tuple(prompt_ids), params=params, n=request.n)
+        return PreparedText(runtime.name, params, len(prompt_ids), task, prompt_ids)
+
+    def _prepare_remote(self, request: TextRequest, remote: RemoteModel) -> PreparedText:
+        text = json.dumps(request.messages) if request.messages is not None else (request.prompt or "")
+        prompt_tokens = len(text) // 4 + 1  # an estimate for limits and scheduling; the upstream counts exactly
+        params = self._fit(request, remote.name, remote.max_context, prompt_tokens)
+        body: dict[str, Any] = {
+            "max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p, "n": request.n,
+            "stream_options": {"include_usage": True},
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if request.messages is not None:
+            task = RemoteTask(path="/chat/completions", body=body | {"messages": request.messages})
+        else:
+            task = RemoteTask(path="/completions", body=body | {"prompt": request.prompt or ""})
+        return PreparedText(remote.name, params, prompt_tokens, task)
+
+    def _fit(self, request: TextRequest, model: str, max_context: int, prompt_tokens: int) -> SamplingParams:
+        room = max_context - prompt_tokens
         params = request.params
         if not request.max_tokens_given:
-            params = _with_max_tokens(params, min(self._settings.default_max_tokens, room))
-        elif params.max_tokens > room:
+            return replace(params, max_tokens=max(1, min(self._settings.default_max_tokens, room)))
+        if params.max_tokens > room:
             raise InvalidRequest(
-                f"the prompt has {len(prompt_ids)} tokens and max_tokens is {params.max_tokens}, but model "
-                f"{runtime.name} takes at most {runtime.max_context} tokens in all; lower max_tokens to {room} or less",
+                f"the prompt has {prompt_tokens} tokens and max_tokens is {params.max_tokens}, but model "
+                f"{model} takes at most {max_context} tokens in all; lower max_tokens to {room} or less",
                 param="max_tokens",
             )
-        return PreparedText(runtime, prompt_ids, params)
+        return params
 
     def _record(
         self,
@@ -342,9 +439,3 @@ class TextService:
                 finished_at=datetime.now(UTC),
             )
         )
-
-
-def _with_max_tokens(params: SamplingParams, max_tokens: int) -> SamplingParams:
-    from dataclasses import replace
-
-    return replace(params, max_tokens=max(1, max_tokens))

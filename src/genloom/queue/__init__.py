@@ -1,7 +1,7 @@
 """Every generation waits here until a worker takes it: the scheduling policy, the in-process
 queue, and the store that keeps accepted async jobs."""
 
-from genloom.queue.jobs import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, TokenEvent
+from genloom.queue.jobs import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, PromptCounted, TokenEvent
 from genloom.queue.memory import InMemoryQueue, QueueClosed
 from genloom.queue.scheduler import (
     QueueFull,
@@ -19,6 +19,7 @@ __all__ = [
     "JobEvent",
     "JobFailed",
     "JobStarted",
+    "PromptCounted",
     "QueueClosed",
     "QueueFull",
     "RequestClass",

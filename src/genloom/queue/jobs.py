@@ -37,9 +37,18 @@ class JobFailed:
     message: str
     retryable: bool = False
     shutdown: bool = False  # the server stopped before the job finished
+    before_output: bool = False  # nothing was produced yet, so another model may answer instead
+    rejected: bool = False  # the request itself is bad (an upstream answered 400): no model will answer it
 
 
-JobEvent = JobStarted | TokenEvent | ChoiceFinished | JobFailed
+@dataclass(frozen=True)
+class PromptCounted:
+    """The prompt's token count, when only the model that ran it knows (a remote upstream)."""
+
+    prompt_tokens: int
+
+
+JobEvent = JobStarted | TokenEvent | ChoiceFinished | JobFailed | PromptCounted
 
 
 @dataclass(eq=False)

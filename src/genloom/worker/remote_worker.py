@@ -1,0 +1,114 @@
+"""Runs queued text jobs on a remote OpenAI-compatible upstream.
+
+Like TextWorker it takes jobs from the queue (a job's rows are its choices; `max_concurrency`
+rows are in flight at once) and reports through `job.emit`, so the scheduler decides the order
+for remote models too. The HTTP calls run on this worker's own event loop, in its own thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobFailed, JobStarted, PromptCounted, TokenEvent
+from genloom.runtimes.remote import RemoteTextUpstream, StreamBroken, UpstreamError, UpstreamRejected, UpstreamSettings
+
+log = logging.getLogger("genloom.worker")
+
+
+@dataclass(frozen=True)
+class RemoteTask:
+    """The payload of a remote text job: the OpenAI request body to send (its `model` is replaced)."""
+
+    path: str  # "/chat/completions" or "/completions"
+    body: dict[str, Any]
+
+
+class RemoteWorker:
+    def __init__(
+        self, *, settings: UpstreamSettings, queue: InMemoryQueue, max_concurrency: int = 64, idle_wait_s: float = 0.01
+    ) -> None:
+        self.model = settings.name
+        self._settings = settings
+        self._queue = queue
+        self._max_concurrency = max_concurrency
+        self._idle_wait_s = idle_wait_s
+        self._busy_rows = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=f"remote-worker-{settings.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop taking work; calls still running end with a shutdown failure, never silently."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        limits = httpx.Limits(max_connections=self._max_concurrency, max_keepalive_connections=self._max_concurrency)
+        async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+            upstream = RemoteTextUpstream(settings=self._settings, client=client)
+            running: set[asyncio.Task] = set()
+            while not self._stop.is_set():
+                free = self._max_concurrency - self._busy_rows
+                jobs = self._queue.take([self.model], max_rows=free, timeout=0) if free > 0 else []
+                for job in jobs:
+                    self._busy_rows += job.rows
+                    task = asyncio.create_task(self._call(upstream, job))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                await asyncio.sleep(0 if jobs else self._idle_wait_s)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _call(self, upstream: RemoteTextUpstream, job: Job) -> None:
+        task: RemoteTask = job.payload
+        job.emit(JobStarted())
+        tokens: dict[int, int] = {}
+        open_choices = set(range(job.rows))
+        try:
+            async for chunk in upstream.stream(task.path, task.body):
+                if job.cancelled:
+                    return
+                usage = chunk.get("usage")
+                if usage and usage.get("prompt_tokens") is not None:
+                    job.emit(PromptCounted(int(usage["prompt_tokens"])))
+                for choice in chunk.get("choices") or ():
+                    index = int(choice.get("index", 0))
+                    text = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
+                    if text:
+                        tokens[index] = tokens.get(index, 0) + 1  # a chunk is about a token; usage corrects it
+                        job.emit(TokenEvent(index, text, tokens[index]))
+                    if choice.get("finish_reason"):
+                        job.emit(ChoiceFinished(index, choice["finish_reason"], tokens.get(index, 0)))
+                        open_choices.discard(index)
+            for index in sorted(open_choices):  # an upstream that ends without saying why
+                job.emit(ChoiceFinished(index, "stop", tokens.get(index, 0)))
+        except asyncio.CancelledError:
+            job.emit(JobFailed("the server shut down before this request finished", retryable=True, shutdown=True))
+            raise
+        except StreamBroken as e:
+            job.emit(JobFailed(str(e), retryable=False))
+        except UpstreamRejected as e:
+            job.emit(JobFailed(str(e.error.get("message") or e), rejected=True))
+        except UpstreamError as e:
+            # Nothing reached the client yet: the gateway may try the next model of the fallback chain.
+            job.emit(JobFailed(str(e), retryable=e.retryable, before_output=not e.request_at_fault))
+        except Exception as e:  # a bug here must not kill the worker or strand the client
+            log.exception("remote call to %s failed", self.model)
+            job.emit(JobFailed(f"the call to {self.model} failed: {type(e).__name__}", before_output=not tokens))
+        finally:
+            self._busy_rows -= job.rows
