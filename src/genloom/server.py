@@ -22,7 +22,9 @@ from genloom.gateway import Readiness, ServerState, TextService
 from genloom.gateway.text_service import RemoteModel
 from genloom.gateway.auth import Authenticator, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
-from genloom.gateway.embedding_service import EmbeddingService
+from genloom.gateway.cache import InMemoryResponseCache, InMemorySemanticCache
+from genloom.gateway.cached_text import CachedTextService
+from genloom.gateway.embedding_service import EmbeddingRequest, EmbeddingService
 from genloom.gateway.rate_limit import InMemoryRateLimiter
 from genloom.gateway.job_service import JobService
 from genloom.gateway.job_webhooks import WebhookDispatcher
@@ -74,6 +76,7 @@ class GenloomServer:
             fallbacks={m.name: list(m.fallbacks) for m in settings.served_models() if m.fallbacks},
             breakers=self.breakers,
         )
+        self.cached_text = self._caching(settings)
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         allow_hosts = frozenset(settings.webhook_allow_hosts)
         self.webhooks: WebhookDispatcher | None = None
@@ -93,6 +96,7 @@ class GenloomServer:
         )
         self.app: FastAPI = create_app(
             service=self.service,
+            cached_text=self.cached_text,
             jobs=self.jobs,
             embeddings=self.embeddings,
             authenticator=self.authenticator,
@@ -175,6 +179,23 @@ class GenloomServer:
             return
         log.info("ready: serving %s", ", ".join([*self.runtimes, *self.remotes, *self.embedding_runtimes]))
 
+    def _caching(self, settings: Settings) -> CachedTextService:
+        c = settings.cache
+        if not c.enabled:
+            return CachedTextService(text=self.service, exact=None, semantic=None, ttl_s=c.ttl_s)
+
+        async def embed(texts: list[str]) -> list[list[float]]:
+            request = EmbeddingRequest(model=BUILTIN_EMBEDDING_MODEL, input=texts, tier=Tier.PREMIUM, tenant="genloom-cache")
+            result = await self.embeddings.embed(request, _never_disconnected)
+            assert result is not None
+            return result.vectors
+
+        semantic = InMemorySemanticCache(
+            embed=embed, threshold=c.semantic_threshold, max_entries_per_tenant=c.semantic_max_entries_per_tenant
+        )
+        exact = InMemoryResponseCache(max_entries=c.max_entries)
+        return CachedTextService(text=self.service, exact=exact, semantic=semantic, ttl_s=c.ttl_s)
+
     def _start_remote(self, model: ModelSettings) -> None:
         """A remote OpenAI-compatible upstream: its own worker, and a breaker so a dead one is skipped."""
         upstream = UpstreamSettings(
@@ -254,6 +275,10 @@ class GenloomServer:
             await self.webhooks.stop()
         await self.request_log.close()
         await self.database.dispose()
+
+
+async def _never_disconnected() -> bool:
+    return False
 
 
 def _row_policy(settings: Settings, batch_size: int) -> dict:

@@ -22,6 +22,7 @@ from genloom.config import Settings
 from genloom.gateway import Readiness, TextService
 from genloom.gateway.auth import Authenticator, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
+from genloom.gateway.cached_text import CachedTextService
 from genloom.gateway.embedding_service import EmbeddingService
 from genloom.gateway.job_service import JobService
 
@@ -29,6 +30,7 @@ from genloom.gateway.job_service import JobService
 def create_app(
     *,
     service: TextService,
+    cached_text: CachedTextService,
     jobs: JobService,
     embeddings: EmbeddingService,
     authenticator: Authenticator,
@@ -54,7 +56,7 @@ def create_app(
     )
     routers = (
         build_models_router([service.models, embeddings.models]),
-        build_text_router(service, settings.api, settings.classification),
+        build_text_router(service, cached_text, settings.api, settings.classification),
         build_jobs_router(jobs, settings.api, settings.classification, settings.jobs),
         build_embeddings_router(embeddings, settings.classification),
         build_admin_router(admin, breakers),

@@ -16,12 +16,16 @@ from genloom.api.errors import sse_error
 from genloom.api.schemas import ChatCompletionRequest, CompletionRequest
 from genloom.config import ApiSettings, ClassificationSettings
 from genloom.gateway import Completion, GenerationFailed, NotReady, TextRequest, TextService
+from genloom.gateway.cached_text import CachedTextService
 from genloom.queue import ChoiceFinished, TokenEvent
 
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-genloom-cache": "miss"}
+SEMANTIC_CACHE_HEADER = "x-genloom-semantic-cache"
 
 
-def build_text_router(service: TextService, settings: ApiSettings, classification: ClassificationSettings) -> APIRouter:
+def build_text_router(
+    service: TextService, cached: CachedTextService, settings: ApiSettings, classification: ClassificationSettings
+) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     @router.post("/chat/completions")
@@ -29,18 +33,23 @@ def build_text_router(service: TextService, settings: ApiSettings, classificatio
         text_request = chat_request(body, settings, caller(request, classification))
         if body.stream:
             return await _stream(service, text_request, request, _ChatChunks(body.include_usage))
-        completion = await service.complete(text_request, request.is_disconnected)
-        return JSONResponse(completion.openai_body(text_request.endpoint), headers=completion.rate_limit_headers)
+        return await _answer(cached, text_request, request)
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
         text_request = completion_request(body, settings, caller(request, classification))
         if body.stream:
             return await _stream(service, text_request, request, _CompletionChunks(body.include_usage))
-        completion = await service.complete(text_request, request.is_disconnected)
-        return JSONResponse(completion.openai_body(text_request.endpoint), headers=completion.rate_limit_headers)
+        return await _answer(cached, text_request, request)
 
     return router
+
+
+async def _answer(cached: CachedTextService, text_request: TextRequest, request: Request) -> JSONResponse:
+    no_cache = "no-cache" in request.headers.get("cache-control", "").lower()
+    semantic = request.headers.get(SEMANTIC_CACHE_HEADER, "").strip().lower() in ("1", "true", "on")
+    answer = await cached.answer(text_request, request.is_disconnected, no_cache=no_cache, semantic=semantic)
+    return JSONResponse(answer.body, headers=answer.headers)
 
 
 def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller) -> TextRequest:

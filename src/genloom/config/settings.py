@@ -169,6 +169,17 @@ class BreakerSettings(_Section):
     open_s: float = Field(15, gt=0)
 
 
+class CacheSettings(_Section):
+    """Response caches for non-streaming text requests; the semantic one only when a request opts in
+    with the header X-Genloom-Semantic-Cache: true."""
+
+    enabled: bool = True
+    ttl_s: float = Field(600, gt=0)
+    max_entries: int = Field(10_000, gt=0)
+    semantic_threshold: float = Field(0.92, gt=0, le=1, description="cosine similarity needed for a semantic hit")
+    semantic_max_entries_per_tenant: int = Field(1_000, gt=0)
+
+
 class AuthMode(str, Enum):
     """enabled: every /v1 route needs an API key. disabled: anyone may call (announced at start)."""
 
@@ -191,6 +202,7 @@ class Settings(BaseSettings):
     builtin_models: bool = Field(True, description="serve the models that ship with Genloom")
     models: list[ModelSettings] = Field(default_factory=list)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
