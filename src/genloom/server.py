@@ -28,12 +28,14 @@ from genloom.gateway.embedding_service import EmbeddingRequest, EmbeddingService
 from genloom.gateway.rate_limit import InMemoryRateLimiter
 from genloom.gateway.job_service import JobService
 from genloom.gateway.job_webhooks import WebhookDispatcher
+from genloom.gateway.templates import TemplateService
 from genloom.queue import InMemoryQueue, JobFailed, RequestClass, SchedulerPolicy, Tier, TierPolicy
 from genloom.queue.store import SqlJobStore
 from genloom.runtimes.embeddings import EmbeddingRuntime, builtin_embedding_model_path
 from genloom.runtimes.remote import UpstreamSettings
 from genloom.runtimes.text import TextRuntime
 from genloom.store import Database, RequestLog
+from genloom.store.templates import TemplateStore
 from genloom.store.tenants import TenantStore
 from genloom.worker import TextWorker
 from genloom.worker.embedding_worker import EmbeddingWorker
@@ -77,6 +79,9 @@ class GenloomServer:
             breakers=self.breakers,
         )
         self.cached_text = self._caching(settings)
+        self.templates = TemplateService(
+            store=TemplateStore(database=self.database), default_max_tokens=settings.api.default_max_tokens
+        )
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         allow_hosts = frozenset(settings.webhook_allow_hosts)
         self.webhooks: WebhookDispatcher | None = None
@@ -99,6 +104,7 @@ class GenloomServer:
             cached_text=self.cached_text,
             jobs=self.jobs,
             embeddings=self.embeddings,
+            templates=self.templates,
             authenticator=self.authenticator,
             admin=self.admin,
             breakers=self.breakers,

@@ -17,6 +17,7 @@ from genloom.api.routes_embeddings import build_embeddings_router
 from genloom.api.routes_health import build_health_router
 from genloom.api.routes_jobs import build_jobs_router
 from genloom.api.routes_models import build_models_router
+from genloom.api.routes_templates import build_templates_router
 from genloom.api.routes_text import build_text_router
 from genloom.config import Settings
 from genloom.gateway import Readiness, TextService
@@ -25,6 +26,7 @@ from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.cached_text import CachedTextService
 from genloom.gateway.embedding_service import EmbeddingService
 from genloom.gateway.job_service import JobService
+from genloom.gateway.templates import TemplateService
 
 
 def create_app(
@@ -33,6 +35,7 @@ def create_app(
     cached_text: CachedTextService,
     jobs: JobService,
     embeddings: EmbeddingService,
+    templates: TemplateService,
     authenticator: Authenticator,
     admin: TenantAdmin,
     breakers: dict[str, CircuitBreaker],
@@ -59,6 +62,7 @@ def create_app(
         build_text_router(service, cached_text, settings.api, settings.classification),
         build_jobs_router(jobs, settings.api, settings.classification, settings.jobs),
         build_embeddings_router(embeddings, settings.classification),
+        build_templates_router(templates, service, settings.api, settings.classification),
         build_admin_router(admin, breakers),
     )
     for router in routers:

@@ -16,6 +16,7 @@ from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFou
 from genloom.gateway.rate_limit import RateLimited
 from genloom.queue import QueueClosed, QueueFull, TenantQueueFull
 from genloom.queue.records import IdempotencyConflict, JobNotFound, JobStateConflict
+from genloom.store.templates import ScenarioNotFound, TemplateNotFound
 from genloom.store.tenants import ApiKeyNotFound, TenantExists, TenantNotFound
 
 log = logging.getLogger("genloom.api")
@@ -84,6 +85,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RateLimited)
     async def _rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
         return error_response(429, str(exc), "rate_limit_error", None, f"{exc.scope.value}_{exc.limit}", dict(exc.headers))
+
+    @app.exception_handler(TemplateNotFound)
+    async def _template_missing(request: Request, exc: TemplateNotFound) -> JSONResponse:
+        return error_response(404, str(exc), "invalid_request_error", "template", "template_not_found")
+
+    @app.exception_handler(ScenarioNotFound)
+    async def _scenario_missing(request: Request, exc: ScenarioNotFound) -> JSONResponse:
+        return error_response(404, str(exc), "invalid_request_error", "scenario", "scenario_not_found")
 
     @app.exception_handler(TenantExists)
     async def _tenant_exists(request: Request, exc: TenantExists) -> JSONResponse:

@@ -32,14 +32,14 @@ def build_text_router(
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         text_request = chat_request(body, settings, caller(request, classification))
         if body.stream:
-            return await _stream(service, text_request, request, _ChatChunks(body.include_usage))
+            return await stream_response(service, text_request, request, ChatChunks(body.include_usage))
         return await _answer(cached, text_request, request)
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
         text_request = completion_request(body, settings, caller(request, classification))
         if body.stream:
-            return await _stream(service, text_request, request, _CompletionChunks(body.include_usage))
+            return await stream_response(service, text_request, request, CompletionChunks(body.include_usage))
         return await _answer(cached, text_request, request)
 
     return router
@@ -93,7 +93,7 @@ def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
-class _ChatChunks:
+class ChatChunks:
     object = "chat.completion.chunk"
 
     def __init__(self, include_usage: bool) -> None:
@@ -109,7 +109,7 @@ class _ChatChunks:
         return {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
 
 
-class _CompletionChunks(_ChatChunks):
+class CompletionChunks(ChatChunks):
     object = "text_completion"
 
     def opening(self, index: int) -> None:
@@ -122,7 +122,7 @@ class _CompletionChunks(_ChatChunks):
         return {"index": index, "text": "", "logprobs": None, "finish_reason": reason}
 
 
-async def _stream(service: TextService, text_request: TextRequest, request: Request, shape: _ChatChunks):
+async def stream_response(service: TextService, text_request: TextRequest, request: Request, shape: ChatChunks):
     events = service.stream(text_request, request.is_disconnected)
     _, completion = await events.__anext__()  # raises before the 200 is sent: 404, 400, 503 stay HTTP errors
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import ForeignKeyConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -147,3 +148,49 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class PromptTemplateRow(Base):
+    """One immutable version of a prompt template; a new version is the next number for its name."""
+
+    __tablename__ = "prompt_templates"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    variables: Mapped[dict[str, Any]] = mapped_column(JSON)
+    model: Mapped[str | None] = mapped_column(String(255))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ScenarioRow(Base):
+    """One immutable version of a scenario: a template version, a model and a parameter policy."""
+
+    __tablename__ = "scenarios"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["template", "template_version"], ["prompt_templates.name", "prompt_templates.version"],
+            name="fk_scenarios_template_version",
+        ),
+    )
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    template: Mapped[str] = mapped_column(String(128))
+    template_version: Mapped[int]
+    model: Mapped[str | None] = mapped_column(String(255))
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ScenarioHeadRow(Base):
+    """Which version of a scenario answers when it is called by name."""
+
+    __tablename__ = "scenario_heads"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    active_version: Mapped[int]
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
