@@ -28,6 +28,7 @@ from genloom.gateway.embedding_service import EmbeddingRequest, EmbeddingService
 from genloom.gateway.rate_limit import InMemoryRateLimiter
 from genloom.gateway.job_service import JobService
 from genloom.gateway.job_webhooks import WebhookDispatcher
+from genloom.gateway.routing import Router
 from genloom.gateway.templates import TemplateService
 from genloom.queue import InMemoryQueue, JobFailed, RequestClass, SchedulerPolicy, Tier, TierPolicy
 from genloom.queue.store import SqlJobStore
@@ -77,6 +78,9 @@ class GenloomServer:
             remotes=self.remotes,
             fallbacks={m.name: list(m.fallbacks) for m in settings.served_models() if m.fallbacks},
             breakers=self.breakers,
+            router=Router(settings=settings.routing),
+            max_attempts_per_model=settings.routing.max_attempts_per_model,
+            retry_delay_s=(settings.routing.retry_base_s, settings.routing.retry_max_s),
         )
         self.cached_text = self._caching(settings)
         self.templates = TemplateService(

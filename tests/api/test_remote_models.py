@@ -32,7 +32,11 @@ def base(tmp_path_factory, tiny_model_dir, stub) -> Iterator[str]:
         {"name": "remote-breaker", "kind": "remote", "base_url": stub.base_url, "fallbacks": ["tiny"]},
     ]
     breaker = {"failure_threshold": 3, "window_s": 60, "open_s": 60}
-    with running_server(tmp_path_factory.mktemp("remote"), tiny_model_dir, models=models, breaker=breaker) as (url, _):
+    # One try per model keeps the breaker counts in these tests exact (test_routing.py covers retries).
+    routing = {"max_attempts_per_model": 1}
+    with running_server(
+        tmp_path_factory.mktemp("remote"), tiny_model_dir, models=models, breaker=breaker, routing=routing
+    ) as (url, _):
         yield url
 
 

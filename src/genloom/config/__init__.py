@@ -13,10 +13,12 @@ from genloom.config.settings import (
     ModelKind,
     ModelSettings,
     QueueSettings,
+    RoutingSettings,
     RuntimeSettings,
     ServerSettings,
     Settings,
     StoreSettings,
+    TieredRoute,
     load_settings,
 )
 
@@ -29,9 +31,11 @@ __all__ = [
     "ModelKind",
     "ModelSettings",
     "QueueSettings",
+    "RoutingSettings",
     "RuntimeSettings",
     "ServerSettings",
     "Settings",
     "StoreSettings",
+    "TieredRoute",
     "load_settings",
 ]

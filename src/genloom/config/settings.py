@@ -180,6 +180,27 @@ class CacheSettings(_Section):
     semantic_max_entries_per_tenant: int = Field(1_000, gt=0)
 
 
+class TieredRoute(_Section):
+    """A model name clients call that picks `simple` or `complex` by the request's complexity score."""
+
+    simple: str
+    complex: str
+    threshold: float = Field(0.5, ge=0, le=1)
+    long_prompt_chars: int = Field(2_000, gt=0, description="a prompt this long scores 1")
+    long_max_tokens: int = Field(1_024, gt=0, description="asking for this many tokens scores 1")
+    complex_keywords: list[str] = Field(
+        default_factory=lambda: ["step by step", "prove", "analyze", "analyse", "refactor", "derive"]
+    )
+
+
+class RoutingSettings(_Section):
+    aliases: dict[str, str] = Field(default_factory=dict, description="e.g. {default: genloom-text-mini, fast: ...}")
+    tiered: dict[str, TieredRoute] = Field(default_factory=dict)
+    max_attempts_per_model: int = Field(2, ge=1, description="tries on one model before its fallback, for failures that may pass")
+    retry_base_s: float = Field(0.05, gt=0)
+    retry_max_s: float = Field(1.0, gt=0)
+
+
 class AuthMode(str, Enum):
     """enabled: every /v1 route needs an API key. disabled: anyone may call (announced at start)."""
 
@@ -203,6 +224,7 @@ class Settings(BaseSettings):
     models: list[ModelSettings] = Field(default_factory=list)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
@@ -249,6 +271,13 @@ class Settings(BaseSettings):
             for fallback in model.fallbacks:
                 if fallback == model.name or fallback not in names:
                     raise ValueError(f"model {model.name}: fallback '{fallback}' is not another served model ({', '.join(names)})")
+        routed = set(self.routing.aliases) | set(self.routing.tiered)
+        if routed & set(names):
+            raise ValueError(f"routing: {', '.join(sorted(routed & set(names)))} is both a model and an alias")
+        targets = [*self.routing.aliases.values(), *(t for r in self.routing.tiered.values() for t in (r.simple, r.complex))]
+        for target in targets:
+            if target not in names and target not in self.routing.aliases:
+                raise ValueError(f"routing: '{target}' is not a served model or an alias ({', '.join(names)})")
         return self
 
     def served_models(self) -> list[ModelSettings]:

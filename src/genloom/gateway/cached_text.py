@@ -52,6 +52,7 @@ class CachedTextService:
     async def answer(
         self, request: TextRequest, disconnected: DisconnectProbe, *, no_cache: bool = False, semantic: bool = False
     ) -> Answer:
+        request = self._text.route(request)
         self._text.prepare(request)  # an unknown model or a bad request fails the same with or without cache
         key = cache_key(request) if self._exact is not None else None
         use_semantic = semantic and self._semantic is not None

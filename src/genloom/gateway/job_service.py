@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -156,6 +156,7 @@ class JobService:
 
     async def submit(self, submission: JobSubmission) -> tuple[JobView, bool]:
         """Validate, persist, then queue; (record, False) when the Idempotency-Key names an existing job."""
+        submission = replace(submission, request=self._text.route(submission.request))
         request = submission.request
         prepared = self._text.prepare(request)
         if submission.callback_url is not None:

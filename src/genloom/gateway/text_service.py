@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.readiness import Readiness
+from genloom.gateway.routing import Router
 from genloom.queue import (
     ChoiceFinished,
     InMemoryQueue,
@@ -29,6 +32,7 @@ from genloom.queue import (
     Tier,
     TokenEvent,
 )
+from genloom.queue.backoff import retry_delay
 from genloom.runtimes.sampling import SamplingParams
 from genloom.runtimes.text import PromptError, TextRuntime
 from genloom.store import RequestEntry, RequestLog, RequestStatus
@@ -166,7 +170,15 @@ class TextService:
         remotes: dict[str, RemoteModel] | None = None,
         fallbacks: dict[str, list[str]] | None = None,
         breakers: dict[str, CircuitBreaker] | None = None,
+        router: Router | None = None,
+        max_attempts_per_model: int = 1,
+        retry_delay_s: tuple[float, float] = (0.05, 1.0),
+        rng: random.Random | None = None,
     ) -> None:
+        self._router = router
+        self._max_attempts = max_attempts_per_model
+        self._retry_delay_s = retry_delay_s
+        self._rng = rng or random.Random()
         self._runtimes = runtimes
         self._remotes = remotes if remotes is not None else {}
         self._fallbacks = fallbacks or {}
@@ -203,6 +215,7 @@ class TextService:
         The request's model answers if it can; when it fails before producing anything (or its
         breaker is open), the next model of its fallback chain is asked instead, and
         `completion.model` says which one answered."""
+        request = self.route(request)
         prepared = self.prepare(request)
         admission = await self.admit(request, prepared)
         created = time.time()
@@ -218,8 +231,15 @@ class TextService:
         status, error, first_token_at, accepted = RequestStatus.FAILED, None, None, False
         job: Job | None = None
         failures: list[str] = []
+        skip_rest_of: set[str] = set()  # models that failed in a way another try would not fix
+        tries: Counter[str] = Counter()
+        last_failed: str | None = None
         try:
-            for target in [request.model, *self._fallbacks.get(request.model, [])]:
+            for target in self._attempts(request.model):
+                if last_failed == target:  # a second try on the same model waits a little first
+                    await asyncio.sleep(self._backoff(tries[target]))
+                if target in skip_rest_of:
+                    continue
                 breaker = self.breakers.get(target)
                 if breaker is not None and not breaker.allow():
                     failures.append(f"{target}: skipped, its circuit breaker is open")
@@ -260,7 +280,10 @@ class TextService:
                             raise InvalidRequest(event.message)
                         if event.before_output and first_token_at is None:
                             failures.append(f"{target}: {event.message}")
-                            break  # try the next model
+                            last_failed, tries[target] = target, tries[target] + 1
+                            if not event.retryable:
+                                skip_rest_of.add(target)
+                            break  # try again, or the next model
                         raise GenerationFailed(event.message)
                     if isinstance(event, JobStarted):
                         continue
@@ -301,6 +324,22 @@ class TextService:
             if accepted:
                 self.in_flight -= 1
             self._record(request, prepared.params, completion, status, error, created, started, first_token_at)
+
+    def route(self, request: TextRequest) -> TextRequest:
+        """The request with its model resolved: an alias or a tiered route becomes a model name."""
+        if self._router is None:
+            return request
+        prompt = json.dumps(request.messages) if request.messages is not None else (request.prompt or "")
+        route = self._router.route(request.model, prompt=prompt, max_tokens=request.params.max_tokens)
+        return request if route.model == request.model else replace(request, model=route.model)
+
+    def _attempts(self, model: str) -> list[str]:
+        """The models to try in order: each up to max_attempts_per_model times, then its fallbacks."""
+        return [m for m in (model, *self._fallbacks.get(model, [])) for _ in range(self._max_attempts)]
+
+    def _backoff(self, attempt: int) -> float:
+        base_s, max_s = self._retry_delay_s
+        return retry_delay(attempt, base_s=base_s, max_s=max_s, rng=self._rng)
 
     def _job(self, request: TextRequest, prepared: PreparedText, events: asyncio.Queue[JobEvent]) -> Job:
         loop = asyncio.get_running_loop()
