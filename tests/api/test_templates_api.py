@@ -223,3 +223,19 @@ def test_a_tenant_key_runs_scenarios_but_cannot_manage_them(admin_and_tenant):
     answer = as_tenant.post("/v1/scenarios/hello/run", json={"variables": {"name": "Ada"}})
     assert answer.status_code == 200 and answer.json()["scenario"]["version"] == 1
     assert as_tenant.post("/v1/templates/greet/render", json={"variables": {"name": "Ada"}}).status_code == 200
+
+
+def test_the_chat_endpoint_runs_a_scenario_named_as_its_model(http: httpx.Client):
+    created(http.post("/v1/admin/templates", json=GREETING | {"name": "chat-greet"}))
+    created(http.post("/v1/admin/scenarios", json={"name": "chat-greeter", "template": {"name": "chat-greet"},
+                                                   "model": "tiny", "policy": {"allow_overrides": ["max_tokens"]}}))
+    body = {"model": "scenario:chat-greeter", "messages": [{"role": "user", "content": "and now?"}],
+            "metadata": {"name": "Ada"}, "max_tokens": 3}
+    answer = http.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 200 and answer.json()["model"] == "tiny"
+    missing = http.post("/v1/chat/completions", json=body | {"metadata": {}})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "name"
+    refused = http.post("/v1/chat/completions", json=body | {"temperature": 0.5})  # not an allowed override
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "temperature"
+    unknown = http.post("/v1/chat/completions", json=body | {"model": "scenario:nope"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "scenario_not_found"

@@ -17,19 +17,27 @@ from genloom.api.schemas import ChatCompletionRequest, CompletionRequest
 from genloom.config import ApiSettings, ClassificationSettings
 from genloom.gateway import Completion, GenerationFailed, NotReady, TextRequest, TextService
 from genloom.gateway.cached_text import CachedTextService
+from genloom.gateway.templates import TemplateService
 from genloom.queue import ChoiceFinished, TokenEvent
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-genloom-cache": "miss"}
 SEMANTIC_CACHE_HEADER = "x-genloom-semantic-cache"
+SCENARIO_PREFIX = "scenario:"
 
 
 def build_text_router(
-    service: TextService, cached: CachedTextService, settings: ApiSettings, classification: ClassificationSettings
+    service: TextService,
+    cached: CachedTextService,
+    templates: TemplateService,
+    settings: ApiSettings,
+    classification: ClassificationSettings,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     @router.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
+        if body.model.startswith(SCENARIO_PREFIX):
+            body = await _through_scenario(templates, body)
         text_request = chat_request(body, settings, caller(request, classification))
         if body.stream:
             return await stream_response(service, text_request, request, ChatChunks(body.include_usage))
@@ -43,6 +51,18 @@ def build_text_router(
         return await _answer(cached, text_request, request)
 
     return router
+
+
+async def _through_scenario(templates: TemplateService, body: ChatCompletionRequest) -> ChatCompletionRequest:
+    """`model="scenario:NAME"`: the scenario's rendered template (its string variables from the
+    request's `metadata`) goes before the client's messages, on the scenario's model and policy."""
+    name = body.model.removeprefix(SCENARIO_PREFIX)
+    given = {key: getattr(body, key) for key in ("max_tokens", "temperature", "top_p", "stop", "seed")}
+    call = await templates.prepare_call(name, dict(body.metadata or {}), {k: v for k, v in given.items() if v is not None})
+    fields = body.model_dump(exclude_none=True) | call.parameters
+    fields |= {"model": call.model, "messages": [*call.messages, *(m.model_dump(exclude_none=True) for m in body.messages)]}
+    fields.pop("max_completion_tokens", None)
+    return ChatCompletionRequest.model_validate(fields)
 
 
 async def _answer(cached: CachedTextService, text_request: TextRequest, request: Request) -> JSONResponse:
