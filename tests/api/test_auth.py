@@ -146,3 +146,17 @@ def test_a_daily_token_quota_refuses_what_would_exceed_it(admin, base):
     with pytest.raises(openai.RateLimitError) as refused:
         client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=30, extra_body={"ignore_eos": True})
     assert "daily quota" in refused.value.message
+
+
+def test_a_key_has_its_own_limit_beside_its_tenants(admin, base):
+    tenant = admin.post("/v1/admin/tenants", json={"name": "two-keys", "limits": {"requests_per_minute": 100}}).json()
+    tight = admin.post(f"/v1/admin/tenants/{tenant['id']}/keys", json={"name": "tight", "limits": {"requests_per_minute": 1}})
+    assert tight.json()["limits"] == {"requests_per_minute": 1}
+    loose = admin.post(f"/v1/admin/tenants/{tenant['id']}/keys", json={"name": "loose"}).json()["key"]
+    as_tight = openai.OpenAI(base_url=f"{base}/v1", api_key=tight.json()["key"], max_retries=0)
+    as_tight.chat.completions.create(model="tiny", messages=HELLO, max_tokens=2)
+    with pytest.raises(openai.RateLimitError) as refused:
+        as_tight.chat.completions.create(model="tiny", messages=HELLO, max_tokens=2)
+    assert "API key" in refused.value.message
+    as_loose = openai.OpenAI(base_url=f"{base}/v1", api_key=loose, max_retries=0)
+    assert as_loose.chat.completions.create(model="tiny", messages=HELLO, max_tokens=2).choices

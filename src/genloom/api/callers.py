@@ -29,6 +29,7 @@ class Caller:
     tenant: str
     key_id: str | None = None
     limits: dict[str, int] = field(default_factory=dict)
+    key_limits: dict[str, int] = field(default_factory=dict)
 
 
 def authentication(
@@ -60,7 +61,9 @@ def principal(request: Request) -> Principal:
 def caller(request: Request, settings: ClassificationSettings) -> Caller:
     """The tier and tenant a request is scheduled and accounted under."""
     who = principal(request)
-    return Caller(tier=who.tier, tenant=who.tenant_id, key_id=who.key_id, limits=dict(who.limits))
+    return Caller(
+        tier=who.tier, tenant=who.tenant_id, key_id=who.key_id, limits=dict(who.limits), key_limits=dict(who.key_limits)
+    )
 
 
 def _from_headers(request: Request, settings: ClassificationSettings) -> tuple[Tier, str]:

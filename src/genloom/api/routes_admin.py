@@ -42,6 +42,7 @@ class TenantUpdate(_Body):
 class KeyCreate(_Body):
     name: str = Field("key", min_length=1, max_length=128)
     scope: Scope = Scope.TENANT
+    limits: TenantLimits = Field(default_factory=TenantLimits)  # this key's own, beside its tenant's
     expires_in_days: float | None = Field(None, gt=0, le=3650)
 
 
@@ -86,7 +87,9 @@ def build_admin_router(admin: TenantAdmin, breakers: Mapping[str, CircuitBreaker
     @router.post("/tenants/{tenant_id}/keys", status_code=201)
     async def create_key(tenant_id: str, body: KeyCreate) -> JSONResponse:
         expires = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-        key, secret = await admin.create_key(tenant_id, name=body.name, scope=body.scope, expires_at=expires)
+        key, secret = await admin.create_key(
+            tenant_id, name=body.name, scope=body.scope, expires_at=expires, limits=_limits(body.limits)
+        )
         # The key itself appears in this answer only; it is stored as a hash.
         return JSONResponse(_key(key) | {"key": secret}, status_code=201, headers={"Cache-Control": "no-store"})
 
@@ -116,5 +119,5 @@ def _tenant(t: Tenant) -> dict[str, Any]:
 
 def _key(k: ApiKey) -> dict[str, Any]:
     return {"id": k.id, "object": "api_key", "tenant_id": k.tenant_id, "name": k.name, "prefix": k.prefix,
-            "scope": k.scope, "created_at": _unix(k.created_at), "expires_at": _unix(k.expires_at),
+            "scope": k.scope, "limits": k.limits, "created_at": _unix(k.created_at), "expires_at": _unix(k.expires_at),
             "revoked_at": _unix(k.revoked_at)}

@@ -86,6 +86,7 @@ def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller
         tenant=who.tenant,
         key_id=who.key_id,
         limits=who.limits,
+        key_limits=who.key_limits,
     )
 
 
@@ -102,6 +103,7 @@ def completion_request(body: CompletionRequest, settings: ApiSettings, who: Call
         tenant=who.tenant,
         key_id=who.key_id,
         limits=who.limits,
+        key_limits=who.key_limits,
     )
 
 

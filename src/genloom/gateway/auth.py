@@ -13,7 +13,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -38,8 +38,9 @@ class Principal:
     tenant_name: str
     tier: Tier
     scope: Scope
-    limits: dict[str, Any]
+    limits: dict[str, Any]  # the tenant's
     key_id: str | None = None  # None when auth is disabled
+    key_limits: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_admin(self) -> bool:
@@ -102,7 +103,7 @@ class Authenticator:
             raise Unauthenticated(f"the API key {api_key.prefix}… expired; ask an admin for a new one")
         return Principal(
             tenant_id=tenant.id, tenant_name=tenant.name, tier=Tier(tenant.tier), scope=Scope(api_key.scope),
-            limits=tenant.limits, key_id=api_key.id,
+            limits=tenant.limits, key_id=api_key.id, key_limits=api_key.limits,
         )
 
     def forget(self) -> None:
@@ -155,13 +156,20 @@ class TenantAdmin:
         return tenant
 
     async def create_key(
-        self, tenant_id: str, *, name: str, scope: Scope, expires_at: datetime | None = None, key: str | None = None
+        self,
+        tenant_id: str,
+        *,
+        name: str,
+        scope: Scope,
+        expires_at: datetime | None = None,
+        key: str | None = None,
+        limits: dict[str, Any] | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key; the second value is the key itself, which is never shown again."""
         key = key or new_api_key()
         record = ApiKey(
             id=f"key_{uuid.uuid4().hex[:16]}", tenant_id=tenant_id, name=name, prefix=key_prefix(key),
-            scope=scope.value, created_at=self._now(), expires_at=expires_at,
+            scope=scope.value, created_at=self._now(), expires_at=expires_at, limits=limits or {},
         )
         return await self._tenants.create_key(record, key_hash=hash_key(key)), key
 

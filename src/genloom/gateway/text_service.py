@@ -58,6 +58,7 @@ class TextRequest:
     tenant: str = "default"
     key_id: str | None = None  # the API key charged for it; None when auth is disabled
     limits: dict[str, int] = field(default_factory=dict)  # the tenant's rate limits and quotas
+    key_limits: dict[str, int] = field(default_factory=dict)  # the API key's own
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_record(self) -> dict[str, Any]:
@@ -379,7 +380,8 @@ class TextService:
             return None
         estimate = (prepared.prompt_tokens + prepared.params.max_tokens) * request.n
         return await self._limiter.check(
-            key_id=request.key_id or f"tenant:{request.tenant}", tenant_id=request.tenant, key_limits=Limits(),
+            key_id=request.key_id or f"tenant:{request.tenant}", tenant_id=request.tenant,
+            key_limits=Limits(**request.key_limits),
             tenant_limits=Limits(**request.limits), tokens=estimate,
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ class ApiKey:
     created_at: datetime
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    limits: dict[str, Any] = field(default_factory=dict)  # this key's own limits, beside its tenant's
 
 
 class TenantExists(ValueError):
@@ -116,7 +117,7 @@ class TenantStore:
         return _key(row)
 
     async def key_by_hash(self, key_hash: str) -> tuple[ApiKey, Tenant] | None:
-        query = select(_keys, _tenants.c.name.label("tenant_name"), _tenants.c.tier, _tenants.c.limits,
+        query = select(_keys, _tenants.c.name.label("tenant_name"), _tenants.c.tier, _tenants.c.limits.label("tenant_limits"),
                        _tenants.c.created_at.label("tenant_created_at"), _tenants.c.updated_at.label("tenant_updated_at"))
         query = query.join(_tenants, _tenants.c.id == _keys.c.tenant_id).where(_keys.c.key_hash == key_hash)
         async with self._database.engine.connect() as conn:
@@ -124,7 +125,7 @@ class TenantStore:
         if row is None:
             return None
         tenant = Tenant(
-            id=row["tenant_id"], name=row["tenant_name"], tier=row["tier"], limits=row["limits"],
+            id=row["tenant_id"], name=row["tenant_name"], tier=row["tier"], limits=row["tenant_limits"],
             created_at=row["tenant_created_at"], updated_at=row["tenant_updated_at"],
         )
         return _key(row), tenant
@@ -143,4 +144,5 @@ def _key(row: Any) -> ApiKey:
     return ApiKey(
         id=row["id"], tenant_id=row["tenant_id"], name=row["name"], prefix=row["prefix"], scope=row["scope"],
         created_at=row["created_at"], expires_at=row["expires_at"], revoked_at=row["revoked_at"],
+        limits=row["limits"] or {},
     )
