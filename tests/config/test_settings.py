@@ -61,4 +61,6 @@ def test_readme_config_example_is_valid(tiny_model_dir, tmp_path):
     config = tmp_path / "genloom.yaml"
     config.write_text(example.replace("/models/my-llama", str(tiny_model_dir)))
     settings = load_settings(config)
-    assert [m.name for m in settings.models] == ["my-llama"]
+    assert [m.name for m in settings.models] == ["my-llama", "vendor-large"]
+    assert settings.models[1].kind.value == "remote" and settings.models[1].fallbacks == ["my-llama"]
+    assert settings.routing.aliases == {"default": "my-llama", "smart": "vendor-large"}
