@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
 
-import tests.api.conftest as api_conftest
-from genloom.api.callers import authentication
-from genloom.api.errors import error_response
-from genloom.api.routes_templates import build_templates_router
-from genloom.config import Settings
-from genloom.gateway.templates import TemplateService
-from genloom.server import GenloomServer
-from genloom.store.templates import ScenarioNotFound, TemplateNotFound, TemplateStore
+from tests.api.conftest import running_server
 
 ADMIN_KEY = "gl-" + "t" * 43
-RUN_PATH = "/v1/scenarios/{name}/run"
 GREETING = {
     "name": "greet",
     "messages": [
@@ -38,46 +26,9 @@ FAREWELL = GREETING | {"messages": [{"role": "user", "content": "Say goodbye to 
                        "variables": {"name": {"type": "string"}}}
 
 
-class _ServerWithTemplates(GenloomServer):
-    """The server with the templates router mounted as app.py mounts every /v1 router, for as
-    long as server.py and app.py do not do it themselves."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        if any(getattr(route, "path", None) == RUN_PATH for route in self.app.routes):
-            return
-        self.templates = TemplateService(
-            store=TemplateStore(database=self.database), default_max_tokens=settings.api.default_max_tokens
-        )
-        authenticate = Depends(authentication(
-            mode=settings.auth, authenticator=self.authenticator, classification=settings.classification
-        ))
-        router = build_templates_router(self.templates, self.service, settings.api, settings.classification)
-        self.app.include_router(router, dependencies=[authenticate])
-        _install_not_found_handlers(self.app)
-
-
-def _install_not_found_handlers(app: FastAPI) -> None:
-    @app.exception_handler(TemplateNotFound)
-    async def _template_missing(request: Request, exc: TemplateNotFound) -> JSONResponse:
-        return error_response(404, str(exc), "invalid_request_error", "template", "template_not_found")
-
-    @app.exception_handler(ScenarioNotFound)
-    async def _scenario_missing(request: Request, exc: ScenarioNotFound) -> JSONResponse:
-        return error_response(404, str(exc), "invalid_request_error", "scenario", "scenario_not_found")
-
-
-@contextmanager
-def templates_server(tmp_path: Path, model_dir: Path, **config) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api_conftest, "GenloomServer", _ServerWithTemplates)
-        with api_conftest.running_server(tmp_path, model_dir, **config) as (url, _):
-            yield url
-
-
 @pytest.fixture(scope="module")
 def http(tmp_path_factory, tiny_model_dir) -> Iterator[httpx.Client]:
-    with templates_server(tmp_path_factory.mktemp("templates"), tiny_model_dir) as url:
+    with running_server(tmp_path_factory.mktemp("templates"), tiny_model_dir) as (url, _):
         with httpx.Client(base_url=url, timeout=60) as client:
             yield client
 
@@ -202,7 +153,7 @@ def test_unknown_templates_and_scenarios_are_404_in_openai_shape(http: httpx.Cli
 
 @pytest.fixture(scope="module")
 def admin_and_tenant(tmp_path_factory, tiny_model_dir) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    with templates_server(tmp_path_factory.mktemp("auth"), tiny_model_dir, auth="enabled", admin_key=ADMIN_KEY) as url:
+    with running_server(tmp_path_factory.mktemp("auth"), tiny_model_dir, auth="enabled", admin_key=ADMIN_KEY) as (url, _):
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as admin:
             tenant = created(admin.post("/v1/admin/tenants", json={"name": "acme"}))
             key = created(admin.post(f"/v1/admin/tenants/{tenant['id']}/keys", json={"name": "ci"}))["key"]

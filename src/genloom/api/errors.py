@@ -54,7 +54,30 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"invalid value for '{param}': {message}" if param else message), param
 
 
+# Errors whose answer is always the same: exception -> (status, OpenAI type, param, code).
+_PLAIN: dict[type[Exception], tuple[int, str, str | None, str]] = {
+    ModelNotFound: (404, "invalid_request_error", "model", "model_not_found"),
+    PermissionDenied: (403, "permission_error", None, "insufficient_scope"),
+    TemplateNotFound: (404, "invalid_request_error", "template", "template_not_found"),
+    ScenarioNotFound: (404, "invalid_request_error", "scenario", "scenario_not_found"),
+    TenantExists: (409, "invalid_request_error", "name", "tenant_exists"),
+    TenantNotFound: (404, "invalid_request_error", "tenant_id", "tenant_not_found"),
+    ApiKeyNotFound: (404, "invalid_request_error", "key_id", "api_key_not_found"),
+    JobNotFound: (404, "invalid_request_error", "job_id", "job_not_found"),
+    JobStateConflict: (409, "invalid_request_error", None, "job_state_conflict"),
+    IdempotencyConflict: (409, "invalid_request_error", "Idempotency-Key", "idempotency_key_reused"),
+    GenerationFailed: (500, "server_error", None, "generation_failed"),
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    async def _plain(request: Request, exc: Exception) -> JSONResponse:
+        status, type_, param, code = next(v for cls, v in _PLAIN.items() if isinstance(exc, cls))
+        return error_response(status, str(exc), type_, param, code)
+
+    for exception in _PLAIN:
+        app.add_exception_handler(exception, _plain)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
@@ -63,10 +86,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidRequest)
     async def _invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
         return error_response(400, str(exc), "invalid_request_error", exc.param, "invalid_value")
-
-    @app.exception_handler(ModelNotFound)
-    async def _model(request: Request, exc: ModelNotFound) -> JSONResponse:
-        return error_response(404, str(exc), "invalid_request_error", "model", "model_not_found")
 
     @app.exception_handler(QueueFull)
     async def _full(request: Request, exc: QueueFull) -> JSONResponse:
@@ -78,33 +97,9 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"}
         return error_response(401, str(exc), "invalid_request_error", None, "invalid_api_key", headers)
 
-    @app.exception_handler(PermissionDenied)
-    async def _forbidden(request: Request, exc: PermissionDenied) -> JSONResponse:
-        return error_response(403, str(exc), "permission_error", None, "insufficient_scope")
-
     @app.exception_handler(RateLimited)
     async def _rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
         return error_response(429, str(exc), "rate_limit_error", None, f"{exc.scope.value}_{exc.limit}", dict(exc.headers))
-
-    @app.exception_handler(TemplateNotFound)
-    async def _template_missing(request: Request, exc: TemplateNotFound) -> JSONResponse:
-        return error_response(404, str(exc), "invalid_request_error", "template", "template_not_found")
-
-    @app.exception_handler(ScenarioNotFound)
-    async def _scenario_missing(request: Request, exc: ScenarioNotFound) -> JSONResponse:
-        return error_response(404, str(exc), "invalid_request_error", "scenario", "scenario_not_found")
-
-    @app.exception_handler(TenantExists)
-    async def _tenant_exists(request: Request, exc: TenantExists) -> JSONResponse:
-        return error_response(409, str(exc), "invalid_request_error", "name", "tenant_exists")
-
-    @app.exception_handler(TenantNotFound)
-    async def _tenant_missing(request: Request, exc: TenantNotFound) -> JSONResponse:
-        return error_response(404, str(exc), "invalid_request_error", "tenant_id", "tenant_not_found")
-
-    @app.exception_handler(ApiKeyNotFound)
-    async def _key_missing(request: Request, exc: ApiKeyNotFound) -> JSONResponse:
-        return error_response(404, str(exc), "invalid_request_error", "key_id", "api_key_not_found")
 
     @app.exception_handler(TenantQueueFull)
     async def _tenant_full(request: Request, exc: TenantQueueFull) -> JSONResponse:
@@ -116,26 +111,10 @@ def install_error_handlers(app: FastAPI) -> None:
         message = "the server is shutting down; retry on another replica"
         return error_response(503, message, "server_error", None, "not_ready", {"Retry-After": "1"})
 
-    @app.exception_handler(JobNotFound)
-    async def _job_missing(request: Request, exc: JobNotFound) -> JSONResponse:
-        return error_response(404, str(exc), "invalid_request_error", "job_id", "job_not_found")
-
-    @app.exception_handler(JobStateConflict)
-    async def _job_state(request: Request, exc: JobStateConflict) -> JSONResponse:
-        return error_response(409, str(exc), "invalid_request_error", None, "job_state_conflict")
-
-    @app.exception_handler(IdempotencyConflict)
-    async def _idempotency(request: Request, exc: IdempotencyConflict) -> JSONResponse:
-        return error_response(409, str(exc), "invalid_request_error", "Idempotency-Key", "idempotency_key_reused")
-
     @app.exception_handler(NotReady)
     async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after_s)}
         return error_response(503, str(exc), "server_error", None, "not_ready", headers)
-
-    @app.exception_handler(GenerationFailed)
-    async def _failed(request: Request, exc: GenerationFailed) -> JSONResponse:
-        return error_response(500, str(exc), "server_error", None, "generation_failed")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
