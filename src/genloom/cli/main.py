@@ -101,6 +101,17 @@ def bench_jobs(ctx: typer.Context) -> None:
     raise typer.Exit(module["main"](list(ctx.args)))
 
 
+@bench_app.command("gateway", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_gateway(ctx: typer.Context) -> None:
+    """Gateway overhead on a remote model against LiteLLM's proxy (bench/gateway_bench.py --help)."""
+    script = Path("bench/gateway_bench.py")
+    if not script.is_file():
+        err.print("[bold red]error:[/] run benchmarks from the root of a Genloom source checkout (bench/gateway_bench.py)")
+        raise typer.Exit(2)
+    module = runpy.run_path(str(script), run_name="genloom_bench_gateway")
+    raise typer.Exit(module["main"](list(ctx.args)))
+
+
 @bench_app.command("text", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench_text(ctx: typer.Context) -> None:
     """Text tokens/s and TTFT against transformers serve and static batches (bench/text_bench.py --help)."""
