@@ -160,9 +160,10 @@ class GenloomServer:
                     TextRuntime, name=model.name, path=model.path, settings=self.settings.runtime
                 )
                 batch_size = model.max_batch_size or self.settings.runtime.max_batch_size
-                worker = TextWorker(
-                    runtime=runtime, queue=self.queue, max_batch_size=batch_size, **_row_policy(self.settings, batch_size)
-                )
+                policy = _row_policy(self.settings, batch_size)
+                worker = TextWorker(runtime=runtime, queue=self.queue, max_batch_size=batch_size, **policy)
+                self.service.model_rows[model.name] = batch_size
+                self.jobs.async_rows[model.name] = batch_size - policy["realtime_reserved_rows"]
                 worker.start()
                 self.runtimes[model.name] = runtime
                 self.workers.append(worker)
@@ -219,6 +220,7 @@ class GenloomServer:
         b = self.settings.breaker
         self.breakers[model.name] = CircuitBreaker(failure_threshold=b.failure_threshold, window_s=b.window_s, open_s=b.open_s)
         self.remotes[model.name] = RemoteModel(name=model.name, max_context=model.max_context)
+        self.service.model_rows[model.name] = model.max_concurrency
         self.workers.append(worker)
         log.info("serving remote model %s from %s (as %s)", model.name, upstream.base_url, upstream.model)
 

@@ -110,3 +110,20 @@ def test_an_open_breaker_skips_the_dead_upstream_at_once(base, client, stub):
     assert len(stub.requests) == calls  # not even tried
     health = {u["model"]: u for u in httpx.get(f"{base}/v1/admin/upstreams").json()["data"]}
     assert health["remote-breaker"]["state"] == "open" and health["remote-breaker"]["next_probe_in_s"] > 0
+
+
+def test_an_upstream_refusal_midstream_ends_the_stream_with_an_error_event(base, stub):
+    stub.behaviour.mode = StubMode.ERROR_400
+    body = {"model": "remote", "messages": HELLO, "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=30) as answer:
+        lines = [line for line in answer.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and '"invalid_request_error"' in lines[-2]
+
+
+def test_a_fallbacks_answer_is_not_cached_under_the_model_asked_for(base, stub):
+    stub.behaviour.mode = StubMode.ERROR_500
+    body = {"model": "remote-with-fallback", "messages": [{"role": "user", "content": "cache?"}], "max_tokens": 2,
+            "temperature": 0}
+    first = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+    again = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+    assert first.json()["model"] == "tiny" and again.headers["x-genloom-cache"] == "miss"

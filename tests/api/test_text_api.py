@@ -181,3 +181,12 @@ async def test_every_request_and_its_outcome_is_recorded(server, client):
     assert record.params["max_tokens"] == 8 and record.params["temperature"] == 0 and record.params["seed"] == 5
     assert 0 < record.ttft_ms <= record.latency_ms
     assert record.created_at <= record.finished_at
+
+
+def test_n_beyond_the_models_batch_and_out_of_range_seeds_are_400(client):
+    with pytest.raises(openai.BadRequestError) as too_many:
+        client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=2, n=1000)
+    assert too_many.value.body["param"] == "n"
+    with pytest.raises(openai.BadRequestError) as seed:
+        client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=2, seed=2**64)
+    assert seed.value.body["param"] == "seed"

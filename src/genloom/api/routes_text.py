@@ -4,6 +4,7 @@ the gateway's TextService; no decisions are made here."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,14 +16,15 @@ from genloom.api.callers import Caller, caller
 from genloom.api.errors import sse_error
 from genloom.api.schemas import ChatCompletionRequest, CompletionRequest
 from genloom.config import ApiSettings, ClassificationSettings
-from genloom.gateway import Completion, GenerationFailed, NotReady, TextRequest, TextService
+from genloom.gateway import Completion, GenerationFailed, InvalidRequest, NotReady, TextRequest, TextService
 from genloom.gateway.cached_text import CachedTextService
 from genloom.gateway.templates import TemplateService
-from genloom.queue import ChoiceFinished, TokenEvent
+from genloom.queue import ChoiceFinished, QueueFull, TenantQueueFull, TokenEvent
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-genloom-cache": "miss"}
 SEMANTIC_CACHE_HEADER = "x-genloom-semantic-cache"
 SCENARIO_PREFIX = "scenario:"
+log = logging.getLogger("genloom.api")
 
 
 def build_text_router(
@@ -179,6 +181,13 @@ async def stream_response(service: TextService, text_request: TextRequest, reque
             yield sse_error(str(e), code="generation_failed")
         except NotReady as e:
             yield sse_error(str(e), code="shutting_down")
+        except InvalidRequest as e:  # an upstream refused it after the stream had started
+            yield sse_error(str(e), type_="invalid_request_error", code="invalid_value")
+        except (QueueFull, TenantQueueFull) as e:  # a fallback model's queue was full
+            yield sse_error(str(e), code="queue_full")
+        except Exception:  # the status line has been sent: end the stream with an error, never a cut
+            log.exception("stream %s failed", text_request.id)
+            yield sse_error("internal server error; the request id names it in the server log")
         finally:
             await events.aclose()
         yield "data: [DONE]\n\n"

@@ -51,7 +51,7 @@ class _Sampling(_Body):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: StopField
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)  # what torch's generators take
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     user: str | None = None

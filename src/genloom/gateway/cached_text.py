@@ -63,7 +63,7 @@ class CachedTextService:
                 return Answer(body, CacheOutcome.HIT, {"x-genloom-cache": CacheOutcome.HIT.value})
         completion = await self._text.complete(request, disconnected)
         body = completion.openai_body(request.endpoint)
-        if _cacheable(completion):
+        if _cacheable(completion, request):
             stored = CachedCompletion(body=body, created_at=time.time())
             if key is not None and self._exact is not None:
                 await self._exact.put(key, stored, self._ttl_s)
@@ -96,5 +96,6 @@ class CachedTextService:
         return None
 
 
-def _cacheable(completion: Completion) -> bool:
-    return all(c.finish_reason in ("stop", "length") for c in completion.choices)
+def _cacheable(completion: Completion, request: TextRequest) -> bool:
+    # A fallback's answer is not stored under the model asked for: it would outlive the outage.
+    return completion.model == request.model and all(c.finish_reason in ("stop", "length") for c in completion.choices)

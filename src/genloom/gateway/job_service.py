@@ -120,6 +120,7 @@ class JobService:
         self._rng = rng or random.Random()
         self._runs: dict[str, _Run] = {}
         self._pending: dict[str, _Pending] = {}
+        self.async_rows: dict[str, int] = {}  # the most rows an async job may take, per model
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self._changed = asyncio.Event()
@@ -159,17 +160,25 @@ class JobService:
         submission = replace(submission, request=self._text.route(submission.request))
         request = submission.request
         prepared = self._text.prepare(request)
+        rows = self.async_rows.get(request.model)
+        if rows is not None and request.n > rows:
+            raise InvalidRequest(f"n must be at most {rows} for a job on model {request.model}", param="body.n")
         if submission.callback_url is not None:
             await self._check_callback(submission.callback_url)
-        # Charged at submission for the most the job can use; a job runs later, so nothing is refunded.
-        await self._text.admit(request, prepared)
         now = utc_now()
         cost = self._text.cost(prepared, request.n)
         place = self._queue.reserve(model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant)
+        admission, created = None, False
         try:
-            return await self._store_and_queue(submission, prepared, place, now, cost)
+            # Charged at submission for the most the job can use (it runs later, so it is not settled
+            # on use); a job refused or replayed by its Idempotency-Key is given its charge back.
+            admission = await self._text.admit(request, prepared)
+            view, created = await self._store_and_queue(submission, prepared, place, now, cost)
+            return view, created
         finally:
             self._queue.release(place)
+            if admission is not None and not created:
+                await self._text.settle(admission, tokens_used=0)
 
     async def _store_and_queue(
         self, submission: JobSubmission, prepared: PreparedText, place: Reservation, now: datetime, cost: float
@@ -371,6 +380,7 @@ class JobService:
                 log.info("job %s finished but its lease was gone; the result of the current holder stands", job_id)
         except Exception:
             log.exception("job %s: bookkeeping failed; the lease will expire and the job will be retried", job_id)
+            run.job.cancel()  # free its rows now rather than let it run on unattended
         finally:
             if self._runs.get(job_id) is run:
                 del self._runs[job_id]
@@ -421,10 +431,13 @@ class JobService:
             try:
                 for record in await self._store.reclaim_expired():
                     log.warning("job %s: its worker was lost; now %s", record.id, record.state.value)
-                    if record.state is JobState.RETRYING:
-                        await self._enqueue(record)
-                    else:
-                        self._on_finished()
+                    try:
+                        if record.state is JobState.RETRYING:
+                            await self._enqueue(record)
+                        else:
+                            self._on_finished()
+                    except Exception:  # the others must still be queued; this one waits for the next start
+                        log.exception("job %s: could not be queued again", record.id)
                     self._notify()
             except Exception:
                 log.exception("reclaiming expired leases failed")

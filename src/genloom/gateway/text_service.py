@@ -177,6 +177,7 @@ class TextService:
         rng: random.Random | None = None,
     ) -> None:
         self._router = router
+        self.model_rows: dict[str, int] = {}  # the most rows (choices) a job may take, per model
         self._max_attempts = max_attempts_per_model
         self._retry_delay_s = retry_delay_s
         self._rng = rng or random.Random()
@@ -235,21 +236,26 @@ class TextService:
         skip_rest_of: set[str] = set()  # models that failed in a way another try would not fix
         tries: Counter[str] = Counter()
         last_failed: str | None = None
+        pending_verdict: CircuitBreaker | None = None  # a breaker that let a call through and has not heard back
         try:
             for target in self._attempts(request.model):
-                if last_failed == target:  # a second try on the same model waits a little first
-                    await asyncio.sleep(self._backoff(tries[target]))
                 if target in skip_rest_of:
                     continue
+                if last_failed == target:  # a second try on the same model waits a little first
+                    await asyncio.sleep(self._backoff(tries[target]))
                 breaker = self.breakers.get(target)
                 if breaker is not None and not breaker.allow():
                     failures.append(f"{target}: skipped, its circuit breaker is open")
                     continue
+                pending_verdict = breaker
                 if target != request.model:
                     try:
                         prepared = self.prepare(replace(request, model=target))
                     except (InvalidRequest, ModelNotFound) as e:
                         failures.append(f"{target}: {e}")
+                        if pending_verdict is not None:
+                            pending_verdict.release()
+                            pending_verdict = None
                         continue
                 events: asyncio.Queue[JobEvent] = asyncio.Queue()
                 job = self._job(request, prepared, events)
@@ -272,8 +278,10 @@ class TextService:
                         return
                     if isinstance(event, JobFailed):
                         error = event.message
-                        if breaker is not None and not event.rejected:
-                            breaker.record_failure()
+                        if breaker is not None:
+                            # A 400 from the upstream means it is working: the request is at fault.
+                            (breaker.record_success if event.rejected else breaker.record_failure)()
+                            pending_verdict = None
                         if event.shutdown:
                             status = RequestStatus.ABORTED
                             raise NotReady(f"{event.message}; retry on another replica")
@@ -296,6 +304,7 @@ class TextService:
                         completion.model = target
                         if breaker is not None:
                             breaker.record_success()
+                            pending_verdict = None
                     choice = completion.choices[event.index]
                     choice.tokens = event.completion_tokens
                     if isinstance(event, TokenEvent):
@@ -316,12 +325,14 @@ class TextService:
             status = RequestStatus.CANCELLED
             raise
         finally:
+            if pending_verdict is not None:  # cancelled, refused by the queue, or ended before a verdict
+                pending_verdict.release()
             if job is not None:
                 job.cancel()
                 self._queue.remove(job.id)
-            if admission is not None and self._limiter is not None:
+            if admission is not None:
                 # Charged the estimate up front; settle on what the request really used.
-                await self._limiter.settle(admission, tokens_used=completion.usage.total_tokens if accepted else 0)
+                await self.settle(admission, tokens_used=completion.usage.total_tokens if accepted else 0)
             if accepted:
                 self.in_flight -= 1
             self._record(request, prepared.params, completion, status, error, created, started, first_token_at)
@@ -385,6 +396,10 @@ class TextService:
             tenant_limits=Limits(**request.limits), tokens=estimate,
         )
 
+    async def settle(self, admission: Admission, *, tokens_used: int) -> None:
+        if self._limiter is not None:
+            await self._limiter.settle(admission, tokens_used=tokens_used)
+
     def cost(self, prepared: PreparedText, n: int) -> float:
         """What the scheduler charges a tenant for this request: prompt and completion tokens."""
         c = self._classification
@@ -394,10 +409,12 @@ class TextService:
         """Check a request against its model: 404 for an unknown model, 400 for what cannot fit."""
         if not self._readiness.ready:
             raise NotReady(f"the server is not ready: {self._readiness.reason}")
-        if request.n > min(self._settings.max_n, self._max_batch_size):
-            limit = min(self._settings.max_n, self._max_batch_size)
-            raise InvalidRequest(f"n must be at most {limit}", param="n")
         runtime = self._runtimes.get(request.model)
+        # A job needing more rows than its model ever frees would wait at the head of its queue forever.
+        rows = self.model_rows.get(request.model, self._max_batch_size)
+        limit = min(self._settings.max_n, rows)
+        if request.n > limit:
+            raise InvalidRequest(f"n must be at most {limit} for model {request.model}", param="n")
         if runtime is not None:
             return self._prepare_local(request, runtime)
         remote = self._remotes.get(request.model)

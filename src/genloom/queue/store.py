@@ -196,9 +196,10 @@ class SqlJobStore:
         return await self._writes.run(finish) is not None
 
     async def fail(
-        self, job_id: str, *, owner: str, error: dict[str, Any], retry_at: datetime | None
+        self, job_id: str, *, owner: str, error: dict[str, Any], retry_at: datetime | None, expired_only: bool = False
     ) -> JobRecord | None:
-        """An attempt failed: retry at `retry_at` if given and attempts remain, else fail for good."""
+        """An attempt failed: retry at `retry_at` if given and attempts remain, else fail for good.
+        With `expired_only`, only if the lease has still expired (a late heartbeat wins)."""
         now = self._now()
         retrying: Any = _jobs.c.attempts < _jobs.c.max_attempts if retry_at is not None else false()
         values = dict(
@@ -210,7 +211,7 @@ class SqlJobStore:
         )
 
         def finish(conn: Connection) -> Any:
-            row = _finish(conn, job_id, owner, now, **values)
+            row = _finish(conn, job_id, owner, now, expired_before=now if expired_only else None, **values)
             if row is not None:
                 _event(conn, job_id, JobState(row["state"]), now, row["attempts"], error.get("message"))
             return row
@@ -296,7 +297,7 @@ class SqlJobStore:
         error = {"message": "the worker running this job stopped answering (its lease expired)", "code": "worker_lost"}
         reclaimed = []
         for job_id, owner in expired:
-            record = await self.fail(job_id, owner=owner, error=error, retry_at=now)
+            record = await self.fail(job_id, owner=owner, error=error, retry_at=now, expired_only=True)
             if record is not None:
                 reclaimed.append(record)
         return reclaimed
@@ -353,10 +354,15 @@ def _held(job_id: str, owner: str) -> Any:
     return and_(_jobs.c.id == job_id, _jobs.c.lease_owner == owner, _jobs.c.state == JobState.PROCESSING.value)
 
 
-def _finish(conn: Connection, job_id: str, owner: str, now: datetime, **values: Any) -> Any | None:
+def _finish(
+    conn: Connection, job_id: str, owner: str, now: datetime, expired_before: datetime | None = None, **values: Any
+) -> Any | None:
     """Update a processing job held by `owner`; its new row, or None if `owner` does not hold it."""
     values = {"lease_owner": None, "lease_until": None, "updated_at": now, **values}
-    return conn.execute(update(_jobs).where(_held(job_id, owner)).values(**values).returning(*_jobs.c)).mappings().first()
+    held = _held(job_id, owner)
+    if expired_before is not None:
+        held = and_(held, _jobs.c.lease_until < expired_before)
+    return conn.execute(update(_jobs).where(held).values(**values).returning(*_jobs.c)).mappings().first()
 
 
 def _webhook_due_unless(retrying: Any, now: datetime) -> dict[str, Any]:
