@@ -42,7 +42,8 @@ class InMemoryQueue:
         self._clock = clock
         self._position_ttl_s = position_ttl_s
         self._positions: dict[str, _Order] = {}
-        self._held: Counter[tuple] = Counter()  # places reserved by (model, class) and (model, class, tenant)
+        self._held: Counter[tuple] = Counter()
+        self._watchers: dict[str, list[Callable[[], None]]] = {}  # places reserved by (model, class) and (model, class, tenant)
         self._schedulers: dict[str, Scheduler] = {}
         self._waiting: dict[str, Job] = {}
         self._cond = threading.Condition()
@@ -103,6 +104,15 @@ class InMemoryQueue:
             (scheduler.admit if admit else scheduler.add)(entry)
             self._waiting[job.id] = job
             self._cond.notify_all()
+            watchers = list(self._watchers.get(job.model, ()))
+        for wake in watchers:  # outside the lock: a watcher may take the lock itself
+            wake()
+
+    def watch(self, model: str, wake: Callable[[], None]) -> None:
+        """Call `wake` (from any thread) whenever a job for `model` is queued: for workers that wait
+        on an event loop rather than in take()."""
+        with self._cond:
+            self._watchers.setdefault(model, []).append(wake)
 
     def take(
         self, models: Iterable[str], *, max_rows: int, timeout: float, max_async_rows: int | None = None

@@ -205,7 +205,8 @@ class RemoteTextUpstream:
 
     async def _chunks(self, response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
         data: list[str] = []
-        async for line in response.aiter_lines():
+        lines = response.aiter_lines()
+        async for line in lines:
             if line:
                 name, _, value = line.partition(":")
                 if name == "data":
@@ -215,6 +216,8 @@ class RemoteTextUpstream:
                 continue
             event, data = "\n".join(data), []
             if event == "[DONE]":
+                async for _ in lines:  # read to the end, so the connection goes back to the pool
+                    pass
                 return
             yield self._stream_chunk(event)
         if data == ["[DONE]"]:

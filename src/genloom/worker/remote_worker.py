@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ class RemoteTask:
 
 class RemoteWorker:
     def __init__(
-        self, *, settings: UpstreamSettings, queue: InMemoryQueue, max_concurrency: int = 64, idle_wait_s: float = 0.01
+        self, *, settings: UpstreamSettings, queue: InMemoryQueue, max_concurrency: int = 64, idle_wait_s: float = 0.1
     ) -> None:
         self.model = settings.name
         self._settings = settings
@@ -57,11 +58,16 @@ class RemoteWorker:
         asyncio.run(self._run())
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        # Woken when a job is queued for this model (or a call ends and frees rows), not by polling.
+        self._queue.watch(self.model, lambda: loop.call_soon_threadsafe(self._wake.set))
         limits = httpx.Limits(max_connections=self._max_concurrency, max_keepalive_connections=self._max_concurrency)
         async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
             upstream = RemoteTextUpstream(settings=self._settings, client=client)
             running: set[asyncio.Task] = set()
             while not self._stop.is_set():
+                self._wake.clear()
                 free = self._max_concurrency - self._busy_rows
                 jobs = self._queue.take([self.model], max_rows=free, timeout=0) if free > 0 else []
                 for job in jobs:
@@ -69,7 +75,9 @@ class RemoteWorker:
                     task = asyncio.create_task(self._call(upstream, job))
                     running.add(task)
                     task.add_done_callback(running.discard)
-                await asyncio.sleep(0 if jobs else self._idle_wait_s)
+                if not jobs:
+                    with suppress(TimeoutError):  # also to notice stop() and jobs whose backoff ended
+                        await asyncio.wait_for(self._wake.wait(), self._idle_wait_s)
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
@@ -112,3 +120,4 @@ class RemoteWorker:
             job.emit(JobFailed(f"the call to {self.model} failed: {type(e).__name__}", before_output=not tokens))
         finally:
             self._busy_rows -= job.rows
+            self._wake.set()
