@@ -89,6 +89,7 @@ def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller
         key_id=who.key_id,
         limits=who.limits,
         key_limits=who.key_limits,
+        stream=bool(body.stream),
     )
 
 
@@ -106,6 +107,7 @@ def completion_request(body: CompletionRequest, settings: ApiSettings, who: Call
         key_id=who.key_id,
         limits=who.limits,
         key_limits=who.key_limits,
+        stream=bool(body.stream),
     )
 
 

@@ -59,6 +59,7 @@ class TextRequest:
     key_id: str | None = None  # the API key charged for it; None when auth is disabled
     limits: dict[str, int] = field(default_factory=dict)  # the tenant's rate limits and quotas
     key_limits: dict[str, int] = field(default_factory=dict)  # the API key's own
+    stream: bool = False  # the client reads tokens as they come (a remote model is then streamed too)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_record(self) -> dict[str, Any]:
@@ -447,9 +448,9 @@ class TextService:
         if params.seed is not None:
             body["seed"] = params.seed
         if request.messages is not None:
-            task = RemoteTask(path="/chat/completions", body=body | {"messages": request.messages})
+            task = RemoteTask(path="/chat/completions", body=body | {"messages": request.messages}, stream=request.stream)
         else:
-            task = RemoteTask(path="/completions", body=body | {"prompt": request.prompt or ""})
+            task = RemoteTask(path="/completions", body=body | {"prompt": request.prompt or ""}, stream=request.stream)
         return PreparedText(remote.name, params, prompt_tokens, task)
 
     def _fit(self, request: TextRequest, model: str, max_context: int, prompt_tokens: int) -> SamplingParams:

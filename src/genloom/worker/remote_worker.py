@@ -27,6 +27,7 @@ class RemoteTask:
 
     path: str  # "/chat/completions" or "/completions"
     body: dict[str, Any]
+    stream: bool = True  # False: one JSON answer, when nobody reads the tokens as they come
 
 
 class RemoteWorker:
@@ -88,6 +89,9 @@ class RemoteWorker:
         tokens: dict[int, int] = {}
         open_choices = set(range(job.rows))
         try:
+            if not task.stream:
+                self._emit_answer(job, await upstream.complete(task.path, _without_streaming(task.body)))
+                return
             async for chunk in upstream.stream(task.path, task.body):
                 if job.cancelled:
                     return
@@ -121,3 +125,23 @@ class RemoteWorker:
         finally:
             self._busy_rows -= job.rows
             self._wake.set()
+
+    @staticmethod
+    def _emit_answer(job: Job, answer: dict[str, Any]) -> None:
+        """A whole JSON answer as the events a stream would have given."""
+        usage = answer.get("usage") or {}
+        if usage.get("prompt_tokens") is not None:
+            job.emit(PromptCounted(int(usage["prompt_tokens"])))
+        choices = answer.get("choices") or []
+        for choice in choices:
+            index = int(choice.get("index", 0))
+            text = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
+            # Usage counts all choices together; one choice (the usual case) gets the exact figure.
+            tokens = int(usage.get("completion_tokens") or 0) if len(choices) == 1 else len(text or "") // 4
+            if text:
+                job.emit(TokenEvent(index, text, tokens))
+            job.emit(ChoiceFinished(index, choice.get("finish_reason") or "stop", tokens))
+
+
+def _without_streaming(body: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if key != "stream_options"}
