@@ -222,8 +222,14 @@ class JobService:
         return self._view(record)
 
     async def retry(self, job_id: str, *, tenant: str | None) -> JobView:
-        record = await self._store.retry(job_id, tenant=tenant, extra_attempts=self._settings.max_attempts)
-        await self._enqueue(record)
+        """Back to the queue by hand: admitted like a new job, so retries cannot overfill the queue."""
+        current = await self._store.get(job_id, tenant=tenant, history=False)
+        place = self._queue.reserve(model=current.model, request_class=RequestClass.ASYNC, tenant=current.tenant)
+        try:
+            record = await self._store.retry(job_id, tenant=tenant, extra_attempts=self._settings.max_attempts)
+            await self._enqueue(record)
+        finally:
+            self._queue.release(place)
         self._notify()
         return self._view(record)
 
