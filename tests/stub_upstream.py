@@ -104,12 +104,14 @@ class StubUpstream:
         if b.mode is StubMode.SLOW:
             await asyncio.sleep(b.delay_s)
         if body.get("stream"):
-            return StreamingResponse(self._events(b, body["model"], chat), media_type="text/event-stream")
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            events = self._events(b, body["model"], chat, include_usage)
+            return StreamingResponse(events, media_type="text/event-stream")
         if b.mode is StubMode.BAD_JSON:
             return Response("{this is not json", media_type="application/json")
         return JSONResponse(_completion(body["model"], chat, "".join(_piece(i) for i in range(b.chunks))))
 
-    async def _events(self, b: Behaviour, model: str, chat: bool) -> AsyncIterator[str]:
+    async def _events(self, b: Behaviour, model: str, chat: bool, include_usage: bool) -> AsyncIterator[str]:
         if b.mode is StubMode.STREAM_DIES_BEFORE_FIRST_CHUNK:
             raise ConnectionDropped("before the first chunk")
         if b.mode is StubMode.BAD_JSON:
@@ -125,6 +127,9 @@ class StubUpstream:
                 raise ConnectionDropped(f"after {i} chunks")
             last = i == b.chunks - 1
             yield f"data: {json.dumps(_chunk(model, chat, _piece(i), 'stop' if last else None))}\n\n"
+        if include_usage:  # as OpenAI does: a last chunk with no choices, only usage
+            usage = {"prompt_tokens": 3, "completion_tokens": 2 * b.chunks, "total_tokens": 3 + 2 * b.chunks}
+            yield f"data: {json.dumps({'id': 'stub-1', 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n"
         yield "data: [DONE]\n\n"
 
 

@@ -55,9 +55,12 @@ def test_a_remote_model_answers_plain_and_streaming_through_genloom(client, stub
     before = len(stub.requests)
     reply = client.chat.completions.create(model="remote", messages=HELLO, max_tokens=5)
     assert reply.model == "remote" and reply.choices[0].message.content
-    chunks = list(client.chat.completions.create(model="remote", messages=HELLO, max_tokens=5, stream=True))
+    chunks = list(client.chat.completions.create(model="remote", messages=HELLO, max_tokens=5, stream=True,
+                                                 stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == reply.choices[0].message.content
+    # The upstream's own count (two tokens a chunk here), not one token per chunk.
+    assert chunks[-1].usage.completion_tokens == 6 and chunks[-1].usage.prompt_tokens == 3
     sent = stub.requests[before]
     assert sent.body["model"] == "big-model" and sent.headers["authorization"] == "Bearer sk-upstream-secret"
     assert sent.body["messages"] == HELLO

@@ -87,28 +87,32 @@ class RemoteWorker:
         task: RemoteTask = job.payload
         job.emit(JobStarted())
         tokens: dict[int, int] = {}
-        open_choices = set(range(job.rows))
         try:
             if not task.stream:
                 self._emit_answer(job, await upstream.complete(task.path, _without_streaming(task.body)))
                 return
+            # Finish events wait for the end of the stream: the usage chunk comes after the last
+            # finish_reason, and its completion count replaces our one-token-per-chunk estimate.
+            finished: dict[int, str] = {}
+            usage: dict[str, Any] = {}
             async for chunk in upstream.stream(task.path, task.body):
                 if job.cancelled:
                     return
-                usage = chunk.get("usage")
-                if usage and usage.get("prompt_tokens") is not None:
-                    job.emit(PromptCounted(int(usage["prompt_tokens"])))
+                usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or ():
                     index = int(choice.get("index", 0))
                     text = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
                     if text:
-                        tokens[index] = tokens.get(index, 0) + 1  # a chunk is about a token; usage corrects it
+                        tokens[index] = tokens.get(index, 0) + 1
                         job.emit(TokenEvent(index, text, tokens[index]))
                     if choice.get("finish_reason"):
-                        job.emit(ChoiceFinished(index, choice["finish_reason"], tokens.get(index, 0)))
-                        open_choices.discard(index)
-            for index in sorted(open_choices):  # an upstream that ends without saying why
-                job.emit(ChoiceFinished(index, "stop", tokens.get(index, 0)))
+                        finished[index] = choice["finish_reason"]
+            if usage.get("prompt_tokens") is not None:
+                job.emit(PromptCounted(int(usage["prompt_tokens"])))
+            if usage.get("completion_tokens") is not None and job.rows == 1:
+                tokens[0] = int(usage["completion_tokens"])
+            for index in range(job.rows):  # "stop" for an upstream that ends without saying why
+                job.emit(ChoiceFinished(index, finished.get(index, "stop"), tokens.get(index, 0)))
         except asyncio.CancelledError:
             job.emit(JobFailed("the server shut down before this request finished", retryable=True, shutdown=True))
             raise
