@@ -3,6 +3,7 @@ a real stub upstream over HTTP and the official openai client."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -34,8 +35,9 @@ def base(tmp_path_factory, tiny_model_dir, stub) -> Iterator[str]:
     breaker = {"failure_threshold": 3, "window_s": 60, "open_s": 60}
     # One try per model keeps the breaker counts in these tests exact (test_routing.py covers retries).
     routing = {"max_attempts_per_model": 1}
+    jobs = {"retry_base_s": 0.05, "retry_max_s": 0.1}
     with running_server(
-        tmp_path_factory.mktemp("remote"), tiny_model_dir, models=models, breaker=breaker, routing=routing
+        tmp_path_factory.mktemp("remote"), tiny_model_dir, models=models, breaker=breaker, routing=routing, jobs=jobs
     ) as (url, _):
         yield url
 
@@ -132,3 +134,15 @@ def test_a_fallbacks_answer_is_not_cached_under_the_model_asked_for(base, stub):
     first = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
     again = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
     assert first.json()["model"] == "tiny" and again.headers["x-genloom-cache"] == "miss"
+
+
+def test_an_async_job_whose_upstream_fails_is_answered_by_the_fallback(base, stub):
+    stub.behaviour.mode = StubMode.ERROR_500
+    body = {"model": "remote-with-fallback", "messages": HELLO, "max_tokens": 2}
+    job = httpx.post(f"{base}/v1/jobs", json={"url": "/v1/chat/completions", "body": body}, timeout=30).json()
+    deadline = time.monotonic() + 30
+    while (done := httpx.get(f"{base}/v1/jobs/{job['id']}").json())["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline, done["status"]
+        time.sleep(0.05)
+    assert done["status"] == "completed" and done["result"]["model"] == "tiny" and done["attempts"] == 2
+    assert [t["status"] for t in done["transitions"]] == ["queued", "processing", "retrying", "processing", "completed"]

@@ -280,6 +280,11 @@ class JobService:
 
     async def _enqueue(self, record: JobRecord, prepared: PreparedText | None = None) -> None:
         request = TextRequest.from_record(record.request, id=record.id, tier=Tier(record.tier), tenant=record.tenant)
+        # A retry after a failure goes to the next model of the fallback chain, the last one keeps it.
+        chain = self._text.chain(record.model)
+        target = chain[min(record.attempts, len(chain) - 1)] if record.error else record.model
+        if target != request.model:
+            request, prepared = replace(request, model=target), None
         if prepared is None:
             try:
                 prepared = self._text.prepare(request)
@@ -292,7 +297,7 @@ class JobService:
         waited = (now - record.created_at).total_seconds()
         job = Job(
             id=record.id,
-            model=record.model,
+            model=prepared.model,
             payload=prepared.payload,
             emit=self._emitter(record.id, dispatch),
             rows=request.n,
@@ -335,7 +340,7 @@ class JobService:
                 old.job.cancel()
                 old.events.put_nowait(_Stop())
             completion = Completion(
-                id=job_id, model=record.model, created=int(time.time()),
+                id=job_id, model=prepared.model, created=int(time.time()),
                 choices=[Choice(i) for i in range(request.n)], prompt_tokens=prepared.prompt_tokens,
             )
             run = _Run(job=job, dispatch=dispatch, record=record, request=request, completion=completion)
@@ -399,7 +404,9 @@ class JobService:
             return
         error = {"message": failure.message, "code": "generation_failed"}
         retry_at: datetime | None = None
-        if failure.retryable:
+        # Another try may pass, or a fallback model may answer what this one could not start.
+        fallback_left = failure.before_output and run.record.attempts < len(self._text.chain(run.record.model))
+        if failure.retryable or fallback_left:
             delay = retry_delay(
                 max(1, run.record.attempts), base_s=self._settings.retry_base_s, max_s=self._settings.retry_max_s,
                 rng=self._rng,

@@ -346,6 +346,10 @@ class TextService:
         route = self._router.route(request.model, prompt=prompt, max_tokens=request.params.max_tokens)
         return request if route.model == request.model else replace(request, model=route.model)
 
+    def chain(self, model: str) -> list[str]:
+        """The model, then its fallbacks, in the order they are asked."""
+        return [model, *self._fallbacks.get(model, [])]
+
     def _attempts(self, model: str) -> list[str]:
         """The models to try in order: each up to max_attempts_per_model times, then its fallbacks."""
         return [m for m in (model, *self._fallbacks.get(model, [])) for _ in range(self._max_attempts)]
