@@ -64,3 +64,12 @@ def test_readme_config_example_is_valid(tiny_model_dir, tmp_path):
     assert [m.name for m in settings.models] == ["my-llama", "vendor-large"]
     assert settings.models[1].kind.value == "remote" and settings.models[1].fallbacks == ["my-llama"]
     assert settings.routing.aliases == {"default": "my-llama", "smart": "vendor-large"}
+
+
+def test_webhook_allow_hosts_come_as_a_comma_list_or_a_yaml_list(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLOOM_WEBHOOK_ALLOW_HOSTS", " A.example , ,[::1],")
+    assert load_settings().webhook_allow_hosts == ["a.example", "::1"]
+    monkeypatch.delenv("GENLOOM_WEBHOOK_ALLOW_HOSTS")
+    config = tmp_path / "genloom.yaml"
+    config.write_text("webhook_allow_hosts: [Hooks.Internal, '[::1]']\n")
+    assert load_settings(config).webhook_allow_hosts == ["hooks.internal", "::1"]

@@ -257,9 +257,12 @@ class Settings(BaseSettings):
     @field_validator("webhook_allow_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [host.strip().lower() for host in value.split(",") if host.strip()]
-        return value
+        """"a, B" or a YAML list, as lower-case hosts; "[::1]" and "::1" alike."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return value  # pydantic names the bad type
+        hosts = (str(item).strip().lower().removeprefix("[").removesuffix("]") for item in items)
+        return [host for host in hosts if host]
 
     @model_validator(mode="after")
     def _fallbacks_name_served_models(self) -> Settings:

@@ -59,15 +59,6 @@ def signed_headers(*, secret: str, webhook_id: str, timestamp: int, body: bytes)
     }
 
 
-def parse_allow_hosts(value: str | list[str] | None) -> frozenset[str]:
-    """GENLOOM_WEBHOOK_ALLOW_HOSTS as a set of lower-case host names or IPs ("[::1]" and "::1" alike)."""
-    if value is None:
-        return frozenset()
-    items = value.split(",") if isinstance(value, str) else value
-    hosts = (item.strip().lower().removeprefix("[").removesuffix("]") for item in items)
-    return frozenset(host for host in hosts if host)
-
-
 async def resolve_host(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
