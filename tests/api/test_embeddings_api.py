@@ -94,7 +94,7 @@ def stack(real_runtime) -> Iterator[Stack]:
         mode=AuthMode.DISABLED, authenticator=None, classification=classification  # type: ignore[arg-type]
     )
     app = FastAPI()
-    app.include_router(build_embeddings_router(service, classification), dependencies=[Depends(authenticate)])
+    app.include_router(build_embeddings_router(service), dependencies=[Depends(authenticate)])
     install_error_handlers(app)
     for worker in workers:
         worker.start()

@@ -59,10 +59,10 @@ def create_app(
     )
     routers = (
         build_models_router([service.models, embeddings.models]),
-        build_text_router(service, cached_text, templates, settings.api, settings.classification),
-        build_jobs_router(jobs, settings.api, settings.classification, settings.jobs),
-        build_embeddings_router(embeddings, settings.classification),
-        build_templates_router(templates, service, settings.api, settings.classification),
+        build_text_router(service, cached_text, templates, settings.api),
+        build_jobs_router(jobs, settings.api, settings.jobs),
+        build_embeddings_router(embeddings),
+        build_templates_router(templates, service, settings.api),
         build_admin_router(admin, breakers),
     )
     for router in routers:

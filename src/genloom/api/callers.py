@@ -58,7 +58,7 @@ def principal(request: Request) -> Principal:
     return request.state.principal
 
 
-def caller(request: Request, settings: ClassificationSettings) -> Caller:
+def caller(request: Request) -> Caller:
     """The tier and tenant a request is scheduled and accounted under."""
     who = principal(request)
     return Caller(

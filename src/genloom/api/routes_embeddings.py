@@ -12,7 +12,6 @@ from pydantic import Field, WithJsonSchema
 
 from genloom.api.callers import caller
 from genloom.api.schemas import _Body
-from genloom.config import ClassificationSettings
 from genloom.gateway.embedding_service import EmbeddingRequest, EmbeddingResult, EmbeddingService
 
 _CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, but the access log tells the truth
@@ -35,12 +34,12 @@ class EmbeddingsBody(_Body):
     user: str | None = None
 
 
-def build_embeddings_router(service: EmbeddingService, classification: ClassificationSettings) -> APIRouter:
+def build_embeddings_router(service: EmbeddingService) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     @router.post("/embeddings")
     async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
-        who = caller(request, classification)
+        who = caller(request)
         embedding_request = EmbeddingRequest(
             model=body.model, input=body.input, dimensions=body.dimensions, tier=who.tier, tenant=who.tenant
         )

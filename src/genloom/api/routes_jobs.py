@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError
 from genloom.api.callers import caller
 from genloom.api.routes_text import chat_request, completion_request
 from genloom.api.schemas import ChatCompletionRequest, CompletionRequest, _Body
-from genloom.config import ApiSettings, ClassificationSettings, JobsSettings
+from genloom.config import ApiSettings, JobsSettings
 from genloom.gateway import InvalidRequest
 from genloom.gateway.job_body import job_body, transition_body
 from genloom.gateway.job_service import JobService, JobSubmission, JobView
@@ -33,7 +33,7 @@ class JobCreate(_Body):
 
 
 def build_jobs_router(
-    jobs: JobService, api: ApiSettings, classification: ClassificationSettings, settings: JobsSettings
+    jobs: JobService, api: ApiSettings, settings: JobsSettings
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/jobs")
 
@@ -43,7 +43,7 @@ def build_jobs_router(
         request: Request,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> JSONResponse:
-        who = caller(request, classification)
+        who = caller(request)
         if payload.url == "/v1/chat/completions":
             text_request = chat_request(_parse(ChatCompletionRequest, payload.body), api, who)
         else:
@@ -68,7 +68,7 @@ def build_jobs_router(
         limit: Annotated[int, Query(ge=1)] = 20,
         after: Annotated[str | None, Query(max_length=64)] = None,
     ) -> dict[str, Any]:
-        who = caller(request, classification)
+        who = caller(request)
         if limit > settings.max_page_size:
             raise InvalidRequest(f"limit must be at most {settings.max_page_size}", "limit")
         views, has_more = await jobs.list(tenant=who.tenant, state=state, limit=limit, after=after)
@@ -80,19 +80,19 @@ def build_jobs_router(
 
     @router.get("/{job_id}")
     async def get_job(job_id: str, request: Request) -> dict[str, Any]:
-        return job_body(await jobs.get(job_id, tenant=caller(request, classification).tenant))
+        return job_body(await jobs.get(job_id, tenant=caller(request).tenant))
 
     @router.delete("/{job_id}")
     async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
-        return job_body(await jobs.cancel(job_id, tenant=caller(request, classification).tenant))
+        return job_body(await jobs.cancel(job_id, tenant=caller(request).tenant))
 
     @router.post("/{job_id}/retry", status_code=202)
     async def retry_job(job_id: str, request: Request) -> dict[str, Any]:
-        return job_body(await jobs.retry(job_id, tenant=caller(request, classification).tenant))
+        return job_body(await jobs.retry(job_id, tenant=caller(request).tenant))
 
     @router.get("/{job_id}/events")
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
-        changes = jobs.transitions(job_id, tenant=caller(request, classification).tenant)
+        changes = jobs.transitions(job_id, tenant=caller(request).tenant)
         first = await anext(changes)  # an unknown job is a 404 before the stream starts
 
         async def body() -> AsyncIterator[str]:

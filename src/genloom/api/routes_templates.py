@@ -14,7 +14,7 @@ from pydantic import Field
 from genloom.api.callers import caller, require_admin
 from genloom.api.routes_text import ChatChunks, chat_request, stream_response
 from genloom.api.schemas import ChatCompletionRequest, StreamOptions, _Body
-from genloom.config import ApiSettings, ClassificationSettings
+from genloom.config import ApiSettings
 from genloom.gateway import TextService
 from genloom.gateway.templates import PARAMETERS, ScenarioCall, TemplateService
 from genloom.store.templates import ScenarioVersion, TemplateVersion
@@ -71,7 +71,7 @@ class ScenarioRun(_Body):
 
 
 def build_templates_router(
-    templates: TemplateService, service: TextService, settings: ApiSettings, classification: ClassificationSettings
+    templates: TemplateService, service: TextService, settings: ApiSettings
 ) -> APIRouter:
     router = APIRouter(prefix="/v1")
     admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
@@ -140,7 +140,7 @@ def build_templates_router(
             model=call.model, messages=call.messages, stream=body.stream, stream_options=body.stream_options,
             user=body.user, **call.parameters,
         )
-        text_request = chat_request(chat, settings, caller(request, classification))
+        text_request = chat_request(chat, settings, caller(request))
         headers = _call_headers(call)
         if body.stream:
             response = await stream_response(service, text_request, request, ChatChunks(chat.include_usage))

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from genloom.api.callers import Caller, caller
 from genloom.api.errors import sse_error
 from genloom.api.schemas import ChatCompletionRequest, CompletionRequest
-from genloom.config import ApiSettings, ClassificationSettings
+from genloom.config import ApiSettings
 from genloom.gateway import Completion, GenerationFailed, InvalidRequest, NotReady, TextRequest, TextService
 from genloom.gateway.cached_text import CachedTextService
 from genloom.gateway.templates import TemplateService
@@ -32,7 +32,6 @@ def build_text_router(
     cached: CachedTextService,
     templates: TemplateService,
     settings: ApiSettings,
-    classification: ClassificationSettings,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
@@ -40,14 +39,14 @@ def build_text_router(
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         if body.model.startswith(SCENARIO_PREFIX):
             body = await _through_scenario(templates, body)
-        text_request = chat_request(body, settings, caller(request, classification))
+        text_request = chat_request(body, settings, caller(request))
         if body.stream:
             return await stream_response(service, text_request, request, ChatChunks(body.include_usage))
         return await _answer(cached, text_request, request)
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
-        text_request = completion_request(body, settings, caller(request, classification))
+        text_request = completion_request(body, settings, caller(request))
         if body.stream:
             return await stream_response(service, text_request, request, CompletionChunks(body.include_usage))
         return await _answer(cached, text_request, request)
