@@ -53,7 +53,8 @@ class CachedTextService:
         self, request: TextRequest, disconnected: DisconnectProbe, *, no_cache: bool = False, semantic: bool = False
     ) -> Answer:
         request = self._text.route(request)
-        self._text.prepare(request)  # an unknown model or a bad request fails the same with or without cache
+        # Cheap checks only: a miss is fully validated by complete(), and a hit matches a request that was.
+        self._text.check_model(request.model)
         key = cache_key(request) if self._exact is not None else None
         use_semantic = semantic and self._semantic is not None
         if not no_cache:

@@ -340,7 +340,7 @@ class TextService:
 
     def route(self, request: TextRequest) -> TextRequest:
         """The request with its model resolved: an alias or a tiered route becomes a model name."""
-        if self._router is None:
+        if self._router is None or request.model not in self._router.names():
             return request
         prompt = json.dumps(request.messages) if request.messages is not None else (request.prompt or "")
         route = self._router.route(request.model, prompt=prompt, max_tokens=request.params.max_tokens)
@@ -410,10 +410,16 @@ class TextService:
         c = self._classification
         return max(1.0, n * (prepared.prompt_tokens * c.prompt_token_cost + prepared.params.max_tokens * c.completion_token_cost))
 
-    def prepare(self, request: TextRequest) -> PreparedText:
-        """Check a request against its model: 404 for an unknown model, 400 for what cannot fit."""
+    def check_model(self, model: str) -> None:
+        """503 while not ready, 404 for a model this server does not serve; nothing more costly."""
         if not self._readiness.ready:
             raise NotReady(f"the server is not ready: {self._readiness.reason}")
+        if model not in self._runtimes and model not in self._remotes:
+            raise ModelNotFound(model, sorted([*self._runtimes, *self._remotes]))
+
+    def prepare(self, request: TextRequest) -> PreparedText:
+        """Check a request against its model: 404 for an unknown model, 400 for what cannot fit."""
+        self.check_model(request.model)
         runtime = self._runtimes.get(request.model)
         # A job needing more rows than its model ever frees would wait at the head of its queue forever.
         rows = self.model_rows.get(request.model, self._max_batch_size)
@@ -422,10 +428,7 @@ class TextService:
             raise InvalidRequest(f"n must be at most {limit} for model {request.model}", param="n")
         if runtime is not None:
             return self._prepare_local(request, runtime)
-        remote = self._remotes.get(request.model)
-        if remote is not None:
-            return self._prepare_remote(request, remote)
-        raise ModelNotFound(request.model, sorted([*self._runtimes, *self._remotes]))
+        return self._prepare_remote(request, self._remotes[request.model])
 
     def _prepare_local(self, request: TextRequest, runtime: TextRuntime) -> PreparedText:
         try:
