@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,12 +48,17 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if loc[:1] == ["body"]:  # FastAPI's marker for "in the request body", not a field
         loc = loc[1:]
     param = ".".join(loc) or None
-    if first.get("type") == "missing":
-        return f"missing required parameter: '{param}'", param
-    if first.get("type") == "extra_forbidden":
-        return f"unrecognized request argument supplied: '{param}'", param
-    message = first.get("msg", "invalid value")
-    return (f"invalid value for '{param}': {message}" if param else message), param
+    return describe_invalid(first, param), param
+
+
+def describe_invalid(error: Mapping[str, Any], param: str | None) -> str:
+    """One pydantic error in OpenAI's words, naming the parameter."""
+    if error.get("type") == "missing":
+        return f"missing required parameter: '{param}'"
+    if error.get("type") == "extra_forbidden":
+        return f"unrecognized request argument supplied: '{param}'"
+    message = error.get("msg", "invalid value")
+    return f"invalid value for '{param}': {message}" if param else message
 
 
 # Errors whose answer is always the same: exception -> (status, OpenAI type, param, code).

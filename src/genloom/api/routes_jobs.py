@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field, ValidationError
 
 from genloom.api.callers import caller
+from genloom.api.errors import describe_invalid
 from genloom.api.routes_text import chat_request, completion_request
 from genloom.api.schemas import ChatCompletionRequest, CompletionRequest, _Body
 from genloom.config import ApiSettings, JobsSettings
@@ -118,13 +119,7 @@ def _parse(schema: type[_Body], body: dict[str, Any]) -> Any:
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in ("body", *err.get("loc", ())))
-        if err.get("type") == "missing":
-            message = f"missing required parameter: '{loc}'"
-        elif err.get("type") == "extra_forbidden":
-            message = f"unrecognized request argument supplied: '{loc}'"
-        else:
-            message = f"invalid value for '{loc}': {err.get('msg', 'invalid value')}"
-        raise InvalidRequest(message, loc) from e
+        raise InvalidRequest(describe_invalid(err, loc), loc) from e
 
 
 def _event(change: Any) -> str:
