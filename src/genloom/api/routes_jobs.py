@@ -13,19 +13,22 @@ from pydantic import Field, ValidationError
 
 from genloom.api.callers import caller
 from genloom.api.errors import describe_invalid
+from genloom.api.routes_images import ImageGenerationBody, image_request
 from genloom.api.routes_text import chat_request, completion_request
 from genloom.api.schemas import ChatCompletionRequest, CompletionRequest, _Body
 from genloom.config import ApiSettings, JobsSettings
 from genloom.gateway import InvalidRequest
 from genloom.gateway.job_body import job_body, transition_body
+from genloom.gateway.image_service import ImageRequest
 from genloom.gateway.job_service import JobService, JobSubmission, JobView
+from genloom.gateway.text_service import TextRequest
 from genloom.queue.records import JobState
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class JobCreate(_Body):
-    url: Literal["/v1/chat/completions", "/v1/completions"]
+    url: Literal["/v1/chat/completions", "/v1/completions", "/v1/images/generations"]
     body: dict[str, Any]
     callback_url: str | None = Field(None, min_length=1, max_length=2048)
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
@@ -45,17 +48,20 @@ def build_jobs_router(
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> JSONResponse:
         who = caller(request)
+        work: TextRequest | ImageRequest
         if payload.url == "/v1/chat/completions":
-            text_request = chat_request(_parse(ChatCompletionRequest, payload.body), api, who)
+            work = chat_request(_parse(ChatCompletionRequest, payload.body), api, who)
+        elif payload.url == "/v1/completions":
+            work = completion_request(_parse(CompletionRequest, payload.body), api, who)
         else:
-            text_request = completion_request(_parse(CompletionRequest, payload.body), api, who)
+            work = image_request(_parse(ImageGenerationBody, payload.body), request)
         if payload.body.get("stream"):
             raise InvalidRequest("a job cannot stream; follow it with GET /v1/jobs/{id}/events", "body.stream")
         metadata = dict(payload.metadata or {})
         if payload.custom_id is not None:
             metadata["custom_id"] = payload.custom_id
         submission = JobSubmission(
-            url=payload.url, body=payload.body, request=text_request, callback_url=payload.callback_url,
+            url=payload.url, body=payload.body, request=work, callback_url=payload.callback_url,
             metadata=metadata or None, idempotency_key=idempotency_key,
         )
         view, created = await jobs.submit(submission)

@@ -39,6 +39,7 @@ def _model_card(runtime: Any) -> dict[str, Any]:
         "object": "model",
         "created": info.created,
         "owned_by": "genloom",
-        "max_context": info.max_context,
+        "kind": "image" if hasattr(info, "default_size") else "text",
+        "max_context": getattr(info, "max_context", None),
         "parameters": info.parameters,
     }

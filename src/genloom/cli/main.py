@@ -90,6 +90,26 @@ def train_text(
     typer.echo(yaml.safe_dump({k: v for k, v in metrics.items() if k != "config"}, sort_keys=False))
 
 
+@builtin_train_app.command("image")
+def train_image(
+    out: Annotated[Path | None, typer.Option(help="Where to write the diffusers pipeline [default: the package's built-in dir].")] = None,
+    work_dir: Annotated[Path, typer.Option(help="Checkpoints to resume from.")] = Path("runs/image"),
+    steps: Annotated[int | None, typer.Option(help="UNet training steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+) -> None:
+    """Train genloom-image-mini on captioned pictures of shapes (resumes from --work-dir), then grade 200 generations."""
+    from genloom.builtin.image_model import MODEL_NAME, ImageModelConfig, train
+    from genloom.config.settings import BUILTIN_MODELS_DIR
+
+    cfg = ImageModelConfig()
+    if steps is not None:
+        cfg.unet_steps = steps
+    if seed is not None:
+        cfg.seed = seed
+    metrics = train(cfg, work_dir, out or BUILTIN_MODELS_DIR / MODEL_NAME, console=err)
+    typer.echo(yaml.safe_dump({k: v for k, v in metrics.items() if k != "config"}, sort_keys=False))
+
+
 @bench_app.command("jobs", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench_jobs(ctx: typer.Context) -> None:
     """Scheduling under overload and job-queue throughput (bench/jobs_bench.py --help)."""

@@ -121,10 +121,39 @@ class RuntimeSettings(_Section):
 
 
 class ModelKind(str, Enum):
-    """text: a local HF causal LM at `path`. remote: an OpenAI-compatible endpoint at `base_url`."""
+    """text: a local HF causal LM at `path`. image: a local diffusers pipeline at `path`.
+    remote: an OpenAI-compatible endpoint at `base_url`."""
 
     TEXT = "text"
+    IMAGE = "image"
     REMOTE = "remote"
+
+
+class ImageSettings(_Section):
+    """Image generation (/v1/images/generations and image jobs)."""
+
+    max_batch_images: int = Field(16, gt=0, description="images denoised together in one pipeline call")
+    batch_wait_s: float = Field(0.005, ge=0, description="how long a forming batch waits for company")
+    max_images_per_request: int = Field(10, gt=0, description="most images (n) one request may ask for")
+    max_steps: int = Field(100, gt=0, description="most denoising steps a request may ask for")
+    max_side: int = Field(1024, gt=0, description="largest width or height a request may ask for")
+    default_steps: int = Field(20, gt=0, description="steps when a request gives none (a model may set its own)")
+    default_guidance_scale: float = Field(4.0, ge=0, description="guidance when a request gives none (a model may set its own)")
+    url_ttl_s: int = Field(3600, gt=0, description="how long a response_format=url link works")
+    url_signing_key: SecretStr | None = Field(
+        None, description="signs image URLs (GENLOOM_IMAGES__URL_SIGNING_KEY); default: a key kept in data_dir"
+    )
+
+    @model_validator(mode="after")
+    def _request_fits_a_batch(self) -> ImageSettings:
+        if self.max_images_per_request > self.max_batch_images:
+            raise ValueError(
+                f"max_images_per_request ({self.max_images_per_request}) must not exceed max_batch_images "
+                f"({self.max_batch_images}): a request's images run in one batch"
+            )
+        if self.default_steps > self.max_steps:
+            raise ValueError(f"default_steps ({self.default_steps}) must not exceed max_steps ({self.max_steps})")
+        return self
 
 
 class ModelSettings(_Section):
@@ -141,6 +170,8 @@ class ModelSettings(_Section):
     first_token_timeout_s: float = Field(30, gt=0)
     max_context: int = Field(8192, gt=0, description="remote: prompt + max_tokens allowed, as the upstream serves it")
     fallbacks: list[str] = Field(default_factory=list, description="models that answer, in order, when this one fails")
+    default_steps: int | None = Field(None, gt=0, description="image: steps when a request gives none (default: images.default_steps)")
+    default_guidance_scale: float | None = Field(None, ge=0, description="image: guidance when a request gives none")
 
     @field_validator("path")
     @classmethod
@@ -148,14 +179,18 @@ class ModelSettings(_Section):
         if path is None:
             return None
         path = path.expanduser()
-        if not (path / "config.json").is_file():
-            raise ValueError(f"{path} is not a model directory (no config.json there)")
+        if not (path / "config.json").is_file() and not (path / "model_index.json").is_file():
+            raise ValueError(f"{path} is not a model directory (no config.json or diffusers model_index.json there)")
         return path
 
     @model_validator(mode="after")
     def _kind_has_what_it_needs(self) -> ModelSettings:
-        if self.kind is ModelKind.TEXT and self.path is None:
-            raise ValueError(f"model {self.name}: a text model needs a path")
+        if self.kind in (ModelKind.TEXT, ModelKind.IMAGE) and self.path is None:
+            raise ValueError(f"model {self.name}: a {self.kind.value} model needs a path")
+        if self.kind is ModelKind.IMAGE and not (self.path / "model_index.json").is_file():  # type: ignore[operator]
+            raise ValueError(f"model {self.name}: {self.path} is not a diffusers pipeline (no model_index.json)")
+        if self.kind is ModelKind.TEXT and not (self.path / "config.json").is_file():  # type: ignore[operator]
+            raise ValueError(f"model {self.name}: {self.path} is not a transformers model (no config.json)")
         if self.kind is ModelKind.REMOTE and not self.base_url:
             raise ValueError(f"model {self.name}: a remote model needs a base_url")
         return self
@@ -230,6 +265,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
     auth: AuthMode = Field(AuthMode.ENABLED, description="API keys on every /v1 route; 'disabled' only on purpose")
     admin_key: SecretStr | None = Field(None, description="bootstrap admin key (GENLOOM_ADMIN_KEY); else one is made and printed once")
     webhook_secret: SecretStr | None = Field(None, description="signs job webhooks (GENLOOM_WEBHOOK_SECRET); whsec_<base64> or any string")
@@ -289,8 +325,12 @@ class Settings(BaseSettings):
         builtins = []
         if self.builtin_models and BUILTIN_MODELS_DIR.is_dir():
             for path in sorted(BUILTIN_MODELS_DIR.iterdir()):
-                if (path / "config.json").is_file() and path.name not in configured:
+                if path.name in configured:
+                    continue
+                if (path / "config.json").is_file():
                     builtins.append(ModelSettings(name=path.name, path=path))
+                elif (path / "model_index.json").is_file():
+                    builtins.append(ModelSettings(name=path.name, path=path, kind=ModelKind.IMAGE))
         return builtins + list(self.models)
 
     def resolved_data_dir(self) -> Path:

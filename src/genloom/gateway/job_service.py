@@ -23,7 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from genloom.config import JobsSettings
-from genloom.gateway.errors import InvalidRequest, ModelNotFound
+from genloom.gateway.errors import InvalidRequest, ModelNotFound, NotReady
+from genloom.gateway.image_service import IMAGES_ENDPOINT, ImageRequest, ImageService, PreparedImage
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
 from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host
 from genloom.queue.backoff import retry_delay
@@ -42,16 +43,19 @@ from genloom.queue import (
 from genloom.queue.memory import Reservation
 from genloom.queue.records import JobRecord, JobState, JobTransition
 from genloom.queue.store import JobStore, utc_now
+from genloom.worker.image_worker import ImagesReady
 
 log = logging.getLogger("genloom.jobs")
-JOB_URLS = ("/v1/chat/completions", "/v1/completions")
+JOB_URLS = ("/v1/chat/completions", "/v1/completions", IMAGES_ENDPOINT)
+Request = TextRequest | ImageRequest
+Prepared = PreparedText | PreparedImage
 
 
 @dataclass(frozen=True, kw_only=True)
 class JobSubmission:
     url: str
     body: dict[str, Any]
-    request: TextRequest
+    request: Request
     callback_url: str | None = None
     metadata: dict[str, str] | None = None
     idempotency_key: str | None = None
@@ -76,8 +80,8 @@ class _Pending:
     from an earlier one (a retried job keeps its id), so a stale run's late events are ignored."""
 
     record: JobRecord
-    request: TextRequest
-    prepared: PreparedText
+    request: Request
+    prepared: Prepared
     job: Job
     dispatch: str
 
@@ -87,8 +91,8 @@ class _Run:
     job: Job
     dispatch: str
     record: JobRecord
-    request: TextRequest
-    completion: Completion
+    request: Request
+    completion: Completion | None  # None for an image job: its pictures arrive in one event
     events: asyncio.Queue[JobEvent | _Stop] = field(default_factory=asyncio.Queue)
     owner: str | None = None
 
@@ -107,8 +111,10 @@ class JobService:
         on_finished: Callable[[], None] = lambda: None,
         resolve: Resolver = resolve_host,
         rng: random.Random | None = None,
+        images: ImageService | None = None,
     ) -> None:
         self._store = store
+        self._images = images
         self._queue = queue
         self._text = text
         self._settings = settings
@@ -157,8 +163,11 @@ class JobService:
 
     async def submit(self, submission: JobSubmission) -> tuple[JobView, bool]:
         """Validate, persist, then queue; (record, False) when the Idempotency-Key names an existing job."""
+        if isinstance(submission.request, ImageRequest):
+            return await self._submit_image(submission)
         submission = replace(submission, request=self._text.route(submission.request))
         request = submission.request
+        assert isinstance(request, TextRequest)
         prepared = self._text.prepare(request)
         rows = self.async_rows.get(request.model)
         if rows is not None and request.n > rows:
@@ -180,8 +189,31 @@ class JobService:
             if admission is not None and not created:
                 await self._text.settle(admission, tokens_used=0)
 
+    async def _submit_image(self, submission: JobSubmission) -> tuple[JobView, bool]:
+        images = self._image_service()
+        request = submission.request
+        assert isinstance(request, ImageRequest)
+        prepared = images.prepare(request)
+        # The seed is fixed now, so a retry or a recovered job makes the same pictures.
+        submission = replace(submission, request=replace(request, seed=prepared.task.seed))
+        if submission.callback_url is not None:
+            await self._check_callback(submission.callback_url)
+        place = self._queue.reserve(model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant)
+        try:
+            # The daily image quota is charged at submission (a replayed submission is charged too:
+            # image quotas have no refund yet).
+            await images.admit(request, prepared)
+            return await self._store_and_queue(submission, prepared, place, utc_now(), images.cost(prepared))
+        finally:
+            self._queue.release(place)
+
+    def _image_service(self) -> ImageService:
+        if self._images is None:
+            raise NotReady("this server serves no image models")
+        return self._images
+
     async def _store_and_queue(
-        self, submission: JobSubmission, prepared: PreparedText, place: Reservation, now: datetime, cost: float
+        self, submission: JobSubmission, prepared: Prepared, place: Reservation, now: datetime, cost: float
     ) -> tuple[JobView, bool]:
         request = submission.request
         record = JobRecord(
@@ -248,7 +280,7 @@ class JobService:
                 if current.state.terminal:
                     return
             run = self._runs.get(job_id)
-            if run is not None and run.completion.usage.completion_tokens != tokens:
+            if run is not None and run.completion is not None and run.completion.usage.completion_tokens != tokens:
                 tokens = run.completion.usage.completion_tokens
                 yield self._view(run.record)
             # Another process (a scaled-out worker) does not wake us: look again within a second.
@@ -270,7 +302,7 @@ class JobService:
         run = self._runs.get(record.id)
         if record.state in (JobState.QUEUED, JobState.RETRYING):
             return JobView(record, position=self._queue.position(record.id))
-        if record.state is JobState.PROCESSING and run is not None:
+        if record.state is JobState.PROCESSING and run is not None and run.completion is not None:
             return JobView(record, completion_tokens=run.completion.usage.completion_tokens)
         return JobView(record)
 
@@ -278,19 +310,29 @@ class JobService:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _enqueue(self, record: JobRecord, prepared: PreparedText | None = None) -> None:
-        request = TextRequest.from_record(record.request, id=record.id, tier=Tier(record.tier), tenant=record.tenant)
-        # A retry after a failure goes to the next model of the fallback chain, the last one keeps it.
-        chain = self._text.chain(record.model)
-        target = chain[min(record.attempts, len(chain) - 1)] if record.error else record.model
-        if target != request.model:
-            request, prepared = replace(request, model=target), None
+    async def _enqueue(self, record: JobRecord, prepared: Prepared | None = None) -> None:
+        request: Request
+        if record.url == IMAGES_ENDPOINT:
+            request = ImageRequest.from_record(record.request, id=record.id, tier=Tier(record.tier), tenant=record.tenant)
+        else:
+            request = TextRequest.from_record(record.request, id=record.id, tier=Tier(record.tier), tenant=record.tenant)
+            # A retry after a failure goes to the next model of the fallback chain, the last one keeps it.
+            chain = self._text.chain(record.model)
+            target = chain[min(record.attempts, len(chain) - 1)] if record.error else record.model
+            if target != request.model:
+                request, prepared = replace(request, model=target), None
         if prepared is None:
             try:
-                prepared = self._text.prepare(request)
-            except (ModelNotFound, InvalidRequest) as e:  # the configuration changed since it was accepted
+                if isinstance(request, ImageRequest):
+                    prepared = self._image_service().prepare(request)
+                else:
+                    prepared = self._text.prepare(request)
+            except (ModelNotFound, InvalidRequest, NotReady) as e:  # the configuration changed since it was accepted
                 await self._fail_unrunnable(record, str(e))
                 return
+        if isinstance(prepared, PreparedImage):
+            # Every picture's provenance names the job that made it.
+            prepared = replace(prepared, task=replace(prepared.task, provenance={"job_id": record.id}))
         now = utc_now()
         dispatch = uuid.uuid4().hex
         delay = (record.not_before - now).total_seconds() if record.not_before else 0.0
@@ -339,10 +381,12 @@ class JobService:
             if old is not None:  # a run this process lost the lease of; the new one replaces it
                 old.job.cancel()
                 old.events.put_nowait(_Stop())
-            completion = Completion(
-                id=job_id, model=prepared.model, created=int(time.time()),
-                choices=[Choice(i) for i in range(request.n)], prompt_tokens=prepared.prompt_tokens,
-            )
+            completion = None
+            if isinstance(prepared, PreparedText):
+                completion = Completion(
+                    id=job_id, model=prepared.model, created=int(time.time()),
+                    choices=[Choice(i) for i in range(request.n)], prompt_tokens=prepared.prompt_tokens,
+                )
             run = _Run(job=job, dispatch=dispatch, record=record, request=request, completion=completion)
             self._runs[job_id] = run
             task = asyncio.create_task(self._run(run), name=f"genloom-job-{job_id}")
@@ -366,25 +410,9 @@ class JobService:
                 return
             run.owner, run.record = owner, started
             self._notify()
-            open_choices = run.request.n
-            while open_choices:
-                event = await run.events.get()
-                if isinstance(event, _Stop):
-                    return
-                if isinstance(event, JobFailed):
-                    await self._attempt_failed(run, event)
-                    return
-                if isinstance(event, PromptCounted):
-                    run.completion.prompt_tokens = event.prompt_tokens
-                    continue
-                choice = run.completion.choices[event.index]
-                choice.tokens = event.completion_tokens
-                if isinstance(event, TokenEvent):
-                    choice.text += event.delta
-                elif isinstance(event, ChoiceFinished):
-                    choice.finish_reason = event.finish_reason
-                    open_choices -= 1
-            result = run.completion.openai_body(run.request.endpoint)
+            result = await self._collect(run)
+            if result is None:
+                return
             if await self._store.complete(job_id, owner=owner, result=result):
                 self._on_finished()
             else:
@@ -397,6 +425,34 @@ class JobService:
                 del self._runs[job_id]
             self._notify()
 
+    async def _collect(self, run: _Run) -> dict[str, Any] | None:
+        """Gather a run's events into its result body; None when it ended otherwise (stopped or failed)."""
+        open_choices = run.request.n
+        while True:
+            event = await run.events.get()
+            if isinstance(event, _Stop):
+                return None
+            if isinstance(event, JobFailed):
+                await self._attempt_failed(run, event)
+                return None
+            if isinstance(event, ImagesReady):
+                assert isinstance(run.request, ImageRequest)
+                return await self._image_service().result_body(run.request, event, base_url="", job_id=run.record.id)
+            if run.completion is None:
+                continue
+            if isinstance(event, PromptCounted):
+                run.completion.prompt_tokens = event.prompt_tokens
+                continue
+            choice = run.completion.choices[event.index]
+            choice.tokens = event.completion_tokens
+            if isinstance(event, TokenEvent):
+                choice.text += event.delta
+            elif isinstance(event, ChoiceFinished):
+                choice.finish_reason = event.finish_reason
+                open_choices -= 1
+                if not open_choices:
+                    return run.completion.openai_body(run.request.endpoint)
+
     async def _attempt_failed(self, run: _Run, failure: JobFailed) -> None:
         job_id, owner = run.record.id, run.owner or ""
         if failure.shutdown:
@@ -405,7 +461,8 @@ class JobService:
         error = {"message": failure.message, "code": "generation_failed"}
         retry_at: datetime | None = None
         # Another try may pass, or a fallback model may answer what this one could not start.
-        fallback_left = failure.before_output and run.record.attempts < len(self._text.chain(run.record.model))
+        chain = [run.record.model] if run.record.url == IMAGES_ENDPOINT else self._text.chain(run.record.model)
+        fallback_left = failure.before_output and run.record.attempts < len(chain)
         if failure.retryable or fallback_left:
             delay = retry_delay(
                 max(1, run.record.attempts), base_s=self._settings.retry_base_s, max_s=self._settings.retry_max_s,

@@ -195,3 +195,20 @@ class ScenarioHeadRow(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     active_version: Mapped[int]
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FileRow(Base):
+    """A stored file (a generated image): its bytes live in the blob store under their sha256,
+    this row records who owns it and where it came from (an image's provenance)."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    bytes: Mapped[int]
+    content_type: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -1,0 +1,272 @@
+"""Image generation as the API sees it: validate against the model, charge the caller's limits,
+queue one job, await its pictures, store them (with provenance) and answer in OpenAI's shape.
+
+The same preparation and result-building serve async image jobs (JobService calls them)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from genloom.config import ImageSettings
+from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
+from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
+from genloom.gateway.readiness import Readiness
+from genloom.queue import InMemoryQueue, Job, JobFailed, QueueClosed, RequestClass, Tier
+from genloom.runtimes.image import SCHEDULERS, ImageInputError, ImageRuntime, ImageTask
+from genloom.store.files import FileStore
+from genloom.worker.image_worker import ImagesReady
+
+DisconnectProbe = Callable[[], Awaitable[bool]]
+IMAGES_ENDPOINT = "/v1/images/generations"
+MAX_PROMPT_CHARS = 4000  # OpenAI's limit for its larger image models
+MAX_GUIDANCE = 30.0
+MAX_SEED = 2**63 - 1
+_PROBE_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """An image request as sent; the service checks every field against the model."""
+
+    model: str
+    prompt: str
+    n: int = 1
+    size: str | None = None  # "WIDTHxHEIGHT" or "auto"; None is the model's own size
+    response_format: str = "b64_json"
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    scheduler: str | None = None
+    tier: Tier = Tier.FREE
+    tenant: str = "default"
+    key_id: str | None = None
+    limits: dict[str, int] = field(default_factory=dict)
+    key_limits: dict[str, int] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: f"img-{uuid.uuid4().hex}")
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready form, so a stored job can be run again without the API layer."""
+        keys = ("model", "prompt", "n", "size", "response_format", "negative_prompt", "steps", "guidance_scale", "seed", "scheduler")
+        return {"endpoint": IMAGES_ENDPOINT, **{k: getattr(self, k) for k in keys}}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], *, id: str, tier: Tier, tenant: str) -> ImageRequest:
+        values = {k: v for k, v in record.items() if k != "endpoint"}
+        return cls(**values, id=id, tier=tier, tenant=tenant)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    model: str
+    task: ImageTask
+
+    @property
+    def payload(self) -> ImageTask:
+        return self.task
+
+
+class UrlSigner:
+    """HMAC-signed, expiring links to stored files, so an <img src> works without an API key."""
+
+    def __init__(self, key: bytes, ttl_s: int, clock: Callable[[], float] = time.time) -> None:
+        self._key, self._ttl_s, self._clock = key, ttl_s, clock
+
+    def _signature(self, file_id: str, expires: int) -> str:
+        return hmac.new(self._key, f"{file_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def path(self, file_id: str) -> str:
+        expires = int(self._clock()) + self._ttl_s
+        return f"/v1/files/{file_id}/content?expires={expires}&signature={self._signature(file_id, expires)}"
+
+    def valid(self, file_id: str, expires: int, signature: str) -> bool:
+        return expires >= self._clock() and hmac.compare_digest(signature, self._signature(file_id, expires))
+
+
+class ImageService:
+    def __init__(
+        self,
+        *,
+        runtimes: dict[str, ImageRuntime],
+        queue: InMemoryQueue,
+        readiness: Readiness,
+        settings: ImageSettings,
+        files: FileStore,
+        signer: UrlSigner,
+        limiter: RateLimiter | None = None,
+        model_defaults: dict[str, tuple[int | None, float | None]] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._runtimes = runtimes
+        self._queue = queue
+        self._readiness = readiness
+        self._settings = settings
+        self.files = files
+        self.signer = signer
+        self._limiter = limiter
+        self._model_defaults = model_defaults or {}
+        self._rng = rng or random.SystemRandom()
+        self.batch_limits: dict[str, int] = {}  # a model's batch size: a request's images run in one batch
+        self.in_flight = 0
+
+    def models(self) -> list[ImageRuntime]:
+        return list(self._runtimes.values())
+
+    def serves(self, model: str) -> bool:
+        return model in self._runtimes
+
+    def prepare(self, request: ImageRequest) -> PreparedImage:
+        """Check a request against its model: 404 for an unknown model, 400 for what it cannot make."""
+        if not self._readiness.ready:
+            raise NotReady(f"the server is not ready: {self._readiness.reason}")
+        runtime = self._runtimes.get(request.model)
+        if runtime is None:
+            raise ModelNotFound(request.model, sorted(self._runtimes))
+        s = self._settings
+        if not request.prompt.strip():
+            raise InvalidRequest("prompt is empty; describe the picture", param="prompt")
+        if len(request.prompt) > MAX_PROMPT_CHARS:
+            raise InvalidRequest(f"prompt is {len(request.prompt)} characters; at most {MAX_PROMPT_CHARS}", param="prompt")
+        most = min(s.max_images_per_request, self.batch_limits.get(request.model, s.max_images_per_request))
+        if not 1 <= request.n <= most:
+            raise InvalidRequest(f"n must be between 1 and {most} for model {request.model}", param="n")
+        if request.response_format not in ("b64_json", "url"):
+            raise InvalidRequest("response_format must be 'b64_json' or 'url'", param="response_format")
+        width, height = self._size(request.size, runtime)
+        default_steps, default_guidance = self._model_defaults.get(request.model, (None, None))
+        steps = request.steps if request.steps is not None else default_steps or s.default_steps
+        if not 1 <= steps <= s.max_steps:
+            raise InvalidRequest(f"steps must be between 1 and {s.max_steps}", param="steps")
+        guidance = request.guidance_scale
+        if guidance is None:
+            guidance = default_guidance if default_guidance is not None else s.default_guidance_scale
+        if not 0 <= guidance <= MAX_GUIDANCE:
+            raise InvalidRequest(f"guidance_scale must be between 0 and {MAX_GUIDANCE:g}", param="guidance_scale")
+        if request.scheduler is not None and request.scheduler not in SCHEDULERS:
+            raise InvalidRequest(f"scheduler must be one of {', '.join(SCHEDULERS)}", param="scheduler")
+        if request.seed is not None and not 0 <= request.seed <= MAX_SEED - request.n:
+            raise InvalidRequest(f"seed must be between 0 and {MAX_SEED - request.n}", param="seed")
+        # Without a seed one is drawn here, so the provenance of every picture can make it again.
+        seed = request.seed if request.seed is not None else self._rng.randrange(2**31)
+        task = ImageTask(
+            prompt=request.prompt, negative_prompt=request.negative_prompt or None, n=request.n, width=width,
+            height=height, steps=steps, guidance_scale=float(guidance), scheduler=request.scheduler, seed=seed,
+            provenance={"request_id": request.id},
+        )
+        try:
+            runtime.check(task)
+        except ImageInputError as e:
+            raise InvalidRequest(str(e), param="size" if "multiple" in str(e) else "scheduler") from e
+        return PreparedImage(model=request.model, task=task)
+
+    def _size(self, size: str | None, runtime: ImageRuntime) -> tuple[int, int]:
+        info = runtime.info
+        if size is None or size == "auto":
+            return info.default_size, info.default_size
+        parts = size.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise InvalidRequest(f"size must look like '{info.default_size}x{info.default_size}' (WIDTHxHEIGHT) or 'auto'", param="size")
+        width, height = int(parts[0]), int(parts[1])
+        m, top = info.size_multiple, self._settings.max_side
+        if not (m <= width <= top and m <= height <= top) or width % m or height % m:
+            raise InvalidRequest(
+                f"size {size} is not available for model {runtime.name}: width and height must be multiples of {m} "
+                f"from {m} to {top} (the model's own size is {info.default_size}x{info.default_size})",
+                param="size",
+            )
+        return width, height
+
+    def cost(self, prepared: PreparedImage) -> float:
+        """What the scheduler charges: images x steps x pixels, in units of one default-size image-step."""
+        t = prepared.task
+        side = self._runtimes[prepared.model].info.default_size
+        return max(1.0, t.n * t.steps * (t.width * t.height) / (side * side))
+
+    async def admit(self, request: ImageRequest, prepared: PreparedImage) -> Admission | None:
+        """Charge requests per minute and the daily image quota (429 when over)."""
+        if self._limiter is None:
+            return None
+        return await self._limiter.check(
+            key_id=request.key_id or f"tenant:{request.tenant}", tenant_id=request.tenant,
+            key_limits=Limits(**request.key_limits), tenant_limits=Limits(**request.limits), tokens=0,
+            images=prepared.task.n,
+        )
+
+    def job(self, prepared: PreparedImage, *, id: str, emit, request_class: RequestClass, tier: Tier, tenant: str, **extra) -> Job:
+        return Job(
+            id=id, model=prepared.model, payload=prepared.task, emit=emit, rows=prepared.task.n,
+            request_class=request_class, tier=tier, tenant=tenant, cost=self.cost(prepared), **extra,
+        )
+
+    async def generate(self, request: ImageRequest, disconnected: DisconnectProbe, base_url: str = "") -> dict[str, Any] | None:
+        """Queue the request as one realtime job and answer with its stored pictures; None when
+        the client went away first (its job is cancelled then)."""
+        prepared = self.prepare(request)
+        await self.admit(request, prepared)  # image quotas are charged on admission; nothing to settle
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[object] = asyncio.Queue()
+
+        def emit(event: object) -> None:  # called on a worker thread
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:
+                pass  # the event loop has closed: nobody is waiting for this request any more
+
+        job = self.job(prepared, id=request.id, emit=emit, request_class=RequestClass.REALTIME, tier=request.tier, tenant=request.tenant)
+        try:
+            self._queue.submit(job)
+        except QueueClosed as e:
+            raise NotReady("the server is shutting down; retry on another replica") from e
+        self.in_flight += 1
+        try:
+            while True:
+                event = await self._next_event(events, disconnected)
+                if event is None:
+                    return None
+                if isinstance(event, ImagesReady):
+                    return await self.result_body(request, event, base_url=base_url, job_id=None)
+                if isinstance(event, JobFailed):
+                    if event.shutdown:
+                        raise NotReady(f"{event.message}; retry on another replica")
+                    raise GenerationFailed(event.message)
+        finally:
+            job.cancel()
+            self._queue.remove(job.id)
+            self.in_flight -= 1
+
+    async def _next_event(self, events: asyncio.Queue[object], disconnected: DisconnectProbe) -> object | None:
+        while True:
+            try:
+                return await asyncio.wait_for(events.get(), _PROBE_INTERVAL_S)
+            except TimeoutError:
+                if await disconnected():
+                    return None
+
+    async def result_body(self, request: ImageRequest, ready: ImagesReady, *, base_url: str, job_id: str | None) -> dict[str, Any]:
+        """Store every picture (provenance recorded) and build OpenAI's response: b64_json or a signed url.
+
+        Each item also names its stored `file_id` and `seed`, so a picture can be fetched again or remade."""
+        now = datetime.now(UTC)
+        data = []
+        for png, provenance in zip(ready.pngs, ready.provenance):
+            record = await self.files.add(
+                png, tenant=request.tenant, content_type="image/png", purpose="image_generation", job_id=job_id,
+                metadata=provenance, at=now,
+            )
+            item: dict[str, Any] = {"revised_prompt": None, "file_id": record.id, "seed": provenance["seed"]}
+            if request.response_format == "url":
+                item["url"] = base_url + self.signer.path(record.id)
+            else:
+                item["b64_json"] = base64.b64encode(png).decode("ascii")
+            data.append(item)
+        return {"created": int(now.timestamp()), "data": data, "model": request.model}

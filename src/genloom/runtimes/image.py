@@ -1,0 +1,245 @@
+"""Image runtime: loads any diffusers pipeline directory from local disk and runs batches of
+compatible requests through one pipeline call.
+
+A batch is compatible when size, steps, guidance scale and scheduler are the same: those are
+scalars of a diffusers call. Prompts, negative prompts and seeds are per image, so each image
+comes out as it would alone (one torch.Generator per image). Nothing here knows about queues or HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Scheduler names a request may ask for, and the diffusers class each one means.
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "pndm": "PNDMScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+PROVENANCE_KEY = "genloom:provenance"  # the PNG text chunk that holds a picture's provenance JSON
+GENERATED_BY = "genloom"
+
+
+class ImageInputError(ValueError):
+    """A request this model cannot run (a size it cannot make, an unknown scheduler)."""
+
+
+class GenerationStopped(RuntimeError):
+    """A batch ended early because nobody wanted its images any more."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    name: str
+    path: Path
+    created: int  # when the pipeline was written (model_index.json's modification time)
+    pipeline: str  # the diffusers pipeline class
+    revision: str  # a fingerprint of the configs and weight files: changes when the model does
+    default_size: int  # the side the model was trained at
+    size_multiple: int  # width and height must be multiples of this
+    default_scheduler: str  # one of SCHEDULERS, or the class name when it is none of them
+    parameters: int
+    device: str
+    dtype: str
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One request's images. `seed` is the first image's; image i uses seed + i."""
+
+    prompt: str
+    negative_prompt: str | None
+    n: int
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    scheduler: str | None  # None: the pipeline's own
+    seed: int
+    provenance: dict[str, Any] = field(default_factory=dict)  # written into every PNG with the parameters
+
+    @property
+    def batch_key(self) -> tuple:
+        """Tasks with the same key can share one denoising batch."""
+        return (self.width, self.height, self.steps, self.guidance_scale, self.scheduler)
+
+
+def _fingerprint(path: Path) -> str:
+    """sha256 over every config file's content and every weight file's name and size: cheap at
+    load for a multi-GB checkpoint, and different whenever a component is replaced."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path).as_posix()
+        digest.update(rel.encode())
+        if file.suffix == ".json":
+            digest.update(file.read_bytes())
+        else:
+            digest.update(str(file.stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+class ImageRuntime:
+    def __init__(self, *, name: str, path: Path, device: str = "auto", dtype: str = "auto", torch_threads: int = 0) -> None:
+        """`device` is a torch device or "auto" (CUDA when there is one); `dtype` "auto" is float32
+        on CPU and float16 on CUDA."""
+        import torch
+        from diffusers import DiffusionPipeline
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as hf_logging
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto":
+            dtype = "float16" if device.startswith("cuda") else "float32"
+        diffusers_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()
+        self._torch = torch
+        self.pipe = DiffusionPipeline.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self._schedulers: dict[str | None, Any] = {None: self.pipe.scheduler}
+        self._lock = threading.Lock()  # one call at a time: the scheduler is swapped per call
+        unet = getattr(self.pipe, "unet", None) or getattr(self.pipe, "transformer", None)
+        vae_scale = getattr(self.pipe, "vae_scale_factor", 8)
+        sample = getattr(getattr(unet, "config", None), "sample_size", None) or 64
+        levels = len(getattr(getattr(unet, "config", None), "block_out_channels", (0,)))
+        default_class = type(self.pipe.scheduler).__name__
+        modules = [m for m in self.pipe.components.values() if isinstance(m, torch.nn.Module)]
+        self.info = ImageInfo(
+            name=name,
+            path=Path(path),
+            created=int((Path(path) / "model_index.json").stat().st_mtime),
+            pipeline=type(self.pipe).__name__,
+            revision=_fingerprint(Path(path)),
+            default_size=int(sample) * vae_scale,
+            size_multiple=vae_scale * 2 ** max(0, levels - 1),
+            default_scheduler=next((k for k, v in SCHEDULERS.items() if v == default_class), default_class),
+            parameters=sum(p.numel() for m in modules for p in m.parameters()),
+            device=device,
+            dtype=dtype,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def check(self, task: ImageTask) -> None:
+        """Raise ImageInputError for what this model cannot make."""
+        multiple = self.info.size_multiple
+        for side, value in (("width", task.width), ("height", task.height)):
+            if value % multiple:
+                raise ImageInputError(f"{side} {value} is not a multiple of {multiple}, which model {self.name} needs")
+        if task.scheduler is not None and task.scheduler not in SCHEDULERS:
+            raise ImageInputError(f"unknown scheduler {task.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+
+    def generate(self, tasks: list[ImageTask], should_stop: Callable[[], bool] | None = None) -> list[list[Any]]:
+        """Run tasks that share a batch_key as one pipeline call; PIL images per task, in order.
+
+        `should_stop` is asked after every denoising step, where the pipeline supports step
+        callbacks; when it says yes the call ends early with GenerationStopped."""
+        if not tasks:
+            return []
+        key = tasks[0].batch_key
+        if any(t.batch_key != key for t in tasks):
+            raise ValueError("tasks in one batch must share size, steps, guidance scale and scheduler")
+        for task in tasks:
+            self.check(task)
+        first = tasks[0]
+        prompts = [t.prompt for t in tasks for _ in range(t.n)]
+        negatives = [t.negative_prompt or "" for t in tasks for _ in range(t.n)]
+        device = self.info.device
+        generators = [self._torch.Generator(device=device).manual_seed(t.seed + i) for t in tasks for i in range(t.n)]
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "height": first.height,
+            "width": first.width,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance_scale,
+            "generator": generators,
+        }
+        # An empty negative prompt is what the pipeline uses without one; leaving it out keeps
+        # pipelines that take no negative prompt working.
+        if any(negatives):
+            kwargs["negative_prompt"] = negatives
+        stopped = False
+        if should_stop is not None and "callback_on_step_end" in inspect.signature(self.pipe.__call__).parameters:
+
+            def on_step_end(pipe, step, timestep, callback_kwargs):
+                nonlocal stopped
+                if should_stop():
+                    stopped = True
+                    pipe._interrupt = True
+                return callback_kwargs
+
+            kwargs["callback_on_step_end"] = on_step_end
+        with self._lock, self._torch.inference_mode():
+            self.pipe.scheduler = self._scheduler(first.scheduler)
+            images = self.pipe(**kwargs).images
+        if stopped:
+            raise GenerationStopped("every request in this batch was cancelled")
+        out, start = [], 0
+        for task in tasks:
+            out.append(images[start : start + task.n])
+            start += task.n
+        return out
+
+    def _scheduler(self, name: str | None):
+        if name not in self._schedulers:
+            import diffusers
+
+            cls = getattr(diffusers, SCHEDULERS[name])  # type: ignore[index]  # check() allows only known names
+            self._schedulers[name] = cls.from_config(self._schedulers[None].config)
+        return self._schedulers[name]
+
+    def provenance(self, task: ImageTask, index: int) -> dict[str, Any]:
+        """What goes into image `index` of `task`: enough to make it again."""
+        return {
+            "generated_by": GENERATED_BY,
+            "model": self.info.name,
+            "model_revision": self.info.revision,
+            "pipeline": self.info.pipeline,
+            "prompt": task.prompt,
+            "negative_prompt": task.negative_prompt,
+            "seed": task.seed + index,
+            "width": task.width,
+            "height": task.height,
+            "steps": task.steps,
+            "guidance_scale": task.guidance_scale,
+            "scheduler": task.scheduler or self.info.default_scheduler,
+            **task.provenance,
+        }
+
+
+def encode_png(image, provenance: dict[str, Any]) -> bytes:
+    """PNG bytes with the provenance JSON in a text chunk, plus the standard Software chunk."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from genloom import __version__
+
+    info = PngInfo()
+    info.add_text("Software", f"Genloom {__version__}")
+    info.add_text(PROVENANCE_KEY, json.dumps(provenance, sort_keys=True, separators=(",", ":")))
+    out = io.BytesIO()
+    image.save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def read_provenance(png: bytes) -> dict[str, Any] | None:
+    """The provenance a Genloom PNG carries; None for a PNG without it."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        text = getattr(image, "text", {}).get(PROVENANCE_KEY)
+    return json.loads(text) if text else None

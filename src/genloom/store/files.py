@@ -1,0 +1,115 @@
+"""Stored files: bytes in a blob store under their content hash, a row per owner in SQL.
+
+The blob store here is a directory (the embedded mode); its interface (put/get by sha256) is
+what an S3-compatible store implements for the scaled-out mode."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from genloom.store.database import Database
+from genloom.store.schema import FileRow
+
+_files: Table = FileRow.__table__  # type: ignore[assignment]
+
+
+class FileNotFound(LookupError):
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"no file with id '{file_id}'")
+        self.file_id = file_id
+
+
+class FileBlobStore:
+    """Blobs as files named by their sha256 under `root` (two levels of fan-out)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def _path(self, sha256: str) -> Path:
+        return self._root / sha256[:2] / sha256[2:4] / sha256
+
+    def put(self, data: bytes) -> str:
+        """Store `data` (once: the same bytes are one blob) and return its sha256."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        path = self._path(sha256)
+        if path.exists():
+            return sha256
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside, then renamed: a reader never sees half a file, a crash leaves no blob.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return sha256
+
+    def get(self, sha256: str) -> bytes:
+        return self._path(sha256).read_bytes()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileRecord:
+    id: str
+    tenant: str
+    sha256: str
+    bytes: int
+    content_type: str
+    purpose: str
+    job_id: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+def file_id(sha256: str) -> str:
+    """A file's id is its content hash: the same bytes always have the same name."""
+    return f"file-{sha256}"
+
+
+class FileStore:
+    def __init__(self, *, database: Database, blobs: FileBlobStore) -> None:
+        self._database = database
+        self._blobs = blobs
+
+    async def add(
+        self, data: bytes, *, tenant: str, content_type: str, purpose: str, job_id: str | None,
+        metadata: dict[str, Any], at: datetime,
+    ) -> FileRecord:
+        """Write the blob, then its row; storing the same bytes for the same tenant again is a no-op."""
+        sha256 = await asyncio.to_thread(self._blobs.put, data)
+        record = FileRecord(
+            id=file_id(sha256), tenant=tenant, sha256=sha256, bytes=len(data), content_type=content_type,
+            purpose=purpose, job_id=job_id, metadata=metadata, created_at=at,
+        )
+        try:
+            async with self._database.engine.begin() as conn:
+                await conn.execute(insert(_files).values(**record.__dict__))
+        except IntegrityError:
+            return await self.get(record.id, tenant=tenant)
+        return record
+
+    async def get(self, file_id: str, *, tenant: str | None) -> FileRecord:
+        """The file's record; for a tenant, only its own (None: any owner's, for signed URLs and admins)."""
+        query = select(_files).where(_files.c.id == file_id).limit(1)
+        if tenant is not None:
+            query = query.where(_files.c.tenant == tenant)
+        async with self._database.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            raise FileNotFound(file_id)
+        return FileRecord(**row)
+
+    async def content(self, record: FileRecord) -> bytes:
+        return await asyncio.to_thread(self._blobs.get, record.sha256)

@@ -1,0 +1,138 @@
+"""The loop that turns queued image jobs into batched pipeline calls on one model.
+
+It takes what is queued (in the scheduler's order, up to `max_batch_images` images), waits a
+few milliseconds for company, groups the jobs that can share a denoising batch (same size,
+steps, guidance scale and scheduler) and runs each group as one call. Every job gets
+`JobStarted` when its group starts, then exactly one `ImagesReady` or `JobFailed`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from genloom.queue import InMemoryQueue, Job, JobFailed, JobStarted
+from genloom.runtimes.image import ImageInputError, ImageRuntime, ImageTask, encode_png
+
+log = logging.getLogger("genloom.worker")
+
+
+@dataclass(frozen=True)
+class ImagesReady:
+    """A job's result: PNG bytes (provenance inside) and the provenance itself, per image."""
+
+    pngs: list[bytes]
+    provenance: list[dict[str, Any]]
+
+
+class ImageWorker:
+    def __init__(
+        self,
+        *,
+        runtime: ImageRuntime,
+        queue: InMemoryQueue,
+        max_batch_images: int = 8,
+        batch_wait_s: float = 0.005,
+        idle_wait_s: float = 0.05,
+    ) -> None:
+        if max_batch_images < 1:
+            raise ValueError(f"max_batch_images must be at least 1, got {max_batch_images}")
+        if batch_wait_s < 0:
+            raise ValueError(f"batch_wait_s must be >= 0, got {batch_wait_s}")
+        self._runtime = runtime
+        self._queue = queue
+        self.max_batch_images = max_batch_images
+        self._batch_wait_s = batch_wait_s
+        self._idle_wait_s = idle_wait_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"image-worker-{runtime.name}", daemon=True)
+        self._held: list[Job] = []  # taken and not answered yet
+        self.model = runtime.name
+        self.batch_sizes: list[int] = []  # images per pipeline call, so tests and metrics can see batching
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the current batch; jobs taken but not answered are failed (retryable), never dropped."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def run_burst(self) -> int:
+        """Run what is queued now, then return how many jobs were answered (for tests and tools)."""
+        answered = 0
+        while jobs := self._take(wait_s=0.0):
+            answered += self._run_jobs(jobs)
+        return answered
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            jobs = self._take(wait_s=self._idle_wait_s)
+            if jobs:
+                self._run_jobs(jobs)
+        self._fail_held("the server shut down before this request finished")
+
+    def _take(self, wait_s: float) -> list[Job]:
+        jobs = self._queue.take([self.model], max_rows=self.max_batch_images, timeout=wait_s)
+        rows = sum(job.rows for job in jobs)
+        if jobs and rows < self.max_batch_images and self._batch_wait_s > 0:
+            # A moment's wait lets requests arriving together share one denoising batch.
+            jobs += self._queue.take([self.model], max_rows=self.max_batch_images - rows, timeout=self._batch_wait_s)
+        self._held = list(jobs)
+        return jobs
+
+    def _run_jobs(self, jobs: list[Job]) -> int:
+        groups: dict[tuple, list[Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.payload.batch_key, []).append(job)
+        answered = 0
+        for group in groups.values():
+            if self._stop.is_set():
+                return answered  # _run fails what is held
+            group = [job for job in group if not job.cancelled]
+            if not group:
+                continue
+            for job in group:
+                job.emit(JobStarted())
+            if self._generate(group):
+                answered += len(group)
+            elif len(group) > 1:
+                # One bad job must not fail its batch company: run each alone, so only that one fails.
+                answered += sum(self._generate([job]) for job in group)
+            self._held = [job for job in self._held if job not in group]
+        return answered
+
+    def _generate(self, jobs: list[Job]) -> bool:
+        """Run `jobs` as one batch and answer each; False when it failed (a lone job is told why)."""
+        tasks: list[ImageTask] = [job.payload for job in jobs]
+        try:
+            images = self._runtime.generate(tasks, should_stop=lambda: all(job.cancelled for job in jobs))
+            answers = []
+            for task, pictures in zip(tasks, images):
+                provenance = [self._runtime.provenance(task, i) for i in range(len(pictures))]
+                answers.append(ImagesReady([encode_png(p, m) for p, m in zip(pictures, provenance)], provenance))
+        except Exception as e:  # a model failure must not kill the worker or strand the clients
+            log.exception("generating images for %d jobs failed on model %s", len(jobs), self.model)
+            if len(jobs) == 1:
+                jobs[0].emit(JobFailed(self._failure(e), retryable=not isinstance(e, ImageInputError), before_output=True))
+            return False
+        self.batch_sizes.append(sum(task.n for task in tasks))
+        for job, answer in zip(jobs, answers):
+            if not job.cancelled:
+                job.emit(answer)
+        return True
+
+    def _failure(self, e: Exception) -> str:
+        # Input errors are the client's to fix and safe to show; anything else names only its type.
+        detail = str(e) if isinstance(e, ImageInputError) else type(e).__name__
+        return f"image generation failed on model {self.model}: {detail}"
+
+    def _fail_held(self, message: str) -> None:
+        for job in self._held:
+            job.emit(JobFailed(message, retryable=True, shutdown=True))
+        self._held = []
