@@ -13,6 +13,7 @@ import yaml
 from rich.console import Console
 
 from genloom.cli.admin import keys_app, tenants_app
+from genloom.cli.images import images_app
 from genloom.cli.jobs import jobs_app
 from genloom.config import ConfigError, Settings, load_settings
 
@@ -26,6 +27,7 @@ app.add_typer(builtin_app, name="builtin")
 builtin_app.add_typer(builtin_train_app, name="train")
 app.add_typer(bench_app, name="bench")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(images_app, name="images")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 
@@ -140,4 +142,15 @@ def bench_text(ctx: typer.Context) -> None:
         err.print("[bold red]error:[/] run benchmarks from the root of a Genloom source checkout (bench/text_bench.py)")
         raise typer.Exit(2)
     module = runpy.run_path(str(script), run_name="genloom_bench_text")
+    raise typer.Exit(module["main"](list(ctx.args)))
+
+
+@bench_app.command("image", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_image(ctx: typer.Context) -> None:
+    """Images/s batched against one-at-a-time diffusers, and the built-in's accuracy (bench/image_bench.py --help)."""
+    script = Path("bench/image_bench.py")
+    if not script.is_file():
+        err.print("[bold red]error:[/] run benchmarks from the root of a Genloom source checkout (bench/image_bench.py)")
+        raise typer.Exit(2)
+    module = runpy.run_path(str(script), run_name="genloom_bench_image")
     raise typer.Exit(module["main"](list(ctx.args)))
