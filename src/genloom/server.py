@@ -9,9 +9,11 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -265,7 +267,12 @@ class GenloomServer:
         )
         images = self.settings.images
         batch = model.max_batch_size or images.max_batch_images
-        worker = ImageWorker(runtime=runtime, queue=self.queue, max_batch_images=batch, batch_wait_s=images.batch_wait_s)
+        async_images = max(1, batch - batch // 4)  # a quarter of each batch is kept for realtime requests
+        worker = ImageWorker(
+            runtime=runtime, queue=self.queue, max_batch_images=batch, batch_wait_s=images.batch_wait_s,
+            max_async_images=async_images,
+        )
+        self.jobs.async_rows[model.name] = async_images
         worker.start()
         self.images.batch_limits[model.name] = batch
         self.image_runtimes[model.name] = runtime
@@ -353,17 +360,19 @@ def _url_signing_key(settings: Settings) -> bytes:
     path = settings.resolved_data_dir() / "url-signing.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".url-signing.key.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".url-signing.key.")  # owner-only
         with os.fdopen(fd, "wb") as f:
             f.write(os.urandom(32))
         try:
-            os.link(tmp, path)  # fails when another process made the key first: theirs stands
+            os.link(tmp, path)  # complete before it has the name; fails when another process made it first
         except FileExistsError:
             pass
         finally:
-            tmp.unlink()
-    return path.read_bytes()
+            Path(tmp).unlink(missing_ok=True)
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise ValueError(f"{path} holds {len(key)} bytes, not a 32-byte key; delete it to make a new one")
+    return key
 
 
 def _row_policy(settings: Settings, batch_size: int) -> dict:

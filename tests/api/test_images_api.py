@@ -69,6 +69,8 @@ def test_url_answer_is_a_signed_link_that_works_without_a_key(client, http):
         assert link.path.split("/")[3] == "file-" + hashlib.sha256(fetched.content).hexdigest()
     tampered = result.data[0].url.replace("signature=", "signature=0")
     assert httpx.get(tampered).status_code == 404
+    not_ascii = httpx.URL(result.data[0].url).copy_set_param("signature", "é" * 64)
+    assert httpx.get(not_ascii).status_code == 404
     expired = httpx.URL(result.data[0].url).copy_set_param("expires", "1")
     assert httpx.get(expired).status_code == 404
 
@@ -105,6 +107,8 @@ def test_the_stored_file_records_its_provenance(client, http):
     [
         ({"size": "33x32"}, "size", 400),
         ({"size": "huge"}, "size", 400),
+        ({"size": "³²x32"}, "size", 400),
+        ({"size": "1" * 5000 + "x32"}, "size", 400),
         ({"size": "4096x4096"}, "size", 400),
         ({"n": 5}, "n", 400),
         ({"n": 0}, "n", 400),
@@ -151,7 +155,9 @@ def test_an_image_job_completes_with_stored_pictures(http):
     data = job["result"]["data"]
     assert [item["seed"] for item in data] == [5, 6]
     for item in data:
-        png = base64.b64decode(item["b64_json"])
+        # A stored result holds links to the files, not the pictures or links that expire.
+        assert "b64_json" not in item and item["url"] == f"/v1/files/{item['file_id']}/content"
+        png = http.get(item["url"]).content
         meta = read_provenance(png)
         assert meta["job_id"] == job_id and meta["prompt"] == "a purple star"
         record = http.get(f"/v1/files/{item['file_id']}").json()

@@ -78,5 +78,13 @@ def test_assembly_makes_a_directory_stable_diffusion_loads(tmp_path: Path):
     pipe.set_progress_bar_config(disable=True)
     image = pipe("a red circle", num_inference_steps=2, output_type="np").images[0]
     assert image.shape == (32, 32, 3)
-    # Assembling again replaces the directory rather than failing on what is there.
+    # Assembling again keeps a directory that matches; a changed shipped file rebuilds it.
+    marker = (assembled / ".genloom-assembled.json").stat().st_mtime_ns
     im.assemble(tmp_path / "shipped", tmp_path / "assembled")
+    assert (assembled / ".genloom-assembled.json").stat().st_mtime_ns == marker
+    (tmp_path / "shipped" / "scheduler" / "scheduler_config.json").write_text(
+        (tmp_path / "shipped" / "scheduler" / "scheduler_config.json").read_text().replace("1000", "999")
+    )
+    rebuilt = im.assemble(tmp_path / "shipped", tmp_path / "assembled")
+    assert "999" in (rebuilt / "scheduler" / "scheduler_config.json").read_text()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left aside

@@ -424,3 +424,24 @@ async def test_check_refuses_a_naive_wall_clock(clock: FakeTime) -> None:
     limiter = InMemoryRateLimiter(clock=clock.monotonic, wall_clock=lambda: datetime(2025, 1, 1))
     with pytest.raises(ValueError, match="timezone-aware"):
         await admit(limiter, tenant_limits=Limits(tokens_per_day=10), tokens=1)
+
+
+async def test_pictures_never_made_give_their_daily_quota_back(limiter: RateLimiter) -> None:
+    limits = Limits(images_per_day=4)
+    failed = await admit(limiter, key_limits=limits, tenant_limits=limits, images=3)
+    await limiter.settle(failed, tokens_used=0, images_made=0)  # the generation failed: all three back
+    partly = await admit(limiter, key_limits=limits, tenant_limits=limits, images=4)
+    await limiter.settle(partly, tokens_used=0, images_made=3)  # one of four was not made
+    await admit(limiter, key_limits=limits, tenant_limits=limits, images=1)
+    with pytest.raises(RateLimited):
+        await admit(limiter, key_limits=limits, tenant_limits=limits, images=1)
+    kept = await admit(limiter, tenant=other_tenant(), tenant_limits=Limits(images_per_day=2), images=2)
+    await limiter.settle(kept, tokens_used=0)  # a token settlement leaves the images charged
+    with pytest.raises(RateLimited):
+        await admit(limiter, tenant=other_tenant(), tenant_limits=Limits(images_per_day=2), images=1)
+    with pytest.raises(ValueError):
+        await limiter.settle(kept, tokens_used=0, images_made=3)
+
+
+def other_tenant() -> str:
+    return "globex"

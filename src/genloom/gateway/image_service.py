@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import random
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ MAX_PROMPT_CHARS = 4000  # OpenAI's limit for its larger image models
 MAX_GUIDANCE = 30.0
 MAX_SEED = 2**63 - 1
 _PROBE_INTERVAL_S = 0.25
+_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class UrlSigner:
     """HMAC-signed, expiring links to stored files, so an <img src> works without an API key."""
 
     def __init__(self, key: bytes, ttl_s: int, clock: Callable[[], float] = time.time) -> None:
+        if len(key) < 16:
+            raise ValueError("a URL signing key needs at least 16 bytes")
         self._key, self._ttl_s, self._clock = key, ttl_s, clock
 
     def _signature(self, file_id: str, expires: int) -> str:
@@ -90,7 +94,8 @@ class UrlSigner:
         return f"/v1/files/{file_id}/content?expires={expires}&signature={self._signature(file_id, expires)}"
 
     def valid(self, file_id: str, expires: int, signature: str) -> bool:
-        return expires >= self._clock() and hmac.compare_digest(signature, self._signature(file_id, expires))
+        expected = self._signature(file_id, expires).encode()
+        return expires >= self._clock() and hmac.compare_digest(signature.encode("utf-8", "replace"), expected)
 
 
 class ImageService:
@@ -173,10 +178,10 @@ class ImageService:
         info = runtime.info
         if size is None or size == "auto":
             return info.default_size, info.default_size
-        parts = size.lower().split("x")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        match = _SIZE.fullmatch(size.lower())
+        if match is None:
             raise InvalidRequest(f"size must look like '{info.default_size}x{info.default_size}' (WIDTHxHEIGHT) or 'auto'", param="size")
-        width, height = int(parts[0]), int(parts[1])
+        width, height = int(match[1]), int(match[2])
         m, top = info.size_multiple, self._settings.max_side
         if not (m <= width <= top and m <= height <= top) or width % m or height % m:
             raise InvalidRequest(
@@ -191,6 +196,11 @@ class ImageService:
         t = prepared.task
         side = self._runtimes[prepared.model].info.default_size
         return max(1.0, t.n * t.steps * (t.width * t.height) / (side * side))
+
+    async def refund(self, admission: Admission | None) -> None:
+        """Give the image quota back for pictures that were never made."""
+        if admission is not None and self._limiter is not None:
+            await self._limiter.settle(admission, tokens_used=0, images_made=0)
 
     async def admit(self, request: ImageRequest, prepared: PreparedImage) -> Admission | None:
         """Charge requests per minute and the daily image quota (429 when over)."""
@@ -212,7 +222,8 @@ class ImageService:
         """Queue the request as one realtime job and answer with its stored pictures; None when
         the client went away first (its job is cancelled then)."""
         prepared = self.prepare(request)
-        await self.admit(request, prepared)  # image quotas are charged on admission; nothing to settle
+        admission = await self.admit(request, prepared)
+        made = False
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[object] = asyncio.Queue()
 
@@ -225,8 +236,11 @@ class ImageService:
         job = self.job(prepared, id=request.id, emit=emit, request_class=RequestClass.REALTIME, tier=request.tier, tenant=request.tenant)
         try:
             self._queue.submit(job)
-        except QueueClosed as e:
-            raise NotReady("the server is shutting down; retry on another replica") from e
+        except BaseException as e:
+            await self.refund(admission)
+            if isinstance(e, QueueClosed):
+                raise NotReady("the server is shutting down; retry on another replica") from e
+            raise
         self.in_flight += 1
         try:
             while True:
@@ -234,6 +248,7 @@ class ImageService:
                 if event is None:
                     return None
                 if isinstance(event, ImagesReady):
+                    made = True
                     return await self.result_body(request, event, base_url=base_url, job_id=None)
                 if isinstance(event, JobFailed):
                     if event.shutdown:
@@ -243,6 +258,8 @@ class ImageService:
             job.cancel()
             self._queue.remove(job.id)
             self.in_flight -= 1
+            if not made:  # failed, refused or abandoned: only pictures made count against the quota
+                await self.refund(admission)
 
     async def _next_event(self, events: asyncio.Queue[object], disconnected: DisconnectProbe) -> object | None:
         while True:
@@ -255,7 +272,9 @@ class ImageService:
     async def result_body(self, request: ImageRequest, ready: ImagesReady, *, base_url: str, job_id: str | None) -> dict[str, Any]:
         """Store every picture (provenance recorded) and build OpenAI's response: b64_json or a signed url.
 
-        Each item also names its stored `file_id` and `seed`, so a picture can be fetched again or remade."""
+        Each item also names its stored `file_id` and `seed`, so a picture can be fetched again or remade.
+        A job's result is stored and read much later, so it holds neither the pictures nor a link
+        that expires: its `url` is the file's content route, read with the tenant's key."""
         now = datetime.now(UTC)
         data = []
         for png, provenance in zip(ready.pngs, ready.provenance):
@@ -264,7 +283,9 @@ class ImageService:
                 metadata=provenance, at=now,
             )
             item: dict[str, Any] = {"revised_prompt": None, "file_id": record.id, "seed": provenance["seed"]}
-            if request.response_format == "url":
+            if job_id is not None:
+                item["url"] = f"/v1/files/{record.id}/content"
+            elif request.response_format == "url":
                 item["url"] = base_url + self.signer.path(record.id)
             else:
                 item["b64_json"] = base64.b64encode(png).decode("ascii")

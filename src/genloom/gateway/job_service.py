@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from genloom.config import JobsSettings
-from genloom.gateway.errors import InvalidRequest, ModelNotFound, NotReady
+from genloom.gateway.errors import InvalidRequest, ModelNotFound
 from genloom.gateway.image_service import IMAGES_ENDPOINT, ImageRequest, ImageService, PreparedImage
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
 from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host
@@ -194,22 +194,28 @@ class JobService:
         request = submission.request
         assert isinstance(request, ImageRequest)
         prepared = images.prepare(request)
+        rows = self.async_rows.get(request.model)
+        if rows is not None and request.n > rows:
+            raise InvalidRequest(f"n must be at most {rows} for a job on model {request.model}", param="body.n")
         # The seed is fixed now, so a retry or a recovered job makes the same pictures.
         submission = replace(submission, request=replace(request, seed=prepared.task.seed))
         if submission.callback_url is not None:
             await self._check_callback(submission.callback_url)
         place = self._queue.reserve(model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant)
+        admission, created = None, False
         try:
-            # The daily image quota is charged at submission (a replayed submission is charged too:
-            # image quotas have no refund yet).
-            await images.admit(request, prepared)
-            return await self._store_and_queue(submission, prepared, place, utc_now(), images.cost(prepared))
+            # The daily image quota is charged at submission; a refused or replayed submission gets it back.
+            admission = await images.admit(request, prepared)
+            view, created = await self._store_and_queue(submission, prepared, place, utc_now(), images.cost(prepared))
+            return view, created
         finally:
             self._queue.release(place)
+            if not created:
+                await images.refund(admission)
 
     def _image_service(self) -> ImageService:
         if self._images is None:
-            raise NotReady("this server serves no image models")
+            raise ModelNotFound("an image model", [])
         return self._images
 
     async def _store_and_queue(
@@ -327,7 +333,7 @@ class JobService:
                     prepared = self._image_service().prepare(request)
                 else:
                     prepared = self._text.prepare(request)
-            except (ModelNotFound, InvalidRequest, NotReady) as e:  # the configuration changed since it was accepted
+            except (ModelNotFound, InvalidRequest) as e:  # the configuration changed since it was accepted
                 await self._fail_unrunnable(record, str(e))
                 return
         if isinstance(prepared, PreparedImage):

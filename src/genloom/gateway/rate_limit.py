@@ -153,6 +153,7 @@ class Admission:
     headers: Mapping[str, str]
     token_buckets: tuple[tuple[BucketKey, int], ...] = field(default=(), repr=False)  # with their limit then
     token_days: tuple[DayKey, ...] = field(default=(), repr=False)
+    image_days: tuple[DayKey, ...] = field(default=(), repr=False)
 
 
 class RateLimiter(Protocol):
@@ -162,7 +163,7 @@ class RateLimiter(Protocol):
         self, *, key_id: str, tenant_id: str, key_limits: Limits, tenant_limits: Limits, tokens: int, images: int = 0
     ) -> Admission: ...
 
-    async def settle(self, admission: Admission, *, tokens_used: int) -> None: ...
+    async def settle(self, admission: Admission, *, tokens_used: int, images_made: int | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -228,12 +229,16 @@ class InMemoryRateLimiter:
             key_id, tenant_id, tokens, images, _headers(verdicts),
             token_buckets=tuple((v.key, v.value) for v in verdicts if v.limit == "tokens_per_minute"),
             token_days=tuple(v.key for v in verdicts if v.limit == "tokens_per_day"),
+            image_days=tuple(v.key for v in verdicts if v.limit == "images_per_day"),
         )
 
-    async def settle(self, admission: Admission, *, tokens_used: int) -> None:
-        """Correct the token reservation to the real count; call it once per admission."""
+    async def settle(self, admission: Admission, *, tokens_used: int, images_made: int | None = None) -> None:
+        """Correct the token reservation to the real count, and the image quota to the pictures
+        made (None leaves it charged); call it once per admission."""
         if tokens_used < 0:
             raise ValueError(f"tokens_used must be >= 0, got {tokens_used}")
+        if images_made is not None and not 0 <= images_made <= admission.images:
+            raise ValueError(f"images_made must be in [0, {admission.images}], got {images_made}")
         unused = admission.tokens - tokens_used
         for key, value in admission.token_buckets:
             bucket = self._buckets.get(key) or self._bucket(key, value)  # a swept bucket was full
@@ -245,6 +250,10 @@ class InMemoryRateLimiter:
         for key in admission.token_days:
             if key[3] == today:  # a past day's quota is over; nothing is left to correct
                 self._used[key] = max(0, self._used.get(key, 0) - unused)
+        if images_made is not None:
+            for key in admission.image_days:
+                if key[3] == today:
+                    self._used[key] = max(0, self._used.get(key, 0) - (admission.images - images_made))
 
     def sweep(self) -> None:
         """Drop full buckets (a new bucket starts full, so nothing is lost) and past days' counters."""

@@ -188,7 +188,7 @@ class ImageRuntime:
             self.pipe.scheduler = self._scheduler(first.scheduler)
             images = self.pipe(**kwargs).images
         if stopped:
-            raise GenerationStopped("every request in this batch was cancelled")
+            raise GenerationStopped("the batch was stopped: its requests were cancelled or the server is stopping")
         out, start = [], 0
         for task in tasks:
             out.append(images[start : start + task.n])

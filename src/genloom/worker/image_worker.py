@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from genloom.queue import InMemoryQueue, Job, JobFailed, JobStarted
-from genloom.runtimes.image import ImageInputError, ImageRuntime, ImageTask, encode_png
+from genloom.queue import InMemoryQueue, Job, JobFailed, JobStarted, RequestClass
+from genloom.runtimes.image import GenerationStopped, ImageInputError, ImageRuntime, ImageTask, encode_png
 
 log = logging.getLogger("genloom.worker")
 
@@ -33,11 +34,16 @@ class ImageWorker:
         runtime: ImageRuntime,
         queue: InMemoryQueue,
         max_batch_images: int = 8,
+        max_async_images: int | None = None,
         batch_wait_s: float = 0.005,
         idle_wait_s: float = 0.05,
     ) -> None:
         if max_batch_images < 1:
             raise ValueError(f"max_batch_images must be at least 1, got {max_batch_images}")
+        # Async jobs may not fill a batch: a realtime request then waits at most one batch of its own.
+        self.max_async_images = max_batch_images if max_async_images is None else max_async_images
+        if not 1 <= self.max_async_images <= max_batch_images:
+            raise ValueError(f"max_async_images must be in [1, {max_batch_images}], got {max_async_images}")
         if batch_wait_s < 0:
             raise ValueError(f"batch_wait_s must be >= 0, got {batch_wait_s}")
         self._runtime = runtime
@@ -49,7 +55,7 @@ class ImageWorker:
         self._thread = threading.Thread(target=self._run, name=f"image-worker-{runtime.name}", daemon=True)
         self._held: list[Job] = []  # taken and not answered yet
         self.model = runtime.name
-        self.batch_sizes: list[int] = []  # images per pipeline call, so tests and metrics can see batching
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # images per recent pipeline call, so tests and metrics can see batching
 
     def start(self) -> None:
         self._thread.start()
@@ -72,17 +78,25 @@ class ImageWorker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            jobs = self._take(wait_s=self._idle_wait_s)
-            if jobs:
-                self._run_jobs(jobs)
+            try:
+                jobs = self._take(wait_s=self._idle_wait_s)
+                if jobs:
+                    self._run_jobs(jobs)
+            except Exception:  # the thread must outlive any one batch; its jobs may run again
+                log.exception("image worker for %s: a batch failed outside generation", self.model)
+                self._fail_held("the image worker failed; retry the request")
         self._fail_held("the server shut down before this request finished")
 
     def _take(self, wait_s: float) -> list[Job]:
-        jobs = self._queue.take([self.model], max_rows=self.max_batch_images, timeout=wait_s)
+        jobs = self._queue.take([self.model], max_rows=self.max_batch_images, timeout=wait_s, max_async_rows=self.max_async_images)
         rows = sum(job.rows for job in jobs)
         if jobs and rows < self.max_batch_images and self._batch_wait_s > 0:
             # A moment's wait lets requests arriving together share one denoising batch.
-            jobs += self._queue.take([self.model], max_rows=self.max_batch_images - rows, timeout=self._batch_wait_s)
+            async_rows = sum(job.rows for job in jobs if job.request_class is RequestClass.ASYNC)
+            jobs += self._queue.take(
+                [self.model], max_rows=self.max_batch_images - rows, timeout=self._batch_wait_s,
+                max_async_rows=max(0, self.max_async_images - async_rows),
+            )
         self._held = list(jobs)
         return jobs
 
@@ -101,9 +115,9 @@ class ImageWorker:
                 job.emit(JobStarted())
             if self._generate(group):
                 answered += len(group)
-            elif len(group) > 1:
+            elif len(group) > 1 and not self._stop.is_set():
                 # One bad job must not fail its batch company: run each alone, so only that one fails.
-                answered += sum(self._generate([job]) for job in group)
+                answered += sum(self._generate([job]) for job in group if not job.cancelled)
             self._held = [job for job in self._held if job not in group]
         return answered
 
@@ -111,15 +125,22 @@ class ImageWorker:
         """Run `jobs` as one batch and answer each; False when it failed (a lone job is told why)."""
         tasks: list[ImageTask] = [job.payload for job in jobs]
         try:
-            images = self._runtime.generate(tasks, should_stop=lambda: all(job.cancelled for job in jobs))
+            images = self._runtime.generate(
+                tasks, should_stop=lambda: self._stop.is_set() or all(job.cancelled for job in jobs)
+            )
             answers = []
             for task, pictures in zip(tasks, images):
                 provenance = [self._runtime.provenance(task, i) for i in range(len(pictures))]
                 answers.append(ImagesReady([encode_png(p, m) for p, m in zip(pictures, provenance)], provenance))
+        except GenerationStopped:
+            # Everyone left (nothing to answer), or the server stops (_run fails what is held, retryable).
+            return not self._stop.is_set()
         except Exception as e:  # a model failure must not kill the worker or strand the clients
             log.exception("generating images for %d jobs failed on model %s", len(jobs), self.model)
             if len(jobs) == 1:
-                jobs[0].emit(JobFailed(self._failure(e), retryable=not isinstance(e, ImageInputError), before_output=True))
+                # The client's input, or a call this pipeline cannot take, fails the same way every time.
+                retryable = not isinstance(e, (ImageInputError, TypeError, ValueError))
+                jobs[0].emit(JobFailed(self._failure(e), retryable=retryable, before_output=True))
             return False
         self.batch_sizes.append(sum(task.n for task in tasks))
         for job, answer in zip(jobs, answers):
