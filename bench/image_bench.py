@@ -45,6 +45,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--guidance-scale", type=float, default=4.0)
     p.add_argument("--size", help="WIDTHxHEIGHT [default: the model's own]")
     p.add_argument("--max-batch-images", type=int, default=8, help="genloom's images.max_batch_images")
+    p.add_argument("--batch-wait-s", type=float, help="genloom's images.batch_wait_s [default: the setting's default]")
+    p.add_argument("--torch-threads", type=int, default=0, help="genloom's runtime.torch_threads (0: torch's default)")
     p.add_argument("--device", default="auto", help="torch device for both sides")
     p.add_argument("--accuracy", type=int, default=0, metavar="N", help="also grade N generations of the built-in (colour, shape)")
     p.add_argument("--write", type=Path, help="write the results into this markdown file (docs/benchmarks.md)")
@@ -111,8 +113,9 @@ def genloom_serving(path: Path, args: argparse.Namespace, tmp: Path) -> dict:
     config = {
         "builtin_models": False, "data_dir": str(tmp / "data"), "auth": "disabled",
         "models": [{"name": "bench-image", "path": str(path), "kind": "image"}],
-        "images": {"max_batch_images": args.max_batch_images, "max_images_per_request": 1},
-        "runtime": {"device": args.device},
+        "images": {"max_batch_images": args.max_batch_images, "max_images_per_request": 1}
+        | ({"batch_wait_s": args.batch_wait_s} if args.batch_wait_s is not None else {}),
+        "runtime": {"device": args.device, "torch_threads": args.torch_threads},
     }
     config_file = tmp / "genloom.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -234,7 +237,8 @@ def main(argv: list[str]) -> int:
 
     lines = [
         SECTION, "", f"Command: `{command}`", "", f"Date: {date}", "", f"Machine: {machine}.", "",
-        f"Genloom: `genloom serve` with `images.max_batch_images: {args.max_batch_images}`, {args.clients} concurrent "
+        f"Genloom: `genloom serve` with `images.max_batch_images: {args.max_batch_images}`, "
+        f"`runtime.torch_threads: {args.torch_threads}`, {args.clients} concurrent "
         f"clients posting one-image requests back to back over HTTP. Peer: the same diffusers pipeline called once per "
         "request, one request at a time, in-process (no HTTP), after one warm-up call each.", "",
         "| server | images | wall s | images/s | latency p50 ms | latency p99 ms |",

@@ -14,13 +14,19 @@ import pytest
 from PIL import Image
 
 from genloom.runtimes.image import read_provenance
+from genloom.worker.image_worker import ImageWorker
 from tests.api.conftest import running_server
+
+image_worker: ImageWorker  # the server's, set by the fixture
 
 
 @pytest.fixture(scope="module")
 def images_server(tmp_path_factory, tiny_model_dir, tiny_image_model_dir) -> Iterator[str]:
     models = [{"name": "tiny", "path": str(tiny_model_dir)}, {"name": "tiny-sd", "path": str(tiny_image_model_dir), "kind": "image", "default_steps": 3}]
-    with running_server(tmp_path_factory.mktemp("images"), tiny_model_dir, models=models, images={"max_batch_images": 4, "max_images_per_request": 4}) as (base, _):
+    images = {"max_batch_images": 4, "max_images_per_request": 4, "batch_wait_s": 0.05}
+    with running_server(tmp_path_factory.mktemp("images"), tiny_model_dir, models=models, images=images) as (base, server):
+        global image_worker
+        image_worker = next(w for w in server.workers if isinstance(w, ImageWorker))
         yield base
 
 
@@ -52,6 +58,26 @@ def test_b64_json_answer_is_a_png_with_its_provenance(client):
     # The same seed makes the same picture.
     again = client.images.generate(model="tiny-sd", prompt="a red circle on a white background", extra_body={"seed": 7})
     assert decode(base64.b64decode(again.data[0].b64_json)).tobytes() == decode(png).tobytes()
+
+
+def test_concurrent_requests_share_a_batch_and_each_gets_its_own_picture(client):
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+
+    requests = [("a red circle", 21), ("a blue star", 22), ("a green square", 23), ("a white triangle", 24)]
+
+    def generate(prompt_seed):
+        prompt, seed = prompt_seed
+        result = client.images.generate(model="tiny-sd", prompt=prompt, extra_body={"seed": seed})
+        return np.asarray(decode(base64.b64decode(result.data[0].b64_json)).convert("RGB"), dtype=float)
+
+    before = len(image_worker.batch_sizes)
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(generate, requests))
+    assert max(list(image_worker.batch_sizes)[before:]) > 1  # some of them were denoised together
+    for picture, request in zip(together, requests):
+        alone = generate(request)
+        assert np.abs(picture - alone).max() <= 1.0
 
 
 def test_url_answer_is_a_signed_link_that_works_without_a_key(client, http):

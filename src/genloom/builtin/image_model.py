@@ -224,9 +224,6 @@ class ImageModelConfig:
     vae_whole_steps: int = 300
     vae_batch_size: int = 32
     vae_learning_rate: float = 1.5e-3
-    decoder_steps: int = 1_200  # decoder-only fine-tuning on whole pictures (the latent space stays as it is)
-    decoder_batch_size: int = 16
-    decoder_learning_rate: float = 5e-4
     unet_steps: int = 5_000
     batch_size: int = 48
     learning_rate: float = 1e-3
@@ -387,49 +384,6 @@ def train_vae(cfg: ImageModelConfig, images: torch.Tensor, work_dir: Path, conso
     return vae.eval()
 
 
-def finetune_decoder(cfg: ImageModelConfig, vae, images: torch.Tensor, work_dir: Path, console=None):
-    """Sharpen the decoder with the encoder frozen, so latents (and the UNet trained on them)
-    do not change. Figure pixels weigh five times the background: small stars live there."""
-    vae.requires_grad_(False)
-    decoder = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
-    for p in decoder:
-        p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(decoder, lr=cfg.decoder_learning_rate, weight_decay=0.0)
-    start = 0
-    path = work_dir / "vae_decoder.pt"
-    if path.exists():
-        state = torch.load(path, weights_only=False)
-        vae.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
-    vae.train()
-    with _progress(console) as progress:
-        task = progress.add_task("fine-tune image decoder", total=cfg.decoder_steps, completed=start, loss="-")
-        for step in range(start, cfg.decoder_steps):
-            g = torch.Generator().manual_seed(cfg.seed * 13 + step)
-            rows = torch.randint(0, len(images), (cfg.decoder_batch_size,), generator=g)
-            batch = _to_tensor(images[rows].numpy())
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.decoder_learning_rate * (0.1 + 0.9 * (1 - step / cfg.decoder_steps))
-            with torch.no_grad():
-                z = vae.encode(batch).latent_dist.mean
-                # Generated latents are never exact: a little noise teaches the decoder to forgive.
-                z = z + 0.05 * z.std() * torch.randn(z.shape, generator=g)
-                border = torch.cat([batch[:, :, :2].flatten(2), batch[:, :, -2:].flatten(2)], dim=2).median(dim=2).values
-                figure = (batch - border[:, :, None, None]).abs().amax(dim=1, keepdim=True) > 0.15
-                weight = 1.0 + 4.0 * figure.float()
-            recon = vae.decode(z).sample
-            loss = (weight * ((recon - batch).abs() + (recon - batch) ** 2)).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(decoder, 1.0)
-            optimizer.step()
-            progress.update(task, advance=1, loss=f"{loss.item():.4f}")
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.decoder_steps:
-                _save_atomic({"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}, path)
-    return vae.eval()
-
-
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     out = [vae.encode(_to_tensor(images[i : i + batch].numpy())).latent_dist.mean for i in range(0, len(images), batch)]
@@ -517,7 +471,6 @@ def train(cfg: ImageModelConfig, work_dir: Path, out_dir: Path, console=None) ->
     scaling = float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scaling)
     unet = train_unet(cfg, latents * scaling, data, work_dir, console)
-    vae = finetune_decoder(cfg, vae, data["images"], work_dir, console)
     export(unet, vae, tokenizer, out_dir)
     metrics = {
         "parameters": {"unet": sum(p.numel() for p in unet.parameters()), "vae": sum(p.numel() for p in vae.parameters())},
