@@ -53,15 +53,17 @@ def test_configured_model_is_served_after_builtins(tiny_model_dir: Path, tmp_pat
     assert [m.name for m in served] == ["tiny"]
 
 
-def test_readme_config_example_is_valid(tiny_model_dir, tmp_path):
+def test_readme_config_example_is_valid(tiny_model_dir, tiny_image_model_dir, tmp_path):
     import re
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     example = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)[0]
     config = tmp_path / "genloom.yaml"
-    config.write_text(example.replace("/models/my-llama", str(tiny_model_dir)))
+    example = example.replace("/models/my-llama", str(tiny_model_dir))
+    config.write_text(example.replace("/models/stable-diffusion-v1-5", str(tiny_image_model_dir)))
     settings = load_settings(config)
-    assert [m.name for m in settings.models] == ["my-llama", "vendor-large"]
+    assert [m.name for m in settings.models] == ["my-llama", "vendor-large", "my-sd"]
+    assert settings.models[2].kind.value == "image" and settings.models[2].default_steps == 30
     assert settings.models[1].kind.value == "remote" and settings.models[1].fallbacks == ["my-llama"]
     assert settings.routing.aliases == {"default": "my-llama", "smart": "vendor-large"}
 
@@ -73,3 +75,16 @@ def test_webhook_allow_hosts_come_as_a_comma_list_or_a_yaml_list(tmp_path, monke
     config = tmp_path / "genloom.yaml"
     config.write_text("webhook_allow_hosts: [Hooks.Internal, '[::1]']\n")
     assert load_settings(config).webhook_allow_hosts == ["hooks.internal", "::1"]
+
+
+def test_an_image_model_must_be_a_diffusers_directory(tiny_model_dir, tiny_image_model_dir, tmp_path):
+    config = tmp_path / "genloom.yaml"
+    config.write_text(f"models:\n  - {{name: sd, kind: image, path: {tiny_model_dir}}}\n")
+    with pytest.raises(ConfigError, match="not a diffusers pipeline"):
+        load_settings(config)
+    config.write_text(f"models:\n  - {{name: llm, path: {tiny_image_model_dir}}}\n")
+    with pytest.raises(ConfigError, match="not a transformers model"):
+        load_settings(config)
+    config.write_text("images: {max_batch_images: 4, max_images_per_request: 8}\n")
+    with pytest.raises(ConfigError, match="must not exceed max_batch_images"):
+        load_settings(config)
