@@ -244,7 +244,8 @@ PEER_FLAGS = ["--device", "cpu", "--continuous-batching", "--attn-implementation
 def run_servers(model_dir: Path, tmp: Path, args: argparse.Namespace) -> list[ServerRun]:
     port = free_port()
     config = tmp / "genloom.yaml"
-    config.write_text("builtin_models: false\nmodels:\n  - name: bench-model\n"
+    # Auth off, as transformers serve has none: the comparison is of serving, not of key checks.
+    config.write_text("builtin_models: false\nauth: disabled\nmodels:\n  - name: bench-model\n"
                       f"    path: {json.dumps(str(model_dir))}\nruntime:\n  max_batch_size: 32\n")
     genloom = [sys.executable, "-m", "genloom.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--data-dir", str(tmp / "data"), "--config", str(config)]
