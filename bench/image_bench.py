@@ -27,6 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import write_section  # noqa: E402
+from _load import percentile  # noqa: E402
 
 SECTION = "## Images: batched serving against one-at-a-time diffusers"
 PROMPTS = [
@@ -186,14 +187,6 @@ def _wait_ready(proc: subprocess.Popen, base: str, log_path: Path, timeout_s: fl
             pass
         time.sleep(0.5)
     raise RuntimeError("genloom serve did not become ready")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def main(argv: list[str]) -> int:

@@ -144,6 +144,7 @@ def test_the_stored_file_records_its_provenance(client, http):
         ({"extra_body": {"scheduler": "warp"}}, "scheduler", 400),
         ({"extra_body": {"seed": -1}}, "seed", 400),
         ({"response_format": "jpeg"}, "response_format", 400),
+        ({"extra_body": {"output_format": "jpeg"}}, "output_format", 400),
         ({"prompt": "   "}, "prompt", 400),
         ({"model": "tiny"}, "model", 404),
         ({"model": "dall-e-3"}, "model", 404),

@@ -10,7 +10,6 @@ from pydantic import Field
 
 from genloom.api.callers import caller
 from genloom.api.schemas import _Body
-from genloom.gateway.errors import InvalidRequest
 from genloom.gateway.image_service import MAX_SEED, ImageRequest, ImageService
 
 _CLIENT_CLOSED = 499
@@ -52,8 +51,6 @@ def build_images_router(service: ImageService) -> APIRouter:
 
     @router.post("/images/generations")
     async def generate(body: ImageGenerationBody, request: Request) -> Response:
-        if body.output_format not in (None, "png"):
-            raise InvalidRequest("output_format must be 'png'", "output_format")
         result = await service.generate(
             image_request(body, request), request.is_disconnected, base_url=str(request.base_url).rstrip("/")
         )

@@ -479,8 +479,8 @@ def train(cfg: ImageModelConfig, work_dir: Path, out_dir: Path, console=None) ->
         "train_seconds_this_run": round(time.monotonic() - started, 1),
         "config": asdict(cfg),
     }
-    with tempfile_dir() as assembled:
-        assemble(out_dir, assembled)
+    with tempfile.TemporaryDirectory(prefix="genloom-image-") as tmp:
+        assembled = assemble(out_dir, Path(tmp) / "pipeline")
         metrics["evaluation"] = evaluate(assembled, cfg.eval_images, cfg.seed, cfg.eval_steps, cfg.eval_guidance, console)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -560,17 +560,6 @@ def assemble(shipped_dir: Path, target_dir: Path) -> Path:
 
 
 _MANIFEST = ".genloom-assembled.json"  # what a directory was assembled from
-
-
-class tempfile_dir:
-    """A temporary directory path that does not exist yet (assemble creates it)."""
-
-    def __enter__(self) -> Path:
-        self._parent = tempfile.mkdtemp(prefix="genloom-image-")
-        return Path(self._parent) / "pipeline"
-
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self._parent, ignore_errors=True)
 
 
 # --- evaluation ---------------------------------------------------------------------------

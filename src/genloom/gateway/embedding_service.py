@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.readiness import Readiness
 from genloom.queue import InMemoryQueue, Job, JobFailed, QueueClosed, RequestClass, Tier
 from genloom.runtimes.embeddings import EmbeddingRuntime
 from genloom.worker.embedding_worker import DEFAULT_MAX_BATCH_TEXTS, EmbeddingsReady, EmbeddingTask
 
-DisconnectProbe = Callable[[], Awaitable[bool]]
-_PROBE_INTERVAL_S = 0.25
 _CHARS_PER_TOKEN = 4  # a rough English average, good enough to order work before it is tokenized
 
 
@@ -76,20 +75,13 @@ class EmbeddingService:
         """Queue the request as one job and wait for its vectors; None when the client went away
         first (its job is cancelled then, so a worker that has not taken it yet never runs it)."""
         prepared = self.prepare(request)
-        loop = asyncio.get_running_loop()
         events: asyncio.Queue[object] = asyncio.Queue()
-
-        def emit(event: object) -> None:  # called on a worker thread
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:
-                pass  # the event loop has closed: nobody is waiting for this request any more
 
         job = Job(
             id=request.id,
             model=prepared.runtime.name,
             payload=EmbeddingTask(texts=prepared.texts),
-            emit=emit,
+            emit=thread_emitter(events),
             rows=min(len(prepared.texts), self._max_batch_texts),
             request_class=RequestClass.REALTIME,
             tier=request.tier,
@@ -103,7 +95,7 @@ class EmbeddingService:
         self.in_flight += 1
         try:
             while True:
-                event = await self._next_event(events, disconnected)
+                event = await next_event(events, disconnected)
                 if event is None:
                     return None
                 if isinstance(event, EmbeddingsReady):
@@ -116,15 +108,6 @@ class EmbeddingService:
             job.cancel()
             self._queue.remove(job.id)
             self.in_flight -= 1
-
-    async def _next_event(self, events: asyncio.Queue[object], disconnected: DisconnectProbe) -> object | None:
-        """The next event, or None once the client has gone away."""
-        while True:
-            try:
-                return await asyncio.wait_for(events.get(), _PROBE_INTERVAL_S)
-            except TimeoutError:
-                if await disconnected():
-                    return None
 
     def cost(self, prepared: PreparedEmbedding) -> float:
         """What the scheduler charges a tenant: estimated input tokens (the worker counts them exactly)."""

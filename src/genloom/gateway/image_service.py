@@ -13,12 +13,13 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from genloom.config import ImageSettings
+from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.readiness import Readiness
@@ -27,12 +28,10 @@ from genloom.runtimes.image import SCHEDULERS, ImageInputError, ImageRuntime, Im
 from genloom.store.files import FileStore
 from genloom.worker.image_worker import ImagesReady
 
-DisconnectProbe = Callable[[], Awaitable[bool]]
 IMAGES_ENDPOINT = "/v1/images/generations"
 MAX_PROMPT_CHARS = 4000  # OpenAI's limit for its larger image models
 MAX_GUIDANCE = 30.0
 MAX_SEED = 2**63 - 1
-_PROBE_INTERVAL_S = 0.25
 _SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})", re.ASCII)
 
 
@@ -224,16 +223,8 @@ class ImageService:
         prepared = self.prepare(request)
         admission = await self.admit(request, prepared)
         made = False
-        loop = asyncio.get_running_loop()
         events: asyncio.Queue[object] = asyncio.Queue()
-
-        def emit(event: object) -> None:  # called on a worker thread
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:
-                pass  # the event loop has closed: nobody is waiting for this request any more
-
-        job = self.job(prepared, id=request.id, emit=emit, request_class=RequestClass.REALTIME, tier=request.tier, tenant=request.tenant)
+        job = self.job(prepared, id=request.id, emit=thread_emitter(events), request_class=RequestClass.REALTIME, tier=request.tier, tenant=request.tenant)
         try:
             self._queue.submit(job)
         except BaseException as e:
@@ -244,7 +235,7 @@ class ImageService:
         self.in_flight += 1
         try:
             while True:
-                event = await self._next_event(events, disconnected)
+                event = await next_event(events, disconnected)
                 if event is None:
                     return None
                 if isinstance(event, ImagesReady):
@@ -260,14 +251,6 @@ class ImageService:
             self.in_flight -= 1
             if not made:  # failed, refused or abandoned: only pictures made count against the quota
                 await self.refund(admission)
-
-    async def _next_event(self, events: asyncio.Queue[object], disconnected: DisconnectProbe) -> object | None:
-        while True:
-            try:
-                return await asyncio.wait_for(events.get(), _PROBE_INTERVAL_S)
-            except TimeoutError:
-                if await disconnected():
-                    return None
 
     async def result_body(self, request: ImageRequest, ready: ImagesReady, *, base_url: str, job_id: str | None) -> dict[str, Any]:
         """Store every picture (provenance recorded) and build OpenAI's response: b64_json or a signed url.

@@ -8,13 +8,14 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from genloom.config import ApiSettings, ClassificationSettings
 from genloom.gateway.breaker import CircuitBreaker
+from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.readiness import Readiness
@@ -39,8 +40,6 @@ from genloom.store import RequestEntry, RequestLog, RequestStatus
 from genloom.worker import TextTask
 from genloom.worker.remote_worker import RemoteTask
 
-DisconnectProbe = Callable[[], Awaitable[bool]]
-_PROBE_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -273,7 +272,7 @@ class TextService:
                     yield None, completion
                 open_choices = request.n
                 while open_choices:
-                    event = await self._next_event(events, disconnected)
+                    event = await next_event(events, disconnected)
                     if event is None:
                         status = RequestStatus.CANCELLED
                         return
@@ -359,36 +358,17 @@ class TextService:
         return retry_delay(attempt, base_s=base_s, max_s=max_s, rng=self._rng)
 
     def _job(self, request: TextRequest, prepared: PreparedText, events: asyncio.Queue[JobEvent]) -> Job:
-        loop = asyncio.get_running_loop()
-
-        def emit(event: JobEvent) -> None:  # called on a worker thread
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:
-                pass  # the event loop has closed: nobody is waiting for this request any more
-
         return Job(
             id=request.id,
             model=prepared.model,
             payload=prepared.payload,
-            emit=emit,
+            emit=thread_emitter(events),
             rows=request.n,
             request_class=RequestClass.REALTIME,
             tier=request.tier,
             tenant=request.tenant,
             cost=self.cost(prepared, request.n),
         )
-
-    async def _next_event(self, events: asyncio.Queue[JobEvent], disconnected: DisconnectProbe) -> JobEvent | None:
-        """The next event, or None once the client has gone away."""
-        if not events.empty():
-            return events.get_nowait()
-        while True:
-            try:
-                return await asyncio.wait_for(events.get(), _PROBE_INTERVAL_S)
-            except TimeoutError:
-                if await disconnected():
-                    return None
 
     async def admit(self, request: TextRequest, prepared: PreparedText) -> Admission | None:
         """Charge the caller's rate limits with the most this request can use (429 when over)."""
