@@ -33,3 +33,29 @@ def tiny_image_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from genloom.builtin.image_model import save_random_pipeline
 
     return save_random_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd", seed=3, image_size=32)
+
+
+@pytest.fixture(scope="session")
+def postgres_template():
+    from tests.services import postgres_template
+
+    with postgres_template() as name:
+        yield name
+
+
+@pytest.fixture()
+def postgres_url(postgres_template):
+    """A fresh, migrated PostgreSQL database on the real server: its SQLAlchemy URL."""
+    from tests.services import postgres_database
+
+    with postgres_database(postgres_template) as url:
+        yield url
+
+
+@pytest.fixture()
+def redis_prefix():
+    """A Redis key prefix of this test's own on the real server (deleted after)."""
+    from tests.services import redis_prefix
+
+    with redis_prefix() as prefix:
+        yield prefix

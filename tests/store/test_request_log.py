@@ -42,9 +42,10 @@ def entry(id: str, created_at: datetime = T0, **changes) -> RequestEntry:
     return RequestEntry(**values | changes)
 
 
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    db = Database(url=sqlite_url(tmp_path / "genloom.db"))
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request, tmp_path: Path) -> AsyncIterator[Database]:
+    url = sqlite_url(tmp_path / "genloom.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    db = Database(url=url)
     await db.migrate()
     yield db
     await db.dispose()
@@ -82,6 +83,8 @@ async def test_migrations_create_exactly_what_the_models_declare(database: Datab
 
 
 async def test_sqlite_connections_use_wal(database: Database):
+    if database.url.get_backend_name() != "sqlite":
+        pytest.skip("a SQLite setting")
     async with database.engine.connect() as conn:
         assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
         assert (await conn.execute(text("PRAGMA synchronous"))).scalar_one() == 1  # NORMAL

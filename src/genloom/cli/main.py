@@ -13,6 +13,7 @@ import yaml
 from rich.console import Console
 
 from genloom.cli.admin import keys_app, tenants_app
+from genloom.cli.db import db_app
 from genloom.cli.images import images_app
 from genloom.cli.jobs import jobs_app
 from genloom.config import ConfigError, Settings, load_settings
@@ -30,6 +31,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(images_app, name="images")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
 
 err = Console(stderr=True, soft_wrap=True)
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: ./genloom.yaml if present).")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Alembic keeps its context in module globals: one migration at a time per process. Across
+# processes (API replicas starting together on PostgreSQL) env.py takes an advisory lock.
+_MIGRATING = threading.Lock()
 
 
 class Database:
@@ -48,7 +52,7 @@ class Database:
         url = self.url.render_as_string(hide_password=False).replace("%", "%%")
         config.set_main_option("sqlalchemy.url", url)
         # env.py runs its own event loop (asyncio.run), which cannot start inside ours.
-        await asyncio.to_thread(command.upgrade, config, "head")
+        await asyncio.to_thread(_upgrade, config)
 
     def session(self) -> AsyncSession:
         return self._sessions()
@@ -57,6 +61,11 @@ class Database:
         await self.engine.dispose()
         if self.blocking_engine is not None:
             self.blocking_engine.dispose()
+
+
+def _upgrade(config: Config) -> None:
+    with _MIGRATING:
+        command.upgrade(config, "head")
 
 
 def _use_wal(dbapi_connection: Any, connection_record: Any) -> None:
