@@ -69,10 +69,23 @@ class Job:
     cost: float = 1.0
     not_before: float = 0.0
     enqueued_at: float = field(default_factory=time.monotonic)
+    deliveries: int = 1  # how many times a shared queue has handed it to a worker, this time included
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    _on_cancel: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def cancel(self) -> None:
+        """Stop the job wherever it is: its queue is told (a shared queue tells the worker holding it)."""
+        if self._cancelled.is_set():
+            return
         self._cancelled.set()
+        for hook in self._on_cancel:
+            hook()
+
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Call `hook` once when the job is cancelled (at once if it already is)."""
+        self._on_cancel.append(hook)
+        if self._cancelled.is_set():
+            hook()
 
     @property
     def cancelled(self) -> bool:

@@ -25,6 +25,7 @@ class Reservation:
     request_class: RequestClass
     tenant: str
     released: bool = False
+    id: str = ""  # a shared queue's name for the place
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,10 @@ class InMemoryQueue:
             rows += job.rows
             if job.request_class is RequestClass.ASYNC:
                 async_rows += job.rows
+
+    def finish(self, job: Job) -> None:
+        """A worker is done with a job it took. Nothing to do here: a shared queue holds taken
+        jobs under a lease until then."""
 
     def remove(self, job_id: str) -> Job | None:
         """Take a waiting job out (cancellation); None when it is not waiting here."""

@@ -1,10 +1,16 @@
+"""The queue contract: what the gateway and the workers rely on, run against the in-process
+queue and the Redis one (on the real server) alike."""
+
 import threading
 import time
 
 import pytest
+import redis
 
 from genloom.queue import InMemoryQueue, Job, QueueClosed, QueueFull, RequestClass, SchedulerPolicy, TenantQueueFull
+from genloom.queue.redis_queue import RedisQueue
 from genloom.queue.scheduler import Tier
+from tests.services import REDIS
 
 REALTIME, ASYNC = RequestClass.REALTIME, RequestClass.ASYNC
 
@@ -13,22 +19,36 @@ def job(name: str, model: str = "m", rows: int = 1, request_class: RequestClass 
     return Job(id=name, model=model, payload=None, emit=lambda e: None, rows=rows, request_class=request_class, tenant=tenant)
 
 
-def queue(max_queued: int, retry_after_s: int = 1, tenant_max_share: float = 1.0) -> InMemoryQueue:
-    policy = SchedulerPolicy(
-        max_queued={REALTIME: max_queued, ASYNC: max_queued}, retry_after_s=retry_after_s,
-        tenant_max_share=tenant_max_share,
-    )
-    return InMemoryQueue(policy=policy)
+@pytest.fixture(params=["memory", "redis"])
+def queue(request):
+    """queue(max_queued, retry_after_s=1, tenant_max_share=1.0): a fresh queue of the backend under test."""
+    made = []
+
+    def make(max_queued: int, retry_after_s: int = 1, tenant_max_share: float = 1.0):
+        policy = SchedulerPolicy(
+            max_queued={REALTIME: max_queued, ASYNC: max_queued}, retry_after_s=retry_after_s,
+            tenant_max_share=tenant_max_share,
+        )
+        if request.param == "memory":
+            return InMemoryQueue(policy=policy)
+        client = redis.Redis.from_url(REDIS, decode_responses=True)
+        q = RedisQueue(client=client, policy=policy, prefix=request.getfixturevalue("redis_prefix"))
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        q.stop()
 
 
-def test_jobs_come_out_by_class_then_arrival():
+def test_jobs_come_out_by_class_then_arrival(queue):
     q = queue(10)
     for j in (job("a1", request_class=ASYNC), job("r1"), job("a2", request_class=ASYNC), job("r2")):
         q.submit(j)
     assert [j.id for j in q.take(["m"], max_rows=10, timeout=0)] == ["r1", "r2", "a1", "a2"]
 
 
-def test_full_queue_refuses_with_retry_after():
+def test_full_queue_refuses_with_retry_after(queue):
     q = queue(2, retry_after_s=3)
     q.submit(job("a"))
     q.submit(job("b"))
@@ -39,7 +59,7 @@ def test_full_queue_refuses_with_retry_after():
     q.submit(job("c"))
 
 
-def test_take_fills_at_most_the_free_rows_and_keeps_order():
+def test_take_fills_at_most_the_free_rows_and_keeps_order(queue):
     q = queue(10)
     q.submit(job("big", rows=3))
     q.submit(job("small"))
@@ -47,7 +67,7 @@ def test_take_fills_at_most_the_free_rows_and_keeps_order():
     assert [j.id for j in q.take(["m"], max_rows=4, timeout=0)] == ["big", "small"]
 
 
-def test_take_only_returns_jobs_for_the_workers_models():
+def test_take_only_returns_jobs_for_the_workers_models(queue):
     q = queue(10)
     q.submit(job("x", model="other"))
     q.submit(job("y", model="mine"))
@@ -55,7 +75,7 @@ def test_take_only_returns_jobs_for_the_workers_models():
     assert q.depth() == 1
 
 
-def test_cancelled_job_is_dropped_and_frees_its_place():
+def test_cancelled_job_is_dropped_and_frees_its_place(queue):
     q = queue(2)
     a, b = job("a"), job("b")
     q.submit(a)
@@ -65,7 +85,7 @@ def test_cancelled_job_is_dropped_and_frees_its_place():
     assert q.depth() == 0
 
 
-def test_take_wakes_when_a_job_arrives():
+def test_take_wakes_when_a_job_arrives(queue):
     q = queue(2)
     threading.Timer(0.05, lambda: q.submit(job("late"))).start()
     started = time.monotonic()
@@ -74,7 +94,7 @@ def test_take_wakes_when_a_job_arrives():
     assert time.monotonic() - started < 4
 
 
-def test_close_hands_back_waiting_jobs_and_refuses_new_ones():
+def test_close_hands_back_waiting_jobs_and_refuses_new_ones(queue):
     q = queue(5)
     q.submit(job("a"))
     assert [j.id for j in q.close()] == ["a"]
@@ -82,7 +102,7 @@ def test_close_hands_back_waiting_jobs_and_refuses_new_ones():
         q.submit(job("b"))
 
 
-def test_one_tenant_cannot_fill_the_queue():
+def test_one_tenant_cannot_fill_the_queue(queue):
     q = queue(4, tenant_max_share=0.5)
     q.submit(job("a", tenant="flood"))
     q.submit(job("b", tenant="flood"))
@@ -94,7 +114,7 @@ def test_one_tenant_cannot_fill_the_queue():
     q.submit(job("d", tenant="other"))
 
 
-def test_restored_jobs_skip_admission_and_removed_jobs_never_come_out():
+def test_restored_jobs_skip_admission_and_removed_jobs_never_come_out(queue):
     q = queue(1)
     q.submit(job("a"))
     q.restore(job("b"))
@@ -102,7 +122,7 @@ def test_restored_jobs_skip_admission_and_removed_jobs_never_come_out():
     assert [j.id for j in q.take(["m"], max_rows=5, timeout=0)] == ["b"]
 
 
-def test_delayed_job_waits_for_its_time():
+def test_delayed_job_waits_for_its_time(queue):
     q = queue(5)
     q.restore(Job(id="later", model="m", payload=None, emit=lambda e: None, request_class=ASYNC,
                   not_before=time.monotonic() + 0.2))
@@ -110,14 +130,14 @@ def test_delayed_job_waits_for_its_time():
     assert [j.id for j in q.take(["m"], max_rows=1, timeout=2)] == ["later"]
 
 
-def test_position_follows_the_schedule():
+def test_position_follows_the_schedule(queue):
     q = queue(10)
     q.submit(job("a1", request_class=ASYNC))
     q.submit(job("r1"))
     assert q.position("r1") == 1 and q.position("a1") == 2 and q.position("gone") is None
 
 
-def test_async_jobs_leave_reserved_rows_to_realtime():
+def test_async_jobs_leave_reserved_rows_to_realtime(queue):
     q = queue(10)
     for name in ("a1", "a2", "a3"):
         q.submit(job(name, request_class=ASYNC))
@@ -127,7 +147,7 @@ def test_async_jobs_leave_reserved_rows_to_realtime():
     assert [j.id for j in q.take(["m"], max_rows=2, timeout=0, max_async_rows=0)] == ["r1"]
 
 
-def test_reserved_places_count_against_the_limits_until_released():
+def test_reserved_places_count_against_the_limits_until_released(queue):
     q = queue(3, tenant_max_share=1.0)
     places = [q.reserve(model="fresh", request_class=ASYNC, tenant="t") for _ in range(3)]
     with pytest.raises(QueueFull):
