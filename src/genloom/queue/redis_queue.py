@@ -317,7 +317,7 @@ class RedisQueue:
             return None
         cached = self._positions.get(model)
         now = self._monotonic()
-        if cached is None or now - cached[0] > self._position_ttl_s or job_id not in cached[1]:
+        if cached is None or now - cached[0] >= self._position_ttl_s or job_id not in cached[1]:
             order = self._snapshot(model).order()
             cached = self._positions[model] = (now, {id_: place for place, id_ in enumerate(order, start=1)})
         return cached[1].get(job_id)
