@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import redis.asyncio as aioredis
 
 from genloom.gateway.errors import InvalidRequest
 from genloom.gateway.rate_limit import (
@@ -18,6 +19,8 @@ from genloom.gateway.rate_limit import (
     TokenBucket,
     openai_duration,
 )
+from genloom.gateway.redis_rate_limit import RedisRateLimiter
+from tests.services import REDIS
 
 UNLIMITED = Limits()
 
@@ -40,20 +43,22 @@ class FakeTime:
         self.wall += timedelta(seconds=seconds)
 
 
-# Every RateLimiter implementation joins this list and must pass the tests that take `limiter`.
-IMPLEMENTATIONS: list[Callable[[FakeTime], RateLimiter]] = [
-    lambda t: InMemoryRateLimiter(clock=t.monotonic, wall_clock=t.utc),
-]
-
-
 @pytest.fixture
 def clock() -> FakeTime:
     return FakeTime()
 
 
-@pytest.fixture(params=IMPLEMENTATIONS, ids=["in-memory"])
-def limiter(request: pytest.FixtureRequest, clock: FakeTime) -> RateLimiter:
-    return request.param(clock)
+# Every RateLimiter implementation must pass the tests that take `limiter`: the in-process one
+# and the one shared through Redis (on the real server, under this test's own key prefix).
+@pytest.fixture(params=["in-memory", "redis"])
+async def limiter(request: pytest.FixtureRequest, clock: FakeTime) -> AsyncIterator[RateLimiter]:
+    if request.param == "in-memory":
+        yield InMemoryRateLimiter(clock=clock.monotonic, wall_clock=clock.utc)
+        return
+    client = aioredis.Redis.from_url(REDIS, decode_responses=True)
+    prefix = request.getfixturevalue("redis_prefix")
+    yield RedisRateLimiter(client=client, prefix=prefix, clock=clock.monotonic, wall_clock=clock.utc)
+    await client.aclose()
 
 
 async def admit(
@@ -445,3 +450,25 @@ async def test_pictures_never_made_give_their_daily_quota_back(limiter: RateLimi
 
 def other_tenant() -> str:
     return "globex"
+
+
+async def test_two_replicas_sharing_redis_admit_the_limit_once_not_twice(clock: FakeTime, redis_prefix: str) -> None:
+    clients = [aioredis.Redis.from_url(REDIS, decode_responses=True) for _ in range(2)]
+    replicas = [RedisRateLimiter(client=c, prefix=redis_prefix, clock=clock.monotonic, wall_clock=clock.utc) for c in clients]
+    limits = Limits(requests_per_minute=30)
+
+    async def one(i: int) -> bool:
+        try:
+            await admit(replicas[i % 2], key_limits=limits)
+        except RateLimited:
+            return False
+        return True
+
+    try:
+        results = await asyncio.gather(*(one(i) for i in range(100)))
+        assert sum(results) == 30
+        clock.advance(2)  # 30/min refills one request per two seconds, seen by both replicas
+        assert [await one(0), await one(1)] == [True, False]
+    finally:
+        for c in clients:
+            await c.aclose()

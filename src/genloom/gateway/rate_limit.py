@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from typing import Protocol
@@ -177,6 +177,7 @@ class _Verdict:
     left: float  # before this request
     wait_s: float  # 0 when it fits, inf when it never can
     bucket: TokenBucket | None = None
+    after: float | None = None  # a bucket's level once the check is done (None: as `left`)
 
     @property
     def limit(self) -> str:
@@ -225,12 +226,8 @@ class InMemoryRateLimiter:
                 v.bucket.try_take(v.amount)
             else:
                 self._used[v.key] = self._used.get(v.key, 0) + v.amount
-        return Admission(
-            key_id, tenant_id, tokens, images, _headers(verdicts),
-            token_buckets=tuple((v.key, v.value) for v in verdicts if v.limit == "tokens_per_minute"),
-            token_days=tuple(v.key for v in verdicts if v.limit == "tokens_per_day"),
-            image_days=tuple(v.key for v in verdicts if v.limit == "images_per_day"),
-        )
+        verdicts = [replace(v, after=v.bucket.peek(0).remaining) if v.bucket else v for v in verdicts]
+        return admission(key_id, tenant_id, tokens, images, verdicts)
 
     async def settle(self, admission: Admission, *, tokens_used: int, images_made: int | None = None) -> None:
         """Correct the token reservation to the real count, and the image quota to the pictures
@@ -296,6 +293,15 @@ class InMemoryRateLimiter:
         return now.astimezone(UTC)
 
 
+def admission(key_id: str, tenant_id: str, tokens: int, images: int, verdicts: list[_Verdict]) -> Admission:
+    return Admission(
+        key_id, tenant_id, tokens, images, _headers(verdicts),
+        token_buckets=tuple((v.key, v.value) for v in verdicts if v.limit == "tokens_per_minute"),
+        token_days=tuple(v.key for v in verdicts if v.limit == "tokens_per_day"),
+        image_days=tuple(v.key for v in verdicts if v.limit == "images_per_day"),
+    )
+
+
 def _refuse_if_over(verdicts: list[_Verdict]) -> None:
     """Name the limit that makes the client wait longest, since it must wait for all of them."""
     if not (waits := [v for v in verdicts if v.wait_s > 0]):
@@ -324,11 +330,12 @@ def _headers(verdicts: list[_Verdict]) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers as the buckets stand now, each from the key or tenant with least left."""
     headers = {}
     for kind in ("requests", "tokens"):
-        if states := [(v.bucket.peek(0), v.value) for v in verdicts if v.bucket and v.key[2] == kind]:
-            state, value = min(states, key=lambda s: (s[0].remaining, s[1]))
+        levels = [(v.left if v.after is None else v.after, v.value) for v in verdicts if v.per == "minute" and v.key[2] == kind]
+        if levels:
+            level, value = min(levels)
             headers[f"x-ratelimit-limit-{kind}"] = str(value)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(_whole(state.remaining))
-            headers[f"x-ratelimit-reset-{kind}"] = openai_duration(state.reset_s)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(_whole(level))
+            headers[f"x-ratelimit-reset-{kind}"] = openai_duration(max(0.0, value - level) / (value / 60))
     return headers
 
 
