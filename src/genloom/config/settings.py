@@ -20,7 +20,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Role(str, Enum):
+    """What `genloom serve` runs: everything in one process, or only the API (workers are
+    `genloom worker` processes that take from the shared queue; needs redis_url)."""
+
+    ALL = "all"
+    API = "api"
+
+
 class ServerSettings(_Section):
+    role: Role = Field(Role.ALL, description="all: API and workers in one process; api: the API only (scale-out)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
@@ -55,6 +64,8 @@ class QueueSettings(_Section):
     tenant_max_share: float = Field(0.5, gt=0, le=1, description="one tenant may hold at most this share of a class's queue (429 beyond)")
     retry_after_s: int = Field(1, ge=0)
     tiers: dict[str, TierSettings] = Field(default_factory=_default_tiers)
+    lease_s: float = Field(30.0, gt=0, description="shared queue: a worker that stops renewing its lease this long loses its jobs")
+    max_deliveries: int = Field(5, ge=1, description="shared queue: a job handed out this often without finishing becomes a dead letter")
 
     @field_validator("tiers")
     @classmethod
@@ -255,6 +266,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("~/.genloom"), description="SQLite database and blobs live here")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under data_dir")
+    redis_url: str | None = Field(
+        None, description="scale-out: the queue, rate limits, caches and token streams live in this Redis (GENLOOM_REDIS_URL)"
+    )
+    redis_prefix: str = Field("genloom:", min_length=1, description="prefix of every Redis key, so deployments can share a Redis")
     builtin_models: bool = Field(True, description="serve the models that ship with Genloom")
     models: list[ModelSettings] = Field(default_factory=list)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
@@ -299,6 +314,12 @@ class Settings(BaseSettings):
             return value  # pydantic names the bad type
         hosts = (str(item).strip().lower().removeprefix("[").removesuffix("]") for item in items)
         return [host for host in hosts if host]
+
+    @model_validator(mode="after")
+    def _api_role_needs_redis(self) -> Settings:
+        if self.server.role is Role.API and not self.redis_url:
+            raise ValueError("server.role api needs redis_url (GENLOOM_REDIS_URL): API replicas queue work for workers there")
+        return self
 
     @model_validator(mode="after")
     def _fallbacks_name_served_models(self) -> Settings:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.readiness import Readiness
-from genloom.queue import InMemoryQueue, Job, JobFailed, QueueClosed, RequestClass, Tier
+from genloom.queue import Job, JobFailed, QueueClosed, RequestClass, Tier
+from genloom.queue.protocol import JobQueue
 from genloom.runtimes.embeddings import EmbeddingRuntime
 from genloom.worker.embedding_worker import DEFAULT_MAX_BATCH_TEXTS, EmbeddingsReady, EmbeddingTask
 
@@ -53,7 +54,7 @@ class EmbeddingService:
         self,
         *,
         runtimes: dict[str, EmbeddingRuntime],
-        queue: InMemoryQueue,
+        queue: JobQueue,
         readiness: Readiness,
         max_inputs: int = 2048,
         max_batch_texts: int = DEFAULT_MAX_BATCH_TEXTS,

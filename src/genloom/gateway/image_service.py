@@ -23,7 +23,8 @@ from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.readiness import Readiness
-from genloom.queue import InMemoryQueue, Job, JobFailed, QueueClosed, RequestClass, Tier
+from genloom.queue import Job, JobFailed, QueueClosed, RequestClass, Tier
+from genloom.queue.protocol import JobQueue
 from genloom.runtimes.image import SCHEDULERS, ImageInputError, ImageRuntime, ImageTask
 from genloom.store.files import FileStore
 from genloom.worker.image_worker import ImagesReady
@@ -102,7 +103,7 @@ class ImageService:
         self,
         *,
         runtimes: dict[str, ImageRuntime],
-        queue: InMemoryQueue,
+        queue: JobQueue,
         readiness: Readiness,
         settings: ImageSettings,
         files: FileStore,

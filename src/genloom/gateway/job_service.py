@@ -30,7 +30,6 @@ from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_targe
 from genloom.queue.backoff import retry_delay
 from genloom.queue import (
     ChoiceFinished,
-    InMemoryQueue,
     Job,
     JobEvent,
     JobFailed,
@@ -43,6 +42,7 @@ from genloom.queue import (
 from genloom.queue.memory import Reservation
 from genloom.queue.records import JobRecord, JobState, JobTransition
 from genloom.queue.store import JobStore, utc_now
+from genloom.queue.protocol import JobQueue
 from genloom.worker.image_worker import ImagesReady
 
 log = logging.getLogger("genloom.jobs")
@@ -102,7 +102,7 @@ class JobService:
         self,
         *,
         store: JobStore,
-        queue: InMemoryQueue,
+        queue: JobQueue,
         text: TextService,
         settings: JobsSettings,
         process_id: str,

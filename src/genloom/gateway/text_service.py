@@ -22,7 +22,6 @@ from genloom.gateway.readiness import Readiness
 from genloom.gateway.routing import Router
 from genloom.queue import (
     ChoiceFinished,
-    InMemoryQueue,
     Job,
     JobEvent,
     JobFailed,
@@ -34,6 +33,7 @@ from genloom.queue import (
     TokenEvent,
 )
 from genloom.queue.backoff import retry_delay
+from genloom.queue.protocol import JobQueue
 from genloom.runtimes.sampling import SamplingParams
 from genloom.runtimes.text import PromptError, TextRuntime
 from genloom.store import RequestEntry, RequestLog, RequestStatus
@@ -161,7 +161,7 @@ class TextService:
         self,
         *,
         runtimes: dict[str, TextRuntime],
-        queue: InMemoryQueue,
+        queue: JobQueue,
         request_log: RequestLog,
         readiness: Readiness,
         settings: ApiSettings,

@@ -4,6 +4,8 @@ Nothing here knows about queues or HTTP; the embedding worker calls `embed` with
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +51,10 @@ def builtin_embedding_model_path() -> Path | None:
 
 
 class EmbeddingRuntime:
-    def __init__(self, *, name: str, path: Path, device: str = "cpu") -> None:
-        """`device` is a torch device ("cpu", "cuda", "cuda:1") or "auto": CUDA when there is one."""
+    def __init__(self, *, name: str, path: Path, device: str = "cpu", load_weights: bool = True) -> None:
+        """`device` is a torch device ("cpu", "cuda", "cuda:1") or "auto": CUDA when there is one.
+        Without `load_weights` only the configs are read: enough to check requests (an API
+        replica), not to embed."""
         import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
@@ -59,6 +63,9 @@ class EmbeddingRuntime:
 
         self.name = name
         self.path = Path(path)
+        if not load_weights:
+            self._describe()
+            return
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = SentenceTransformer(str(self.path), device=device, local_files_only=True)
@@ -73,6 +80,21 @@ class EmbeddingRuntime:
             max_tokens=self.max_tokens,
             parameters=sum(p.numel() for p in self.model.parameters()),
             device=str(self.model.device),
+        )
+
+    def _describe(self) -> None:
+        from genloom.runtimes.weights import count_parameters
+
+        self.model = self.tokenizer = None
+        config = json.loads((self.path / "config.json").read_text())
+        pooling = self.path / "1_Pooling" / "config.json"
+        dimensions = json.loads(pooling.read_text())["word_embedding_dimension"] if pooling.exists() else config["hidden_size"]
+        sbert = self.path / "sentence_bert_config.json"
+        self.max_tokens = int(json.loads(sbert.read_text())["max_seq_length"] if sbert.exists() else config["max_position_embeddings"])
+        self.info = EmbeddingInfo(
+            name=self.name, path=self.path, created=int((self.path / "config.json").stat().st_mtime),
+            dimensions=int(dimensions), max_tokens=self.max_tokens, parameters=count_parameters(self.path),
+            device="none (API replica)",
         )
 
     def embed(self, texts: list[str]) -> EmbeddingBatch:

@@ -90,13 +90,14 @@ def _fingerprint(path: Path) -> str:
 
 
 class ImageRuntime:
-    def __init__(self, *, name: str, path: Path, device: str = "auto", dtype: str = "auto", torch_threads: int = 0) -> None:
+    def __init__(
+        self, *, name: str, path: Path, device: str = "auto", dtype: str = "auto", torch_threads: int = 0,
+        load_weights: bool = True,
+    ) -> None:
         """`device` is a torch device or "auto" (CUDA when there is one); `dtype` "auto" is float32
-        on CPU and float16 on CUDA."""
+        on CPU and float16 on CUDA. Without `load_weights` only the pipeline's configs are read:
+        enough to check requests (an API replica), not to generate (`pipe` is None)."""
         import torch
-        from diffusers import DiffusionPipeline
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as hf_logging
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -104,32 +105,56 @@ class ImageRuntime:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":
             dtype = "float16" if device.startswith("cuda") else "float32"
-        diffusers_logging.disable_progress_bar()
-        hf_logging.disable_progress_bar()
         self._torch = torch
-        self.pipe = DiffusionPipeline.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
-        self.pipe.set_progress_bar_config(disable=True)
-        self._schedulers: dict[str | None, Any] = {None: self.pipe.scheduler}
         self._lock = threading.Lock()  # one call at a time: the scheduler is swapped per call
-        unet = getattr(self.pipe, "unet", None) or getattr(self.pipe, "transformer", None)
-        vae_scale = getattr(self.pipe, "vae_scale_factor", 8)
-        sample = getattr(getattr(unet, "config", None), "sample_size", None) or 64
-        levels = len(getattr(getattr(unet, "config", None), "block_out_channels", (0,)))
-        default_class = type(self.pipe.scheduler).__name__
-        modules = [m for m in self.pipe.components.values() if isinstance(m, torch.nn.Module)]
+        self.pipe: Any = None
+        if load_weights:
+            self._load(Path(path), device, dtype)
+            pipe = self.pipe
+            unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+            unet_config = dict(getattr(unet, "config", None) or {})
+            vae_scale = getattr(pipe, "vae_scale_factor", 8)
+            pipeline, default_class = type(pipe).__name__, type(pipe.scheduler).__name__
+            modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+            parameters = sum(p.numel() for m in modules for p in m.parameters())
+        else:
+            from genloom.runtimes.weights import count_parameters
+
+            index = _json(Path(path) / "model_index.json")
+            denoiser = "unet" if "unet" in index else "transformer"
+            unet_config = _json(Path(path) / denoiser / "config.json")
+            vae_levels = len(_json(Path(path) / "vae" / "config.json").get("block_out_channels", (0, 0, 0, 0)))
+            vae_scale = 2 ** (vae_levels - 1)
+            pipeline = index["_class_name"]
+            default_class = _json(Path(path) / "scheduler" / "scheduler_config.json")["_class_name"]
+            parameters = count_parameters(Path(path))
+            device = "none (API replica)"
+        sample = unet_config.get("sample_size") or 64
+        levels = len(unet_config.get("block_out_channels") or (0,))
         self.info = ImageInfo(
             name=name,
             path=Path(path),
             created=int((Path(path) / "model_index.json").stat().st_mtime),
-            pipeline=type(self.pipe).__name__,
+            pipeline=pipeline,
             revision=_fingerprint(Path(path)),
             default_size=int(sample) * vae_scale,
             size_multiple=vae_scale * 2 ** max(0, levels - 1),
             default_scheduler=next((k for k, v in SCHEDULERS.items() if v == default_class), default_class),
-            parameters=sum(p.numel() for m in modules for p in m.parameters()),
+            parameters=parameters,
             device=device,
             dtype=dtype,
         )
+
+    def _load(self, path: Path, device: str, dtype: str) -> None:
+        from diffusers import DiffusionPipeline
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as hf_logging
+
+        diffusers_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()
+        self.pipe = DiffusionPipeline.from_pretrained(path, dtype=getattr(self._torch, dtype)).to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self._schedulers: dict[str | None, Any] = {None: self.pipe.scheduler}
 
     @property
     def name(self) -> str:
@@ -243,3 +268,7 @@ def read_provenance(png: bytes) -> dict[str, Any] | None:
     with Image.open(io.BytesIO(png)) as image:
         text = getattr(image, "text", {}).get(PROVENANCE_KEY)
     return json.loads(text) if text else None
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

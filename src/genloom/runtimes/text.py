@@ -43,8 +43,10 @@ def _pick_dtype(dtype: DType, device: torch.device) -> torch.dtype:
 
 
 class TextRuntime:
-    def __init__(self, *, name: str, path: Path, settings: RuntimeSettings) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    def __init__(self, *, name: str, path: Path, settings: RuntimeSettings, load_weights: bool = True) -> None:
+        """Without `load_weights`, only the tokenizer and config are read: enough to check and
+        tokenize requests (an API replica), not to generate (`model` is None)."""
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a server log is not a terminal
@@ -56,31 +58,40 @@ class TextRuntime:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
-        ).to(device)
-        self.model.eval()
+        self.model = None
+        if load_weights:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
+            ).to(device)
+            self.model.eval()
+            model_config = self.model.config
+            parameters = sum(p.numel() for p in self.model.parameters())
+        else:
+            from genloom.runtimes.weights import count_parameters
+
+            model_config = AutoConfig.from_pretrained(path, local_files_only=True)
+            parameters = count_parameters(path)
         self.device = device
-        config = self.model.config.get_text_config()
+        config = model_config.get_text_config()
         self.max_context = int(getattr(config, "max_position_embeddings", 2048))
-        self.eos_token_ids = self._eos_ids(GenerationConfig, path)
+        self.eos_token_ids = self._eos_ids(GenerationConfig, path, model_config)
         self.info = ModelInfo(
             name=name,
             path=path,
             created=int((path / "config.json").stat().st_mtime),
             max_context=self.max_context,
-            parameters=sum(p.numel() for p in self.model.parameters()),
+            parameters=parameters,
             dtype=str(dtype).removeprefix("torch."),
-            device=str(device),
+            device=str(device) if load_weights else "none (API replica)",
         )
 
-    def _eos_ids(self, generation_config_cls, path: Path) -> set[int]:
+    def _eos_ids(self, generation_config_cls, path: Path, model_config) -> set[int]:
         ids: set[int] = set()
         try:
             gen = generation_config_cls.from_pretrained(path, local_files_only=True)
             eos = gen.eos_token_id
         except OSError:
-            eos = self.model.config.eos_token_id
+            eos = model_config.eos_token_id
         if isinstance(eos, int):
             ids.add(eos)
         elif eos:
@@ -115,6 +126,8 @@ class TextRuntime:
         return ids
 
     def new_batch(self) -> DecodeBatch:
+        if self.model is None:
+            raise RuntimeError(f"model {self.name} was loaded without its weights and cannot generate")
         return DecodeBatch(
             model=self.model,
             tokenizer=self.tokenizer,

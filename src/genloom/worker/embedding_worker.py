@@ -11,7 +11,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from genloom.queue import InMemoryQueue, Job, JobFailed
+from genloom.queue import Job, JobFailed
+from genloom.queue.protocol import JobQueue
 from genloom.runtimes.embeddings import EmbeddingInputError, EmbeddingRuntime
 
 log = logging.getLogger("genloom.worker")
@@ -41,7 +42,7 @@ class EmbeddingWorker:
         self,
         *,
         runtime: EmbeddingRuntime,
-        queue: InMemoryQueue,
+        queue: JobQueue,
         max_batch_texts: int = DEFAULT_MAX_BATCH_TEXTS,
         batch_wait_s: float = 0.002,
         idle_wait_s: float = 0.05,
@@ -100,7 +101,7 @@ class EmbeddingWorker:
     def _run_batch(self, jobs: list[Job]) -> int:
         if self._stop.is_set():
             return 0  # _run fails what is held
-        jobs = [job for job in jobs if not job.cancelled]
+        taken, jobs = jobs, [job for job in jobs if not job.cancelled]
         if not jobs or self._embed(jobs):
             answered = len(jobs)
         elif len(jobs) > 1:
@@ -108,6 +109,8 @@ class EmbeddingWorker:
             answered = sum(self._embed([job]) for job in jobs)
         else:
             answered = 0
+        for job in taken:
+            self._queue.finish(job)
         self._held = []
         return answered
 
@@ -136,4 +139,5 @@ class EmbeddingWorker:
     def _fail_held(self, message: str, shutdown: bool = False) -> None:
         for job in self._held:
             job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
+            self._queue.finish(job)
         self._held = []

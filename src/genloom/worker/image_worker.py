@@ -13,7 +13,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from genloom.queue import InMemoryQueue, Job, JobFailed, JobStarted, RequestClass
+from genloom.queue import Job, JobFailed, JobStarted, RequestClass
+from genloom.queue.protocol import JobQueue
 from genloom.runtimes.image import GenerationStopped, ImageInputError, ImageRuntime, ImageTask, encode_png
 
 log = logging.getLogger("genloom.worker")
@@ -32,7 +33,7 @@ class ImageWorker:
         self,
         *,
         runtime: ImageRuntime,
-        queue: InMemoryQueue,
+        queue: JobQueue,
         max_batch_images: int = 8,
         max_async_images: int | None = None,
         batch_wait_s: float = 0.005,
@@ -82,6 +83,9 @@ class ImageWorker:
                 jobs = self._take(wait_s=self._idle_wait_s)
                 if jobs:
                     self._run_jobs(jobs)
+                    for job in jobs:
+                        if job not in self._held:  # answered or dropped; the held ones are failed below
+                            self._queue.finish(job)
             except Exception:  # the thread must outlive any one batch; its jobs may run again
                 log.exception("image worker for %s: a batch failed outside generation", self.model)
                 self._fail_held("the image worker failed; retry the request")
@@ -105,11 +109,12 @@ class ImageWorker:
         for job in jobs:
             groups.setdefault(job.payload.batch_key, []).append(job)
         answered = 0
-        for group in groups.values():
+        for taken in groups.values():
             if self._stop.is_set():
                 return answered  # _run fails what is held
-            group = [job for job in group if not job.cancelled]
+            group = [job for job in taken if not job.cancelled]
             if not group:
+                self._held = [job for job in self._held if job not in taken]
                 continue
             for job in group:
                 job.emit(JobStarted())
@@ -118,7 +123,7 @@ class ImageWorker:
             elif len(group) > 1 and not self._stop.is_set():
                 # One bad job must not fail its batch company: run each alone, so only that one fails.
                 answered += sum(self._generate([job]) for job in group if not job.cancelled)
-            self._held = [job for job in self._held if job not in group]
+            self._held = [job for job in self._held if job not in taken]
         return answered
 
     def _generate(self, jobs: list[Job]) -> bool:
@@ -156,4 +161,5 @@ class ImageWorker:
     def _fail_held(self, message: str) -> None:
         for job in self._held:
             job.emit(JobFailed(message, retryable=True, shutdown=True))
+            self._queue.finish(job)
         self._held = []

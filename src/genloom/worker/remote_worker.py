@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 
-from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobFailed, JobStarted, PromptCounted, TokenEvent
+from genloom.queue import ChoiceFinished, Job, JobFailed, JobStarted, PromptCounted, TokenEvent
+from genloom.queue.protocol import JobQueue
 from genloom.runtimes.remote import RemoteTextUpstream, StreamBroken, UpstreamError, UpstreamRejected, UpstreamSettings
 
 log = logging.getLogger("genloom.worker")
@@ -32,7 +33,7 @@ class RemoteTask:
 
 class RemoteWorker:
     def __init__(
-        self, *, settings: UpstreamSettings, queue: InMemoryQueue, max_concurrency: int = 64, idle_wait_s: float = 0.1
+        self, *, settings: UpstreamSettings, queue: JobQueue, max_concurrency: int = 64, idle_wait_s: float = 0.1
     ) -> None:
         self.model = settings.name
         self._settings = settings
@@ -128,6 +129,7 @@ class RemoteWorker:
             job.emit(JobFailed(f"the call to {self.model} failed: {type(e).__name__}", before_output=not tokens))
         finally:
             self._busy_rows -= job.rows
+            self._queue.finish(job)
             self._wake.set()
 
     @staticmethod

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobFailed, JobStarted, RequestClass, TokenEvent
+from genloom.queue import ChoiceFinished, Job, JobFailed, JobStarted, RequestClass, TokenEvent
+from genloom.queue.protocol import JobQueue
 from genloom.runtimes.sampling import SamplingParams
 from genloom.runtimes.text import TextRuntime
 from genloom.runtimes.text_batch import NewSequence
@@ -37,7 +38,7 @@ class TextWorker:
         self,
         *,
         runtime: TextRuntime,
-        queue: InMemoryQueue,
+        queue: JobQueue,
         max_batch_size: int,
         realtime_reserved_rows: int = 0,
         async_rows_with_realtime: int | None = None,
@@ -112,6 +113,7 @@ class TextWorker:
                     open_choices.discard(index)
                     if not open_choices:
                         del self._active[job]
+                        self._queue.finish(job)
         self._fail_all("the server shut down before this request finished", shutdown=True)
 
     def _async_row_limit(self) -> int:
@@ -150,8 +152,10 @@ class TextWorker:
         batch.remove(keys)
         for job in cancelled:
             del self._active[job]
+            self._queue.finish(job)
 
     def _fail_all(self, message: str, shutdown: bool = False) -> None:
         for job in self._active:
             job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
+            self._queue.finish(job)
         self._active.clear()
