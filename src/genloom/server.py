@@ -13,12 +13,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from enum import Enum
 from pathlib import Path
 
+import redis
+import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 
 from genloom.api import create_app
+from genloom.api.app import create_worker_app
 from genloom.config import AuthMode, ModelKind, ModelSettings, Settings
 from genloom.gateway import Readiness, ServerState, TextService
 from genloom.gateway.text_service import RemoteModel
@@ -28,12 +32,15 @@ from genloom.gateway.cache import InMemoryResponseCache, InMemorySemanticCache
 from genloom.gateway.cached_text import CachedTextService
 from genloom.gateway.embedding_service import EmbeddingRequest, EmbeddingService
 from genloom.gateway.image_service import ImageService, UrlSigner
-from genloom.gateway.rate_limit import InMemoryRateLimiter
+from genloom.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
+from genloom.gateway.redis_rate_limit import RedisRateLimiter
 from genloom.gateway.job_service import JobService
 from genloom.gateway.job_webhooks import WebhookDispatcher
 from genloom.gateway.routing import Router
 from genloom.gateway.templates import TemplateService
-from genloom.queue import InMemoryQueue, JobFailed, RequestClass, SchedulerPolicy, Tier, TierPolicy
+from genloom.queue import InMemoryQueue, Job, JobEvent, JobFailed, RequestClass, SchedulerPolicy, Tier, TierPolicy
+from genloom.queue.protocol import JobQueue
+from genloom.queue.redis_queue import RedisQueue
 from genloom.queue.store import SqlJobStore
 from genloom.runtimes.embeddings import EmbeddingRuntime, builtin_embedding_model_path
 from genloom.runtimes.image import ImageRuntime
@@ -53,14 +60,41 @@ BUILTIN_EMBEDDING_MODEL = "all-minilm-l6-v2"
 _DRAIN_POLL_S = 0.05
 
 
+class Process(str, Enum):
+    """What this process runs: the API and workers (embedded, or sharing a Redis queue), the API
+    only (`genloom serve --role api`), or workers only (`genloom worker`)."""
+
+    ALL = "all"
+    API = "api"
+    WORKER = "worker"
+
+
 class GenloomServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, process: Process | None = None, worker_models: list[str] | None = None) -> None:
+        """`worker_models`: the models a worker process runs (default: all it serves)."""
         self.settings = settings
+        self.process = process or Process(settings.server.role.value)
+        if self.process is not Process.ALL and not settings.redis_url:
+            raise ValueError(f"a{'n' if self.process is Process.API else ''} {self.process.value} process needs redis_url")
+        self._worker_models = set(worker_models) if worker_models else None
         self.readiness = Readiness()
-        self.queue = InMemoryQueue(policy=scheduler_policy(settings))
         self.database = Database(url=settings.resolved_database_url(), echo=settings.store.echo_sql)
         self.request_log = RequestLog(database=self.database)
         self.job_store = SqlJobStore(database=self.database)
+        self.shared: RedisQueue | None = None
+        self.queue: JobQueue
+        if settings.redis_url:
+            self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+            self.aredis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+            self.queue = self.shared = RedisQueue(
+                client=self.redis, policy=scheduler_policy(settings), prefix=settings.redis_prefix,
+                lease_s=settings.queue.lease_s, max_deliveries=settings.queue.max_deliveries,
+                adopt=None if self.process is Process.API else self._adopt,
+            )
+            self.limiter: RateLimiter = RedisRateLimiter(client=self.aredis, prefix=settings.redis_prefix)
+        else:
+            self.queue = InMemoryQueue(policy=scheduler_policy(settings))
+            self.limiter = InMemoryRateLimiter()
         tenants = TenantStore(database=self.database)
         self.authenticator = Authenticator(tenants=tenants)
         self.admin = TenantAdmin(
@@ -72,7 +106,6 @@ class GenloomServer:
         self.workers: list[TextWorker | EmbeddingWorker | RemoteWorker | ImageWorker] = []
         self.embedding_runtimes: dict[str, EmbeddingRuntime] = {}
         self.embeddings = EmbeddingService(runtimes=self.embedding_runtimes, queue=self.queue, readiness=self.readiness)
-        self.limiter = InMemoryRateLimiter()
         self.image_runtimes: dict[str, ImageRuntime] = {}
         data_dir = settings.resolved_data_dir()
         self.images = ImageService(
@@ -125,8 +158,20 @@ class GenloomServer:
             webhook_allow_hosts=allow_hosts,
             on_finished=self.webhooks.wake if self.webhooks else lambda: None,
             images=self.images,
+            shared_queue=self.shared is not None,
         )
-        self.app: FastAPI = create_app(
+        self.app: FastAPI
+        if self.process is Process.WORKER:  # probes and nothing else
+            self.app = create_worker_app(readiness=self.readiness, service=self.service, lifespan=self._lifespan)
+        else:
+            self.app = self._api_app(settings)
+        self.on_fatal: Callable[[str], None] = lambda reason: None
+        self._loader: asyncio.Task | None = None
+        self._drainer: asyncio.Task | None = None
+        self._stopped = False
+
+    def _api_app(self, settings: Settings) -> FastAPI:
+        return create_app(
             service=self.service,
             cached_text=self.cached_text,
             jobs=self.jobs,
@@ -140,13 +185,19 @@ class GenloomServer:
             settings=settings,
             lifespan=self._lifespan,
         )
-        self.on_fatal: Callable[[str], None] = lambda reason: None
-        self._loader: asyncio.Task | None = None
-        self._drainer: asyncio.Task | None = None
-        self._stopped = False
+
+    def _runs_here(self, model: str) -> bool:
+        """Whether this process runs `model` (else it only describes it, to check requests)."""
+        if self.process is Process.API:
+            return False
+        return self._worker_models is None or model in self._worker_models
+
+    def _adopt(self, job: Job) -> Callable[[JobEvent], None]:
+        return self.jobs.adopt(job)
 
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI):
+        self.jobs.attach(asyncio.get_running_loop())  # workers may take shared jobs before it starts
         await self.database.migrate()
         await self._bootstrap_auth()
         await self.request_log.start()
@@ -183,17 +234,19 @@ class GenloomServer:
                     await self._load_image_model(model)
                     continue
                 started = time.monotonic()
+                runs_here = self._runs_here(model.name)
                 runtime = await asyncio.to_thread(
-                    TextRuntime, name=model.name, path=model.path, settings=self.settings.runtime
+                    TextRuntime, name=model.name, path=model.path, settings=self.settings.runtime, load_weights=runs_here
                 )
                 batch_size = model.max_batch_size or self.settings.runtime.max_batch_size
                 policy = _row_policy(self.settings, batch_size)
-                worker = TextWorker(runtime=runtime, queue=self.queue, max_batch_size=batch_size, **policy)
                 self.service.model_rows[model.name] = batch_size
                 self.jobs.async_rows[model.name] = batch_size - policy["realtime_reserved_rows"]
-                worker.start()
+                if runs_here:
+                    worker = TextWorker(runtime=runtime, queue=self.queue, max_batch_size=batch_size, **policy)
+                    worker.start()
+                    self.workers.append(worker)
                 self.runtimes[model.name] = runtime
-                self.workers.append(worker)
                 info = runtime.info
                 log.info(
                     "loaded model %s from %s (%.1fM parameters, %s on %s) in %.1f s",
@@ -242,13 +295,14 @@ class GenloomServer:
             model=model.upstream_model or model.name, connect_timeout_s=model.connect_timeout_s,
             read_timeout_s=model.read_timeout_s, first_token_timeout_s=model.first_token_timeout_s,
         )
-        worker = RemoteWorker(settings=upstream, queue=self.queue, max_concurrency=model.max_concurrency)
-        worker.start()
+        if self._runs_here(model.name):
+            worker = RemoteWorker(settings=upstream, queue=self.queue, max_concurrency=model.max_concurrency)
+            worker.start()
+            self.workers.append(worker)
         b = self.settings.breaker
         self.breakers[model.name] = CircuitBreaker(failure_threshold=b.failure_threshold, window_s=b.window_s, open_s=b.open_s)
         self.remotes[model.name] = RemoteModel(name=model.name, max_context=model.max_context)
         self.service.model_rows[model.name] = model.max_concurrency
-        self.workers.append(worker)
         log.info("serving remote model %s from %s (as %s)", model.name, upstream.base_url, upstream.model)
 
     async def _load_image_model(self, model: ModelSettings) -> None:
@@ -262,21 +316,24 @@ class GenloomServer:
             path = await asyncio.to_thread(assemble, path, self.settings.resolved_data_dir() / "models" / model.name)
         started = time.monotonic()
         rt = self.settings.runtime
+        runs_here = self._runs_here(model.name)
         runtime = await asyncio.to_thread(
-            ImageRuntime, name=model.name, path=path, device=rt.device.value, dtype=rt.dtype.value, torch_threads=rt.torch_threads
+            ImageRuntime, name=model.name, path=path, device=rt.device.value, dtype=rt.dtype.value,
+            torch_threads=rt.torch_threads, load_weights=runs_here,
         )
         images = self.settings.images
         batch = model.max_batch_size or images.max_batch_images
         async_images = max(1, batch - batch // 4)  # a quarter of each batch is kept for realtime requests
-        worker = ImageWorker(
-            runtime=runtime, queue=self.queue, max_batch_images=batch, batch_wait_s=images.batch_wait_s,
-            max_async_images=async_images,
-        )
+        if runs_here:
+            worker = ImageWorker(
+                runtime=runtime, queue=self.queue, max_batch_images=batch, batch_wait_s=images.batch_wait_s,
+                max_async_images=async_images,
+            )
+            worker.start()
+            self.workers.append(worker)
         self.jobs.async_rows[model.name] = async_images
-        worker.start()
         self.images.batch_limits[model.name] = batch
         self.image_runtimes[model.name] = runtime
-        self.workers.append(worker)
         info = runtime.info
         log.info(
             "loaded image model %s from %s (%s, %.1fM parameters, %dx%d, %s on %s) in %.1f s",
@@ -294,11 +351,15 @@ class GenloomServer:
             # One queue serves both kinds, keyed by model name: a shared name would mix their jobs.
             raise ValueError(f"the model name {name} is the built-in embedding model's; rename the text model")
         started = time.monotonic()
-        runtime = await asyncio.to_thread(EmbeddingRuntime, name=name, path=path, device=self.settings.runtime.device.value)
-        worker = EmbeddingWorker(runtime=runtime, queue=self.queue)
-        worker.start()
+        runs_here = self._runs_here(name)
+        runtime = await asyncio.to_thread(
+            EmbeddingRuntime, name=name, path=path, device=self.settings.runtime.device.value, load_weights=runs_here
+        )
+        if runs_here:
+            worker = EmbeddingWorker(runtime=runtime, queue=self.queue)
+            worker.start()
+            self.workers.append(worker)
         self.embedding_runtimes[name] = runtime
-        self.workers.append(worker)
         info = runtime.info
         log.info(
             "loaded embedding model %s from %s (%.1fM parameters, %d dimensions, on %s) in %.1f s",
@@ -314,6 +375,8 @@ class GenloomServer:
         """SIGTERM: refuse new work now; let accepted work finish within the drain timeout."""
         if self._drainer is None:
             self.readiness.set(ServerState.DRAINING, "shutting down")
+            if self.process is Process.WORKER and self.shared is not None:
+                self.shared.close()  # take nothing more; what is running finishes, the rest waits for others
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
@@ -328,7 +391,10 @@ class GenloomServer:
         await self._stop_workers()
 
     def _busy(self) -> bool:
-        return bool(self.service.in_flight or self.embeddings.in_flight or self.images.in_flight or self.jobs.running)
+        return bool(
+            self.service.in_flight or self.embeddings.in_flight or self.images.in_flight or self.jobs.running
+            or any(w.busy for w in self.workers)
+        )
 
     async def _stop_workers(self) -> None:
         for job in self.queue.close():
@@ -347,6 +413,10 @@ class GenloomServer:
             await self.webhooks.stop()
         await self.request_log.close()
         await self.database.dispose()
+        if self.shared is not None:
+            await asyncio.to_thread(self.shared.stop)
+            self.redis.close()
+            await self.aredis.aclose()
 
 
 async def _never_disconnected() -> bool:
@@ -417,9 +487,9 @@ class _DrainingUvicorn(uvicorn.Server):
             self._captured_signals.remove(sig)
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, *, process: Process | None = None, worker_models: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the exit code is 1 when the models could not be loaded."""
-    server = GenloomServer(settings)
+    server = GenloomServer(settings, process=process, worker_models=worker_models)
     config = uvicorn.Config(
         server.app,
         host=settings.server.host,

@@ -77,3 +77,12 @@ def create_app(
     app.include_router(build_files_router(images.files, images.signer, authenticate_request))
     install_error_handlers(app)
     return app
+
+
+def create_worker_app(
+    *, readiness: Readiness, service: TextService, lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]
+) -> FastAPI:
+    """A worker process's HTTP face: /healthz and /readyz for its orchestrator, nothing else."""
+    app = FastAPI(title="Genloom worker", version=__version__, lifespan=lifespan)
+    app.include_router(build_health_router(readiness, service))
+    return app

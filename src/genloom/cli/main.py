@@ -16,7 +16,7 @@ from genloom.cli.admin import keys_app, tenants_app
 from genloom.cli.db import db_app
 from genloom.cli.images import images_app
 from genloom.cli.jobs import jobs_app
-from genloom.config import ConfigError, Settings, load_settings
+from genloom.config import ConfigError, Role, Settings, load_settings
 
 app = typer.Typer(help="Genloom: generative models as a production service.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
@@ -50,19 +50,60 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8000].")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the database and files live [default: ~/.genloom].")] = None,
+    role: Annotated[
+        Role | None,
+        typer.Option(help="all: API and workers in this process; api: the API only, workers run as `genloom worker` (needs GENLOOM_REDIS_URL) [default: all]."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Serve the OpenAI-compatible API with the configured (by default the built-in) models."""
-    settings = _settings(config, **{"server.host": host, "server.port": port, "data_dir": data_dir})
-    logging.basicConfig(
-        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    log = logging.getLogger("genloom")
+    settings = _settings(config, **{"server.host": host, "server.port": port, "data_dir": data_dir, "server.role": role})
+    log = _logging(settings)
     log.info("data dir %s", settings.resolved_data_dir())
-    log.info("listening on http://%s:%d (OpenAI API under /v1)", settings.server.host, settings.server.port)
+    log.info(
+        "listening on http://%s:%d (OpenAI API under /v1; %s)", settings.server.host, settings.server.port,
+        "API only, workers take from Redis" if settings.server.role is Role.API else "API and workers",
+    )
     from genloom.server import run
 
     raise typer.Exit(run(settings))
+
+
+@app.command()
+def worker(
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated model names this worker runs [default: every served model].")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface for /healthz and /readyz [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port for /healthz and /readyz [default: server.port, 8000].")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where files live [default: ~/.genloom].")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run models for the API replicas: take work from the shared Redis queue (GENLOOM_REDIS_URL),
+    store async results in the database (GENLOOM_DATABASE_URL). SIGTERM drains: the batch running
+    finishes, queued work stays for other workers; SIGKILL loses nothing (leases expire)."""
+    settings = _settings(config, **{"server.host": host, "server.port": port, "data_dir": data_dir})
+    if not settings.redis_url:
+        err.print("[bold red]error:[/] a worker takes its work from Redis: set GENLOOM_REDIS_URL (and GENLOOM_DATABASE_URL)")
+        raise typer.Exit(2)
+    served = [m.name for m in settings.served_models()] + ["all-minilm-l6-v2"]
+    chosen = [name.strip() for name in models.split(",") if name.strip()] if models else None
+    unknown = sorted(set(chosen or ()) - set(served))
+    if unknown:
+        err.print(f"[bold red]error:[/] not a served model: {', '.join(unknown)} (served: {', '.join(served)})")
+        raise typer.Exit(2)
+    log = _logging(settings)
+    log.info("worker for %s; health on http://%s:%d", ", ".join(chosen or served), settings.server.host, settings.server.port)
+    from genloom.server import Process, run
+
+    raise typer.Exit(run(settings, process=Process.WORKER, worker_models=chosen))
+
+
+def _logging(settings: Settings) -> logging.Logger:
+    logging.basicConfig(
+        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    return logging.getLogger("genloom")
 
 
 @config_app.command("show")

@@ -77,11 +77,13 @@ class _Stop:
 @dataclass(frozen=True)
 class _Pending:
     """A job queued on this process and not started yet. `dispatch` tells this queueing of the job
-    from an earlier one (a retried job keeps its id), so a stale run's late events are ignored."""
+    from an earlier one (a retried job keeps its id), so a stale run's late events are ignored.
+    A job taken from a shared queue (adopted) comes with only its Job: the rest is read from
+    the store when it starts."""
 
-    record: JobRecord
-    request: Request
-    prepared: Prepared
+    record: JobRecord | None
+    request: Request | None
+    prepared: Prepared | None
     job: Job
     dispatch: str
 
@@ -90,8 +92,8 @@ class _Pending:
 class _Run:
     job: Job
     dispatch: str
-    record: JobRecord
-    request: Request
+    record: JobRecord | None  # None until an adopted job's lease is taken
+    request: Request | None
     completion: Completion | None  # None for an image job: its pictures arrive in one event
     events: asyncio.Queue[JobEvent | _Stop] = field(default_factory=asyncio.Queue)
     owner: str | None = None
@@ -112,8 +114,12 @@ class JobService:
         resolve: Resolver = resolve_host,
         rng: random.Random | None = None,
         images: ImageService | None = None,
+        shared_queue: bool = False,
     ) -> None:
+        """With `shared_queue`, jobs queued here run on any worker process: this process keeps no
+        run for them, and runs the ones its own workers take (`adopt`)."""
         self._store = store
+        self._shared = shared_queue
         self._images = images
         self._queue = queue
         self._text = text
@@ -135,6 +141,10 @@ class JobService:
     @property
     def running(self) -> int:
         return len(self._runs)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop its bookkeeping runs on, known before `start` (workers may adopt jobs sooner)."""
+        self._loop = loop
 
     async def start(self) -> None:
         """Recover what an earlier process left (expired leases, waiting jobs), then keep leases alive."""
@@ -265,7 +275,7 @@ class JobService:
         place = self._queue.reserve(model=current.model, request_class=RequestClass.ASYNC, tenant=current.tenant)
         try:
             record = await self._store.retry(job_id, tenant=tenant, extra_attempts=self._settings.max_attempts)
-            await self._enqueue(record)
+            await self._enqueue(record, retry=True)
         finally:
             self._queue.release(place)
         self._notify()
@@ -316,12 +326,16 @@ class JobService:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _enqueue(self, record: JobRecord, prepared: Prepared | None = None) -> None:
-        request: Request
+    @staticmethod
+    def _request(record: JobRecord) -> Request:
         if record.url == IMAGES_ENDPOINT:
-            request = ImageRequest.from_record(record.request, id=record.id, tier=Tier(record.tier), tenant=record.tenant)
-        else:
-            request = TextRequest.from_record(record.request, id=record.id, tier=Tier(record.tier), tenant=record.tenant)
+            return ImageRequest.from_record(record.request, id=record.id, tier=Tier(record.tier), tenant=record.tenant)
+        return TextRequest.from_record(record.request, id=record.id, tier=Tier(record.tier), tenant=record.tenant)
+
+    async def _enqueue(self, record: JobRecord, prepared: Prepared | None = None, *, retry: bool = False) -> None:
+        """Queue a stored job; `retry` for one that has run before (a copy may still be held)."""
+        request = self._request(record)
+        if isinstance(request, TextRequest):
             # A retry after a failure goes to the next model of the fallback chain, the last one keeps it.
             chain = self._text.chain(record.model)
             target = chain[min(record.attempts, len(chain) - 1)] if record.error else record.model
@@ -357,14 +371,43 @@ class JobService:
             # Aging counts the time it has waited already, across restarts.
             enqueued_at=time.monotonic() - max(0.0, waited),
         )
-        self._pending[record.id] = _Pending(record, request, prepared, job, dispatch)
-        self._queue.restore(job)
+        if self._shared:
+            job.emit = _ignore  # whichever worker takes it runs it (adopt)
+        else:
+            self._pending[record.id] = _Pending(record, request, prepared, job, dispatch)
+        (self._queue.requeue if retry else self._queue.restore)(job)
 
     async def _fail_unrunnable(self, record: JobRecord, message: str) -> None:
         owner = f"{self._process_id}:{uuid.uuid4().hex[:8]}"
         if await self._store.start(record.id, owner=owner, lease_until=utc_now()) is not None:
             await self._store.fail(record.id, owner=owner, error={"message": message, "code": "invalid_request"}, retry_at=None)
             log.warning("job %s failed: %s", record.id, message)
+
+    def adopt(self, job: Job) -> Callable[[JobEvent], None]:
+        """The `emit` for an async job this process's worker took from the shared queue (called
+        on the worker's thread): its bookkeeping runs here as if it had been queued here."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the job service has not started")
+        dispatch = uuid.uuid4().hex
+        # Scheduled before the worker's first event, so JobStarted finds it.
+        loop.call_soon_threadsafe(self._adopted, _Pending(None, None, None, job, dispatch))
+        job.on_cancel(lambda: self._stop_run_soon(job.id, dispatch))  # cancelled on another replica
+        return self._emitter(job.id, dispatch)
+
+    def _adopted(self, pending: _Pending) -> None:
+        self._pending[pending.job.id] = pending
+
+    def _stop_run_soon(self, job_id: str, dispatch: str) -> None:
+        loop = self._loop
+        if loop is not None:
+            with suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._stop_run, job_id, dispatch)
+
+    def _stop_run(self, job_id: str, dispatch: str) -> None:
+        run = self._runs.get(job_id)
+        if run is not None and run.dispatch == dispatch:
+            run.events.put_nowait(_Stop())
 
     def _emitter(self, job_id: str, dispatch: str) -> Callable[[JobEvent], None]:
         def emit(event: JobEvent) -> None:  # on a worker thread
@@ -389,10 +432,8 @@ class JobService:
                 old.events.put_nowait(_Stop())
             completion = None
             if isinstance(prepared, PreparedText):
-                completion = Completion(
-                    id=job_id, model=prepared.model, created=int(time.time()),
-                    choices=[Choice(i) for i in range(request.n)], prompt_tokens=prepared.prompt_tokens,
-                )
+                assert request is not None
+                completion = _completion(job_id, prepared.model, request.n, prepared.prompt_tokens)
             run = _Run(job=job, dispatch=dispatch, record=record, request=request, completion=completion)
             self._runs[job_id] = run
             task = asyncio.create_task(self._run(run), name=f"genloom-job-{job_id}")
@@ -406,15 +447,20 @@ class JobService:
             del self._pending[job_id]  # failed before it started (the queue closed): it stays queued
 
     async def _run(self, run: _Run) -> None:
-        job_id = run.record.id
+        job_id = run.job.id
         try:
             owner = f"{self._process_id}:{uuid.uuid4().hex[:8]}"
             lease_until = utc_now() + timedelta(seconds=self._settings.lease_s)
             started = await self._store.start(job_id, owner=owner, lease_until=lease_until)
-            if started is None:  # cancelled while it waited
+            if started is None:  # cancelled while it waited, or (shared queue) another worker holds it
                 run.job.cancel()
                 return
             run.owner, run.record = owner, started
+            if run.request is None:  # adopted from the shared queue
+                run.request = self._request(started)
+                task = run.job.payload
+                if isinstance(run.request, TextRequest):
+                    run.completion = _completion(job_id, run.job.model, run.request.n, len(task.prompt_ids))
             self._notify()
             result = await self._collect(run)
             if result is None:
@@ -433,6 +479,7 @@ class JobService:
 
     async def _collect(self, run: _Run) -> dict[str, Any] | None:
         """Gather a run's events into its result body; None when it ended otherwise (stopped or failed)."""
+        assert run.request is not None and run.record is not None
         open_choices = run.request.n
         while True:
             event = await run.events.get()
@@ -460,9 +507,12 @@ class JobService:
                     return run.completion.openai_body(run.request.endpoint)
 
     async def _attempt_failed(self, run: _Run, failure: JobFailed) -> None:
+        assert run.record is not None
         job_id, owner = run.record.id, run.owner or ""
         if failure.shutdown:
-            await self._store.release(job_id, owner=owner, message=failure.message)
+            if await self._store.release(job_id, owner=owner, message=failure.message) and self._shared:
+                # Another worker process takes it now; an embedded server recovers it at its next start.
+                await self._enqueue(await self._store.get(job_id, history=False), retry=True)
             return
         error = {"message": failure.message, "code": "generation_failed"}
         retry_at: datetime | None = None
@@ -479,7 +529,7 @@ class JobService:
         if record is None:
             return
         if record.state is JobState.RETRYING:
-            await self._enqueue(record)
+            await self._enqueue(record, retry=True)
         else:
             self._on_finished()
 
@@ -509,7 +559,7 @@ class JobService:
                     log.warning("job %s: its worker was lost; now %s", record.id, record.state.value)
                     try:
                         if record.state is JobState.RETRYING:
-                            await self._enqueue(record)
+                            await self._enqueue(record, retry=True)
                         else:
                             self._on_finished()
                     except Exception:  # the others must still be queued; this one waits for the next start
@@ -517,6 +567,16 @@ class JobService:
                     self._notify()
             except Exception:
                 log.exception("reclaiming expired leases failed")
+
+
+def _completion(job_id: str, model: str, n: int, prompt_tokens: int) -> Completion:
+    return Completion(
+        id=job_id, model=model, created=int(time.time()), choices=[Choice(i) for i in range(n)], prompt_tokens=prompt_tokens,
+    )
+
+
+def _ignore(event: JobEvent) -> None:
+    pass
 
 
 def _request_hash(submission: JobSubmission) -> str:

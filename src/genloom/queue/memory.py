@@ -91,6 +91,10 @@ class InMemoryQueue:
         """Queue a job that was accepted earlier (recovered after a restart, or retrying): no admission check."""
         self._add(job, admit=False)
 
+    def requeue(self, job: Job) -> None:
+        """Queue a job to be retried; here the same as `restore` (a taken job left this queue)."""
+        self._add(job, admit=False)
+
     def _add(self, job: Job, *, admit: bool) -> None:
         entry = Entry(
             id=job.id, request_class=job.request_class, tier=job.tier, tenant=job.tenant, cost=job.cost,

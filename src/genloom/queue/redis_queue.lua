@@ -200,9 +200,17 @@ local function unqueue(e)
 end
 
 if op == 'submit' then
-  -- id, model, class, tier, tenant, cost, rows, arrived_at, not_before, payload, reply, admit
+  -- id, model, class, tier, tenant, cost, rows, arrived_at, not_before, payload, reply, admit, requeue
+  -- ARGV[16] '1': requeue a job still marked running or dead (a retry decided elsewhere); its
+  -- holder's finish and heartbeats are refused from now on.
   local id, m, c, n = ARGV[4], ARGV[5], ARGV[6], ARGV[8]
-  if redis.call('EXISTS', k_job(id)) == 1 then return {'exists'} end
+  local current = redis.call('HGET', k_job(id), 'st')
+  if current then
+    if ARGV[16] ~= '1' or (current ~= 'run' and current ~= 'dead') then return {'exists'} end
+    redis.call('ZREM', K_LEASES, id)
+    redis.call('ZREM', K_DEAD, id)
+    redis.call('DEL', k_job(id))
+  end
   if ARGV[15] == '1' then
     local refused = refuse(m, c, n)
     if refused then return refused end

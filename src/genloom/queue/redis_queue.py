@@ -171,8 +171,13 @@ class RedisQueue:
         or running anywhere) is left as it is, so recovery sweeps can run on every process."""
         self._add(job, admit=False)
 
-    def _add(self, job: Job, *, admit: bool) -> None:
-        if self._closed:
+    def requeue(self, job: Job) -> None:
+        """Queue a job again that is to be retried: unlike `restore`, a copy still marked running
+        (its holder failed it, or lost its lease) or dead is replaced."""
+        self._add(job, admit=False, requeue=True)
+
+    def _add(self, job: Job, *, admit: bool, requeue: bool = False) -> None:
+        if self._closed and admit:  # an accepted job may still be put back for other processes
             raise QueueClosed("the server is shutting down")
         self.start()
         now, mono = self._clock(), self._monotonic()
@@ -183,7 +188,8 @@ class RedisQueue:
             self._submitted[job.id] = _Waiting(job)  # before the script: a fast worker may answer at once
         answer = self._call(
             "submit", job.id, job.model, job.request_class.value, job.tier.value, job.tenant, repr(float(job.cost)),
-            job.rows, repr(arrived), repr(not_before), codec.dumps(job.payload), reply, "1" if admit else "0", now=now,
+            job.rows, repr(arrived), repr(not_before), codec.dumps(job.payload), reply, "1" if admit else "0",
+            "1" if requeue else "0", now=now,
         )
         if answer[0] != "ok":
             if reply and answer[0] != "exists":
@@ -243,6 +249,9 @@ class RedisQueue:
         process under a lease until `finish`. Waits up to `timeout` seconds when none is ready."""
         models = tuple(models)
         if not models:
+            return []
+        if self._closed:  # draining: nothing more for this process; do not let a worker spin
+            self._stopping.wait(timeout)
             return []
         self.start()
         async_rows = max_rows if max_async_rows is None else max_async_rows

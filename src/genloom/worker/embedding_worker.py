@@ -71,6 +71,10 @@ class EmbeddingWorker:
         self._thread.join(timeout)
 
     @property
+    def busy(self) -> bool:
+        return bool(self._held)
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 

@@ -67,6 +67,10 @@ class ImageWorker:
         self._thread.join(timeout)
 
     @property
+    def busy(self) -> bool:
+        return bool(self._held)
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 

@@ -53,6 +53,10 @@ class RemoteWorker:
         self._thread.join(timeout)
 
     @property
+    def busy(self) -> bool:
+        return self._busy_rows > 0
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 

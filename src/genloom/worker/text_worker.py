@@ -78,6 +78,10 @@ class TextWorker:
         return self._thread.is_alive()
 
     @property
+    def busy(self) -> bool:
+        return bool(self._active)
+
+    @property
     def running_jobs(self) -> int:
         return len(self._active)
 
