@@ -128,7 +128,7 @@ class RedisQueue:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         pubsub.psubscribe(**{f"{self._prefix}wake:*": self._on_wake})
         pubsub.subscribe(**{f"{self._prefix}cancel": self._on_cancel_message})
-        self._pubsub_thread = pubsub.run_in_thread(sleep_time=0.5, daemon=True)
+        self._pubsub_thread = pubsub.run_in_thread(sleep_time=0.5, daemon=True, exception_handler=self._pubsub_failed)
         for target, name in ((self._keep, "keeper"), (self._read_inbox, "reader"), (self._send_events, "sender")):
             thread = threading.Thread(target=target, name=f"genloom-redis-queue-{name}", daemon=True)
             thread.start()
@@ -158,6 +158,7 @@ class RedisQueue:
             thread.join(5)
         if self._pubsub_thread is not None:
             self._pubsub_thread.stop()
+            self._pubsub_thread.join(2)
         self._redis.delete(self._inbox)
 
     # -- submitting ---------------------------------------------------------------------------
@@ -402,6 +403,17 @@ class RedisQueue:
                 job.cancel()
             elif state == 2:
                 job.cancel()
+
+    def _pubsub_failed(self, error: BaseException, pubsub: Any, thread: Any) -> None:
+        """The channel listener lost Redis: listen again unless stopping (wakes are also polled)."""
+        if self._stopping.is_set():
+            thread.stop()
+            return
+        log.warning("lost the queue's Redis channels (%s); listening again", error)
+        time.sleep(0.5)
+        pubsub.reset()  # the thread's next read subscribes again on a new connection
+        pubsub.psubscribe(**{f"{self._prefix}wake:*": self._on_wake})
+        pubsub.subscribe(**{f"{self._prefix}cancel": self._on_cancel_message})
 
     def _on_cancel_message(self, message: dict) -> None:
         with self._lock:
