@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -67,7 +68,14 @@ def postgres_template() -> Iterator[str]:
 def postgres_database(template: str) -> Iterator[str]:
     """A fresh copy of `template`; its SQLAlchemy URL."""
     name = f"genloom_t_{uuid.uuid4().hex[:12]}"
-    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    for attempt in range(10):
+        try:
+            _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            break
+        except asyncpg.ObjectInUseError:  # a copy is refused while anything is connected to the template
+            if attempt == 9:
+                raise
+            time.sleep(0.3)
     try:
         yield sqlalchemy_url(name)
     finally:
