@@ -11,7 +11,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import Enum
 from pathlib import Path
@@ -28,7 +28,8 @@ from genloom.gateway import Readiness, ServerState, TextService
 from genloom.gateway.text_service import RemoteModel
 from genloom.gateway.auth import Authenticator, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
-from genloom.gateway.cache import InMemoryResponseCache, InMemorySemanticCache
+from genloom.gateway.cache import InMemoryResponseCache, InMemorySemanticCache, ResponseCache, SemanticCache
+from genloom.gateway.redis_cache import RedisResponseCache, RedisSemanticCache
 from genloom.gateway.cached_text import CachedTextService
 from genloom.gateway.embedding_service import EmbeddingRequest, EmbeddingService
 from genloom.gateway.image_service import ImageService, UrlSigner
@@ -82,6 +83,7 @@ class GenloomServer:
         self.request_log = RequestLog(database=self.database)
         self.job_store = SqlJobStore(database=self.database)
         self.shared: RedisQueue | None = None
+        self._closing: list[Callable[[], Awaitable[None]]] = []  # Redis clients to close at the end
         self.queue: JobQueue
         if settings.redis_url:
             self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
@@ -281,10 +283,21 @@ class GenloomServer:
             assert result is not None
             return result.vectors
 
-        semantic = InMemorySemanticCache(
-            embed=embed, threshold=c.semantic_threshold, max_entries_per_tenant=c.semantic_max_entries_per_tenant
-        )
-        exact = InMemoryResponseCache(max_entries=c.max_entries)
+        semantic: SemanticCache
+        exact: ResponseCache
+        if settings.redis_url:  # shared by every replica
+            cache_client = aioredis.Redis.from_url(settings.redis_url)  # bytes: vectors are stored raw
+            self._closing.append(cache_client.aclose)
+            semantic = RedisSemanticCache(
+                client=cache_client, prefix=settings.redis_prefix, embed=embed, threshold=c.semantic_threshold,
+                max_entries_per_tenant=c.semantic_max_entries_per_tenant,
+            )
+            exact = RedisResponseCache(client=cache_client, prefix=settings.redis_prefix, max_entries=c.max_entries)
+        else:
+            semantic = InMemorySemanticCache(
+                embed=embed, threshold=c.semantic_threshold, max_entries_per_tenant=c.semantic_max_entries_per_tenant
+            )
+            exact = InMemoryResponseCache(max_entries=c.max_entries)
         return CachedTextService(text=self.service, exact=exact, semantic=semantic, ttl_s=c.ttl_s)
 
     def _start_remote(self, model: ModelSettings) -> None:
@@ -417,6 +430,8 @@ class GenloomServer:
             await asyncio.to_thread(self.shared.stop)
             self.redis.close()
             await self.aredis.aclose()
+        for close in self._closing:
+            await close()
 
 
 async def _never_disconnected() -> bool:

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from genloom.gateway.cache import (
     CachedCompletion,
@@ -18,9 +19,11 @@ from genloom.gateway.cache import (
     semantic_params_key,
     semantic_text,
 )
+from genloom.gateway.redis_cache import RedisResponseCache, RedisSemanticCache
 from genloom.gateway.text_service import TextRequest
 from genloom.queue import Tier
 from genloom.runtimes.sampling import SamplingParams
+from tests.services import REDIS
 
 CHAT = "/v1/chat/completions"
 MODEL = "tiny-llama"
@@ -105,20 +108,27 @@ def test_sampled_request_has_no_key_but_a_seeded_one_does() -> None:
     assert cache_key(chat(params={"temperature": 0.7, "seed": 42})) is not None
 
 
-# Every ResponseCache implementation joins this list and must pass the tests that take `cache`.
-IMPLEMENTATIONS: list[Callable[[FakeClock, int], ResponseCache]] = [
-    lambda clock, max_entries: InMemoryResponseCache(max_entries=max_entries, clock=clock),
-]
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=IMPLEMENTATIONS, ids=["in-memory"])
+@pytest.fixture
+async def redis_client(redis_prefix: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
+    """A client of the real Redis server and a key prefix of this test's own."""
+    client = aioredis.Redis.from_url(REDIS)
+    yield client, redis_prefix
+    await client.aclose()
+
+
+# Every ResponseCache implementation must pass the tests that take `make_cache`: the in-process
+# one and the one every replica shares through Redis.
+@pytest.fixture(params=["in-memory", "redis"])
 def make_cache(request: pytest.FixtureRequest, clock: FakeClock) -> Callable[[int], ResponseCache]:
-    return lambda max_entries=100: request.param(clock, max_entries)
+    if request.param == "in-memory":
+        return lambda max_entries=100: InMemoryResponseCache(max_entries=max_entries, clock=clock)
+    client, prefix = request.getfixturevalue("redis_client")
+    return lambda max_entries=100: RedisResponseCache(client=client, prefix=prefix, max_entries=max_entries, clock=clock)
 
 
 async def test_put_then_get_returns_the_stored_body(make_cache: Callable[..., ResponseCache]) -> None:
@@ -204,13 +214,16 @@ def embed() -> Callable[[list[str]], Any]:
     return embed
 
 
-SEMANTIC_IMPLEMENTATIONS: list[Callable[..., SemanticCache]] = [InMemorySemanticCache]
-
-
-@pytest.fixture(params=SEMANTIC_IMPLEMENTATIONS, ids=["in-memory"])
+@pytest.fixture(params=["in-memory", "redis"])
 def make_semantic(request: pytest.FixtureRequest, embed: Any, clock: FakeClock) -> Callable[..., SemanticCache]:
+    if request.param == "in-memory":
+        cls, shared = InMemorySemanticCache, {}
+    else:
+        client, prefix = request.getfixturevalue("redis_client")
+        cls, shared = RedisSemanticCache, {"client": client, "prefix": prefix}
+
     def make(threshold: float = 0.92, max_entries_per_tenant: int = 100) -> SemanticCache:
-        return request.param(embed=embed, threshold=threshold, max_entries_per_tenant=max_entries_per_tenant, clock=clock)
+        return cls(embed=embed, threshold=threshold, max_entries_per_tenant=max_entries_per_tenant, clock=clock, **shared)
 
     return make
 
@@ -306,3 +319,14 @@ def test_semantic_params_key_ignores_the_text_and_tenant_but_not_system_prompt_o
     assert semantic_params_key(chat("a")) == semantic_params_key(chat("b", tenant="globex"))
     assert semantic_params_key(chat(system="Answer in French.")) != semantic_params_key(chat(system="Answer in English."))
     assert semantic_params_key(chat(params={"max_tokens": 64})) != semantic_params_key(chat())
+
+
+async def test_what_one_replica_caches_another_answers(redis_client: tuple[aioredis.Redis, str], embed: Any, clock: FakeClock) -> None:
+    client, prefix = redis_client
+    exact = [RedisResponseCache(client=client, prefix=prefix, max_entries=10, clock=clock) for _ in range(2)]
+    await exact[0].put("k", answer("shared"), 60)
+    assert await exact[1].get("k") == answer("shared")
+    semantic = [RedisSemanticCache(client=client, prefix=prefix, embed=embed, max_entries_per_tenant=10, clock=clock) for _ in range(2)]
+    await store(semantic[0], "what's a python list")
+    hit = await semantic[1].lookup("acme", MODEL, "p", "What is a Python list?")
+    assert hit is not None and hit.value == answer("what's a python list")
