@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from genloom.api import create_app
 from genloom.api.app import create_worker_app
 from genloom.config import AuthMode, ModelKind, ModelSettings, Settings
+from genloom.config.settings import BlobBackend
 from genloom.gateway import Readiness, ServerState, TextService
 from genloom.gateway.text_service import RemoteModel
 from genloom.gateway.auth import Authenticator, TenantAdmin
@@ -48,7 +49,7 @@ from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.remote import UpstreamSettings
 from genloom.runtimes.text import TextRuntime
 from genloom.store import Database, RequestLog
-from genloom.store.files import FileBlobStore, FileStore
+from genloom.store.files import BlobStore, FileBlobStore, FileStore, S3BlobStore
 from genloom.store.templates import TemplateStore
 from genloom.store.tenants import TenantStore
 from genloom.worker import TextWorker
@@ -109,13 +110,12 @@ class GenloomServer:
         self.embedding_runtimes: dict[str, EmbeddingRuntime] = {}
         self.embeddings = EmbeddingService(runtimes=self.embedding_runtimes, queue=self.queue, readiness=self.readiness)
         self.image_runtimes: dict[str, ImageRuntime] = {}
-        data_dir = settings.resolved_data_dir()
         self.images = ImageService(
             runtimes=self.image_runtimes,
             queue=self.queue,
             readiness=self.readiness,
             settings=settings.images,
-            files=FileStore(database=self.database, blobs=FileBlobStore(data_dir / "blobs")),
+            files=FileStore(database=self.database, blobs=_blob_store(settings)),
             signer=UrlSigner(_url_signing_key(settings), settings.images.url_ttl_s),
             limiter=self.limiter,
             model_defaults={
@@ -436,6 +436,18 @@ class GenloomServer:
 
 async def _never_disconnected() -> bool:
     return False
+
+
+def _blob_store(settings: Settings) -> BlobStore:
+    store = settings.store
+    if store.blobs is BlobBackend.S3:
+        assert store.s3_bucket is not None  # the settings require it
+        return S3BlobStore(
+            bucket=store.s3_bucket, prefix=store.s3_prefix, endpoint_url=store.s3_endpoint_url, region=store.s3_region,
+            access_key_id=store.s3_access_key_id,
+            secret_access_key=store.s3_secret_access_key.get_secret_value() if store.s3_secret_access_key else None,
+        )
+    return FileBlobStore(settings.resolved_data_dir() / "blobs")
 
 
 def _url_signing_key(settings: Settings) -> bytes:

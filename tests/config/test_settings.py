@@ -88,3 +88,15 @@ def test_an_image_model_must_be_a_diffusers_directory(tiny_model_dir, tiny_image
     config.write_text("images: {max_batch_images: 4, max_images_per_request: 8}\n")
     with pytest.raises(ConfigError, match="must not exceed max_batch_images"):
         load_settings(config)
+
+
+def test_scale_out_settings_are_checked_together(monkeypatch):
+    with pytest.raises(ConfigError, match="role api needs redis_url"):
+        load_settings(**{"server.role": "api"})
+    monkeypatch.setenv("GENLOOM_REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert load_settings(**{"server.role": "api"}).server.role.value == "api"
+    monkeypatch.setenv("GENLOOM_STORE__BLOBS", "s3")
+    with pytest.raises(ConfigError, match="s3_bucket"):
+        load_settings()
+    monkeypatch.setenv("GENLOOM_STORE__S3_BUCKET", "genloom-files")
+    assert load_settings().store.s3_bucket == "genloom-files"

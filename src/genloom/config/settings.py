@@ -254,8 +254,28 @@ class AuthMode(str, Enum):
     DISABLED = "disabled"
 
 
+class BlobBackend(str, Enum):
+    FILESYSTEM = "filesystem"
+    S3 = "s3"
+
+
 class StoreSettings(_Section):
     echo_sql: bool = False
+    blobs: BlobBackend = Field(
+        BlobBackend.FILESYSTEM, description="where generated files live: data_dir/blobs, or an S3-compatible bucket"
+    )
+    s3_bucket: str | None = Field(None, description="blobs: s3 — the bucket (GENLOOM_STORE__S3_BUCKET)")
+    s3_prefix: str = Field("blobs/", description="blobs: s3 — key prefix inside the bucket")
+    s3_endpoint_url: str | None = Field(None, description="blobs: s3 — e.g. http://minio:9000; default: AWS")
+    s3_region: str | None = None
+    s3_access_key_id: str | None = Field(None, description="default: the AWS credential chain (env, profile, role)")
+    s3_secret_access_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> StoreSettings:
+        if self.blobs is BlobBackend.S3 and not self.s3_bucket:
+            raise ValueError("store.blobs s3 needs store.s3_bucket (GENLOOM_STORE__S3_BUCKET)")
+        return self
 
 
 class Settings(BaseSettings):

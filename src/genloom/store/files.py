@@ -1,7 +1,7 @@
 """Stored files: bytes in a blob store under their content hash, a row per owner in SQL.
 
-The blob store here is a directory (the embedded mode); its interface (put/get by sha256) is
-what an S3-compatible store implements for the scaled-out mode."""
+Blobs live in a directory (the embedded mode, or a volume every process mounts) or in a bucket
+of any S3-compatible service (scaled out across hosts); both are put/get by sha256."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -60,6 +60,44 @@ class FileBlobStore:
         return self._path(sha256).read_bytes()
 
 
+class BlobStore(Protocol):
+    def put(self, data: bytes) -> str: ...
+    def get(self, sha256: str) -> bytes: ...
+
+
+class S3BlobStore:
+    """Blobs in a bucket of any S3-compatible service (AWS S3, MinIO, Ceph, R2, ...), keyed
+    `<prefix><sha256>`: every replica and worker reads what any other wrote. Credentials come
+    from the usual AWS sources (environment, profile, instance role) unless given."""
+
+    def __init__(
+        self, *, bucket: str, prefix: str = "blobs/", endpoint_url: str | None = None, region: str | None = None,
+        access_key_id: str | None = None, secret_access_key: str | None = None,
+    ) -> None:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as e:  # an optional extra: pip install 'genloom[s3]'
+            raise RuntimeError("the S3 blob store needs boto3: pip install 'genloom[s3]'") from e
+        self._bucket, self._prefix = bucket, prefix
+        self._client = boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}),
+        )
+
+    def put(self, data: bytes) -> str:
+        """Store `data` under its sha256 (the same bytes are one object) and return the hash."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        # One PUT either way: S3 replaces an object whole, so a reader never sees half of it.
+        self._client.put_object(Bucket=self._bucket, Key=self._prefix + sha256, Body=data)
+        return sha256
+
+    def get(self, sha256: str) -> bytes:
+        answer = self._client.get_object(Bucket=self._bucket, Key=self._prefix + sha256)
+        return answer["Body"].read()
+
+
 @dataclass(frozen=True, kw_only=True)
 class FileRecord:
     id: str
@@ -79,7 +117,7 @@ def file_id(sha256: str) -> str:
 
 
 class FileStore:
-    def __init__(self, *, database: Database, blobs: FileBlobStore) -> None:
+    def __init__(self, *, database: Database, blobs: BlobStore) -> None:
         self._database = database
         self._blobs = blobs
 
