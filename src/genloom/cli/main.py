@@ -166,6 +166,17 @@ def bench_jobs(ctx: typer.Context) -> None:
     raise typer.Exit(module["main"](list(ctx.args)))
 
 
+@bench_app.command("queue", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_queue(ctx: typer.Context) -> None:
+    """The Redis queue's throughput against Celery on the same Redis (bench/queue_bench.py --help)."""
+    script = Path("bench/queue_bench.py")
+    if not script.is_file():
+        err.print("[bold red]error:[/] run benchmarks from the root of a Genloom source checkout (bench/queue_bench.py)")
+        raise typer.Exit(2)
+    module = runpy.run_path(str(script), run_name="genloom_bench_queue")
+    raise typer.Exit(module["main"](list(ctx.args)))
+
+
 @bench_app.command("gateway", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench_gateway(ctx: typer.Context) -> None:
     """Gateway overhead on a remote model against LiteLLM's proxy (bench/gateway_bench.py --help)."""
