@@ -243,3 +243,16 @@ async def test_two_replicas_on_one_postgresql_never_double_take_or_double_write(
         assert [t.state for t in done.transitions] == [JobState.QUEUED, JobState.PROCESSING, JobState.COMPLETED]
     finally:
         await asyncio.gather(*(d.dispose() for d in databases))
+
+
+async def test_a_due_webhook_is_claimed_by_one_poller_until_its_hold_ends(store, clock):
+    for i in range(6):
+        await store.create(job(clock, f"job_{i}", callback_url="http://127.0.0.1:9/hook"), idempotency_window_s=60)
+        await store.start(f"job_{i}", owner="w", lease_until=clock() + timedelta(seconds=60))
+        await store.complete(f"job_{i}", owner="w", result={})
+    claims = await asyncio.gather(*(store.due_webhooks(limit=4, hold_s=30) for _ in range(3)))
+    claimed = [r.id for batch in claims for r in batch]
+    assert sorted(claimed) == [f"job_{i}" for i in range(6)]  # each once, none twice
+    assert await store.due_webhooks(limit=10, hold_s=30) == []
+    clock.advance(31)  # the claimer never recorded an attempt: they come due again
+    assert len(await store.due_webhooks(limit=10, hold_s=30)) == 6

@@ -66,7 +66,8 @@ class WebhookDispatcher:
 
     async def deliver_due(self) -> int:
         """One pass over the deliveries that are due; how many were attempted."""
-        due = await self._store.due_webhooks(limit=self._batch)
+        # Held while this process delivers them: one attempt's timeout, with room to record it.
+        due = await self._store.due_webhooks(limit=self._batch, hold_s=self._settings.webhook_timeout_s + 30)
         await asyncio.gather(*(self._deliver(record) for record in due))
         return len(due)
 

@@ -56,7 +56,7 @@ class JobStore(Protocol):
     async def retry(self, job_id: str, *, tenant: str | None = None, extra_attempts: int) -> JobRecord: ...
     async def reclaim_expired(self) -> list[JobRecord]: ...
     async def transitions_since(self, job_id: str, after: int) -> list[tuple[int, JobTransition]]: ...
-    async def due_webhooks(self, *, limit: int) -> list[JobRecord]: ...
+    async def due_webhooks(self, *, limit: int, hold_s: float = 60.0) -> list[JobRecord]: ...
     async def record_delivery(self, attempt: WebhookAttempt, *, job_id: str, next_at: datetime | None) -> None: ...
 
 
@@ -308,16 +308,34 @@ class SqlJobStore:
             rows = (await conn.execute(query)).mappings().all()
         return [(row["id"], _transition(row)) for row in rows]
 
-    async def due_webhooks(self, *, limit: int) -> list[JobRecord]:
-        query = (
-            select(_jobs)
-            .where(_jobs.c.webhook_state == WebhookState.PENDING.value, _jobs.c.webhook_next_at <= self._now())
+    async def due_webhooks(self, *, limit: int, hold_s: float = 60.0) -> list[JobRecord]:
+        """Claim up to `limit` deliveries that are due: each is held for `hold_s` (its next
+        attempt time moves on), so another replica polling at once does not send it too, and a
+        claimer that dies lets it come due again. `record_delivery` then sets the real next time."""
+        now = self._now()
+        due = (
+            select(_jobs.c.id)
+            .where(_jobs.c.webhook_state == WebhookState.PENDING.value, _jobs.c.webhook_next_at <= now)
             .order_by(_jobs.c.webhook_next_at)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        async with self._database.engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [_record(row) for row in rows]
+
+        def claim(conn: Connection) -> list[Any]:
+            ids = conn.execute(due).scalars().all()
+            if not ids:
+                return []
+            # The condition again: where rows cannot be locked (SQLite), a racing claimer loses here.
+            claimed = (
+                update(_jobs)
+                .where(_jobs.c.id.in_(ids), _jobs.c.webhook_state == WebhookState.PENDING.value, _jobs.c.webhook_next_at <= now)
+                .values(webhook_next_at=now + timedelta(seconds=hold_s))
+                .returning(*_jobs.c)
+            )
+            return list(conn.execute(claimed).mappings().all())
+
+        rows = await self._writes.run(claim)
+        return sorted((_record(row) for row in rows), key=lambda r: r.id)
 
     async def record_delivery(self, attempt: WebhookAttempt, *, job_id: str, next_at: datetime | None) -> None:
         """Record one attempt; `next_at` None means no more attempts will be made."""
