@@ -418,6 +418,8 @@ class GenloomServer:
         if self._stopped:
             return
         self._stopped = True
+        if self._drainer is not None:  # SIGTERM: let the drain finish (it is bounded by drain_timeout_s)
+            await asyncio.shield(self._drainer)
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
         await self._stop_workers()

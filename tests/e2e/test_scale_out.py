@@ -210,3 +210,26 @@ def test_a_rate_limit_holds_across_replicas_and_cancel_reaches_the_worker(cluste
     assert other.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
     logs = "".join((tmp_path / f"worker-{i}.log").read_text() for i in (1, 2))
     assert f"job {job['id']} finished but its lease was gone" not in logs
+
+
+def test_sigterm_drains_a_worker_its_batch_finishes_and_nothing_runs_twice(cluster):
+    (api1, api2), (worker1, worker2), postgres_url = cluster
+    http = admin_client(api1)
+    body = {"model": "tiny", "messages": HELLO, "max_tokens": 300, "ignore_eos": True}
+    accepted = [http.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body}).json()["id"] for _ in range(24)]
+    deadline = time.monotonic() + 60
+    while sum(j["status"] == "processing" for j in _all_jobs(http)) < 8:
+        assert time.monotonic() < deadline, "the workers never held a full batch"
+        time.sleep(0.05)
+    worker1.send_signal(signal.SIGTERM)
+    assert worker1.wait(60) == 0  # drained: what it held finished, then a clean exit
+    deadline = time.monotonic() + 120
+    while not all(j["status"] in TERMINAL for j in _all_jobs(http)):
+        assert time.monotonic() < deadline, "jobs did not finish after the drain"
+        time.sleep(0.2)
+    jobs = [http.get(f"/v1/jobs/{job_id}").json() for job_id in accepted]
+    assert {j["status"] for j in jobs} == {"completed"}
+    # Nothing was abandoned and run again: the drained worker finished its batch, and what it
+    # had not taken waited in Redis for the other worker.
+    assert [j["attempts"] for j in jobs] == [1] * len(jobs)
+    assert all(count == 1 for count in asyncio.run(completed_events(postgres_url)).values())

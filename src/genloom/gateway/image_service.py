@@ -130,9 +130,10 @@ class ImageService:
     def serves(self, model: str) -> bool:
         return model in self._runtimes
 
-    def prepare(self, request: ImageRequest) -> PreparedImage:
-        """Check a request against its model: 404 for an unknown model, 400 for what it cannot make."""
-        if not self._readiness.ready:
+    def prepare(self, request: ImageRequest, *, accepted: bool = False) -> PreparedImage:
+        """Check a request against its model: 404 for an unknown model, 400 for what it cannot make.
+        `accepted`: a stored job queued again, which a draining server still puts back."""
+        if not accepted and not self._readiness.ready:
             raise NotReady(f"the server is not ready: {self._readiness.reason}")
         runtime = self._runtimes.get(request.model)
         if runtime is None:

@@ -344,9 +344,9 @@ class JobService:
         if prepared is None:
             try:
                 if isinstance(request, ImageRequest):
-                    prepared = self._image_service().prepare(request)
+                    prepared = self._image_service().prepare(request, accepted=True)
                 else:
-                    prepared = self._text.prepare(request)
+                    prepared = self._text.prepare(request, accepted=True)
             except (ModelNotFound, InvalidRequest) as e:  # the configuration changed since it was accepted
                 await self._fail_unrunnable(record, str(e))
                 return

@@ -390,16 +390,18 @@ class TextService:
         c = self._classification
         return max(1.0, n * (prepared.prompt_tokens * c.prompt_token_cost + prepared.params.max_tokens * c.completion_token_cost))
 
-    def check_model(self, model: str) -> None:
-        """503 while not ready, 404 for a model this server does not serve; nothing more costly."""
-        if not self._readiness.ready:
+    def check_model(self, model: str, *, accepted: bool = False) -> None:
+        """503 while not ready (unless the work was `accepted` before: a job queued again), 404
+        for a model this server does not serve; nothing more costly."""
+        if not accepted and not self._readiness.ready:
             raise NotReady(f"the server is not ready: {self._readiness.reason}")
         if model not in self._runtimes and model not in self._remotes:
             raise ModelNotFound(model, sorted([*self._runtimes, *self._remotes]))
 
-    def prepare(self, request: TextRequest) -> PreparedText:
-        """Check a request against its model: 404 for an unknown model, 400 for what cannot fit."""
-        self.check_model(request.model)
+    def prepare(self, request: TextRequest, *, accepted: bool = False) -> PreparedText:
+        """Check a request against its model: 404 for an unknown model, 400 for what cannot fit.
+        `accepted`: a stored job queued again, which a draining server still puts back."""
+        self.check_model(request.model, accepted=accepted)
         runtime = self._runtimes.get(request.model)
         # A job needing more rows than its model ever frees would wait at the head of its queue forever.
         rows = self.model_rows.get(request.model, self._max_batch_size)
