@@ -26,11 +26,11 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
+from tests.e2e.test_job_recovery import TERMINAL, all_jobs
 from tests.services import REDIS
 
 ADMIN_KEY = "gl-scale-out-test-admin-key-0123456789"
 HELLO = [{"role": "user", "content": "hello"}]
-TERMINAL = {"completed", "failed", "cancelled"}
 
 
 @contextmanager
@@ -132,7 +132,7 @@ def test_two_replicas_two_workers_500_jobs_and_a_sigkilled_worker_lose_nothing(c
     # Kill one worker while it holds a batch: some jobs done, some running, more waiting.
     deadline = time.monotonic() + 120
     while True:
-        states = [j["status"] for j in _all_jobs(replicas[0])]
+        states = [j["status"] for j in all_jobs(replicas[0])]
         if states.count("completed") >= 50 and states.count("processing") >= 2:
             break
         assert time.monotonic() < deadline, f"workers made no progress: {states.count('completed')} completed"
@@ -142,7 +142,7 @@ def test_two_replicas_two_workers_500_jobs_and_a_sigkilled_worker_lose_nothing(c
 
     deadline = time.monotonic() + 240
     while True:
-        jobs = {j["id"]: j for j in _all_jobs(replicas[1])}
+        jobs = {j["id"]: j for j in all_jobs(replicas[1])}
         if all(jobs.get(job_id, {}).get("status") in TERMINAL for job_id in accepted):
             break
         assert time.monotonic() < deadline, "not every job finished after a worker was killed"
@@ -164,16 +164,6 @@ def test_two_replicas_two_workers_500_jobs_and_a_sigkilled_worker_lose_nothing(c
         chunks = list(stream)
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == plain.choices[0].message.content
         assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
-
-
-def _all_jobs(http: httpx.Client) -> list[dict]:
-    jobs, after = [], None
-    while True:
-        page = http.get("/v1/jobs", params={"limit": 100} | ({"after": after} if after else {})).json()
-        jobs += page["data"]
-        if not page["has_more"]:
-            return jobs
-        after = page["last_id"]
 
 
 def test_a_rate_limit_holds_across_replicas_and_cancel_reaches_the_worker(cluster, tmp_path):
@@ -218,13 +208,13 @@ def test_sigterm_drains_a_worker_its_batch_finishes_and_nothing_runs_twice(clust
     body = {"model": "tiny", "messages": HELLO, "max_tokens": 300, "ignore_eos": True}
     accepted = [http.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body}).json()["id"] for _ in range(24)]
     deadline = time.monotonic() + 60
-    while sum(j["status"] == "processing" for j in _all_jobs(http)) < 8:
+    while sum(j["status"] == "processing" for j in all_jobs(http)) < 8:
         assert time.monotonic() < deadline, "the workers never held a full batch"
         time.sleep(0.05)
     worker1.send_signal(signal.SIGTERM)
     assert worker1.wait(60) == 0  # drained: what it held finished, then a clean exit
     deadline = time.monotonic() + 120
-    while not all(j["status"] in TERMINAL for j in _all_jobs(http)):
+    while not all(j["status"] in TERMINAL for j in all_jobs(http)):
         assert time.monotonic() < deadline, "jobs did not finish after the drain"
         time.sleep(0.2)
     jobs = [http.get(f"/v1/jobs/{job_id}").json() for job_id in accepted]
