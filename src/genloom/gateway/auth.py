@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 import uuid
+from contextlib import suppress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from enum import Enum
 from typing import Any
 
 from genloom.queue import Tier
-from genloom.store.tenants import ApiKey, Tenant, TenantStore
+from genloom.store.tenants import ApiKey, KeyExists, Tenant, TenantExists, TenantStore
 
 DEFAULT_TENANT_ID = "default"
 _KEY_SHAPE = re.compile(r"^gl-[A-Za-z0-9_\-]{20,200}$")
@@ -187,18 +188,21 @@ class TenantAdmin:
         """Make sure the default tenant and an admin key exist. With `admin_key` (GENLOOM_ADMIN_KEY)
         that key is registered if it is not yet; without, a key is made on first start only and
         returned so it can be shown once."""
+        # Replicas starting together race here: whoever stores a row second finds it there.
         if await self._tenants.tenant_named(DEFAULT_TENANT_ID) is None:
             now = self._now()
-            await self._tenants.create_tenant(Tenant(
-                id=DEFAULT_TENANT_ID, name=DEFAULT_TENANT_ID, tier=self._default_tier.value, limits={},
-                created_at=now, updated_at=now,
-            ))
+            with suppress(TenantExists):
+                await self._tenants.create_tenant(Tenant(
+                    id=DEFAULT_TENANT_ID, name=DEFAULT_TENANT_ID, tier=self._default_tier.value, limits={},
+                    created_at=now, updated_at=now,
+                ))
         if admin_key is not None:
             if not _KEY_SHAPE.match(admin_key):
                 raise ValueError("GENLOOM_ADMIN_KEY must look like a Genloom key: 'gl-' and at least 20 URL-safe characters")
             if not await self._tenants.has_key_with_hash(hash_key(admin_key)):
-                await self.create_key(DEFAULT_TENANT_ID, name="bootstrap admin (GENLOOM_ADMIN_KEY)", scope=Scope.ADMIN,
-                                      key=admin_key)
+                with suppress(KeyExists):
+                    await self.create_key(DEFAULT_TENANT_ID, name="bootstrap admin (GENLOOM_ADMIN_KEY)",
+                                          scope=Scope.ADMIN, key=admin_key)
             return None
         if await self._tenants.count_admin_keys():
             return None

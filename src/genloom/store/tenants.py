@@ -41,6 +41,10 @@ class ApiKey:
     limits: dict[str, Any] = field(default_factory=dict)  # this key's own limits, beside its tenant's
 
 
+class KeyExists(ValueError):
+    """The same key is stored already (two replicas registering the bootstrap key together)."""
+
+
 class TenantExists(ValueError):
     def __init__(self, name: str) -> None:
         super().__init__(f"a tenant named '{name}' already exists")
@@ -93,9 +97,13 @@ class TenantStore:
         return await self.get_tenant(tenant_id)
 
     async def create_key(self, key: ApiKey, *, key_hash: str) -> ApiKey:
+        """Raises KeyExists when a key with the same hash is stored already."""
         await self.get_tenant(key.tenant_id)
-        async with self._database.engine.begin() as conn:
-            await conn.execute(insert(_keys), [key.__dict__ | {"key_hash": key_hash}])
+        try:
+            async with self._database.engine.begin() as conn:
+                await conn.execute(insert(_keys), [key.__dict__ | {"key_hash": key_hash}])
+        except IntegrityError as e:
+            raise KeyExists() from e
         return key
 
     async def list_keys(self, *, tenant_id: str | None = None) -> list[ApiKey]:
