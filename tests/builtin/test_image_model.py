@@ -88,3 +88,30 @@ def test_assembly_makes_a_directory_stable_diffusion_loads(tmp_path: Path):
     rebuilt = im.assemble(tmp_path / "shipped", tmp_path / "assembled")
     assert "999" in (rebuilt / "scheduler" / "scheduler_config.json").read_text()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left aside
+
+
+def test_a_pipeline_another_process_assembled_meanwhile_is_used_not_moved_away(tmp_path: Path, monkeypatch):
+    """A worker and an API replica share a data dir and start together. The one that finishes
+    building second must use the first one's directory, which may already be loading, not move
+    it away and put its own in its place."""
+    import tempfile
+
+    from genloom.config.settings import BUILTIN_MODELS_DIR
+
+    shipped = BUILTIN_MODELS_DIR / "genloom-image-mini"
+    target = tmp_path / "models" / "genloom-image-mini"
+    real_mkdtemp = tempfile.mkdtemp
+    other: list[int] = []
+
+    def mkdtemp(*args, **kwargs):
+        building = real_mkdtemp(*args, **kwargs)
+        if not other:  # while this one builds, the other process completes its directory
+            other.append(0)
+            other[0] = (im.assemble(shipped, target) / "model_index.json").lstat().st_ino
+        return building
+
+    monkeypatch.setattr(im.tempfile, "mkdtemp", mkdtemp)
+    assert im.assemble(shipped, target) == target
+    assert (target / "model_index.json").lstat().st_ino == other[0]  # the first directory stayed
+    assert (target / "text_encoder" / "model.safetensors").exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["genloom-image-mini"]  # nothing left aside

@@ -539,7 +539,11 @@ def assemble(shipped_dir: Path, target_dir: Path) -> Path:
     sources = [(p.resolve(), p.relative_to(shipped_dir)) for p in sorted(shipped_dir.rglob("*")) if p.is_file()]
     sources.append(((text_encoder_source() / TEXT_ENCODER_WEIGHTS).resolve(), Path("text_encoder") / TEXT_ENCODER_WEIGHTS))
     manifest = json.dumps([[str(src), rel.as_posix(), src.stat().st_size, src.stat().st_mtime_ns] for src, rel in sources])
-    if (target_dir / _MANIFEST).is_file() and (target_dir / _MANIFEST).read_text() == manifest:
+
+    def assembled() -> bool:
+        return (target_dir / _MANIFEST).is_file() and (target_dir / _MANIFEST).read_text() == manifest
+
+    if assembled():
         return target_dir
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}-", dir=target_dir.parent))
@@ -551,10 +555,20 @@ def assemble(shipped_dir: Path, target_dir: Path) -> Path:
         except OSError:
             shutil.copy2(source, target)
     (building / _MANIFEST).write_text(manifest)
+    # Processes sharing a data dir (a worker and an API replica) may assemble at once: a matching
+    # directory another one put in place is used as it is, never moved away under its loader.
+    if assembled():
+        shutil.rmtree(building, ignore_errors=True)
+        return target_dir
     old = target_dir.with_name(f".{target_dir.name}-old-{os.getpid()}")
     if target_dir.exists():
-        os.replace(target_dir, old)
-    os.replace(building, target_dir)
+        os.replace(target_dir, old)  # a stale one, from another installed version
+    try:
+        os.replace(building, target_dir)
+    except OSError:
+        shutil.rmtree(building, ignore_errors=True)
+        if not assembled():  # not another process's complete directory: a real failure
+            raise
     shutil.rmtree(old, ignore_errors=True)
     return target_dir
 
