@@ -39,7 +39,6 @@ from genloom.queue.scheduler import (
     SchedulerPolicy,
     TenantQueueFull,
     Tier,
-    _TenantQueue,
 )
 
 log = logging.getLogger("genloom.queue")
@@ -337,17 +336,19 @@ class RedisQueue:
         state, entries = self._call("snapshot", model, now=now)
         values = dict(zip(state[::2], state[1::2], strict=True))
         scheduler = Scheduler(policy=self._policy, clock=lambda: now)
-        for request_class in RequestClass:
-            cq = scheduler._classes[request_class]
-            cq.vtime = float(values.get(f"vt:{request_class.value}", 0))
-            for tier in Tier:
-                tq = cq.tiers[tier]
-                key = f"{request_class.value}:{tier.value}"
-                tq.pass_ = float(values.get(f"p:{key}", 0))
-                tq.vtime = float(values.get(f"vt:{key}", 0))
-                for field, value in values.items():
-                    if field.startswith(f"tp:{key}:"):
-                        tq.tenants[field[len(f"tp:{key}:"):]] = _TenantQueue(pass_=float(value))
+        tenant_passes: dict[tuple[RequestClass, Tier, str], float] = {}
+        for field, value in values.items():
+            if field.startswith("tp:"):
+                cls, tier, tenant = field[3:].split(":", 2)
+                tenant_passes[(RequestClass(cls), Tier(tier), tenant)] = float(value)
+        scheduler.resume(
+            class_vtime={c: float(values.get(f"vt:{c.value}", 0)) for c in RequestClass},
+            tier_passes={
+                (c, t): (float(values.get(f"p:{c.value}:{t.value}", 0)), float(values.get(f"vt:{c.value}:{t.value}", 0)))
+                for c in RequestClass for t in Tier
+            },
+            tenant_passes=tenant_passes,
+        )
         for id_, cls, tier, tenant, cost, rows, at, nb, _seq in sorted(entries, key=lambda e: int(e[8])):
             scheduler.add(Entry(
                 id=id_, request_class=RequestClass(cls), tier=Tier(tier), tenant=tenant, cost=float(cost),

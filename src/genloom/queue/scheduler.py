@@ -195,6 +195,23 @@ class Scheduler:
         self._depth = {request_class: 0 for request_class in RequestClass}
         self._tenant_depth: dict[tuple[str, RequestClass], int] = {}
 
+    def resume(
+        self,
+        *,
+        class_vtime: dict[RequestClass, float],
+        tier_passes: dict[tuple[RequestClass, Tier], tuple[float, float]],
+        tenant_passes: dict[tuple[RequestClass, Tier, str], float],
+    ) -> None:
+        """Start, empty, from another line's fair-share state: virtual times per class, (pass,
+        virtual time) per tier, pass per tenant. For working out positions in a shared line."""
+        for request_class, vtime in class_vtime.items():
+            self._classes[request_class].vtime = vtime
+        for (request_class, tier), (pass_, vtime) in tier_passes.items():
+            tq = self._classes[request_class].tiers[tier]
+            tq.pass_, tq.vtime = pass_, vtime
+        for (request_class, tier, tenant), pass_ in tenant_passes.items():
+            self._classes[request_class].tiers[tier].tenants[tenant] = _TenantQueue(pass_=pass_)
+
     def admit(self, entry: Entry) -> None:
         """Add `entry` if its class and tenant have room; raise QueueFull or TenantQueueFull if not."""
         self._check_new_id(entry.id)
