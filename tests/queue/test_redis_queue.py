@@ -206,3 +206,14 @@ def test_limits_hold_across_replicas(make):
         b.submit(keep[2])
     a.release(place)
     b.submit(keep[2])
+
+
+def test_a_worker_drops_a_request_whose_api_replica_is_gone(make):
+    api, worker = make(), make()
+    api.submit(Job(id="r1", model="m", payload=None, emit=lambda e: None))
+    [running] = worker.take(["m"], max_rows=1, timeout=1)
+    api.stop()  # its reply stream goes with it
+    running.emit(TokenEvent(0, "anyone there?", 1))
+    wait_for(lambda: running.cancelled, timeout=3)
+    wait_for(lambda: worker._redis.exists(f"{worker._prefix}j:r1") == 0)
+    assert not worker._redis.exists(api._inbox)  # the event did not make the stream again

@@ -323,7 +323,7 @@ elseif op == 'reclaim' then
       redis.call('DEL', k_job(id))
       out[#out + 1] = {id, 'cancelled'}
     elseif e.rp and e.rp ~= '' then
-      redis.call('XADD', e.rp, 'MAXLEN', '~', 100000, '*', 'id', id, 'e', lost)
+      redis.call('XADD', e.rp, 'NOMKSTREAM', 'MAXLEN', '~', 100000, '*', 'id', id, 'e', lost)
       redis.call('DEL', k_job(id))
       out[#out + 1] = {id, 'lost'}
     elseif e.dl >= max_deliveries then

@@ -47,6 +47,10 @@ _RESERVATION_TTL_S = 60.0  # a place held by a replica that died is given back a
 _KEEPER_TICK_S = 0.2
 _RECLAIM_EVERY_S = 1.0
 _INBOX_MAXLEN = 100_000
+# A replica's reply stream lives while the replica renews it. Once it is gone (the replica died),
+# workers' events to it fail (NOMKSTREAM) and they drop its requests: nobody waits for them.
+_INBOX_TTL_S = 120
+_INBOX_RENEW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class RedisQueue:
             if self._started:
                 return
             self._started = True
+        self._open_inbox()
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         pubsub.psubscribe(**{f"{self._prefix}wake:*": self._on_wake})
         pubsub.subscribe(**{f"{self._prefix}cancel": self._on_cancel_message})
@@ -447,25 +452,44 @@ class RedisQueue:
                 except stdlib_queue.Empty:
                     break
             pipe = self._redis.pipeline(transaction=False)
-            for entry in batch:
-                if entry is None:
-                    continue
-                target, job_id, data = entry
+            sent = [entry for entry in batch if entry is not None]
+            for target, job_id, data in sent:
                 if target == "finish":
                     self._script(keys=[self._prefix], args=["finish", self._policy_json, self._clock(), job_id, self.owner], client=pipe)
                 else:
-                    pipe.xadd(target, {"id": job_id, "e": data}, maxlen=_INBOX_MAXLEN, approximate=True)
+                    pipe.xadd(target, {"id": job_id, "e": data}, maxlen=_INBOX_MAXLEN, approximate=True, nomkstream=True)
             try:
-                pipe.execute()
+                answers = pipe.execute()
             except redis.RedisError:
                 log.exception("could not send %d job events to Redis", len(batch))
+                answers = []
+            for (target, job_id, _), answer in zip(sent, answers):
+                if target != "finish" and answer is None:  # the replica holding its client is gone
+                    self._orphaned(job_id)
             if None in batch:
                 return
 
+    def _open_inbox(self) -> None:
+        """Make this process's reply stream (a first, empty message) and give it a lifetime."""
+        self._redis.xadd(self._inbox, {"id": "", "e": ""})
+        self._redis.expire(self._inbox, _INBOX_TTL_S)
+
+    def _orphaned(self, job_id: str) -> None:
+        with self._lock:
+            job = self._held.get(job_id)
+        if job is not None and not job.cancelled:
+            log.warning("job %s: the API replica waiting for it is gone; dropping it", job_id)
+            job.cancel()
+
     def _read_inbox(self) -> None:
         last = "0"  # the stream is this process's own, made after it started
+        renewed = self._monotonic()
         while not self._stopping.is_set():
             try:
+                if self._monotonic() - renewed > _INBOX_RENEW_S:
+                    if not self._redis.expire(self._inbox, _INBOX_TTL_S):
+                        self._open_inbox()  # Redis lost it (a restart): events sent meanwhile are lost too
+                    renewed = self._monotonic()
                 answer = self._redis.xread({self._inbox: last}, block=500, count=1000)
             except redis.RedisError:
                 if not self._stopping.is_set():
@@ -475,6 +499,8 @@ class RedisQueue:
             for _stream, messages in answer or ():
                 for message_id, fields in messages:
                     last = message_id
+                    if not fields["id"]:
+                        continue  # the stream's first message
                     waiting = self._submitted.get(fields["id"])
                     if waiting is None:
                         continue  # its request is over
