@@ -75,7 +75,7 @@ def cluster(tmp_path, tiny_model_dir, postgres_url, redis_prefix):
         "models": [{"name": "tiny", "path": str(tiny_model_dir)}],
         "runtime": {"max_batch_size": 8, "realtime_reserved_rows": 2, "torch_threads": 1},
         "queue": {"lease_s": 3, "max_queued_async": 10_000, "tenant_max_share": 1.0},
-        "jobs": {"lease_s": 3, "heartbeat_s": 0.5, "max_attempts": 3, "retry_base_s": 0.2, "retry_max_s": 1},
+        "jobs": {"lease_s": 3, "heartbeat_s": 0.5, "max_attempts": 3, "retry_base_s": 0.2, "retry_max_s": 1, "sweep_s": 2},
         "cache": {"enabled": False},
     }
     (tmp_path / "genloom.yaml").write_text(yaml.safe_dump(config))
@@ -93,7 +93,7 @@ def cluster(tmp_path, tiny_model_dir, postgres_url, redis_prefix):
             )
         ]
         (api1, _), (api2, _), (_, w1), (_, w2) = [s.result() for s in starting]
-        yield [api1, api2], [w1, w2], postgres_url
+        yield [api1, api2], [w1, w2], postgres_url, redis_prefix
 
 
 def admin_client(base: str) -> httpx.Client:
@@ -116,7 +116,7 @@ async def completed_events(postgres_url: str) -> dict[str, int]:
 
 
 def test_two_replicas_two_workers_500_jobs_and_a_sigkilled_worker_lose_nothing(cluster):
-    (api1, api2), (worker1, worker2), postgres_url = cluster
+    (api1, api2), (worker1, worker2), postgres_url, _ = cluster
     replicas = [admin_client(api1), admin_client(api2)]
     body = {"model": "tiny", "messages": HELLO, "max_tokens": 24, "ignore_eos": True}
 
@@ -167,7 +167,7 @@ def test_two_replicas_two_workers_500_jobs_and_a_sigkilled_worker_lose_nothing(c
 
 
 def test_a_rate_limit_holds_across_replicas_and_cancel_reaches_the_worker(cluster, tmp_path):
-    (api1, api2), _, _ = cluster
+    (api1, api2), _, _, _ = cluster
     admin = admin_client(api1)
     tenant = admin.post("/v1/admin/tenants", json={"name": "metered", "limits": {"requests_per_minute": 6}}).json()
     key = admin.post(f"/v1/admin/tenants/{tenant['id']}/keys", json={"name": "k"}).json()["key"]
@@ -203,7 +203,7 @@ def test_a_rate_limit_holds_across_replicas_and_cancel_reaches_the_worker(cluste
 
 
 def test_sigterm_drains_a_worker_its_batch_finishes_and_nothing_runs_twice(cluster):
-    (api1, api2), (worker1, worker2), postgres_url = cluster
+    (api1, api2), (worker1, worker2), postgres_url, _ = cluster
     http = admin_client(api1)
     body = {"model": "tiny", "messages": HELLO, "max_tokens": 300, "ignore_eos": True}
     accepted = [http.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body}).json()["id"] for _ in range(24)]
@@ -223,3 +223,57 @@ def test_sigterm_drains_a_worker_its_batch_finishes_and_nothing_runs_twice(clust
     # had not taken waited in Redis for the other worker.
     assert [j["attempts"] for j in jobs] == [1] * len(jobs)
     assert all(count == 1 for count in asyncio.run(completed_events(postgres_url)).values())
+
+
+def test_jobs_survive_redis_losing_every_key(cluster):
+    """Redis restarted without persistence, or flushed: the queue, leases and streams are gone.
+    Every stored job still completes, once: running ones when their PostgreSQL lease runs out,
+    waiting ones when a process's sweep finds them missing from the queue (jobs.sweep_s)."""
+    import redis as redis_client
+
+    (api1, _), _, postgres_url, prefix = cluster
+    http = admin_client(api1)
+    body = {"model": "tiny", "messages": HELLO, "max_tokens": 64, "ignore_eos": True}
+    accepted = [http.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body}).json()["id"] for _ in range(40)]
+    deadline = time.monotonic() + 60
+    while sum(j["status"] == "processing" for j in all_jobs(http)) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    client = redis_client.Redis.from_url(REDIS)
+    lost = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    client.delete(*lost)
+    assert any(b":j:" in key for key in lost)  # queued jobs were among what was lost
+    deadline = time.monotonic() + 120
+    while not all(j["status"] in TERMINAL for j in all_jobs(http)):
+        assert time.monotonic() < deadline, "jobs lost with Redis's keys never finished"
+        time.sleep(0.2)
+    assert {http.get(f"/v1/jobs/{job_id}").json()["status"] for job_id in accepted} == {"completed"}
+    assert all(count == 1 for count in asyncio.run(completed_events(postgres_url)).values())
+
+
+def test_a_request_while_redis_is_down_gets_a_clear_503(tmp_path, tiny_model_dir, postgres_url, redis_prefix):
+    """A Redis of the test's own, stopped under a running API replica."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        config = {"builtin_models": False, "models": [{"name": "tiny", "path": str(tiny_model_dir)}], "auth": "disabled"}
+        (tmp_path / "genloom.yaml").write_text(yaml.safe_dump(config))
+        env = {"GENLOOM_DATABASE_URL": postgres_url, "GENLOOM_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+               "GENLOOM_DATA_DIR": str(tmp_path / "data")}
+        with process(tmp_path, "api", ["serve", "--role", "api", "--config", str(tmp_path / "genloom.yaml")], env) as (base, _):
+            server.terminate()
+            server.wait(10)
+            client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+            with pytest.raises(openai.InternalServerError) as refused:
+                client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=4)
+            assert refused.value.status_code == 503 and refused.value.response.headers["retry-after"] == "1"
+            assert refused.value.body["code"] == "queue_unavailable" and "Traceback" not in refused.value.response.text
+            job = httpx.post(f"{base}/v1/jobs", json={"url": "/v1/chat/completions", "body": {"model": "tiny", "messages": HELLO}})
+            assert job.status_code == 503 and job.json()["error"]["code"] == "queue_unavailable"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)

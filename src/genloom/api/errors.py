@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from genloom.gateway.auth import PermissionDenied, Unauthenticated
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import RateLimited
-from genloom.queue import QueueClosed, QueueFull, TenantQueueFull
+from genloom.queue import QueueClosed, QueueFull, QueueUnavailable, TenantQueueFull
 from genloom.queue.records import IdempotencyConflict, JobNotFound, JobStateConflict
 from genloom.store.files import FileNotFound
 from genloom.store.templates import ScenarioNotFound, TemplateNotFound
@@ -119,6 +119,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _closed(request: Request, exc: QueueClosed) -> JSONResponse:
         message = "the server is shutting down; retry on another replica"
         return error_response(503, message, "server_error", None, "not_ready", {"Retry-After": "1"})
+
+    @app.exception_handler(QueueUnavailable)
+    async def _queue_unavailable(request: Request, exc: QueueUnavailable) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, str(exc), "server_error", None, "queue_unavailable", {"Retry-After": "1"})
 
     @app.exception_handler(NotReady)
     async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:

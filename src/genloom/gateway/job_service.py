@@ -35,6 +35,7 @@ from genloom.queue import (
     JobFailed,
     JobStarted,
     PromptCounted,
+    QueueUnavailable,
     RequestClass,
     Tier,
     TokenEvent,
@@ -151,15 +152,43 @@ class JobService:
         self._loop = asyncio.get_running_loop()
         for record in await self._store.reclaim_expired():
             log.info("job %s: its worker was lost; now %s", record.id, record.state.value)
-        waiting = await self._store.waiting()
-        for record in waiting:
-            await self._enqueue(record)
-        if waiting:
-            log.info("recovered %d waiting jobs", len(waiting))
+        recovered = await self.sweep(settled_s=0.0)
+        if recovered:
+            log.info("recovered %d waiting jobs", recovered)
         self._loops = [
             asyncio.create_task(self._heartbeat_forever(), name="genloom-job-heartbeat"),
             asyncio.create_task(self._reclaim_forever(), name="genloom-job-reclaim"),
         ]
+        if self._shared:
+            self._loops.append(asyncio.create_task(self._sweep_forever(), name="genloom-job-sweep"))
+
+    async def sweep(self, *, settled_s: float) -> int:
+        """Queue the stored waiting jobs the queue does not hold, unchanged for `settled_s`
+        (so a submission between its store and its queueing is left alone); how many. On a
+        shared queue this is what repairs an enqueue that failed (Redis unreachable for a
+        moment) or a Redis that lost its data; each process may run it, queueing is idempotent."""
+        settled = utc_now() - timedelta(seconds=settled_s)
+        waiting = [r for r in await self._store.waiting() if r.updated_at <= settled]
+        if not waiting:
+            return 0
+        missing = self._queue.missing([r.id for r in waiting])
+        queued = 0
+        for record in waiting:
+            if record.id in missing:
+                await self._enqueue(record)
+                queued += 1
+        return queued
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.sweep_s)
+            try:
+                if queued := await self.sweep(settled_s=self._settings.sweep_s):
+                    log.warning("queued %d stored jobs the shared queue did not hold", queued)
+            except QueueUnavailable as e:
+                log.warning("could not sweep stored jobs into the queue: %s", e)
+            except Exception:
+                log.exception("sweeping stored jobs into the queue failed")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """After the workers stopped: let running jobs record their release, then stop the loops."""
@@ -241,7 +270,13 @@ class JobService:
         )
         stored, created = await self._store.create(record, idempotency_window_s=self._settings.idempotency_window_s)
         if created:
-            await self._enqueue(stored, prepared)
+            try:
+                await self._enqueue(stored, prepared)
+            except QueueUnavailable as e:
+                if not self._shared:
+                    raise
+                # Stored is accepted: the sweep queues it once the queue's Redis answers again.
+                log.warning("job %s is stored but not queued yet: %s", stored.id, e)
             self._queue.release(place)  # queued now: it counts in the queue's own depth
             self._notify()
         return self._view(stored), created

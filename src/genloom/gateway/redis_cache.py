@@ -11,9 +11,12 @@ entries per tenant, the bound `max_entries_per_tenant` sets."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -30,6 +33,7 @@ from genloom.gateway.cache import (
     _encode,
 )
 
+log = logging.getLogger("genloom.cache")
 _MARGIN_S = 60  # a Redis TTL this much past the entry's own expiry bounds memory
 
 # KEYS: entry, lru zset, expiry zset, counters. ARGV: key, now, tick. A hit refreshes the entry's place.
@@ -80,6 +84,24 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+def _tolerant(default: Any) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """A cache that cannot reach Redis answers as an empty one (a miss, nothing stored) and says
+    so in the log: requests go on, uncached."""
+
+    def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(method)
+        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(self, *args, **kwargs)
+            except (aioredis.ConnectionError, aioredis.TimeoutError) as e:
+                log.warning("response cache unavailable (%s): %s skipped", e, method.__name__)
+                return default
+
+        return call
+
+    return wrap
+
+
 class RedisResponseCache:
     def __init__(
         self, *, client: aioredis.Redis, max_entries: int, prefix: str = "genloom:", clock: Callable[[], float] = time.time
@@ -92,6 +114,7 @@ class RedisResponseCache:
         self._put = client.register_script(_PUT)
         self._sweep = client.register_script(_SWEEP)
 
+    @_tolerant(None)
     async def get(self, key: str) -> CachedCompletion | None:
         tick = await self._redis.incr(self._tick)
         data = await self._get(
@@ -99,6 +122,7 @@ class RedisResponseCache:
         )
         return None if data is None else _decode(data)
 
+    @_tolerant(None)
     async def put(self, key: str, value: CachedCompletion, ttl_s: float) -> None:
         _check_ttl(ttl_s)
         now = self._clock()
@@ -134,6 +158,7 @@ class RedisSemanticCache:
     def _bucket(self, tenant: str, model: str, params_key: str) -> str:
         return self._p + "b:" + _digest({"t": tenant, "m": model, "p": params_key})
 
+    @_tolerant(None)
     async def lookup(self, tenant: str, model: str, params_key: str, text: str) -> SemanticHit | None:
         vector = await self._vector(text)
         await self._drop_expired(tenant)
@@ -153,6 +178,7 @@ class RedisSemanticCache:
         await self._redis.hincrby(self._p + "stats", "misses", 1)
         return None
 
+    @_tolerant(None)
     async def store(
         self, tenant: str, model: str, params_key: str, text: str, value: CachedCompletion, ttl_s: float
     ) -> None:

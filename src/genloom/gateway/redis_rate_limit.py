@@ -8,12 +8,15 @@ after its UTC day began. Time is the caller's wall clock in seconds (replicas ke
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
+
+from genloom.gateway.errors import NotReady
 
 from genloom.gateway.rate_limit import (
     Admission,
@@ -27,6 +30,7 @@ from genloom.gateway.rate_limit import (
 )
 
 _EPSILON = 1e-9
+log = logging.getLogger("genloom.limits")
 
 # ARGV: now, seconds to the next UTC midnight, n buckets, then per bucket: capacity, refill per
 # second, amount; then per day counter: limit, amount. KEYS: the buckets', then the counters'.
@@ -143,7 +147,10 @@ class RedisRateLimiter:
         for _, value, amount in days:
             args += [value, amount]
         keys = [self._key(k) for k, _, _ in buckets] + [self._key(k) for k, _, _ in days]
-        answers = await self._check(keys=keys, args=args)
+        try:
+            answers = await self._check(keys=keys, args=args)
+        except (aioredis.ConnectionError, aioredis.TimeoutError) as e:  # refuse rather than admit unmetered
+            raise NotReady(f"rate limits cannot be checked: Redis cannot be reached ({type(e).__name__})") from e
         verdicts = []
         for (key, value, amount), (left, wait, after) in zip(buckets, answers[: len(buckets)], strict=True):
             verdicts.append(_Verdict(key, "minute", value, amount, float(left), _wait(wait), after=float(after)))
@@ -174,7 +181,10 @@ class RedisRateLimiter:
                     keys.append(self._key(key))
                     args.append(admission.images - images_made)
         if keys:
-            await self._settle(keys=keys, args=args)
+            try:
+                await self._settle(keys=keys, args=args)
+            except (aioredis.ConnectionError, aioredis.TimeoutError) as e:  # the estimate stays charged
+                log.warning("could not settle a rate-limit reservation in Redis: %s", e)
 
     def _key(self, key: BucketKey | DayKey) -> str:
         scope, owner, kind, *day = key

@@ -3,6 +3,7 @@ queue, and the store that keeps accepted async jobs."""
 
 from genloom.queue.jobs import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, PromptCounted, TokenEvent
 from genloom.queue.memory import InMemoryQueue, QueueClosed
+from genloom.queue.protocol import JobQueue, QueueUnavailable
 from genloom.queue.scheduler import (
     QueueFull,
     RequestClass,
@@ -15,6 +16,7 @@ from genloom.queue.scheduler import (
 __all__ = [
     "ChoiceFinished",
     "InMemoryQueue",
+    "JobQueue",
     "Job",
     "JobEvent",
     "JobFailed",
@@ -22,6 +24,7 @@ __all__ = [
     "PromptCounted",
     "QueueClosed",
     "QueueFull",
+    "QueueUnavailable",
     "RequestClass",
     "SchedulerPolicy",
     "TenantQueueFull",

@@ -168,6 +168,11 @@ class InMemoryQueue:
         """A worker is done with a job it took. Nothing to do here: a shared queue holds taken
         jobs under a lease until then."""
 
+    def missing(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs are not waiting here."""
+        with self._cond:
+            return {job_id for job_id in job_ids if job_id not in self._waiting}
+
     def remove(self, job_id: str) -> Job | None:
         """Take a waiting job out (cancellation); None when it is not waiting here."""
         with self._cond:

@@ -31,6 +31,7 @@ import redis
 from genloom.queue import codec
 from genloom.queue.jobs import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, PromptCounted, TokenEvent
 from genloom.queue.memory import QueueClosed, Reservation
+from genloom.queue.protocol import QueueUnavailable
 from genloom.queue.scheduler import (
     Entry,
     QueueFull,
@@ -234,7 +235,10 @@ class RedisQueue:
         if reservation.released:
             return
         reservation.released = True
-        self._call("release", reservation.model, reservation.request_class.value, reservation.tenant, reservation.id)
+        try:
+            self._call("release", reservation.model, reservation.request_class.value, reservation.tenant, reservation.id)
+        except QueueUnavailable as e:  # the place is given back anyway when its reservation expires
+            log.warning("could not give back a reserved place: %s", e)
 
     def remove(self, job_id: str) -> Job | None:
         """Take a waiting job out of the line (cancellation); a running one is flagged so its
@@ -392,8 +396,8 @@ class RedisQueue:
                     reclaimed = self.reclaim()
                     if reclaimed:
                         self.on_reclaimed(reclaimed)
-            except redis.RedisError:
-                log.exception("the queue's keeper could not reach Redis; retrying")
+            except (redis.RedisError, QueueUnavailable) as e:
+                log.warning("the queue's keeper could not reach Redis (%s); retrying", e)
 
     def _heartbeat(self) -> None:
         with self._lock:
@@ -514,7 +518,21 @@ class RedisQueue:
 
     def _call(self, op: str, *args: Any, now: float | None = None) -> Any:
         now = self._clock() if now is None else now
-        return self._script(keys=[self._prefix], args=[op, self._policy_json, repr(now), *args])
+        try:
+            return self._script(keys=[self._prefix], args=[op, self._policy_json, repr(now), *args])
+        except (redis.ConnectionError, redis.TimeoutError) as e:  # down or unreachable; a script error stays one
+            raise QueueUnavailable(f"the queue's Redis cannot be reached ({type(e).__name__}); retry shortly") from e
+
+    def missing(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs the shared queue does not hold (waiting, running or dead)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.exists(f"{self._prefix}j:{job_id}")
+        try:
+            found = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise QueueUnavailable(f"the queue's Redis cannot be reached ({type(e).__name__})") from e
+        return {job_id for job_id, there in zip(job_ids, found, strict=True) if not there}
 
 
 def _ignore(event: JobEvent) -> None:
