@@ -80,6 +80,9 @@ def test_cancel_a_running_and_a_queued_job_frees_the_model(http):
     queued = http.post("/v1/jobs", json=long_job()).json()
     waiting = http.get(f"/v1/jobs/{queued['id']}").json()
     assert waiting["status"] == "queued" and waiting["position"] == 1
+    status = http.get("/v1/admin/queue").json()
+    assert status["backend"] == "memory" and status["models"]["tiny"] == {"realtime": 0, "async": 1}
+    assert status["dead_letters"] == []
     assert http.delete(f"/v1/jobs/{queued['id']}").json()["status"] == "cancelled"
     cancelled = http.delete(f"/v1/jobs/{running['id']}").json()
     assert cancelled["status"] == "cancelled" and cancelled["transitions"][-1]["status"] == "cancelled"

@@ -154,7 +154,7 @@ def test_a_job_that_keeps_killing_workers_goes_to_the_dead_letters(make):
         worker._stopping.set()
         time.sleep(0.3)
         api.reclaim()
-    assert api.dead_letters() == ["poison"] and api.depth() == 0
+    assert api.dead_letters() == ["poison"] and api.depth() == 0 and api.depths() == {"m": {REALTIME: 0, ASYNC: 0}}
     assert make().take(["m"], max_rows=1, timeout=0) == []
 
 

@@ -69,7 +69,7 @@ def create_app(
         build_embeddings_router(embeddings),
         build_images_router(images),
         build_templates_router(templates, service, settings.api),
-        build_admin_router(admin, breakers),
+        build_admin_router(admin, breakers, jobs),
     )
     for router in routers:
         app.include_router(router, dependencies=[authenticate])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from genloom.api.callers import require_admin
 from genloom.api.schemas import _Body
 from genloom.gateway.auth import Scope, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
+from genloom.gateway.job_service import JobService
 from genloom.queue import Tier
 from genloom.store.tenants import ApiKey, Tenant
 
@@ -46,8 +48,14 @@ class KeyCreate(_Body):
     expires_in_days: float | None = Field(None, gt=0, le=3650)
 
 
-def build_admin_router(admin: TenantAdmin, breakers: Mapping[str, CircuitBreaker]) -> APIRouter:
+def build_admin_router(admin: TenantAdmin, breakers: Mapping[str, CircuitBreaker], jobs: JobService) -> APIRouter:
     router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
+
+    @router.get("/queue")
+    async def queue() -> dict[str, Any]:
+        """The queue as every replica sees it: backend, waiting requests and jobs per model and
+        class, dead letters (ids of jobs handed out `queue.max_deliveries` times unfinished)."""
+        return {"object": "queue", **await asyncio.to_thread(jobs.queue_status)}
 
     @router.get("/upstreams")
     async def upstreams() -> dict[str, Any]:

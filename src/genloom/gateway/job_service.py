@@ -281,6 +281,16 @@ class JobService:
             self._notify()
         return self._view(stored), created
 
+    def queue_status(self) -> dict[str, Any]:
+        """What operators see of the queue: its backend, waiting work per model and class, and
+        the jobs given up after too many deliveries (shared queue only)."""
+        depths = self._queue.depths()
+        return {
+            "backend": self._queue.backend,
+            "models": {m: {c.value: n for c, n in by_class.items()} for m, by_class in sorted(depths.items())},
+            "dead_letters": self._queue.dead_letters(),
+        }
+
     async def get(self, job_id: str, *, tenant: str | None) -> JobView:
         return self._view(await self._store.get(job_id, tenant=tenant))
 

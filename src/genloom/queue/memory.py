@@ -36,6 +36,7 @@ class _Order:
 
 
 class InMemoryQueue:
+    backend = "memory"
     def __init__(
         self, *, policy: SchedulerPolicy, clock: Callable[[], float] = time.monotonic, position_ttl_s: float = 0.5
     ) -> None:
@@ -167,6 +168,15 @@ class InMemoryQueue:
     def finish(self, job: Job) -> None:
         """A worker is done with a job it took. Nothing to do here: a shared queue holds taken
         jobs under a lease until then."""
+
+    def depths(self) -> dict[str, dict[RequestClass, int]]:
+        """Waiting jobs per model and class."""
+        with self._cond:
+            return {m: {c: s.depth(c) for c in RequestClass} for m, s in self._schedulers.items()}
+
+    def dead_letters(self, limit: int = 100) -> list[str]:
+        """None here: a job taken in this process either ends or fails with it."""
+        return []
 
     def missing(self, job_ids: list[str]) -> set[str]:
         """Which of these jobs are not waiting here."""

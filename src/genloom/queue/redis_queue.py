@@ -67,6 +67,7 @@ Adopt = Callable[[Job], Callable[[JobEvent], None]]
 
 
 class RedisQueue:
+    backend = "redis"
     def __init__(
         self,
         *,
@@ -379,7 +380,22 @@ class RedisQueue:
 
     def dead_letters(self, limit: int = 100) -> list[str]:
         """Ids of jobs given up after `max_deliveries` deliveries, oldest first."""
-        return list(self._redis.zrange(f"{self._prefix}dead", 0, limit - 1))
+        try:
+            return list(self._redis.zrange(f"{self._prefix}dead", 0, limit - 1))
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise QueueUnavailable(f"the queue's Redis cannot be reached ({type(e).__name__})") from e
+
+    def depths(self) -> dict[str, dict[RequestClass, int]]:
+        """Waiting jobs per model and class, across every replica."""
+        try:
+            models = sorted(self._redis.smembers(f"{self._prefix}models"))
+            pipe = self._redis.pipeline(transaction=False)
+            for model in models:
+                pipe.hmget(f"{self._prefix}m:{model}:st", *(f"d:{c.value}" for c in RequestClass))
+            counts = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise QueueUnavailable(f"the queue's Redis cannot be reached ({type(e).__name__})") from e
+        return {m: {c: int(n or 0) for c, n in zip(RequestClass, row, strict=True)} for m, row in zip(models, counts, strict=True)}
 
     # -- background threads -------------------------------------------------------------------
 
