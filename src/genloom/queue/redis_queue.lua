@@ -270,7 +270,16 @@ elseif op == 'take' then
       if e.c == 'async' then async_rows = async_rows + e.rows end
     end
   end
-  return taken
+  -- Nothing taken: also say when the first entry in backoff becomes eligible, so the caller
+  -- knows how long it may wait without another round trip.
+  local due = false
+  if #taken == 0 then
+    for i = 8, #ARGV do
+      local h = redis.call('ZRANGE', k_deferred(ARGV[i]), 0, 0, 'WITHSCORES')
+      if h[2] and (not due or tonumber(h[2]) < tonumber(due)) then due = h[2] end
+    end
+  end
+  return {taken, due}
 
 elseif op == 'remove' then
   -- id: 1 taken out of the line, 2 running (it is flagged; its worker drops it), 0 unknown
@@ -349,15 +358,6 @@ elseif op == 'depth' then
     for _, c in ipairs(classes) do total = total + num(st(m), 'd:' .. c) end
   end
   return total
-
-elseif op == 'next_due' then
-  -- models...: the earliest not_before among entries in backoff, or nothing
-  local due = nil
-  for i = 4, #ARGV do
-    local h = redis.call('ZRANGE', k_deferred(ARGV[i]), 0, 0, 'WITHSCORES')
-    if h[2] and (due == nil or tonumber(h[2]) < due) then due = tonumber(h[2]) end
-  end
-  return due and f(due) or false
 
 elseif op == 'snapshot' then
   -- model: its state hash and every waiting entry, for working out positions in Python

@@ -269,26 +269,27 @@ class RedisQueue:
         while True:
             with self._wake:
                 seen = self._wakes
-            jobs = self._take_now(models, max_rows, async_rows)
+            jobs, due = self._take_now(models, max_rows, async_rows)
             remaining = deadline - self._monotonic()
             if jobs or remaining <= 0 or self._closed:
                 return jobs
-            wait = min(remaining, 0.5)  # also picks up jobs reclaimed or due from backoff
-            due = self._call("next_due", *models)
-            if due is not None:
-                wait = min(wait, max(0.0, float(due) - self._clock()))
+            wait = min(remaining, 0.5)  # also picks up jobs reclaimed meanwhile
+            if due is not None:  # a retry's backoff ends sooner
+                wait = min(wait, max(0.0, due - self._clock()))
             with self._wake:
                 if self._wakes == seen:
                     self._wake.wait(wait)
 
-    def _take_now(self, models: tuple[str, ...], max_rows: int, max_async_rows: int) -> list[Job]:
+    def _take_now(self, models: tuple[str, ...], max_rows: int, max_async_rows: int) -> tuple[list[Job], float | None]:
+        """What one take script call hands this process, and, when nothing, when the first job
+        in retry backoff becomes eligible (None: none is)."""
         if max_rows <= 0 or self._closed:
-            return []
+            return [], None
         now = self._clock()
-        rows = self._call(
+        rows, due = self._call(
             "take", self.owner, repr(now + self._lease_s), max_rows, max_async_rows, *models, now=now
         )
-        return [self._held_job(*row) for row in rows]
+        return [self._held_job(*row) for row in rows], None if due is None else float(due)
 
     def _held_job(
         self, job_id: str, payload: str, reply: str, deliveries: int, model: str, request_class: str, tier: str,
