@@ -190,6 +190,14 @@ local function serve(m, e, fair)
   redis.call('HSET', S, tenant_pass, f(num(S, tenant_pass) + e.cost))
 end
 
+-- One token per job that became eligible, in a list idle workers block on (BLPOP): each token
+-- wakes one worker, not all of them. Tokens nobody took are capped, so they cost at most a few
+-- empty takes later.
+local function wake(m)
+  redis.call('RPUSH', P .. 'wake:' .. m, '1')
+  redis.call('LTRIM', P .. 'wake:' .. m, -64, -1)
+end
+
 local function unqueue(e)
   if e.st == 'wait' then
     dequeue(e.m, e)
@@ -220,7 +228,7 @@ if op == 'submit' then
   redis.call('HSET', k_job(id), 'm', m, 'c', c, 't', e.t, 'n', n, 'cost', f(e.cost), 'rows', e.rows,
              'pl', ARGV[13], 'rp', ARGV[14], 'dl', 0)
   add(m, e)
-  if e.nb <= now then redis.call('PUBLISH', P .. 'wake:' .. m, '1') end
+  if e.nb <= now then wake(m) end
   return {'ok'}
 
 elseif op == 'reserve' then
@@ -343,7 +351,7 @@ elseif op == 'reclaim' then
       redis.call('HSET', k_job(id), 'own', '')
       e.nb = 0
       add(e.m, e)
-      redis.call('PUBLISH', P .. 'wake:' .. e.m, '1')
+      wake(e.m)
       out[#out + 1] = {id, 'requeued'}
     end
   end

@@ -106,8 +106,6 @@ class RedisQueue:
         self._adopt = adopt
         self._script = client.register_script(_SCRIPT)
         self._lock = threading.Lock()
-        self._wake = threading.Condition()
-        self._wakes = 0
         self._closed = False
         self._stopping = threading.Event()
         # Realtime jobs submitted here, until their last event: the reader hands events to them.
@@ -132,7 +130,6 @@ class RedisQueue:
             self._started = True
         self._open_inbox()
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.psubscribe(**{f"{self._prefix}wake:*": self._on_wake})
         pubsub.subscribe(**{f"{self._prefix}cancel": self._on_cancel_message})
         self._pubsub_thread = pubsub.run_in_thread(sleep_time=0.5, daemon=True, exception_handler=self._pubsub_failed)
         for target, name in ((self._keep, "keeper"), (self._read_inbox, "reader"), (self._send_events, "sender")):
@@ -151,9 +148,6 @@ class RedisQueue:
             if self._call("remove", waiting.job.id) == 1:
                 self._submitted.pop(waiting.job.id, None)
                 left.append(waiting.job)
-        with self._wake:
-            self._wakes += 1
-            self._wake.notify_all()
         return left
 
     def stop(self) -> None:
@@ -266,9 +260,8 @@ class RedisQueue:
         self.start()
         async_rows = max_rows if max_async_rows is None else max_async_rows
         deadline = self._monotonic() + timeout
+        tokens = [f"{self._prefix}wake:{model}" for model in models]
         while True:
-            with self._wake:
-                seen = self._wakes
             jobs, due = self._take_now(models, max_rows, async_rows)
             remaining = deadline - self._monotonic()
             if jobs or remaining <= 0 or self._closed:
@@ -276,9 +269,15 @@ class RedisQueue:
             wait = min(remaining, 0.5)  # also picks up jobs reclaimed meanwhile
             if due is not None:  # a retry's backoff ends sooner
                 wait = min(wait, max(0.0, due - self._clock()))
-            with self._wake:
-                if self._wakes == seen:
-                    self._wake.wait(wait)
+            if wait >= 0.01:  # BLPOP's resolution: shorter waits just take again
+                self._wait_for_token(tokens, wait)
+
+    def _wait_for_token(self, tokens: list[str], wait: float) -> None:
+        """Block until a job for one of these models is queued (one waiting worker per job)."""
+        try:
+            self._redis.blpop(tokens, timeout=wait)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise QueueUnavailable(f"the queue's Redis cannot be reached ({type(e).__name__})") from e
 
     def _take_now(self, models: tuple[str, ...], max_rows: int, max_async_rows: int) -> tuple[list[Job], float | None]:
         """What one take script call hands this process, and, when nothing, when the first job
@@ -319,10 +318,30 @@ class RedisQueue:
             self._outbox.put(("finish", job.id, ""))
 
     def watch(self, model: str, wake: Callable[[], None]) -> None:
-        """Call `wake` (from another thread) whenever a job for `model` is queued, on any replica."""
+        """Call `wake` (from another thread) when a job for `model` is queued, on any replica,
+        for workers that wait on an event loop rather than in take(): a thread waits for them."""
         self.start()
         with self._lock:
+            first = not self._watchers
             self._watchers.setdefault(model, []).append(wake)
+        if first:
+            thread = threading.Thread(target=self._watch, name="genloom-redis-queue-watcher", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                watched = {model: list(wakes) for model, wakes in self._watchers.items()}
+            try:
+                token = self._redis.blpop([f"{self._prefix}wake:{m}" for m in watched], timeout=0.5)
+            except redis.RedisError as e:
+                log.warning("the queue's watcher could not reach Redis (%s); retrying", e)
+                self._stopping.wait(0.5)
+                continue
+            if token is not None:
+                for wake in watched[token[0][len(f"{self._prefix}wake:"):]]:
+                    wake()
 
     # -- reading the line ---------------------------------------------------------------------
 
@@ -432,14 +451,13 @@ class RedisQueue:
                 job.cancel()
 
     def _pubsub_failed(self, error: BaseException, pubsub: Any, thread: Any) -> None:
-        """The channel listener lost Redis: listen again unless stopping (wakes are also polled)."""
+        """The channel listener lost Redis: listen again unless stopping (cancels are also polled)."""
         if self._stopping.is_set():
             thread.stop()
             return
         log.warning("lost the queue's Redis channels (%s); listening again", error)
         time.sleep(0.5)
         pubsub.reset()  # the thread's next read subscribes again on a new connection
-        pubsub.psubscribe(**{f"{self._prefix}wake:*": self._on_wake})
         pubsub.subscribe(**{f"{self._prefix}cancel": self._on_cancel_message})
 
     def _on_cancel_message(self, message: dict) -> None:
@@ -447,14 +465,6 @@ class RedisQueue:
             job = self._held.get(message["data"])
         if job is not None:
             job.cancel()
-
-    def _on_wake(self, message: dict) -> None:
-        model = message["channel"][len(f"{self._prefix}wake:"):]
-        with self._wake:
-            self._wakes += 1
-            self._wake.notify_all()
-        for wake in list(self._watchers.get(model, ())):
-            wake()
 
     def _relay(self, reply: str, job_id: str) -> Callable[[JobEvent], None]:
         def emit(event: JobEvent) -> None:
