@@ -185,6 +185,9 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
         f"in Redis per pick), workers taking up to {args.take} jobs per round trip. Celery {_celery_version()}: "
         "`--pool solo` workers, default prefetch, `apply_async`, results ignored.",
         "",
+        "Submit only is the rate one producer process put the jobs in; where the end-to-end rate equals it, "
+        "the producer, not the workers, was the bound.",
+        "",
         "| system | worker processes | jobs/s (end to end) | submit only (jobs/s) |",
         "|---|---|---|---|",
     ]
