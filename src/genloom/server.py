@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from enum import Enum
 from pathlib import Path
 
@@ -101,8 +101,10 @@ class GenloomServer:
         tenants = TenantStore(database=self.database)
         self.authenticator = Authenticator(tenants=tenants)
         self.admin = TenantAdmin(
-            tenants=tenants, authenticator=self.authenticator, default_tier=Tier(settings.classification.default_tier)
+            tenants=tenants, authenticator=self.authenticator, default_tier=Tier(settings.classification.default_tier),
+            on_change=self._announce_auth_change if settings.redis_url else None,
         )
+        self._auth_listener: asyncio.Task | None = None
         self.runtimes: dict[str, TextRuntime] = {}
         self.remotes: dict[str, RemoteModel] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -197,9 +199,29 @@ class GenloomServer:
     def _adopt(self, job: Job) -> Callable[[JobEvent], None]:
         return self.jobs.adopt(job)
 
+    async def _announce_auth_change(self) -> None:
+        await self.aredis.publish(f"{self.settings.redis_prefix}auth", "changed")
+
+    async def _listen_auth_changes(self) -> None:
+        """A key revoked or a tenant changed on another replica: forget cached lookups now."""
+        channel = f"{self.settings.redis_prefix}auth"
+        while True:
+            try:
+                async with self.aredis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(channel)
+                    self.authenticator.forget()  # whatever changed while not listening
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self.authenticator.forget()
+            except aioredis.RedisError as e:  # meanwhile the cache's TTL still bounds staleness
+                log.warning("lost the auth-change channel (%s); listening again", e)
+                await asyncio.sleep(1)
+
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI):
         self.jobs.attach(asyncio.get_running_loop())  # workers may take shared jobs before it starts
+        if self.shared is not None and self.process is not Process.WORKER:
+            self._auth_listener = asyncio.create_task(self._listen_auth_changes(), name="genloom-auth-changes")
         await self.database.migrate()
         await self._bootstrap_auth()
         await self.request_log.start()
@@ -428,6 +450,10 @@ class GenloomServer:
             await self.webhooks.stop()
         await self.request_log.close()
         await self.database.dispose()
+        if self._auth_listener is not None:
+            self._auth_listener.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._auth_listener
         if self.shared is not None:
             await asyncio.to_thread(self.shared.stop)
             self.redis.close()

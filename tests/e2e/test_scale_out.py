@@ -184,6 +184,20 @@ def test_a_rate_limit_holds_across_replicas_and_cancel_reaches_the_worker(cluste
         admitted = list(pool.map(one, range(20)))
     assert sum(admitted) == 6, f"admitted {sum(admitted)} of 20 across two replicas with a limit of 6/min"
 
+    # A key revoked on one replica is refused by the other at once (within 2 s here, polling),
+    # not when its lookup cache (5 s) runs out: the replicas tell each other.
+    [key_record] = admin.get(f"/v1/admin/tenants/{tenant['id']}/keys").json()["data"]
+    assert admin.delete(f"/v1/admin/keys/{key_record['id']}").status_code == 200
+    revoked_at = time.monotonic()
+    while True:
+        answer = httpx.post(f"{api2}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                            json={"model": "tiny", "messages": HELLO, "max_tokens": 2})
+        if answer.status_code == 401:
+            break
+        assert answer.status_code == 429  # still cached as valid, and over its limit
+        assert time.monotonic() - revoked_at < 2.0, "the other replica still took the revoked key"
+        time.sleep(0.02)
+
     # A long job cancelled through the other replica stops on whichever worker runs it.
     body = {"model": "tiny", "messages": HELLO, "max_tokens": 900, "ignore_eos": True}
     job = admin.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body}).json()

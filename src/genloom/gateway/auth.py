@@ -8,12 +8,13 @@ processes notice within `cache_ttl_s`."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import time
 import uuid
 from contextlib import suppress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -21,6 +22,8 @@ from typing import Any
 
 from genloom.queue import Tier
 from genloom.store.tenants import ApiKey, KeyExists, Tenant, TenantExists, TenantStore
+
+log = logging.getLogger("genloom.auth")
 
 DEFAULT_TENANT_ID = "default"
 _KEY_SHAPE = re.compile(r"^gl-[A-Za-z0-9_\-]{20,200}$")
@@ -133,9 +136,13 @@ class TenantAdmin:
         authenticator: Authenticator,
         default_tier: Tier,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`on_change` tells other replicas that a key or tenant changed (they forget their
+        cached lookups at once instead of within the cache's TTL)."""
         self._tenants = tenants
         self._auth = authenticator
+        self._on_change = on_change
         self._default_tier = default_tier
         self._now = wall_clock
 
@@ -153,7 +160,7 @@ class TenantAdmin:
 
     async def update_tenant(self, tenant_id: str, **changes: Any) -> Tenant:
         tenant = await self._tenants.update_tenant(tenant_id, at=self._now(), **changes)
-        self._auth.forget()
+        await self._changed()
         return tenant
 
     async def create_key(
@@ -181,8 +188,16 @@ class TenantAdmin:
 
     async def revoke_key(self, key_id: str) -> ApiKey:
         key = await self._tenants.revoke_key(key_id, at=self._now())
-        self._auth.forget()
+        await self._changed()
         return key
+
+    async def _changed(self) -> None:
+        self._auth.forget()
+        if self._on_change is not None:
+            try:
+                await self._on_change()
+            except Exception as e:  # the others still notice within their cache's TTL
+                log.warning("could not tell other replicas that a key or tenant changed: %s", e)
 
     async def bootstrap(self, admin_key: str | None) -> str | None:
         """Make sure the default tenant and an admin key exist. With `admin_key` (GENLOOM_ADMIN_KEY)
