@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -110,6 +111,8 @@ class RedisQueue:
         self._stopping = threading.Event()
         # Realtime jobs submitted here, until their last event: the reader hands events to them.
         self._submitted: dict[str, _Waiting] = {}
+        # Realtime jobs submitted here that are over (answered or cancelled): nothing to remove.
+        self._settled: OrderedDict[str, None] = OrderedDict()
         self._held: dict[str, Job] = {}
         self._watchers: dict[str, list[Callable[[], None]]] = {}
         self._positions: dict[str, tuple[float, dict[str, int]]] = {}
@@ -185,6 +188,9 @@ class RedisQueue:
         arrived = now - max(0.0, mono - job.enqueued_at)
         not_before = now + (job.not_before - mono) if job.not_before > mono else 0.0
         reply = self._inbox if job.request_class is RequestClass.REALTIME else ""
+        # A realtime request tries again under the same id (another model of its fallback chain):
+        # its failed attempt may still be marked running until that worker's finish arrives.
+        requeue = requeue or bool(reply)
         if reply:
             self._submitted[job.id] = _Waiting(job)  # before the script: a fast worker may answer at once
         answer = self._call(
@@ -202,8 +208,11 @@ class RedisQueue:
         job_id = job.id
 
         def cancelled() -> None:
-            self._submitted.pop(job_id, None)
-            self._call("remove", job_id)
+            # Every request cancels its job when it ends; only one not answered yet is in Redis.
+            waiting = self._submitted.pop(job_id, None)
+            self._settle(job_id)
+            if waiting is not None:
+                self._call("remove", job_id)
 
         job.on_cancel(cancelled)
 
@@ -238,6 +247,9 @@ class RedisQueue:
     def remove(self, job_id: str) -> Job | None:
         """Take a waiting job out of the line (cancellation); a running one is flagged so its
         worker drops it. Returns the local Job when it was waiting, else None."""
+        with self._lock:
+            if job_id in self._settled:  # a request of this replica's that is over: nothing queued
+                return None
         waiting = self._submitted.pop(job_id, None)
         removed = self._call("remove", job_id) == 1
         if not removed:
@@ -500,6 +512,12 @@ class RedisQueue:
             if None in batch:
                 return
 
+    def _settle(self, job_id: str) -> None:
+        with self._lock:
+            self._settled[job_id] = None
+            if len(self._settled) > 10_000:
+                self._settled.popitem(last=False)
+
     def _open_inbox(self) -> None:
         """Make this process's reply stream (a first, empty message) and give it a lifetime."""
         self._redis.xadd(self._inbox, {"id": "", "e": ""})
@@ -539,6 +557,7 @@ class RedisQueue:
                         event = codec.loads(fields["e"])
                         if waiting.last(event):
                             self._submitted.pop(fields["id"], None)
+                            self._settle(fields["id"])
                         waiting.job.emit(event)
                     except Exception:
                         log.exception("job %s: could not hand over an event", fields["id"])
