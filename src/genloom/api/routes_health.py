@@ -22,7 +22,7 @@ def build_health_router(readiness: Readiness, service: TextService) -> APIRouter
             "reason": readiness.reason or None,
             "models": [r.name for r in service.models()],
             "in_flight": service.in_flight,
-            "queued": service.queued(),
+            "queued": await service.queued(),
         }
         return JSONResponse(body, status_code=200 if readiness.ready else 503)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.readiness import Readiness
+from genloom.gateway.queue_io import queue_call
 from genloom.queue import Job, JobFailed, QueueClosed, RequestClass, Tier
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.embeddings import EmbeddingRuntime
@@ -90,7 +91,7 @@ class EmbeddingService:
             cost=self.cost(prepared),
         )
         try:
-            self._queue.submit(job)
+            await queue_call(self._queue, self._queue.submit, job)
         except QueueClosed as e:
             raise NotReady("the server is shutting down; retry on another replica") from e
         self.in_flight += 1
@@ -107,7 +108,7 @@ class EmbeddingService:
                     raise GenerationFailed(event.message)
         finally:
             job.cancel()
-            self._queue.remove(job.id)
+            await queue_call(self._queue, self._queue.remove, job.id)
             self.in_flight -= 1
 
     def cost(self, prepared: PreparedEmbedding) -> float:

@@ -23,6 +23,7 @@ from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.readiness import Readiness
+from genloom.gateway.queue_io import queue_call
 from genloom.queue import Job, JobFailed, QueueClosed, RequestClass, Tier
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.image import SCHEDULERS, ImageInputError, ImageRuntime, ImageTask
@@ -228,7 +229,7 @@ class ImageService:
         events: asyncio.Queue[object] = asyncio.Queue()
         job = self.job(prepared, id=request.id, emit=thread_emitter(events), request_class=RequestClass.REALTIME, tier=request.tier, tenant=request.tenant)
         try:
-            self._queue.submit(job)
+            await queue_call(self._queue, self._queue.submit, job)
         except BaseException as e:
             await self.refund(admission)
             if isinstance(e, QueueClosed):
@@ -249,7 +250,7 @@ class ImageService:
                     raise GenerationFailed(event.message)
         finally:
             job.cancel()
-            self._queue.remove(job.id)
+            await queue_call(self._queue, self._queue.remove, job.id)
             self.in_flight -= 1
             if not made:  # failed, refused or abandoned: only pictures made count against the quota
                 await self.refund(admission)

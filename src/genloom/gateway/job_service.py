@@ -25,6 +25,7 @@ from typing import Any
 from genloom.config import JobsSettings
 from genloom.gateway.errors import InvalidRequest, ModelNotFound
 from genloom.gateway.image_service import IMAGES_ENDPOINT, ImageRequest, ImageService, PreparedImage
+from genloom.gateway.queue_io import queue_call
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
 from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host
 from genloom.queue.backoff import retry_delay
@@ -171,7 +172,7 @@ class JobService:
         waiting = [r for r in await self._store.waiting() if r.updated_at <= settled]
         if not waiting:
             return 0
-        missing = self._queue.missing([r.id for r in waiting])
+        missing = await queue_call(self._queue, self._queue.missing, [r.id for r in waiting])
         queued = 0
         for record in waiting:
             if record.id in missing:
@@ -215,7 +216,9 @@ class JobService:
             await self._check_callback(submission.callback_url)
         now = utc_now()
         cost = self._text.cost(prepared, request.n)
-        place = self._queue.reserve(model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant)
+        place = await queue_call(
+            self._queue, self._queue.reserve, model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant
+        )
         admission, created = None, False
         try:
             # Charged at submission for the most the job can use (it runs later, so it is not settled
@@ -224,7 +227,7 @@ class JobService:
             view, created = await self._store_and_queue(submission, prepared, place, now, cost)
             return view, created
         finally:
-            self._queue.release(place)
+            await queue_call(self._queue, self._queue.release, place)
             if admission is not None and not created:
                 await self._text.settle(admission, tokens_used=0)
 
@@ -240,7 +243,9 @@ class JobService:
         submission = replace(submission, request=replace(request, seed=prepared.task.seed))
         if submission.callback_url is not None:
             await self._check_callback(submission.callback_url)
-        place = self._queue.reserve(model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant)
+        place = await queue_call(
+            self._queue, self._queue.reserve, model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant
+        )
         admission, created = None, False
         try:
             # The daily image quota is charged at submission; a refused or replayed submission gets it back.
@@ -248,7 +253,7 @@ class JobService:
             view, created = await self._store_and_queue(submission, prepared, place, utc_now(), images.cost(prepared))
             return view, created
         finally:
-            self._queue.release(place)
+            await queue_call(self._queue, self._queue.release, place)
             if not created:
                 await images.refund(admission)
 
@@ -277,9 +282,9 @@ class JobService:
                     raise
                 # Stored is accepted: the sweep queues it once the queue's Redis answers again.
                 log.warning("job %s is stored but not queued yet: %s", stored.id, e)
-            self._queue.release(place)  # queued now: it counts in the queue's own depth
+            await queue_call(self._queue, self._queue.release, place)  # queued now: it counts in the queue's own depth
             self._notify()
-        return self._view(stored), created
+        return await self._view(stored), created
 
     def queue_status(self) -> dict[str, Any]:
         """What operators see of the queue: its backend, waiting work per model and class, and
@@ -292,18 +297,18 @@ class JobService:
         }
 
     async def get(self, job_id: str, *, tenant: str | None) -> JobView:
-        return self._view(await self._store.get(job_id, tenant=tenant))
+        return await self._view(await self._store.get(job_id, tenant=tenant))
 
     async def list(
         self, *, tenant: str | None, state: JobState | None, limit: int, after: str | None
     ) -> tuple[list[JobView], bool]:
         """One page, newest first, and whether more follow."""
         records = await self._store.list(tenant=tenant, state=state, limit=limit + 1, after=after)
-        return [self._view(r) for r in records[:limit]], len(records) > limit
+        return [await self._view(r) for r in records[:limit]], len(records) > limit
 
     async def cancel(self, job_id: str, *, tenant: str | None) -> JobView:
         record = await self._store.cancel(job_id, tenant=tenant)
-        self._queue.remove(job_id)
+        await queue_call(self._queue, self._queue.remove, job_id)
         pending = self._pending.pop(job_id, None)
         if pending is not None:  # a worker may have taken it a moment ago
             pending.job.cancel()
@@ -312,19 +317,21 @@ class JobService:
             run.job.cancel()
             run.events.put_nowait(_Stop())
         self._notify()
-        return self._view(record)
+        return await self._view(record)
 
     async def retry(self, job_id: str, *, tenant: str | None) -> JobView:
         """Back to the queue by hand: admitted like a new job, so retries cannot overfill the queue."""
         current = await self._store.get(job_id, tenant=tenant, history=False)
-        place = self._queue.reserve(model=current.model, request_class=RequestClass.ASYNC, tenant=current.tenant)
+        place = await queue_call(
+            self._queue, self._queue.reserve, model=current.model, request_class=RequestClass.ASYNC, tenant=current.tenant
+        )
         try:
             record = await self._store.retry(job_id, tenant=tenant, extra_attempts=self._settings.max_attempts)
             await self._enqueue(record, retry=True)
         finally:
-            self._queue.release(place)
+            await queue_call(self._queue, self._queue.release, place)
         self._notify()
-        return self._view(record)
+        return await self._view(record)
 
     async def transitions(self, job_id: str, *, tenant: str | None) -> AsyncIterator[JobTransition | JobView]:
         """Every state change of a job as it happens, with progress views between; ends at a terminal state."""
@@ -343,7 +350,7 @@ class JobService:
             run = self._runs.get(job_id)
             if run is not None and run.completion is not None and run.completion.usage.completion_tokens != tokens:
                 tokens = run.completion.usage.completion_tokens
-                yield self._view(run.record)
+                yield await self._view(run.record)
             # Another process (a scaled-out worker) does not wake us: look again within a second.
             with suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=1.0 if run is None else 0.25)
@@ -359,10 +366,10 @@ class JobService:
         except WebhookTargetRefused as e:
             raise InvalidRequest(str(e), "callback_url") from e
 
-    def _view(self, record: JobRecord) -> JobView:
+    async def _view(self, record: JobRecord) -> JobView:
         run = self._runs.get(record.id)
         if record.state in (JobState.QUEUED, JobState.RETRYING):
-            return JobView(record, position=self._queue.position(record.id))
+            return JobView(record, position=await queue_call(self._queue, self._queue.position, record.id))
         if record.state is JobState.PROCESSING and run is not None and run.completion is not None:
             return JobView(record, completion_tokens=run.completion.usage.completion_tokens)
         return JobView(record)
@@ -420,7 +427,7 @@ class JobService:
             job.emit = _ignore  # whichever worker takes it runs it (adopt)
         else:
             self._pending[record.id] = _Pending(record, request, prepared, job, dispatch)
-        (self._queue.requeue if retry else self._queue.restore)(job)
+        await queue_call(self._queue, self._queue.requeue if retry else self._queue.restore, job)
 
     async def _fail_unrunnable(self, record: JobRecord, message: str) -> None:
         owner = f"{self._process_id}:{uuid.uuid4().hex[:8]}"

@@ -18,6 +18,7 @@ from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
+from genloom.gateway.queue_io import queue_call
 from genloom.gateway.readiness import Readiness
 from genloom.gateway.routing import Router
 from genloom.queue import (
@@ -194,8 +195,9 @@ class TextService:
         self._max_batch_size = max_batch_size
         self.in_flight = 0
 
-    def queued(self) -> int:
-        return self._queue.depth()
+    async def queued(self) -> int:
+        """Requests and jobs waiting, for every model (the whole shared line when scaled out)."""
+        return await queue_call(self._queue, self._queue.depth)
 
     def models(self) -> list[TextRuntime | RemoteModel]:
         return [*self._runtimes.values(), *self._remotes.values()]
@@ -260,7 +262,7 @@ class TextService:
                 events: asyncio.Queue[JobEvent] = asyncio.Queue()
                 job = self._job(request, prepared, events)
                 try:
-                    self._queue.submit(job)
+                    await queue_call(self._queue, self._queue.submit, job)
                 except QueueClosed as e:
                     raise NotReady("the server is shutting down; retry on another replica") from e
                 except Exception as e:
@@ -329,7 +331,7 @@ class TextService:
                 pending_verdict.release()
             if job is not None:
                 job.cancel()
-                self._queue.remove(job.id)
+                await queue_call(self._queue, self._queue.remove, job.id)
             if admission is not None:
                 # Charged the estimate up front; settle on what the request really used.
                 await self.settle(admission, tokens_used=completion.usage.total_tokens if accepted else 0)

@@ -37,6 +37,7 @@ class _Order:
 
 class InMemoryQueue:
     backend = "memory"
+    blocking = False
     def __init__(
         self, *, policy: SchedulerPolicy, clock: Callable[[], float] = time.monotonic, position_ttl_s: float = 0.5
     ) -> None:

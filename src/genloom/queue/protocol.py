@@ -17,6 +17,7 @@ class QueueUnavailable(RuntimeError):
 
 class JobQueue(Protocol):
     backend: str  # "memory" or "redis", for operators
+    blocking: bool  # whether its calls wait on the network (callers on an event loop offload them)
 
     def submit(self, job: Job) -> None: ...
     def restore(self, job: Job) -> None: ...

@@ -69,6 +69,7 @@ Adopt = Callable[[Job], Callable[[JobEvent], None]]
 
 class RedisQueue:
     backend = "redis"
+    blocking = True
     def __init__(
         self,
         *,
