@@ -155,56 +155,31 @@ def train_image(
     typer.echo(yaml.safe_dump({k: v for k, v in metrics.items() if k != "config"}, sort_keys=False))
 
 
-@bench_app.command("jobs", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_jobs(ctx: typer.Context) -> None:
-    """Scheduling under overload and job-queue throughput (bench/jobs_bench.py --help)."""
-    script = Path("bench/jobs_bench.py")
+def _run_bench(name: str, args: list[str]) -> None:
+    """Run bench/<name>_bench.py's main(args) from a source checkout; its return is the exit code."""
+    script = Path(f"bench/{name}_bench.py")
     if not script.is_file():
-        err.print("[bold red]error:[/] run benchmarks from the root of a Genloom source checkout (bench/jobs_bench.py)")
+        err.print(f"[bold red]error:[/] run benchmarks from the root of a Genloom source checkout ({script})")
         raise typer.Exit(2)
-    module = runpy.run_path(str(script), run_name="genloom_bench_jobs")
-    raise typer.Exit(module["main"](list(ctx.args)))
+    module = runpy.run_path(str(script), run_name=f"genloom_bench_{name}")
+    raise typer.Exit(module["main"](args))
 
 
-@bench_app.command("queue", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_queue(ctx: typer.Context) -> None:
-    """The Redis queue's throughput against Celery on the same Redis (bench/queue_bench.py --help)."""
-    script = Path("bench/queue_bench.py")
-    if not script.is_file():
-        err.print("[bold red]error:[/] run benchmarks from the root of a Genloom source checkout (bench/queue_bench.py)")
-        raise typer.Exit(2)
-    module = runpy.run_path(str(script), run_name="genloom_bench_queue")
-    raise typer.Exit(module["main"](list(ctx.args)))
+def _bench_command(name: str, help: str) -> None:
+    """`genloom bench <name> [ARGS...]`: the script's own options pass through untouched."""
+
+    def command(ctx: typer.Context) -> None:
+        _run_bench(name, list(ctx.args))
+
+    command.__doc__ = help
+    bench_app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
 
 
-@bench_app.command("gateway", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_gateway(ctx: typer.Context) -> None:
-    """Gateway overhead on a remote model against LiteLLM's proxy (bench/gateway_bench.py --help)."""
-    script = Path("bench/gateway_bench.py")
-    if not script.is_file():
-        err.print("[bold red]error:[/] run benchmarks from the root of a Genloom source checkout (bench/gateway_bench.py)")
-        raise typer.Exit(2)
-    module = runpy.run_path(str(script), run_name="genloom_bench_gateway")
-    raise typer.Exit(module["main"](list(ctx.args)))
-
-
-@bench_app.command("text", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_text(ctx: typer.Context) -> None:
-    """Text tokens/s and TTFT against transformers serve and static batches (bench/text_bench.py --help)."""
-    script = Path("bench/text_bench.py")
-    if not script.is_file():
-        err.print("[bold red]error:[/] run benchmarks from the root of a Genloom source checkout (bench/text_bench.py)")
-        raise typer.Exit(2)
-    module = runpy.run_path(str(script), run_name="genloom_bench_text")
-    raise typer.Exit(module["main"](list(ctx.args)))
-
-
-@bench_app.command("image", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_image(ctx: typer.Context) -> None:
-    """Images/s batched against one-at-a-time diffusers, and the built-in's accuracy (bench/image_bench.py --help)."""
-    script = Path("bench/image_bench.py")
-    if not script.is_file():
-        err.print("[bold red]error:[/] run benchmarks from the root of a Genloom source checkout (bench/image_bench.py)")
-        raise typer.Exit(2)
-    module = runpy.run_path(str(script), run_name="genloom_bench_image")
-    raise typer.Exit(module["main"](list(ctx.args)))
+for _name, _help in (
+    ('jobs', 'Scheduling under overload and job-queue throughput (bench/jobs_bench.py --help).'),
+    ('queue', "The Redis queue's throughput against Celery on the same Redis (bench/queue_bench.py --help)."),
+    ('gateway', "Gateway overhead on a remote model against LiteLLM's proxy (bench/gateway_bench.py --help)."),
+    ('text', 'Text tokens/s and TTFT against transformers serve and static batches (bench/text_bench.py --help).'),
+    ('image', "Images/s batched against one-at-a-time diffusers, and the built-in's accuracy (bench/image_bench.py --help)."),
+):
+    _bench_command(_name, _help)
