@@ -152,6 +152,8 @@ def run_celery(jobs: int, workers: int) -> Run:
         for proc in procs:
             proc.wait(30)
         client.delete(done_key, queue_name)
+        for key in client.scan_iter(match=f"*{queue_name}*", count=1000):  # kombu's bindings of the run's queue
+            client.delete(key)
         sys.path.remove(folder)
     return Run("celery", workers, jobs, wall, submitted - started)
 
