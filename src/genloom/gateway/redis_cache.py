@@ -32,6 +32,7 @@ from genloom.gateway.cache import (
     _digest,
     _encode,
 )
+from genloom.queue.redis_queue import UNREACHABLE
 
 log = logging.getLogger("genloom.cache")
 _MARGIN_S = 60  # a Redis TTL this much past the entry's own expiry bounds memory
@@ -93,7 +94,7 @@ def _tolerant(default: Any) -> Callable[[Callable[..., Awaitable[Any]]], Callabl
         async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 return await method(self, *args, **kwargs)
-            except (aioredis.ConnectionError, aioredis.TimeoutError) as e:
+            except UNREACHABLE as e:
                 log.warning("response cache unavailable (%s): %s skipped", e, method.__name__)
                 return default
 

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 import redis.asyncio as aioredis
 
 from genloom.gateway.errors import NotReady
-
 from genloom.gateway.rate_limit import (
     Admission,
     BucketKey,
@@ -28,8 +27,8 @@ from genloom.gateway.rate_limit import (
     _Verdict,
     admission,
 )
+from genloom.queue.redis_queue import UNREACHABLE
 
-_EPSILON = 1e-9
 log = logging.getLogger("genloom.limits")
 
 # ARGV: now, seconds to the next UTC midnight, n buckets, then per bucket: capacity, refill per
@@ -149,7 +148,7 @@ class RedisRateLimiter:
         keys = [self._key(k) for k, _, _ in buckets] + [self._key(k) for k, _, _ in days]
         try:
             answers = await self._check(keys=keys, args=args)
-        except (aioredis.ConnectionError, aioredis.TimeoutError) as e:  # refuse rather than admit unmetered
+        except UNREACHABLE as e:  # refuse rather than admit unmetered
             raise NotReady(f"rate limits cannot be checked: Redis cannot be reached ({type(e).__name__})") from e
         verdicts = []
         for (key, value, amount), (left, wait, after) in zip(buckets, answers[: len(buckets)], strict=True):
@@ -183,7 +182,7 @@ class RedisRateLimiter:
         if keys:
             try:
                 await self._settle(keys=keys, args=args)
-            except (aioredis.ConnectionError, aioredis.TimeoutError) as e:  # the estimate stays charged
+            except UNREACHABLE as e:  # the estimate stays charged
                 log.warning("could not settle a rate-limit reservation in Redis: %s", e)
 
     def _key(self, key: BucketKey | DayKey) -> str:

@@ -22,7 +22,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -44,6 +45,7 @@ from genloom.queue.scheduler import (
 )
 
 log = logging.getLogger("genloom.queue")
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)  # down or cut off; a script error is not
 _SCRIPT = resources.files("genloom.queue").joinpath("redis_queue.lua").read_text()
 _RESERVATION_TTL_S = 60.0  # a place held by a replica that died is given back after this
 _KEEPER_TICK_S = 0.2
@@ -70,6 +72,7 @@ Adopt = Callable[[Job], Callable[[JobEvent], None]]
 class RedisQueue:
     backend = "redis"
     blocking = True
+
     def __init__(
         self,
         *,
@@ -121,7 +124,6 @@ class RedisQueue:
         self._threads: list[threading.Thread] = []
         self._pubsub_thread: Any = None
         self._started = False
-        self.on_reclaimed: Callable[[list[Reclaimed]], None] = lambda reclaimed: None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -287,10 +289,8 @@ class RedisQueue:
 
     def _wait_for_token(self, tokens: list[str], wait: float) -> None:
         """Block until a job for one of these models is queued (one waiting worker per job)."""
-        try:
+        with _reachable():
             self._redis.blpop(tokens, timeout=wait)
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise QueueUnavailable(f"the queue's Redis cannot be reached ({type(e).__name__})") from e
 
     def _take_now(self, models: tuple[str, ...], max_rows: int, max_async_rows: int) -> tuple[list[Job], float | None]:
         """What one take script call hands this process, and, when nothing, when the first job
@@ -411,23 +411,28 @@ class RedisQueue:
             log.warning("job %s: its worker's lease ran out; %s", r.job_id, r.outcome)
         return reclaimed
 
+    def missing(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs the shared queue does not hold (waiting, running or dead)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.exists(f"{self._prefix}j:{job_id}")
+        with _reachable():
+            found = pipe.execute()
+        return {job_id for job_id, there in zip(job_ids, found, strict=True) if not there}
+
     def dead_letters(self, limit: int = 100) -> list[str]:
         """Ids of jobs given up after `max_deliveries` deliveries, oldest first."""
-        try:
+        with _reachable():
             return list(self._redis.zrange(f"{self._prefix}dead", 0, limit - 1))
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise QueueUnavailable(f"the queue's Redis cannot be reached ({type(e).__name__})") from e
 
     def depths(self) -> dict[str, dict[RequestClass, int]]:
         """Waiting jobs per model and class, across every replica."""
-        try:
+        with _reachable():
             models = sorted(self._redis.smembers(f"{self._prefix}models"))
             pipe = self._redis.pipeline(transaction=False)
             for model in models:
                 pipe.hmget(f"{self._prefix}m:{model}:st", *(f"d:{c.value}" for c in RequestClass))
             counts = pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise QueueUnavailable(f"the queue's Redis cannot be reached ({type(e).__name__})") from e
         return {m: {c: int(n or 0) for c, n in zip(RequestClass, row, strict=True)} for m, row in zip(models, counts, strict=True)}
 
     # -- background threads -------------------------------------------------------------------
@@ -442,9 +447,7 @@ class RedisQueue:
                     self._heartbeat()
                 if now - last_reclaim >= _RECLAIM_EVERY_S:
                     last_reclaim = now
-                    reclaimed = self.reclaim()
-                    if reclaimed:
-                        self.on_reclaimed(reclaimed)
+                    self.reclaim()
             except (redis.RedisError, QueueUnavailable) as e:
                 log.warning("the queue's keeper could not reach Redis (%s); retrying", e)
 
@@ -565,21 +568,17 @@ class RedisQueue:
 
     def _call(self, op: str, *args: Any, now: float | None = None) -> Any:
         now = self._clock() if now is None else now
-        try:
+        with _reachable():
             return self._script(keys=[self._prefix], args=[op, self._policy_json, repr(now), *args])
-        except (redis.ConnectionError, redis.TimeoutError) as e:  # down or unreachable; a script error stays one
-            raise QueueUnavailable(f"the queue's Redis cannot be reached ({type(e).__name__}); retry shortly") from e
 
-    def missing(self, job_ids: list[str]) -> set[str]:
-        """Which of these jobs the shared queue does not hold (waiting, running or dead)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.exists(f"{self._prefix}j:{job_id}")
-        try:
-            found = pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise QueueUnavailable(f"the queue's Redis cannot be reached ({type(e).__name__})") from e
-        return {job_id for job_id, there in zip(job_ids, found, strict=True) if not there}
+
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """Redis being down or cut off is `QueueUnavailable` (a 503 to clients), whatever the call."""
+    try:
+        yield
+    except UNREACHABLE as e:
+        raise QueueUnavailable(f"the queue's Redis cannot be reached ({type(e).__name__}); retry shortly") from e
 
 
 def _ignore(event: JobEvent) -> None:
