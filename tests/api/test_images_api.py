@@ -53,7 +53,7 @@ def test_b64_json_answer_is_a_png_with_its_provenance(client):
     png = base64.b64decode(result.data[0].b64_json)
     assert decode(png).size == (32, 32)
     meta = read_provenance(png)
-    assert meta["model"] == "tiny-sd" and meta["seed"] == 7 and meta["steps"] == 3
+    assert meta["model"] == "tiny-sd@v1" and meta["seed"] == 7 and meta["steps"] == 3
     assert meta["prompt"] == "a red circle on a white background" and meta["generated_by"] == "genloom"
     # The same seed makes the same picture.
     again = client.images.generate(model="tiny-sd", prompt="a red circle on a white background", extra_body={"seed": 7})

@@ -81,7 +81,7 @@ def test_cancel_a_running_and_a_queued_job_frees_the_model(http):
     waiting = http.get(f"/v1/jobs/{queued['id']}").json()
     assert waiting["status"] == "queued" and waiting["position"] == 1
     status = http.get("/v1/admin/queue").json()
-    assert status["backend"] == "memory" and status["models"]["tiny"] == {"realtime": 0, "async": 1}
+    assert status["backend"] == "memory" and status["models"]["tiny@v1"] == {"realtime": 0, "async": 1}
     assert status["dead_letters"] == []
     assert http.delete(f"/v1/jobs/{queued['id']}").json()["status"] == "cancelled"
     cancelled = http.delete(f"/v1/jobs/{running['id']}").json()

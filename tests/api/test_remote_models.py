@@ -116,7 +116,7 @@ def test_an_open_breaker_skips_the_dead_upstream_at_once(base, client, stub):
     assert client.chat.completions.create(model="remote-breaker", messages=HELLO, max_tokens=2).model == "tiny"
     assert len(stub.requests) == calls  # not even tried
     health = {u["model"]: u for u in httpx.get(f"{base}/v1/admin/upstreams").json()["data"]}
-    assert health["remote-breaker"]["state"] == "open" and health["remote-breaker"]["next_probe_in_s"] > 0
+    assert health["remote-breaker@v1"]["state"] == "open" and health["remote-breaker@v1"]["next_probe_in_s"] > 0
 
 
 def test_an_upstream_refusal_midstream_ends_the_stream_with_an_error_event(base, stub):

@@ -152,7 +152,7 @@ def test_health_and_readiness(base_url):
     assert httpx.get(f"{base_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{base_url}/readyz")
     assert ready.status_code == 200
-    assert ready.json()["models"] == ["tiny"]
+    assert ready.json()["models"] == ["tiny@v1"]
 
 
 def test_sse_wire_format_matches_openai(base_url):
@@ -174,7 +174,7 @@ async def test_every_request_and_its_outcome_is_recorded(server, client):
     record = await genloom.request_log.get(reply.id)
     assert record.status == "completed"
     assert record.endpoint == "/v1/chat/completions"
-    assert record.model == "tiny"
+    assert record.model == "tiny@v1"  # the version that served it
     assert record.prompt == HELLO
     assert record.output == [reply.choices[0].message.content]
     assert (record.prompt_tokens, record.completion_tokens) == (reply.usage.prompt_tokens, reply.usage.completion_tokens)

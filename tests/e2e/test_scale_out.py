@@ -202,7 +202,7 @@ def test_a_rate_limit_holds_across_replicas_and_cancel_reaches_the_worker(cluste
     body = {"model": "tiny", "messages": HELLO, "max_tokens": 900, "ignore_eos": True}
     job = admin.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body}).json()
     status = admin_client(api2).get("/v1/admin/queue").json()  # the shared line, seen from either replica
-    assert status["backend"] == "redis" and set(status["models"]["tiny"]) == {"realtime", "async"}
+    assert status["backend"] == "redis" and set(status["models"]["tiny@v1"]) == {"realtime", "async"}
     other = admin_client(api2)
     deadline = time.monotonic() + 60
     while other.get(f"/v1/jobs/{job['id']}").json()["status"] != "processing":

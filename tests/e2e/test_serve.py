@@ -103,7 +103,7 @@ def test_readme_commands_and_example_work_with_the_builtin_model(tmp_path, capsy
             if "def verify" not in example:  # that block only defines a function
                 assert len(printed.split()) >= 3, printed
         assert httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer gl-not-a-real-key-000000000000"}).status_code == 401
-        assert read_provenance((tmp_path / "red-circle.png").read_bytes())["model"] == "genloom-image-mini"
+        assert read_provenance((tmp_path / "red-circle.png").read_bytes())["model"] == "genloom-image-mini@v1"
         # What the image issue asks: a picture a person recognises, graded by pixel statistics.
         client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
         result = client.images.generate(model="genloom-image-mini", prompt="a red circle on a white background", n=4, extra_body={"seed": 1})

@@ -18,7 +18,8 @@ from genloom.api.routes_files import build_files_router
 from genloom.api.routes_health import build_health_router
 from genloom.api.routes_images import build_images_router
 from genloom.api.routes_jobs import build_jobs_router
-from genloom.api.routes_models import build_models_router
+from genloom.api.routes_models import Loaded, build_models_router
+from genloom.api.routes_registry import build_registry_router
 from genloom.api.routes_templates import build_templates_router
 from genloom.api.routes_text import build_text_router
 from genloom.config import Settings
@@ -30,6 +31,8 @@ from genloom.gateway.embedding_service import EmbeddingService
 from genloom.gateway.image_service import ImageService
 from genloom.gateway.job_service import JobService
 from genloom.gateway.templates import TemplateService
+from genloom.registry.registry import ModelRegistry
+from genloom.registry.rollouts import RolloutService
 
 
 def create_app(
@@ -45,6 +48,9 @@ def create_app(
     breakers: dict[str, CircuitBreaker],
     readiness: Readiness,
     settings: Settings,
+    registry: ModelRegistry,
+    rollouts: RolloutService,
+    loaded_models: Loaded,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -63,13 +69,16 @@ def create_app(
     )
     authenticate = Depends(authenticate_request)
     routers = (
-        build_models_router([service.models, embeddings.models, images.models]),
+        build_models_router(registry, loaded_models),
         build_text_router(service, cached_text, templates, settings.api),
         build_jobs_router(jobs, settings.api, settings.jobs),
         build_embeddings_router(embeddings),
         build_images_router(images),
         build_templates_router(templates, service, settings.api),
         build_admin_router(admin, breakers, jobs),
+        build_registry_router(
+            registry, rollouts, upstream_allow_hosts=frozenset(settings.upstream_allow_hosts), loaded=loaded_models
+        ),
     )
     for router in routers:
         app.include_router(router, dependencies=[authenticate])

@@ -18,6 +18,8 @@ from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFou
 from genloom.gateway.rate_limit import RateLimited
 from genloom.queue import QueueClosed, QueueFull, QueueUnavailable, TenantQueueFull
 from genloom.queue.records import IdempotencyConflict, JobNotFound, JobStateConflict
+from genloom.registry import RegistryConflict, UnknownModel
+from genloom.registry.rollouts import InvalidRollout, RolloutNotFound
 from genloom.store.files import FileNotFound
 from genloom.store.templates import ScenarioNotFound, TemplateNotFound
 from genloom.store.tenants import ApiKeyNotFound, TenantExists, TenantNotFound
@@ -76,6 +78,8 @@ _PLAIN: dict[type[Exception], tuple[int, str, str | None, str]] = {
     IdempotencyConflict: (409, "invalid_request_error", "Idempotency-Key", "idempotency_key_reused"),
     GenerationFailed: (500, "server_error", None, "generation_failed"),
     FileNotFound: (404, "invalid_request_error", "file_id", "file_not_found"),
+    RegistryConflict: (409, "invalid_request_error", None, "registry_conflict"),
+    RolloutNotFound: (404, "invalid_request_error", None, "rollout_not_found"),
 }
 
 
@@ -91,6 +95,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
         return error_response(400, message, "invalid_request_error", param, "invalid_value" if param else None)
+
+    @app.exception_handler(UnknownModel)
+    async def _unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
+        names = ", ".join(exc.known) or "none"
+        return error_response(404, f"the model '{exc.ref}' does not exist; available: {names}", "invalid_request_error",
+                              "model", "model_not_found")
+
+    @app.exception_handler(InvalidRollout)
+    async def _invalid_rollout(request: Request, exc: InvalidRollout) -> JSONResponse:
+        return error_response(400, str(exc), "invalid_request_error", exc.param, "invalid_value")
 
     @app.exception_handler(InvalidRequest)
     async def _invalid(request: Request, exc: InvalidRequest) -> JSONResponse:

@@ -1,45 +1,59 @@
-"""/v1/models: every model this server serves, whatever its kind."""
+"""/v1/models: every model this server serves, whatever its kind: one card per model name (its
+production version), and any `name@vN` or `name@alias` on request."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter
 
 from genloom.gateway import ModelNotFound
+from genloom.registry import UnknownModel
+from genloom.registry.registry import ModelRegistry
 
-ModelSource = Callable[[], Sequence[Any]]  # runtimes with an `info` (name, created, parameters, max_context)
+Loaded = Callable[[], Mapping[str, Any]]  # key → runtime with an `info` (created, parameters, max_context)
 
 
-def build_models_router(sources: Sequence[ModelSource]) -> APIRouter:
+def build_models_router(registry: ModelRegistry, loaded: Loaded) -> APIRouter:
     router = APIRouter(prefix="/v1")
-
-    def served() -> list[Any]:
-        return [runtime for source in sources for runtime in source()]
 
     @router.get("/models")
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(r) for r in served()]}
+        runtimes, catalog = loaded(), registry.catalog
+        cards = []
+        for name in catalog.names():
+            try:
+                version = catalog.version(name)
+            except UnknownModel:  # no production alias: reachable only as name@vN
+                continue
+            if version.key in runtimes:
+                cards.append(_model_card(name, version.key, runtimes[version.key]))
+        return {"object": "list", "data": cards}
 
     @router.get("/models/{model_id:path}")
     async def get_model(model_id: str) -> dict[str, Any]:
-        for runtime in served():
-            if runtime.info.name == model_id:
-                return _model_card(runtime)
-        raise ModelNotFound(model_id, [r.info.name for r in served()])
+        runtimes = loaded()
+        try:
+            version = registry.catalog.version(model_id)
+        except UnknownModel as e:
+            raise ModelNotFound(model_id, registry.catalog.names()) from e
+        if version.key not in runtimes:
+            raise ModelNotFound(model_id, registry.catalog.names())
+        return _model_card(model_id, version.key, runtimes[version.key])
 
     return router
 
 
-def _model_card(runtime: Any) -> dict[str, Any]:
+def _model_card(model_id: str, key: str, runtime: Any) -> dict[str, Any]:
     info = runtime.info
     return {
-        "id": info.name,
+        "id": model_id,
         "object": "model",
         "created": info.created,
         "owned_by": "genloom",
-        "kind": "image" if hasattr(info, "default_size") else "text",
+        "kind": "image" if hasattr(info, "default_size") else "embedding" if hasattr(info, "dimensions") else "text",
+        "version": key,
         "max_context": getattr(info, "max_context", None),
         "parameters": info.parameters,
     }

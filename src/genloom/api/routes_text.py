@@ -20,10 +20,12 @@ from genloom.gateway import Completion, GenerationFailed, InvalidRequest, NotRea
 from genloom.gateway.cached_text import CachedTextService
 from genloom.gateway.templates import TemplateService
 from genloom.queue import ChoiceFinished, QueueFull, TenantQueueFull, TokenEvent
+from genloom.registry import model_name
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-genloom-cache": "miss"}
 SEMANTIC_CACHE_HEADER = "x-genloom-semantic-cache"
 SCENARIO_PREFIX = "scenario:"
+VERSION_HEADER = "x-genloom-model-version"  # name@vN: the version that answered
 log = logging.getLogger("genloom.api")
 
 
@@ -70,7 +72,8 @@ async def _answer(cached: CachedTextService, text_request: TextRequest, request:
     no_cache = "no-cache" in request.headers.get("cache-control", "").lower()
     semantic = request.headers.get(SEMANTIC_CACHE_HEADER, "").strip().lower() in ("1", "true", "on")
     answer = await cached.answer(text_request, request.is_disconnected, no_cache=no_cache, semantic=semantic)
-    return JSONResponse(answer.body, headers=answer.headers)
+    version = answer.body.get("system_fingerprint") or answer.body["model"]
+    return JSONResponse(answer.body, headers=answer.headers | {VERSION_HEADER: version})
 
 
 def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller) -> TextRequest:
@@ -89,6 +92,7 @@ def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller
         limits=who.limits,
         key_limits=who.key_limits,
         stream=bool(body.stream),
+        user=body.user,
     )
 
 
@@ -107,6 +111,7 @@ def completion_request(body: CompletionRequest, settings: ApiSettings, who: Call
         limits=who.limits,
         key_limits=who.key_limits,
         stream=bool(body.stream),
+        user=body.user,
     )
 
 
@@ -156,7 +161,8 @@ async def stream_response(service: TextService, text_request: TextRequest, reque
             "id": completion.id,
             "object": shape.object,
             "created": completion.created,
-            "model": completion.model,
+            "model": model_name(completion.model),
+            "system_fingerprint": completion.model,
             "choices": [choice] if choice is not None else [],
         }
         if shape.include_usage:
@@ -193,5 +199,6 @@ async def stream_response(service: TextService, text_request: TextRequest, reque
             await events.aclose()
         yield "data: [DONE]\n\n"
 
-    headers = _SSE_HEADERS | completion.rate_limit_headers
+    # The version chosen when the request was accepted; a fallback before the first token shows in the chunks.
+    headers = _SSE_HEADERS | completion.rate_limit_headers | {VERSION_HEADER: completion.model}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

@@ -12,6 +12,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from genloom.cli.models import models_app
 from genloom.cli.admin import keys_app, tenants_app
 from genloom.cli.db import db_app
 from genloom.cli.images import images_app
@@ -32,6 +33,7 @@ app.add_typer(images_app, name="images")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
 
 err = Console(stderr=True, soft_wrap=True)
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: ./genloom.yaml if present).")]

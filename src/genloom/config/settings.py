@@ -134,10 +134,12 @@ class RuntimeSettings(_Section):
 
 class ModelKind(str, Enum):
     """text: a local HF causal LM at `path`. image: a local diffusers pipeline at `path`.
-    remote: an OpenAI-compatible endpoint at `base_url`."""
+    embedding: a local sentence-transformers model at `path`. remote: an OpenAI-compatible
+    endpoint at `base_url`."""
 
     TEXT = "text"
     IMAGE = "image"
+    EMBEDDING = "embedding"
     REMOTE = "remote"
 
 
@@ -197,7 +199,7 @@ class ModelSettings(_Section):
 
     @model_validator(mode="after")
     def _kind_has_what_it_needs(self) -> ModelSettings:
-        if self.kind in (ModelKind.TEXT, ModelKind.IMAGE) and self.path is None:
+        if self.kind in (ModelKind.TEXT, ModelKind.IMAGE, ModelKind.EMBEDDING) and self.path is None:
             raise ValueError(f"model {self.name}: a {self.kind.value} model needs a path")
         if self.kind is ModelKind.IMAGE and not (self.path / "model_index.json").is_file():  # type: ignore[operator]
             raise ValueError(f"model {self.name}: {self.path} is not a diffusers pipeline (no model_index.json)")
@@ -308,6 +310,10 @@ class Settings(BaseSettings):
     webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="webhook hosts allowed although private or loopback (GENLOOM_WEBHOOK_ALLOW_HOSTS=a,b)"
     )
+    upstream_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="hosts a remote model registered through the API may use although private or loopback (GENLOOM_UPSTREAM_ALLOW_HOSTS=a,b)",
+    )
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 
@@ -326,7 +332,7 @@ class Settings(BaseSettings):
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
 
-    @field_validator("webhook_allow_hosts", mode="before")
+    @field_validator("webhook_allow_hosts", "upstream_allow_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         """"a, B" or a YAML list, as lower-case hosts; "[::1]" and "::1" alike."""

@@ -7,12 +7,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from genloom.config import ModelKind
 from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.readiness import Readiness
 from genloom.gateway.queue_io import queue_call
+from genloom.gateway.versions import served_version
 from genloom.queue import Job, JobFailed, QueueClosed, RequestClass, Tier
 from genloom.queue.protocol import JobQueue
+from genloom.registry import model_name
+from genloom.registry.registry import ModelRegistry
 from genloom.runtimes.embeddings import EmbeddingRuntime
 from genloom.worker.embedding_worker import DEFAULT_MAX_BATCH_TEXTS, EmbeddingsReady, EmbeddingTask
 
@@ -59,7 +63,9 @@ class EmbeddingService:
         readiness: Readiness,
         max_inputs: int = 2048,
         max_batch_texts: int = DEFAULT_MAX_BATCH_TEXTS,
+        registry: ModelRegistry | None = None,
     ) -> None:
+        self._registry = registry
         if max_inputs < 1 or max_batch_texts < 1:
             raise ValueError(f"max_inputs and max_batch_texts must be at least 1, got {max_inputs}, {max_batch_texts}")
         self._runtimes = runtimes
@@ -101,7 +107,7 @@ class EmbeddingService:
                 if event is None:
                     return None
                 if isinstance(event, EmbeddingsReady):
-                    return EmbeddingResult(request.model, event.vectors, event.token_counts)
+                    return EmbeddingResult(model_name(prepared.runtime.name), event.vectors, event.token_counts)
                 if isinstance(event, JobFailed):
                     if event.shutdown:
                         raise NotReady(f"{event.message}; retry on another replica")
@@ -120,7 +126,7 @@ class EmbeddingService:
         """Check a request against its model: 404 for an unknown model, 400 for input it cannot take."""
         if not self._readiness.ready:
             raise NotReady(f"the server is not ready: {self._readiness.reason}")
-        runtime = self._runtimes.get(request.model)
+        runtime = self._runtimes.get(served_version(self._registry, request.model, self._runtimes, ModelKind.EMBEDDING))
         if runtime is None:
             raise ModelNotFound(request.model, sorted(self._runtimes))
         texts = self._texts(request.input)

@@ -14,18 +14,21 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from genloom.config import ImageSettings
+from genloom.config import ImageSettings, ModelKind
 from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.readiness import Readiness
 from genloom.gateway.queue_io import queue_call
+from genloom.gateway.versions import served_version
 from genloom.queue import Job, JobFailed, QueueClosed, RequestClass, Tier
 from genloom.queue.protocol import JobQueue
+from genloom.registry import UnknownModel, model_name
+from genloom.registry.registry import ModelRegistry
 from genloom.runtimes.image import SCHEDULERS, ImageInputError, ImageRuntime, ImageTask
 from genloom.store.files import FileStore
 from genloom.worker.image_worker import ImagesReady
@@ -112,7 +115,9 @@ class ImageService:
         limiter: RateLimiter | None = None,
         model_defaults: dict[str, tuple[int | None, float | None]] | None = None,
         rng: random.Random | None = None,
+        registry: ModelRegistry | None = None,
     ) -> None:
+        self._registry = registry
         self._runtimes = runtimes
         self._queue = queue
         self._readiness = readiness
@@ -120,7 +125,7 @@ class ImageService:
         self.files = files
         self.signer = signer
         self._limiter = limiter
-        self._model_defaults = model_defaults or {}
+        self.model_defaults = model_defaults if model_defaults is not None else {}
         self._rng = rng or random.SystemRandom()
         self.batch_limits: dict[str, int] = {}  # a model's batch size: a request's images run in one batch
         self.in_flight = 0
@@ -129,13 +134,23 @@ class ImageService:
         return list(self._runtimes.values())
 
     def serves(self, model: str) -> bool:
-        return model in self._runtimes
+        if self._registry is None:
+            return model in self._runtimes
+        try:
+            return self._registry.catalog.version(model).kind is ModelKind.IMAGE
+        except UnknownModel:
+            return False
+
+    def route(self, request: ImageRequest) -> ImageRequest:
+        """The request on the version that serves its model (`name@vN`): 404 or 503 when none can."""
+        return replace(request, model=served_version(self._registry, request.model, self._runtimes, ModelKind.IMAGE))
 
     def prepare(self, request: ImageRequest, *, accepted: bool = False) -> PreparedImage:
         """Check a request against its model: 404 for an unknown model, 400 for what it cannot make.
         `accepted`: a stored job queued again, which a draining server still puts back."""
         if not accepted and not self._readiness.ready:
             raise NotReady(f"the server is not ready: {self._readiness.reason}")
+        request = self.route(request)
         runtime = self._runtimes.get(request.model)
         if runtime is None:
             raise ModelNotFound(request.model, sorted(self._runtimes))
@@ -150,7 +165,7 @@ class ImageService:
         if request.response_format not in ("b64_json", "url"):
             raise InvalidRequest("response_format must be 'b64_json' or 'url'", param="response_format")
         width, height = self._size(request.size, runtime)
-        default_steps, default_guidance = self._model_defaults.get(request.model, (None, None))
+        default_steps, default_guidance = self.model_defaults.get(request.model, (None, None))
         steps = request.steps if request.steps is not None else default_steps or s.default_steps
         if not 1 <= steps <= s.max_steps:
             raise InvalidRequest(f"steps must be between 1 and {s.max_steps}", param="steps")
@@ -276,4 +291,5 @@ class ImageService:
             else:
                 item["b64_json"] = base64.b64encode(png).decode("ascii")
             data.append(item)
-        return {"created": int(now.timestamp()), "data": data, "model": request.model}
+        version = ready.provenance[0].get("model", request.model) if ready.provenance else request.model
+        return {"created": int(now.timestamp()), "data": data, "model": model_name(version), "system_fingerprint": version}

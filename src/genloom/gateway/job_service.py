@@ -235,6 +235,7 @@ class JobService:
         images = self._image_service()
         request = submission.request
         assert isinstance(request, ImageRequest)
+        request = images.route(request)  # the version is fixed now: a recovered job runs on it too
         prepared = images.prepare(request)
         rows = self.async_rows.get(request.model)
         if rows is not None and request.n > rows:

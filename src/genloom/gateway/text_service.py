@@ -8,7 +8,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +21,7 @@ from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.queue_io import queue_call
 from genloom.gateway.readiness import Readiness
 from genloom.gateway.routing import Router
+from genloom.gateway.versions import not_loaded
 from genloom.queue import (
     ChoiceFinished,
     Job,
@@ -35,6 +36,10 @@ from genloom.queue import (
 )
 from genloom.queue.backoff import retry_delay
 from genloom.queue.protocol import JobQueue
+from genloom.registry import UnknownModel, model_name
+from genloom.registry.catalog import Resolution
+from genloom.registry.rollout import Outcome
+from genloom.registry.registry import ModelRegistry
 from genloom.runtimes.sampling import SamplingParams
 from genloom.runtimes.text import PromptError, TextRuntime
 from genloom.store import RequestEntry, RequestLog, RequestStatus
@@ -60,6 +65,9 @@ class TextRequest:
     limits: dict[str, int] = field(default_factory=dict)  # the tenant's rate limits and quotas
     key_limits: dict[str, int] = field(default_factory=dict)  # the API key's own
     stream: bool = False  # the client reads tokens as they come (a remote model is then streamed too)
+    user: str | None = None  # OpenAI's `user`: what a rollout sticky by user hashes
+    resolution: Resolution | None = None  # set by `route`: the version, and the rollout arm if any
+    background: bool = False  # queued as async work (a shadow mirror): it never delays realtime requests
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_record(self) -> dict[str, Any]:
@@ -154,7 +162,10 @@ class Completion:
             ]
         u = self.usage
         usage = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices, "usage": usage}
+        return {
+            "id": self.id, "object": obj, "created": self.created, "model": model_name(self.model),
+            "system_fingerprint": self.model, "choices": choices, "usage": usage,
+        }
 
 
 class TextService:
@@ -176,15 +187,21 @@ class TextService:
         max_attempts_per_model: int = 1,
         retry_delay_s: tuple[float, float] = (0.05, 1.0),
         rng: random.Random | None = None,
+        registry: ModelRegistry | None = None,
+        on_rollout_outcome: Callable[[Resolution, Outcome], None] | None = None,
+        on_shadow: Callable[[TextRequest, Completion], None] | None = None,
     ) -> None:
+        self.on_shadow = on_shadow
         self._router = router
+        self._registry = registry
+        self.on_rollout_outcome = on_rollout_outcome
         self.model_rows: dict[str, int] = {}  # the most rows (choices) a job may take, per model
         self._max_attempts = max_attempts_per_model
         self._retry_delay_s = retry_delay_s
         self._rng = rng or random.Random()
         self._runtimes = runtimes
         self._remotes = remotes if remotes is not None else {}
-        self._fallbacks = fallbacks or {}
+        self.fallbacks: dict[str, list[str]] = fallbacks if fallbacks is not None else {}
         self.breakers = breakers if breakers is not None else {}
         self._classification = classification
         self._limiter = limiter
@@ -239,8 +256,9 @@ class TextService:
         tries: Counter[str] = Counter()
         last_failed: str | None = None
         pending_verdict: CircuitBreaker | None = None  # a breaker that let a call through and has not heard back
+        client_fault = False  # an upstream refused the request itself: no verdict on the version
         try:
-            for target in self._attempts(request.model):
+            for target in self._attempts(request):
                 if target in skip_rest_of:
                     continue
                 if last_failed == target:  # a second try on the same model waits a little first
@@ -288,6 +306,7 @@ class TextService:
                             status = RequestStatus.ABORTED
                             raise NotReady(f"{event.message}; retry on another replica")
                         if event.rejected:
+                            client_fault = True
                             raise InvalidRequest(event.message)
                         if event.before_output and first_token_at is None:
                             failures.append(f"{target}: {event.message}")
@@ -338,22 +357,71 @@ class TextService:
             if accepted:
                 self.in_flight -= 1
             self._record(request, prepared.params, completion, status, error, created, started, first_token_at)
+            if accepted and not client_fault:
+                self._rollout_outcome(request, completion, status, started, first_token_at)
+            shadow = request.resolution.shadow if request.resolution else None
+            if shadow and status is RequestStatus.COMPLETED and self.on_shadow is not None:
+                self.on_shadow(request, completion)  # runs on its own; this answer does not wait for it
+
+    def _rollout_outcome(
+        self, request: TextRequest, completion: Completion, status: RequestStatus, started: float,
+        first_token_at: float | None,
+    ) -> None:
+        """Tell the rollout how its arm did: the candidate failed when another version answered."""
+        r = request.resolution
+        if r is None or r.rollout is None or r.arm is None or self.on_rollout_outcome is None:
+            return
+        if status not in (RequestStatus.COMPLETED, RequestStatus.FAILED):
+            return  # cancelled or aborted: says nothing about the version
+        now = time.monotonic()
+        self.on_rollout_outcome(r, Outcome(
+            arm=r.arm, ok=status is RequestStatus.COMPLETED and completion.model == r.key,
+            latency_ms=(now - started) * 1000, ttft_ms=(first_token_at - started) * 1000 if first_token_at else None,
+            at=now, output_chars=sum(len(c.text) for c in completion.choices),
+        ))
 
     def route(self, request: TextRequest) -> TextRequest:
-        """The request with its model resolved: an alias or a tiered route becomes a model name."""
-        if self._router is None or request.model not in self._router.names():
+        """The request with its model resolved to the version that serves it: an alias or a
+        tiered route becomes a model name, and the registry picks its version (and rollout arm)."""
+        if request.resolution is not None:
             return request
-        prompt = json.dumps(request.messages) if request.messages is not None else (request.prompt or "")
-        route = self._router.route(request.model, prompt=prompt, max_tokens=request.params.max_tokens)
-        return request if route.model == request.model else replace(request, model=route.model)
+        if self._router is not None and request.model in self._router.names():
+            prompt = json.dumps(request.messages) if request.messages is not None else (request.prompt or "")
+            route = self._router.route(request.model, prompt=prompt, max_tokens=request.params.max_tokens)
+            request = replace(request, model=route.model)
+        if self._registry is None:
+            return request
+        try:
+            resolution = self._registry.catalog.resolve(
+                request.model, request_id=request.id, user=request.user, tenant=request.tenant
+            )
+        except UnknownModel as e:
+            raise ModelNotFound(request.model, self._registry.catalog.names()) from e
+        if resolution.stable and resolution.key not in self._runtimes and resolution.key not in self._remotes:
+            resolution = Resolution(resolution.stable, resolution.name)  # the candidate is not loaded here yet
+        return replace(request, model=resolution.key, resolution=resolution)
+
+    def served(self, ref: str) -> str:
+        """The version a fallback named by `ref` runs on now (unknown names stay, and fail in prepare)."""
+        if self._registry is None:
+            return ref
+        try:
+            return self._registry.catalog.version(ref).key
+        except UnknownModel:
+            return ref
 
     def chain(self, model: str) -> list[str]:
         """The model, then its fallbacks, in the order they are asked."""
-        return [model, *self._fallbacks.get(model, [])]
+        return [model, *(self.served(f) for f in self.fallbacks.get(model, []))]
 
-    def _attempts(self, model: str) -> list[str]:
-        """The models to try in order: each up to max_attempts_per_model times, then its fallbacks."""
-        return [m for m in (model, *self._fallbacks.get(model, [])) for _ in range(self._max_attempts)]
+    def _attempts(self, request: TextRequest) -> list[str]:
+        """The versions to try in order: each up to max_attempts_per_model times, then its
+        fallbacks; a rollout's candidate falls back to the stable version's chain."""
+        resolution = request.resolution
+        chain = [request.model] if resolution and resolution.stable else self.chain(request.model)
+        if resolution is not None and resolution.stable:
+            chain += self.chain(resolution.stable)
+        return [m for m in chain for _ in range(self._max_attempts)]
 
     def _backoff(self, attempt: int) -> float:
         base_s, max_s = self._retry_delay_s
@@ -366,7 +434,7 @@ class TextService:
             payload=prepared.payload,
             emit=thread_emitter(events),
             rows=request.n,
-            request_class=RequestClass.REALTIME,
+            request_class=RequestClass.ASYNC if request.background else RequestClass.REALTIME,
             tier=request.tier,
             tenant=request.tenant,
             cost=self.cost(prepared, request.n),
@@ -398,7 +466,10 @@ class TextService:
         if not accepted and not self._readiness.ready:
             raise NotReady(f"the server is not ready: {self._readiness.reason}")
         if model not in self._runtimes and model not in self._remotes:
-            raise ModelNotFound(model, sorted([*self._runtimes, *self._remotes]))
+            if self._registry is not None and model in self._registry.catalog.versions:
+                raise not_loaded(self._registry, model)
+            known = self._registry.catalog.names() if self._registry is not None else sorted([*self._runtimes, *self._remotes])
+            raise ModelNotFound(model, known)
 
     def prepare(self, request: TextRequest, *, accepted: bool = False) -> PreparedText:
         """Check a request against its model: 404 for an unknown model, 400 for what cannot fit.

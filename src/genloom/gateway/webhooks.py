@@ -81,20 +81,24 @@ def _non_public_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> 
     return next((kind for kind, matches in checks if matches), None)
 
 
-async def check_target(url: str, *, allow_hosts: frozenset[str], resolve: Resolver = resolve_host) -> None:
-    """Refuse callback URLs that would make Genloom call into its own network (SSRF)."""
+async def check_target(
+    url: str, *, allow_hosts: frozenset[str], resolve: Resolver = resolve_host, what: str = "the callback URL",
+    allow_setting: str = "GENLOOM_WEBHOOK_ALLOW_HOSTS",
+) -> None:
+    """Refuse URLs that would make Genloom call into its own network (SSRF): webhook callbacks,
+    and the base_url of a remote model registered through the API."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https"):
-        raise WebhookTargetRefused(f"the callback URL must use http or https, not '{parts.scheme}': {url}")
+        raise WebhookTargetRefused(f"{what} must use http or https, not '{parts.scheme}': {url}")
     if "@" in parts.netloc:
-        raise WebhookTargetRefused("the callback URL must not contain credentials (user:password@)")
+        raise WebhookTargetRefused(f"{what} must not contain credentials (user:password@)")
     host = parts.hostname
     if not host:
-        raise WebhookTargetRefused(f"the callback URL has no host: {url}")
+        raise WebhookTargetRefused(f"{what} has no host: {url}")
     try:
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     except ValueError as e:
-        raise WebhookTargetRefused(f"the callback URL has an invalid port: {url}") from e
+        raise WebhookTargetRefused(f"{what} has an invalid port: {url}") from e
     if host in allow_hosts:
         return
 
@@ -104,16 +108,16 @@ async def check_target(url: str, *, allow_hosts: frozenset[str], resolve: Resolv
         try:
             addresses = [ipaddress.ip_address(address) for address in await resolve(host, port)]
         except OSError as e:
-            raise WebhookTargetRefused(f"the callback URL host '{host}' does not resolve: {e}") from e
+            raise WebhookTargetRefused(f"{what} host '{host}' does not resolve: {e}") from e
     if not addresses:
-        raise WebhookTargetRefused(f"the callback URL host '{host}' does not resolve to any address")
+        raise WebhookTargetRefused(f"{what} host '{host}' does not resolve to any address")
     # Every address must be public: a client chooses its DNS and the connection may use any of them.
     for address in addresses:
         kind = _non_public_kind(address)
         if kind:
             raise WebhookTargetRefused(
-                f"the callback URL host '{host}' resolves to {address}, a {kind} address; webhooks are only "
-                "sent to public addresses (an operator can allow this host with GENLOOM_WEBHOOK_ALLOW_HOSTS)"
+                f"{what} host '{host}' resolves to {address}, a {kind} address; only public addresses are "
+                f"allowed (an operator can allow this host with {allow_setting})"
             )
 
 

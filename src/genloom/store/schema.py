@@ -212,3 +212,70 @@ class FileRow(Base):
     job_id: Mapped[str | None] = mapped_column(String(64), index=True)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ModelVersionRow(Base):
+    """One immutable version of a served model; only `state` changes after it is written."""
+
+    __tablename__ = "model_versions"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    api_key: Mapped[str | None] = mapped_column(Text)
+    revision: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ModelAliasRow(Base):
+    """An alias of a model (`production`, `staging`, ...) and the version it points at."""
+
+    __tablename__ = "model_aliases"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int]
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ModelEventRow(Base):
+    """Every change to a model's versions, aliases and rollouts: who, when, before and after."""
+
+    __tablename__ = "model_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+
+class ModelRolloutRow(Base):
+    """A rollout of a candidate version. `active_name` is the model's name while the rollout is
+    active and NULL after, so the unique index allows one active rollout per model."""
+
+    __tablename__ = "model_rollouts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    active_name: Mapped[str | None] = mapped_column(String(128), unique=True)
+    strategy: Mapped[str] = mapped_column(String(16))
+    stable: Mapped[int]
+    candidate: Mapped[int]
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    step: Mapped[int]
+    reason: Mapped[str | None] = mapped_column(Text)
+    figures: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    decisions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -3,23 +3,20 @@ version of each scenario. The gateway validates what is stored here; this module
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, literal, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from genloom.store.database import Database
 from genloom.store.schema import PromptTemplateRow, ScenarioHeadRow, ScenarioRow
+from genloom.store.versioning import add_numbered_version
 
 _templates: Table = PromptTemplateRow.__table__  # type: ignore[assignment]
 _scenarios: Table = ScenarioRow.__table__  # type: ignore[assignment]
 _heads: Table = ScenarioHeadRow.__table__  # type: ignore[assignment]
-# Two writers may pick the same next version; the primary key refuses the second, which tries again.
-_VERSION_ATTEMPTS = 8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +78,7 @@ class TemplateStore:
         """Store the next version of `name` (1 for a new name)."""
         values = dict(name=name, messages=messages, variables=variables, model=model, parameters=parameters,
                       description=description, created_at=at)
-        version = await self._add_version(_templates, values)
+        version = await add_numbered_version(self._database, _templates, values)
         return TemplateVersion(version=version, **values)
 
     async def template(self, name: str, version: int | None = None) -> TemplateVersion:
@@ -124,7 +121,7 @@ class TemplateStore:
         async def activate(conn: AsyncConnection, version: int) -> None:
             await _set_head(conn, name, version, at)
 
-        version = await self._add_version(_scenarios, values, then=activate)
+        version = await add_numbered_version(self._database, _scenarios, values, then=activate)
         return ScenarioVersion(version=version, active_version=version, **values)
 
     async def scenario(self, name: str, version: int | None = None) -> ScenarioVersion:
@@ -158,33 +155,6 @@ class TemplateStore:
                 raise ScenarioNotFound(name, version)
             await _set_head(conn, name, version, at)
         return await self.scenario(name, version)
-
-    async def _add_version(
-        self, table: Table, values: dict[str, Any],
-        then: Callable[[AsyncConnection, int], Awaitable[None]] | None = None,
-    ) -> int:
-        # One INSERT ... SELECT max(version) + 1: SQLite runs it under its write lock; on PostgreSQL
-        # a concurrent writer may take the same number, and the primary key makes this one retry.
-        columns = list(values)
-        next_version = select(
-            *(literal(values[c], type_=table.c[c].type) for c in columns),
-            func.coalesce(func.max(table.c.version), 0) + 1,
-        ).where(table.c.name == values["name"])
-        statement = insert(table).from_select([*columns, "version"], next_version).returning(table.c.version)
-        conflict: IntegrityError | None = None
-        for _ in range(_VERSION_ATTEMPTS):
-            try:
-                async with self._database.engine.begin() as conn:
-                    version = (await conn.execute(statement)).scalar_one()
-                    if then is not None:
-                        await then(conn, version)
-                return version
-            except IntegrityError as e:
-                conflict = e
-        raise RuntimeError(
-            f"could not number a new version of '{values['name']}' in {table.name}: "
-            f"{_VERSION_ATTEMPTS} concurrent writers took every number first; try again"
-        ) from conflict
 
 
 def _scenario_query():

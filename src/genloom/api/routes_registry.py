@@ -1,0 +1,225 @@
+"""/v1/admin/models: versions, aliases, history and rollouts, for an admin key only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field, ValidationError, model_validator
+
+from genloom.api.callers import principal, require_admin
+from genloom.api.errors import describe_invalid
+from genloom.api.schemas import _Body
+from genloom.config import ModelKind, ModelSettings
+from genloom.gateway import InvalidRequest
+from genloom.gateway.webhooks import WebhookTargetRefused, check_target
+from genloom.registry import UnknownModel, version_key
+from genloom.registry.registry import ModelRegistry
+from genloom.registry.rollout import Gates, RolloutPlan, RolloutStrategy, StickyBy
+from genloom.registry.rollouts import RolloutService
+from genloom.registry.versions import ALIAS_RE, VERSION_RE
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+
+
+class ModelRegister(_Body):
+    """A new version: a local directory (`path`) or a remote endpoint (`base_url`)."""
+
+    name: str = Field(pattern=_NAME)
+    kind: ModelKind = ModelKind.TEXT
+    path: str | None = None
+    base_url: str | None = None
+    upstream_model: str | None = None
+    api_key: str | None = None
+    max_batch_size: int | None = None
+    max_concurrency: int | None = None
+    max_context: int | None = None
+    fallbacks: list[str] | None = None
+    default_steps: int | None = None
+    default_guidance_scale: float | None = None
+    first_token_timeout_s: float | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    aliases: list[str] = Field(default_factory=list)
+
+
+class AliasPut(_Body):
+    version: str = Field(pattern=VERSION_RE.pattern)
+
+
+class GatesBody(_Body):
+    max_error_rate: float = Field(0.02, ge=0, le=1)
+    max_p99_latency_ms: float | None = Field(None, gt=0)
+    max_ttft_p99_ms: float | None = Field(None, gt=0)
+    max_latency_ratio: float | None = Field(1.5, gt=0)
+    min_requests: int = Field(50, ge=1, le=100_000)
+    window_s: float = Field(300, gt=0, le=86_400)
+
+
+class RolloutStart(_Body):
+    strategy: RolloutStrategy
+    candidate: str = Field(pattern=VERSION_RE.pattern)
+    percent: float = Field(10, gt=0, le=100)
+    sticky_by: StickyBy = StickyBy.NONE
+    steps: list[float] = Field(default_factory=list, max_length=20)
+    step_after_requests: int = Field(200, ge=1)
+    auto_promote: bool = True
+    gates: GatesBody = Field(default_factory=GatesBody)
+    warmup_requests: int = Field(3, ge=0, le=100)
+    keep_previous_s: float = Field(600, ge=0, le=7 * 86_400)
+
+    @model_validator(mode="after")
+    def _steps_in_range(self) -> RolloutStart:
+        for i, step in enumerate(self.steps):
+            if not 0 < step <= 100:
+                raise ValueError(f"steps[{i}] must be more than 0 and at most 100, not {step}")
+        if self.steps != sorted(self.steps):
+            raise ValueError("steps must not decrease")
+        return self
+
+
+class RolloutEnd(_Body):
+    reason: str | None = Field(None, max_length=500)
+
+
+def build_registry_router(
+    registry: ModelRegistry, rollouts: RolloutService, *, upstream_allow_hosts: frozenset[str],
+    loaded: Any,
+) -> APIRouter:
+    router = APIRouter(prefix="/v1/admin/models", dependencies=[Depends(require_admin)])
+
+    @router.post("", status_code=201)
+    async def register(body: ModelRegister, request: Request) -> JSONResponse:
+        settings = _settings(body)
+        if settings.kind is ModelKind.REMOTE:
+            try:
+                await check_target(str(settings.base_url), allow_hosts=upstream_allow_hosts, what="base_url",
+                                   allow_setting="GENLOOM_UPSTREAM_ALLOW_HOSTS")
+            except WebhookTargetRefused as e:
+                raise InvalidRequest(str(e), param="base_url") from e
+        for alias in body.aliases:
+            _check_alias(alias)
+        version = await registry.register(settings, metadata=body.metadata, actor=_actor(request), aliases=tuple(body.aliases))
+        return JSONResponse(_version(registry, version), status_code=201)
+
+    @router.get("")
+    async def list_models() -> dict[str, Any]:
+        versions = await registry.store.versions()
+        return {"object": "list", "data": [_model(registry, name, versions, loaded()) for name in sorted({v.name for v in versions})]}
+
+    @router.get("/{name}")
+    async def get_model(name: str) -> dict[str, Any]:
+        versions = await registry.store.versions(name)
+        if not versions:
+            raise UnknownModel(name, registry.catalog.names())
+        return _model(registry, name, versions, loaded())
+
+    @router.get("/{name}/versions/{version}")
+    async def get_version(name: str, version: str) -> dict[str, Any]:
+        found = await registry.store.version(name, _number(version))
+        return _version(registry, found) | {"loaded_here": found.key in loaded()}
+
+    @router.delete("/{name}/versions/{version}")
+    async def retire(name: str, version: str, request: Request) -> dict[str, Any]:
+        await registry.retire(name, _number(version), actor=_actor(request))
+        return _version(registry, await registry.store.version(name, _number(version)))
+
+    @router.put("/{name}/aliases/{alias}")
+    async def set_alias(name: str, alias: str, body: AliasPut, request: Request) -> dict[str, Any]:
+        _check_alias(alias)
+        before = await registry.set_alias(name, alias, _number(body.version), actor=_actor(request))
+        return {"object": "model.alias", "model": name, "alias": alias, "version": body.version,
+                "previous": None if before is None else f"v{before}"}
+
+    @router.get("/{name}/history")
+    async def history(
+        name: str, since: datetime | None = Query(None), until: datetime | None = Query(None),
+        at: datetime | None = Query(None, description="also say which version each alias pointed at then"),
+    ) -> dict[str, Any]:
+        events = await registry.history(name, since=since, until=until)
+        answer: dict[str, Any] = {"object": "list", "data": [e.public() for e in events]}
+        if at is not None:
+            answer["aliases_at"] = {"at": at.isoformat(), "aliases": await registry.served_at(name, at)}
+        return answer
+
+    @router.post("/{name}/rollouts", status_code=201)
+    async def start_rollout(name: str, body: RolloutStart, request: Request) -> dict[str, Any]:
+        g = body.gates
+        plan = RolloutPlan(
+            percent=body.percent, sticky_by=body.sticky_by, steps=tuple(body.steps),
+            step_after_requests=body.step_after_requests, auto_promote=body.auto_promote,
+            gates=Gates(max_error_rate=g.max_error_rate, max_p99_latency_ms=g.max_p99_latency_ms,
+                        max_ttft_p99_ms=g.max_ttft_p99_ms, max_latency_ratio=g.max_latency_ratio,
+                        min_requests=g.min_requests, window_s=g.window_s),
+            warmup_requests=body.warmup_requests, keep_previous_s=body.keep_previous_s,
+        )
+        record = await rollouts.start(name, strategy=body.strategy, candidate=_number(body.candidate), plan=plan,
+                                      actor=_actor(request))
+        return record.public()
+
+    @router.get("/{name}/rollouts")
+    async def rollout_history(name: str) -> dict[str, Any]:
+        return {"object": "list", "data": [r.public() for r in await rollouts.history(name)]}
+
+    @router.get("/{name}/rollouts/current")
+    async def current(name: str) -> dict[str, Any]:
+        return rollouts.current(name).public()
+
+    @router.post("/{name}/rollouts/current/promote")
+    async def promote(name: str, request: Request, body: RolloutEnd | None = None) -> dict[str, Any]:
+        return (await rollouts.promote(name, actor=_actor(request), reason=body.reason if body else None)).public()
+
+    @router.post("/{name}/rollouts/current/rollback")
+    async def rollback(name: str, request: Request, body: RolloutEnd | None = None) -> dict[str, Any]:
+        return (await rollouts.rollback(name, actor=_actor(request), reason=body.reason if body else None)).public()
+
+    return router
+
+
+def _settings(body: ModelRegister) -> ModelSettings:
+    fields = body.model_dump(exclude={"metadata", "aliases"}, exclude_none=True)
+    try:
+        return ModelSettings.model_validate(fields)
+    except ValidationError as e:
+        error = e.errors()[0]
+        param = ".".join(str(p) for p in error.get("loc", ())) or None
+        message = describe_invalid(error, param) if param else str(error.get("msg", "invalid model")).removeprefix("Value error, ")
+        raise InvalidRequest(message, param=param or ("path" if body.kind is not ModelKind.REMOTE else "base_url")) from e
+
+
+def _check_alias(alias: str) -> None:
+    if not ALIAS_RE.match(alias) or VERSION_RE.match(alias):
+        raise InvalidRequest(f"alias '{alias}' must start with a letter, hold only letters, digits, _ and -, and not look like a version (v3)", param="alias")
+
+
+def _number(version: str) -> int:
+    match = VERSION_RE.match(version)
+    if not match:
+        raise InvalidRequest(f"'{version}' is not a version; versions are v1, v2, ...", param="version")
+    return int(match.group(1))
+
+
+def _actor(request: Request) -> str:
+    who = principal(request)
+    return f"key:{who.key_id}" if who.key_id else "admin"
+
+
+def _aliases_of(registry: ModelRegistry, name: str, version: int) -> list[str]:
+    return sorted(a for a, v in registry.catalog.aliases.get(name, {}).items() if v == version)
+
+
+def _version(registry: ModelRegistry, version: Any) -> dict[str, Any]:
+    return version.public(aliases=_aliases_of(registry, version.name, version.version))
+
+
+def _model(registry: ModelRegistry, name: str, versions: list[Any], loaded: Any) -> dict[str, Any]:
+    mine = [v for v in versions if v.name == name]
+    rollout = registry.catalog.rollouts.get(name)
+    return {
+        "object": "model.entry", "id": name,
+        "aliases": {a: version_key(name, v) for a, v in sorted(registry.catalog.aliases.get(name, {}).items())},
+        "versions": [_version(registry, v) | {"loaded_here": v.key in loaded} for v in mine],
+        "rollout": rollout.public() if rollout is not None else None,
+    }
+

