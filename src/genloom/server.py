@@ -42,6 +42,8 @@ from genloom.gateway.routing import Router
 from genloom.gateway.shadow import ShadowMirror
 from genloom.model_host import ModelHost
 from genloom.registry.registry import ModelRegistry
+from genloom.registry.redis_outcomes import RedisOutcomes
+from genloom.registry.rollout import RolloutRecord
 from genloom.registry.rollouts import RolloutService
 from genloom.runtimes.sampling import SamplingParams
 from genloom.store.model_registry import RegistryStore
@@ -171,7 +173,10 @@ class GenloomServer:
             runs_here=self._runs_here,
         )
         self._reconciling: set[asyncio.Task] = set()
-        self.rollouts = RolloutService(registry=self.registry, loaded=lambda key: key in self.models.loaded, warm=self._warm)
+        self.rollouts = RolloutService(
+            registry=self.registry, loaded=lambda key: key in self.models.loaded, warm=self._warm,
+            windows=self._shared_window if self.shared is not None else None,
+        )
         self.service.on_rollout_outcome = self.rollouts.observe
         self.shadow = ShadowMirror(
             text=self.service, observe=self.rollouts.observe, record_pair=self.rollouts.record_pair, embed=self._embed
@@ -311,6 +316,11 @@ class GenloomServer:
             return
         self.rollouts.resume()
         log.info("ready: serving %s", ", ".join(self.models.loaded))
+
+    def _shared_window(self, rollout: RolloutRecord) -> RedisOutcomes:
+        """Scaled out, every API replica counts a rollout's outcomes in Redis and judges them all."""
+        return RedisOutcomes(client=self.aredis, prefix=self.settings.redis_prefix, rollout_id=rollout.id,
+                             window_s=rollout.plan.gates.window_s)
 
     async def _warm(self, key: str, requests: int) -> None:
         """Blue-green warm-up: a few short generations on the candidate before it takes traffic."""

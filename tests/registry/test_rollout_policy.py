@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from datetime import UTC, datetime
 
 from genloom.registry.catalog import Catalog
@@ -17,7 +19,9 @@ from genloom.registry.rollout import (
     StickyBy,
     Verdict,
     after,
+    bin_quantile,
     decide,
+    latency_bin,
     split,
 )
 from genloom.registry.versions import ModelVersion, UnknownModel, VersionState
@@ -34,17 +38,17 @@ def rollout(**plan) -> RolloutRecord:
     )
 
 
-def window(candidate: list[bool], stable: list[bool], latency_c: float = 10, latency_s: float = 10) -> OutcomeWindow:
+def window(candidate: list[bool], stable: list[bool], latency_c: float = 10, latency_s: float = 10, step: int = 0) -> OutcomeWindow:
     w = OutcomeWindow(window_s=300)
     for ok in stable:
-        w.add(Outcome(Arm.STABLE, ok, latency_s, 1.0, at=0.0))
+        w.add(Outcome(Arm.STABLE, ok, latency_s, 1.0, at=0.0), step)
     for ok in candidate:
-        w.add(Outcome(Arm.CANDIDATE, ok, latency_c, 1.0, at=0.0))
+        w.add(Outcome(Arm.CANDIDATE, ok, latency_c, 1.0, at=0.0), step)
     return w
 
 
 def verdict(r: RolloutRecord, w: OutcomeWindow):
-    return decide(r, candidate=w.figures(Arm.CANDIDATE, 1.0), stable=w.figures(Arm.STABLE, 1.0), step_requests=w.step_requests)
+    return decide(r, asyncio.run(w.snapshot(1.0, r.step)))
 
 
 def test_split_sends_about_percent_of_requests_to_the_candidate():
@@ -94,7 +98,28 @@ def test_steps_advance_after_step_after_requests_and_promote_after_the_last():
     assert d.verdict is Verdict.ADVANCE
     r = after(r, d, at=NOW)
     assert r.step == 1 and r.percent == 50
-    assert verdict(r, window([True] * 30, [True] * 30)).verdict is Verdict.PROMOTE
+    assert verdict(r, window([True] * 30, [True] * 30)).verdict is Verdict.PASSING  # nothing seen at step 1 yet
+    assert verdict(r, window([True] * 30, [True] * 30, step=1)).verdict is Verdict.PROMOTE
+
+
+def test_outcomes_older_than_the_window_no_longer_count():
+    w = OutcomeWindow(window_s=60)
+    w.add(Outcome(Arm.CANDIDATE, False, 5, None, at=0.0), 0)
+    w.add(Outcome(Arm.CANDIDATE, True, 5, None, at=50.0), 0)
+    assert asyncio.run(w.snapshot(55.0, 0)).candidate.errors == 1
+    assert asyncio.run(w.snapshot(100.0, 0)).candidate.errors == 0
+
+
+def test_binned_quantiles_are_within_ten_percent_of_the_exact_ones():
+    latencies = [1 + (i * 7919 % 1000) for i in range(1000)]
+    counts: dict[int, int] = {}
+    for ms in latencies:
+        counts[latency_bin(ms)] = counts.get(latency_bin(ms), 0) + 1
+    exact = sorted(latencies)
+    for q in (0.5, 0.99):
+        true = exact[math.ceil(q * len(exact)) - 1]
+        approx = bin_quantile(counts, q)
+        assert true <= approx <= true * 1.1
 
 
 def version(n: int, state: VersionState = VersionState.READY) -> ModelVersion:

@@ -164,7 +164,7 @@ def build_registry_router(
 
     @router.get("/{name}/rollouts/current")
     async def current(name: str) -> dict[str, Any]:
-        return rollouts.current(name).public()
+        return (await rollouts.current(name)).public()
 
     @router.post("/{name}/rollouts/current/promote")
     async def promote(name: str, request: Request, body: RolloutEnd | None = None) -> dict[str, Any]:

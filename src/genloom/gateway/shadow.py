@@ -70,7 +70,7 @@ class ShadowMirror:
         candidate_text = answer.choices[0].text if answer and answer.choices else ""
         self._observe(
             replace(resolution, arm=Arm.CANDIDATE),
-            Outcome(Arm.CANDIDATE, ok, latency_ms, None, at=time.monotonic(), output_chars=len(candidate_text)),
+            Outcome(Arm.CANDIDATE, ok, latency_ms, None, at=time.time(), output_chars=len(candidate_text)),
         )
         stable_text = stable.choices[0].text if stable.choices else ""
         similarity = await self._similarity(stable_text, candidate_text) if ok else None

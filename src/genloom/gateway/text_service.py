@@ -377,7 +377,7 @@ class TextService:
         self.on_rollout_outcome(r, Outcome(
             arm=r.arm, ok=status is RequestStatus.COMPLETED and completion.model == r.key,
             latency_ms=(now - started) * 1000, ttft_ms=(first_token_at - started) * 1000 if first_token_at else None,
-            at=now, output_chars=sum(len(c.text) for c in completion.choices),
+            at=time.time(), output_chars=sum(len(c.text) for c in completion.choices),
         ))
 
     def route(self, request: TextRequest) -> TextRequest:

@@ -208,22 +208,34 @@ class ArmFigures:
         return asdict(self) | {"error_rate": round(self.error_rate, 4)}
 
 
+@dataclass(frozen=True)
+class WindowFigures:
+    """What the gates judge: each arm over the window, and the candidate's requests at this step."""
+
+    candidate: ArmFigures
+    stable: ArmFigures
+    step_requests: int
+
+
 class OutcomeWindow:
-    """The outcomes of the last `window_s` seconds per arm, plus the candidate's count at the
-    current step. In-process; bounded by `max_per_arm`."""
+    """The outcomes of the last `window_s` seconds per arm, plus the candidate's count per step.
+    In-process and exact; bounded by `max_per_arm`. (`RedisOutcomes` shares the same figures
+    between replicas.)"""
+
+    shared = False
 
     def __init__(self, *, window_s: float, max_per_arm: int = 20_000) -> None:
         self._window_s = window_s
         self._arms: dict[Arm, deque[Outcome]] = {arm: deque(maxlen=max_per_arm) for arm in Arm}
-        self.step_requests = 0
+        self._steps: dict[int, int] = {}
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome, step: int) -> None:
         self._arms[outcome.arm].append(outcome)
         if outcome.arm is Arm.CANDIDATE:
-            self.step_requests += 1
+            self._steps[step] = self._steps.get(step, 0) + 1
 
-    def next_step(self) -> None:
-        self.step_requests = 0
+    async def snapshot(self, now: float, step: int) -> WindowFigures:
+        return WindowFigures(self.figures(Arm.CANDIDATE, now), self.figures(Arm.STABLE, now), self._steps.get(step, 0))
 
     def figures(self, arm: Arm, now: float) -> ArmFigures:
         outcomes = self._arms[arm]
@@ -236,6 +248,27 @@ class OutcomeWindow:
             p50_latency_ms=_quantile(latencies, 0.5), p99_latency_ms=_quantile(latencies, 0.99),
             p99_ttft_ms=_quantile(ttfts, 0.99),
         )
+
+
+# Shared windows keep latencies as counts per bin: bin i holds (1.1^(i-1), 1.1^i] ms, so a
+# quantile read back is at most 10% above the true one.
+_BIN_GROWTH = 1.1
+
+
+def latency_bin(ms: float) -> int:
+    return max(0, math.ceil(math.log(max(ms, 1e-3)) / math.log(_BIN_GROWTH)))
+
+
+def bin_quantile(counts: dict[int, int], q: float) -> float | None:
+    total = sum(counts.values())
+    if not total:
+        return None
+    rank, seen = math.ceil(q * total), 0
+    for i in sorted(counts):
+        seen += counts[i]
+        if seen >= rank:
+            return round(_BIN_GROWTH**i, 3)
+    return None
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -259,11 +292,12 @@ class Decision:
     figures: dict[str, Any]
 
 
-def decide(rollout: RolloutRecord, *, candidate: ArmFigures, stable: ArmFigures, step_requests: int) -> Decision:
+def decide(rollout: RolloutRecord, window: WindowFigures) -> Decision:
     """What the gates make of the window's figures. A breach that more requests could not undo
     (more errors than `max_error_rate` allows in `min_requests`) decides at once; the rest wait
     for `min_requests` on the candidate (and on the stable arm, for relative gates)."""
     g = rollout.plan.gates
+    candidate, stable, step_requests = window.candidate, window.stable, window.step_requests
     figures = {"candidate": candidate.as_json(), "stable": stable.as_json(), "step_requests": step_requests}
     allowed_errors = g.max_error_rate * max(g.min_requests, candidate.requests)
     if candidate.errors > allowed_errors and (candidate.requests >= g.min_requests or candidate.errors > g.max_error_rate * g.min_requests):

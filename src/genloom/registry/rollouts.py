@@ -14,12 +14,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from collections import deque
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from genloom.registry.catalog import Resolution
 from genloom.registry.registry import ModelRegistry, utc_now
 from genloom.registry.rollout import (
-    Arm,
     Decision,
     Outcome,
     OutcomeWindow,
@@ -29,6 +28,7 @@ from genloom.registry.rollout import (
     RolloutStrategy,
     ShadowPair,
     Verdict,
+    WindowFigures,
     after,
     decide,
     shadow_figures,
@@ -39,6 +39,17 @@ log = logging.getLogger("genloom.rollouts")
 _FIGURES_EVERY_S = 5.0  # how often passing figures are written (decisions are written at once)
 _WARM_WAIT_S = 300.0  # how long a blue-green switch waits for its candidate to load
 _MAX_PAIRS = 1000  # shadow pairs kept per rollout (the latest)
+_SHARED_EVERY_S = 0.2  # how often a replica reads a shared (Redis) window while outcomes arrive
+
+
+class Outcomes(Protocol):
+    """A rollout's window of outcomes: `OutcomeWindow` (this process) or `RedisOutcomes` (shared)."""
+
+    shared: bool
+
+    def add(self, outcome: Outcome, step: int) -> None: ...
+
+    async def snapshot(self, now: float, step: int) -> WindowFigures: ...
 
 
 class InvalidRollout(ValueError):
@@ -54,15 +65,20 @@ class RolloutNotFound(LookupError):
 class RolloutService:
     def __init__(
         self, *, registry: ModelRegistry, loaded: Callable[[str], bool],
-        warm: Callable[[str, int], Awaitable[None]] | None = None, clock: Callable[[], float] = time.monotonic,
+        warm: Callable[[str, int], Awaitable[None]] | None = None, clock: Callable[[], float] = time.time,
+        windows: Callable[[RolloutRecord], Outcomes] | None = None,
     ) -> None:
         """`loaded(key)`: whether this process can serve a version now; `warm(key, n)` sends it n
-        warm-up requests (blue_green)."""
+        warm-up requests (blue_green); `windows` makes a rollout's outcome window (in-process by
+        default; `RedisOutcomes` to judge every replica's traffic together)."""
         self._registry = registry
         self._loaded = loaded
         self._warm = warm
         self._clock = clock
-        self._windows: dict[str, OutcomeWindow] = {}
+        self._new_window = windows or (lambda r: OutcomeWindow(window_s=r.plan.gates.window_s))
+        self._windows: dict[str, Outcomes] = {}
+        self._evaluating: set[str] = set()
+        self._again: set[str] = set()
         self._pairs: dict[str, deque[ShadowPair]] = {}
         self._written: dict[str, float] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -91,19 +107,16 @@ class RolloutService:
             self._spawn(self._switch_when_warm(record))
         return record
 
-    def current(self, name: str) -> RolloutRecord:
+    async def current(self, name: str) -> RolloutRecord:
+        """The active rollout, with the figures its gates see now."""
         record = self._registry.catalog.rollouts.get(name)
         if record is None:
             if name not in self._registry.catalog.names():
                 raise UnknownModel(name, self._registry.catalog.names())
             raise RolloutNotFound(f"model {name} has no active rollout")
-        window = self._windows.get(record.id)
-        if window is None or record.strategy is RolloutStrategy.BLUE_GREEN:
+        if record.strategy is RolloutStrategy.BLUE_GREEN:
             return record
-        now = self._clock()
-        live = decide(record, candidate=window.figures(Arm.CANDIDATE, now), stable=window.figures(Arm.STABLE, now),
-                      step_requests=window.step_requests)
-        figures = live.figures
+        figures = decide(record, await self._window(record).snapshot(self._clock(), record.step)).figures
         if record.strategy is RolloutStrategy.SHADOW:
             figures = figures | {"shadow": shadow_figures(list(self._pairs.get(record.id, ())))}
         return replace(record, figures=figures)
@@ -118,13 +131,13 @@ class RolloutService:
         return await self._registry.store.rollouts(name)
 
     async def promote(self, name: str, *, actor: str, reason: str | None = None) -> RolloutRecord:
-        record = self.current(name)
+        record = await self.current(name)
         done = replace(record, state=RolloutState.PROMOTED, reason=reason or f"promoted by {actor}", updated_at=utc_now())
         await self._finish(record, done, actor=actor, alias=(PRODUCTION, record.candidate))
         return done
 
     async def rollback(self, name: str, *, actor: str, reason: str | None = None) -> RolloutRecord:
-        record = self.current(name)
+        record = await self.current(name)
         done = replace(record, state=RolloutState.ROLLED_BACK, reason=reason or f"rolled back by {actor}", updated_at=utc_now())
         switched_back = (PRODUCTION, record.stable) if record.state is RolloutState.SWITCHED else None
         await self._finish(record, done, actor=actor, alias=switched_back)
@@ -142,38 +155,55 @@ class RolloutService:
         record = self._registry.catalog.rollouts.get(resolution.name)
         if record is None or record.id != resolution.rollout or record.strategy is RolloutStrategy.BLUE_GREEN:
             return
+        self._window(record).add(outcome, record.step)
+        if record.name in self._evaluating:
+            self._again.add(record.name)  # one more look when the running one is done
+            return
+        self._evaluating.add(record.name)
+        self._spawn(self._evaluate(record.name))
+
+    def _window(self, record: RolloutRecord) -> Outcomes:
         window = self._windows.get(record.id)
         if window is None:
-            window = self._windows[record.id] = OutcomeWindow(window_s=record.plan.gates.window_s)
-        window.add(outcome)
-        now = self._clock()
-        decision = decide(record, candidate=window.figures(Arm.CANDIDATE, now), stable=window.figures(Arm.STABLE, now),
-                          step_requests=window.step_requests)
-        if record.strategy is RolloutStrategy.SHADOW and decision.verdict in (Verdict.ADVANCE, Verdict.PROMOTE):
-            decision = Decision(Verdict.PASSING, "gates pass; a shadow rollout is promoted by hand", decision.figures)
-        self._apply(record, decision, window, now)
+            window = self._windows[record.id] = self._new_window(record)
+        return window
 
-    def _apply(self, record: RolloutRecord, decision: Decision, window: OutcomeWindow, now: float) -> None:
+    async def _evaluate(self, name: str) -> None:
+        """Judge the window and write what changed; outcomes that arrive meanwhile are judged
+        once more after (a shared window at most every `_SHARED_EVERY_S`)."""
+        try:
+            while True:
+                self._again.discard(name)
+                record = self._registry.catalog.rollouts.get(name)
+                if record is None or record.strategy is RolloutStrategy.BLUE_GREEN:
+                    return
+                window = self._window(record)
+                decision = decide(record, await window.snapshot(self._clock(), record.step))
+                if record.strategy is RolloutStrategy.SHADOW and decision.verdict in (Verdict.ADVANCE, Verdict.PROMOTE):
+                    decision = Decision(Verdict.PASSING, "gates pass; a shadow rollout is promoted by hand", decision.figures)
+                await self._apply(record, decision)
+                if name not in self._again:
+                    return
+                if window.shared:
+                    await asyncio.sleep(_SHARED_EVERY_S)
+        except Exception:
+            log.exception("could not judge the rollout of %s", name)
+        finally:
+            self._evaluating.discard(name)
+
+    async def _apply(self, record: RolloutRecord, decision: Decision) -> None:
         changed = after(record, decision, at=utc_now())
         moves = decision.verdict in (Verdict.ADVANCE, Verdict.PROMOTE, Verdict.ROLL_BACK)
+        now = self._clock()
         if not moves and changed.state == record.state and now - self._written.get(record.id, 0.0) < _FIGURES_EVERY_S:
             return
         self._written[record.id] = now
-        self._registry.catalog.rollouts[record.name] = changed  # this process follows at once
-        if decision.verdict is Verdict.ADVANCE:
-            window.next_step()
         if moves:
             log.info("rollout %s of %s: %s (%s)", record.id, record.name, decision.verdict.value, decision.reason)
+        self._registry.catalog.rollouts[record.name] = changed  # this process follows at once
         alias = (PRODUCTION, record.candidate) if decision.verdict is Verdict.PROMOTE else None
-        self._spawn(self._write(record, changed, alias, refresh=moves))
-
-    async def _write(self, before: RolloutRecord, record: RolloutRecord, alias: tuple[str, int] | None, *, refresh: bool) -> None:
-        try:
-            written = await self._registry.store.update_rollout(record, actor="rollout", expect=before.state, alias=alias)
-        except Exception:
-            log.exception("could not write rollout %s", record.id)
-            written = False
-        if refresh or not written:  # a decision, or another replica decided first: read it back
+        written = await self._registry.store.update_rollout(changed, actor="rollout", expect=record.state, alias=alias)
+        if moves or not written:  # a decision, or another replica decided first: read it back
             await self._registry.changed()
 
     async def _switch_when_warm(self, record: RolloutRecord) -> None:
