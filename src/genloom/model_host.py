@@ -26,6 +26,7 @@ from genloom.runtimes.embeddings import EmbeddingRuntime
 from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.remote import UpstreamSettings
 from genloom.runtimes.text import TextRuntime
+from genloom.telemetry import NO_OBSERVER, Observer
 from genloom.worker import TextWorker
 from genloom.worker.embedding_worker import EmbeddingWorker
 from genloom.worker.image_worker import ImageWorker
@@ -49,8 +50,9 @@ class ModelHost:
         images: ImageService, embeddings: EmbeddingService, runtimes: dict[str, TextRuntime],
         remotes: dict[str, RemoteModel], image_runtimes: dict[str, ImageRuntime],
         embedding_runtimes: dict[str, EmbeddingRuntime], breakers: dict[str, CircuitBreaker],
-        runs_here: Callable[[str], bool],
+        runs_here: Callable[[str], bool], observer: Observer = NO_OBSERVER,
     ) -> None:
+        self._observer = observer
         self._settings = settings
         self._registry = registry
         self._queue = queue
@@ -136,7 +138,9 @@ class ModelHost:
         batch_size = model.max_batch_size or self._settings.runtime.max_batch_size
         policy = row_policy(self._settings, batch_size)
         if runs_here:
-            self._start(entry, TextWorker(runtime=runtime, queue=self._queue, max_batch_size=batch_size, **policy))
+            self._start(entry, TextWorker(
+                runtime=runtime, queue=self._queue, max_batch_size=batch_size, observer=self._observer, **policy
+            ))
         self._text.model_rows[key] = batch_size
         self._jobs.async_rows[key] = batch_size - policy["realtime_reserved_rows"]
         self._runtimes[key] = entry.runtime = runtime
@@ -187,7 +191,7 @@ class ModelHost:
         if runs_here:
             self._start(entry, ImageWorker(
                 runtime=runtime, queue=self._queue, max_batch_images=batch, batch_wait_s=images.batch_wait_s,
-                max_async_images=async_images,
+                max_async_images=async_images, observer=self._observer,
             ))
         self._jobs.async_rows[key] = async_images
         self._images.batch_limits[key] = batch
@@ -204,7 +208,7 @@ class ModelHost:
             EmbeddingRuntime, name=key, path=model.path, device=self._settings.runtime.device.value, load_weights=runs_here
         )
         if runs_here:
-            self._start(entry, EmbeddingWorker(runtime=runtime, queue=self._queue))
+            self._start(entry, EmbeddingWorker(runtime=runtime, queue=self._queue, observer=self._observer))
         self._embedding_runtimes[key] = entry.runtime = runtime
         entry.forget.append(lambda: self._embedding_runtimes.pop(key, None))
 

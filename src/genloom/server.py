@@ -31,7 +31,13 @@ from genloom.gateway.auth import Authenticator, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.cache import InMemoryResponseCache, InMemorySemanticCache, ResponseCache, SemanticCache
 from genloom.gateway.redis_cache import RedisResponseCache, RedisSemanticCache
-from genloom.gateway.cached_text import CachedTextService
+from genloom.gateway.pipeline import TextPipeline
+from genloom.gateway.pipeline.admit import Admit
+from genloom.gateway.pipeline.caching import Cache
+from genloom.gateway.pipeline.guard import GuardStage
+from genloom.gateway.pipeline.record import Record
+from genloom.gateway.pipeline.resolve import Resolve
+from genloom.gateway.pipeline.submit import Submit
 from genloom.gateway.embedding_service import EmbeddingRequest, EmbeddingService
 from genloom.gateway.image_service import ImageService, UrlSigner
 from genloom.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
@@ -59,6 +65,7 @@ from genloom.store import Database, RequestLog
 from genloom.store.files import BlobStore, FileBlobStore, FileStore, S3BlobStore
 from genloom.store.templates import TemplateStore
 from genloom.store.tenants import TenantStore
+from genloom.telemetry import NO_OBSERVER, Observer
 
 log = logging.getLogger("genloom.server")
 BUILTIN_EMBEDDING_MODEL = "all-minilm-l6-v2"
@@ -75,8 +82,12 @@ class Process(str, Enum):
 
 
 class GenloomServer:
-    def __init__(self, settings: Settings, *, process: Process | None = None, worker_models: list[str] | None = None) -> None:
-        """`worker_models`: the models a worker process runs (default: all it serves)."""
+    def __init__(
+        self, settings: Settings, *, process: Process | None = None, worker_models: list[str] | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        """`worker_models`: the models a worker process runs (default: all it serves); `observer`
+        hears from every pipeline stage and worker (none by default)."""
         self.settings = settings
         self.process = process or Process(settings.server.role.value)
         if self.process is not Process.ALL and not settings.redis_url:
@@ -127,23 +138,34 @@ class GenloomServer:
             limiter=self.limiter,
             registry=self.registry,
         )
+        self.observer: Observer = observer or NO_OBSERVER
         self.service = TextService(
             runtimes=self.runtimes,
             queue=self.queue,
-            request_log=self.request_log,
             readiness=self.readiness,
             settings=settings.api,
             classification=settings.classification,
             max_batch_size=settings.runtime.max_batch_size,
-            limiter=self.limiter,
             remotes=self.remotes,
-            breakers=self.breakers,
             registry=self.registry,
             router=Router(settings=settings.routing),
-            max_attempts_per_model=settings.routing.max_attempts_per_model,
-            retry_delay_s=(settings.routing.retry_base_s, settings.routing.retry_max_s),
         )
-        self.cached_text = self._caching(settings)
+        admit = Admit(limiter=self.limiter)
+        # The request path, stage by stage, in the order every text request takes.
+        self.pipeline = TextPipeline(
+            resolve=Resolve(text=self.service, observer=self.observer),
+            guard_input=GuardStage(stage="input", guards=[], observer=self.observer),
+            cache=self._cache_stage(settings),
+            admit=admit,
+            submit=Submit(
+                text=self.service, queue=self.queue, breakers=self.breakers,
+                attempts_per_model=settings.routing.max_attempts_per_model,
+                retry_delay_s=(settings.routing.retry_base_s, settings.routing.retry_max_s), observer=self.observer,
+            ),
+            guard_output=GuardStage(stage="output", guards=[], observer=self.observer),
+            record=Record(request_log=self.request_log, observer=self.observer),
+            observer=self.observer,
+        )
         self.templates = TemplateService(
             store=TemplateStore(database=self.database), default_max_tokens=settings.api.default_max_tokens
         )
@@ -158,6 +180,7 @@ class GenloomServer:
             store=self.job_store,
             queue=self.queue,
             text=self.service,
+            admit=admit,
             settings=settings.jobs,
             process_id=f"{socket.gethostname()}:{os.getpid()}",
             webhooks_enabled=self.webhooks is not None,
@@ -170,21 +193,23 @@ class GenloomServer:
             settings=settings, registry=self.registry, queue=self.queue, text=self.service, jobs=self.jobs,
             images=self.images, embeddings=self.embeddings, runtimes=self.runtimes, remotes=self.remotes,
             image_runtimes=self.image_runtimes, embedding_runtimes=self.embedding_runtimes, breakers=self.breakers,
-            runs_here=self._runs_here,
+            runs_here=self._runs_here, observer=self.observer,
         )
         self._reconciling: set[asyncio.Task] = set()
         self.rollouts = RolloutService(
             registry=self.registry, loaded=lambda key: key in self.models.loaded, warm=self._warm,
             windows=self._shared_window if self.shared is not None else None,
         )
-        self.service.on_rollout_outcome = self.rollouts.observe
+        self.pipeline.record.on_rollout_outcome = self.rollouts.observe
         self.shadow = ShadowMirror(
-            text=self.service, observe=self.rollouts.observe, record_pair=self.rollouts.record_pair, embed=self._embed
+            text=self.pipeline, observe=self.rollouts.observe, record_pair=self.rollouts.record_pair, embed=self._embed
         )
-        self.service.on_shadow = self.shadow.mirror
+        self.pipeline.record.on_shadow = self.shadow.mirror
         self.app: FastAPI
         if self.process is Process.WORKER:  # probes and nothing else
-            self.app = create_worker_app(readiness=self.readiness, service=self.service, lifespan=self._lifespan)
+            self.app = create_worker_app(
+                readiness=self.readiness, service=self.service, loaded_models=self.models.runtimes, lifespan=self._lifespan
+            )
         else:
             self.app = self._api_app(settings)
         self.on_fatal: Callable[[str], None] = lambda reason: None
@@ -195,7 +220,7 @@ class GenloomServer:
     def _api_app(self, settings: Settings) -> FastAPI:
         return create_app(
             service=self.service,
-            cached_text=self.cached_text,
+            pipeline=self.pipeline,
             jobs=self.jobs,
             embeddings=self.embeddings,
             images=self.images,
@@ -332,7 +357,7 @@ class GenloomServer:
                 messages=[{"role": "user", "content": "warm-up"}], tier=Tier.PREMIUM, tenant="genloom-warmup",
                 id=f"warmup-{key}-{i}",
             )
-            await self.service.complete(request, _never_disconnected)
+            await self.pipeline.complete(request, _never_disconnected)
 
     async def _registry_changed(self) -> None:
         """A version or alias changed here: load or unload what it means, and tell the other processes."""
@@ -353,10 +378,10 @@ class GenloomServer:
         assert result is not None
         return result.vectors
 
-    def _caching(self, settings: Settings) -> CachedTextService:
+    def _cache_stage(self, settings: Settings) -> Cache:
         c = settings.cache
         if not c.enabled:
-            return CachedTextService(text=self.service, exact=None, semantic=None, ttl_s=c.ttl_s)
+            return Cache(exact=None, semantic=None, ttl_s=c.ttl_s, observer=self.observer)
 
         embed = self._embed
         semantic: SemanticCache
@@ -374,7 +399,7 @@ class GenloomServer:
                 embed=embed, threshold=c.semantic_threshold, max_entries_per_tenant=c.semantic_max_entries_per_tenant
             )
             exact = InMemoryResponseCache(max_entries=c.max_entries)
-        return CachedTextService(text=self.service, exact=exact, semantic=semantic, ttl_s=c.ttl_s)
+        return Cache(exact=exact, semantic=semantic, ttl_s=c.ttl_s, observer=self.observer)
 
     def _fail(self, reason: str) -> None:
         log.error("%s", reason)
@@ -396,13 +421,13 @@ class GenloomServer:
         if self._busy():
             log.warning(
                 "drain timeout: ending %d unfinished requests with an error and releasing %d running jobs to the queue",
-                self.service.in_flight + self.embeddings.in_flight, self.jobs.running,
+                self.pipeline.in_flight + self.embeddings.in_flight, self.jobs.running,
             )
         await self._stop_workers()
 
     def _busy(self) -> bool:
         return bool(
-            self.service.in_flight or self.embeddings.in_flight or self.images.in_flight or self.jobs.running
+            self.pipeline.in_flight or self.embeddings.in_flight or self.images.in_flight or self.jobs.running
             or any(w.busy for w in self.models.workers)
         )
 

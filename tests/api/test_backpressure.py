@@ -32,7 +32,7 @@ async def test_full_queue_answers_503_with_retry_after(one_slot_server):
     base, server = one_slot_server
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         running = asyncio.create_task(http.post("/v1/completions", json=LONG))
-        await asyncio.to_thread(wait_for, lambda: server.service.in_flight == 1 and server.queue.depth() == 0)
+        await asyncio.to_thread(wait_for, lambda: server.pipeline.in_flight == 1 and server.queue.depth() == 0)
         waiting = asyncio.create_task(http.post("/v1/completions", json=LONG | {"max_tokens": 5}))
         await asyncio.to_thread(wait_for, lambda: server.queue.depth() == 1)
         refused = await http.post("/v1/completions", json=LONG | {"max_tokens": 5})

@@ -14,6 +14,7 @@ import pytest
 
 from genloom.config import ApiSettings, ClassificationSettings, JobsSettings, RuntimeSettings
 from genloom.gateway import Readiness, ServerState, TextRequest, TextService
+from genloom.gateway.pipeline.admit import Admit
 from genloom.gateway.job_service import JobService, JobSubmission
 from genloom.queue import (
     ChoiceFinished,
@@ -29,7 +30,7 @@ from genloom.queue.records import JobRecord, JobState
 from genloom.queue.store import SqlJobStore, utc_now
 from genloom.runtimes.sampling import SamplingParams
 from genloom.runtimes.text import TextRuntime
-from genloom.store import Database, RequestLog
+from genloom.store import Database
 
 Script = Callable[[str, int], JobFailed | None]  # (job id, attempt) -> the failure to report, or None to succeed
 
@@ -77,7 +78,7 @@ async def parts(tmp_path, runtime) -> AsyncIterator[tuple[SqlJobStore, InMemoryQ
     readiness.set(ServerState.READY)
     queue = InMemoryQueue(policy=SchedulerPolicy())
     text = TextService(
-        runtimes={"tiny": runtime}, queue=queue, request_log=RequestLog(database=database), readiness=readiness,
+        runtimes={"tiny": runtime}, queue=queue, readiness=readiness,
         settings=ApiSettings(), classification=ClassificationSettings(), max_batch_size=8,
     )
     yield SqlJobStore(database=database), queue, text, database
@@ -88,7 +89,7 @@ def service(parts, **settings) -> JobService:
     store, queue, text, _ = parts
     jobs_settings = JobsSettings(**({"retry_base_s": 0.01, "retry_max_s": 0.05} | settings))
     return JobService(
-        store=store, queue=queue, text=text, settings=jobs_settings, process_id="test", webhooks_enabled=False,
+        store=store, queue=queue, text=text, admit=Admit(limiter=None), settings=jobs_settings, process_id="test", webhooks_enabled=False,
         webhook_allow_hosts=frozenset(),
     )
 
@@ -197,7 +198,7 @@ async def test_concurrent_submissions_do_not_overshoot_the_queue_limit(parts):
         policy=SchedulerPolicy(max_queued={RequestClass.REALTIME: 10, RequestClass.ASYNC: 10}, tenant_max_share=1.0)
     )
     jobs = JobService(
-        store=store, queue=queue, text=text, settings=JobsSettings(), process_id="test", webhooks_enabled=False,
+        store=store, queue=queue, text=text, admit=Admit(limiter=None), settings=JobsSettings(), process_id="test", webhooks_enabled=False,
         webhook_allow_hosts=frozenset(),
     )
     await jobs.start()

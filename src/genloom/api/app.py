@@ -26,7 +26,7 @@ from genloom.config import Settings
 from genloom.gateway import Readiness, TextService
 from genloom.gateway.auth import Authenticator, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
-from genloom.gateway.cached_text import CachedTextService
+from genloom.gateway.pipeline import TextPipeline
 from genloom.gateway.embedding_service import EmbeddingService
 from genloom.gateway.image_service import ImageService
 from genloom.gateway.job_service import JobService
@@ -38,7 +38,7 @@ from genloom.registry.rollouts import RolloutService
 def create_app(
     *,
     service: TextService,
-    cached_text: CachedTextService,
+    pipeline: TextPipeline,
     jobs: JobService,
     embeddings: EmbeddingService,
     images: ImageService,
@@ -62,7 +62,9 @@ def create_app(
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes),
         ],
     )
-    app.include_router(build_health_router(readiness, service))
+    app.include_router(build_health_router(
+        readiness, service, loaded=lambda: loaded_models().keys(), in_flight=lambda: pipeline.in_flight
+    ))
     # Every /v1 route needs a key: the dependency puts the caller's principal on the request.
     authenticate_request = authentication(
         mode=settings.auth, authenticator=authenticator, classification=settings.classification
@@ -70,11 +72,11 @@ def create_app(
     authenticate = Depends(authenticate_request)
     routers = (
         build_models_router(registry, loaded_models),
-        build_text_router(service, cached_text, templates, settings.api),
+        build_text_router(pipeline, templates, settings.api),
         build_jobs_router(jobs, settings.api, settings.jobs),
         build_embeddings_router(embeddings),
         build_images_router(images),
-        build_templates_router(templates, service, settings.api),
+        build_templates_router(templates, pipeline, settings.api),
         build_admin_router(admin, breakers, jobs),
         build_registry_router(
             registry, rollouts, upstream_allow_hosts=frozenset(settings.upstream_allow_hosts), loaded=loaded_models
@@ -89,9 +91,10 @@ def create_app(
 
 
 def create_worker_app(
-    *, readiness: Readiness, service: TextService, lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]
+    *, readiness: Readiness, service: TextService, loaded_models: Loaded,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
 ) -> FastAPI:
     """A worker process's HTTP face: /healthz and /readyz for its orchestrator, nothing else."""
     app = FastAPI(title="Genloom worker", version=__version__, lifespan=lifespan)
-    app.include_router(build_health_router(readiness, service))
+    app.include_router(build_health_router(readiness, service, loaded=lambda: loaded_models().keys(), in_flight=lambda: 0))
     return app

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genloom.gateway.auth import PermissionDenied, Unauthenticated
+from genloom.gateway.pipeline.guard import GuardBlocked
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import RateLimited
 from genloom.queue import QueueClosed, QueueFull, QueueUnavailable, TenantQueueFull
@@ -80,6 +81,7 @@ _PLAIN: dict[type[Exception], tuple[int, str, str | None, str]] = {
     FileNotFound: (404, "invalid_request_error", "file_id", "file_not_found"),
     RegistryConflict: (409, "invalid_request_error", None, "registry_conflict"),
     RolloutNotFound: (404, "invalid_request_error", None, "rollout_not_found"),
+    GuardBlocked: (400, "invalid_request_error", None, "content_policy_violation"),
 }
 
 

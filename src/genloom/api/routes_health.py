@@ -3,10 +3,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from collections.abc import Callable, Iterable
+
 from genloom.gateway import Readiness, TextService
 
 
-def build_health_router(readiness: Readiness, service: TextService) -> APIRouter:
+def build_health_router(
+    readiness: Readiness, service: TextService, *, loaded: Callable[[], Iterable[str]], in_flight: Callable[[], int]
+) -> APIRouter:
+    """`loaded()`: the versions this process serves (`name@vN`); `in_flight()`: requests running."""
     router = APIRouter()
 
     @router.get("/healthz")
@@ -20,8 +25,8 @@ def build_health_router(readiness: Readiness, service: TextService) -> APIRouter
         body = {
             "status": readiness.state.value,
             "reason": readiness.reason or None,
-            "models": [r.name for r in service.models()],
-            "in_flight": service.in_flight,
+            "models": sorted(loaded()),
+            "in_flight": in_flight(),
             "queued": await service.queued(),
         }
         return JSONResponse(body, status_code=200 if readiness.ready else 503)

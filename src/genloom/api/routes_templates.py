@@ -12,10 +12,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
 from genloom.api.callers import caller, require_admin
-from genloom.api.routes_text import ChatChunks, chat_request, stream_response
+from genloom.api.routes_text import chat_request, stream_response
 from genloom.api.schemas import ChatCompletionRequest, StreamOptions, _Body
 from genloom.config import ApiSettings
-from genloom.gateway import TextService
+from genloom.gateway.openai_shapes import ChatChunks, completion_body
+from genloom.gateway.pipeline import TextPipeline
 from genloom.gateway.templates import PARAMETERS, ScenarioCall, TemplateService
 from genloom.store.templates import ScenarioVersion, TemplateVersion
 
@@ -70,9 +71,7 @@ class ScenarioRun(_Body):
         return {key: getattr(self, key) for key in PARAMETERS if getattr(self, key) is not None}
 
 
-def build_templates_router(
-    templates: TemplateService, service: TextService, settings: ApiSettings
-) -> APIRouter:
+def build_templates_router(templates: TemplateService, pipeline: TextPipeline, settings: ApiSettings) -> APIRouter:
     router = APIRouter(prefix="/v1")
     admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
 
@@ -143,11 +142,11 @@ def build_templates_router(
         text_request = chat_request(chat, settings, caller(request))
         headers = _call_headers(call)
         if body.stream:
-            response = await stream_response(service, text_request, request, ChatChunks(chat.include_usage))
+            response = await stream_response(pipeline, text_request, request, ChatChunks(chat.include_usage))
             response.headers.update(headers)
             return response
-        completion = await service.complete(text_request, request.is_disconnected)
-        answer = completion.openai_body(text_request.endpoint) | {"scenario": _called(call)}
+        completion = await pipeline.complete(text_request, request.is_disconnected)
+        answer = completion_body(completion, text_request.endpoint) | {"scenario": _called(call)}
         return JSONResponse(answer, headers=completion.rate_limit_headers | headers)
 
     router.include_router(admin)

@@ -16,11 +16,11 @@ from genloom.api.callers import Caller, caller
 from genloom.api.errors import sse_error
 from genloom.api.schemas import ChatCompletionRequest, CompletionRequest
 from genloom.config import ApiSettings
-from genloom.gateway import Completion, GenerationFailed, InvalidRequest, NotReady, TextRequest, TextService
-from genloom.gateway.cached_text import CachedTextService
+from genloom.gateway import GenerationFailed, InvalidRequest, NotReady, TextRequest
+from genloom.gateway.openai_shapes import ChatChunks, CompletionChunks
+from genloom.gateway.pipeline import TextPipeline
 from genloom.gateway.templates import TemplateService
 from genloom.queue import ChoiceFinished, QueueFull, TenantQueueFull, TokenEvent
-from genloom.registry import model_name
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-genloom-cache": "miss"}
 SEMANTIC_CACHE_HEADER = "x-genloom-semantic-cache"
@@ -29,12 +29,7 @@ VERSION_HEADER = "x-genloom-model-version"  # name@vN: the version that answered
 log = logging.getLogger("genloom.api")
 
 
-def build_text_router(
-    service: TextService,
-    cached: CachedTextService,
-    templates: TemplateService,
-    settings: ApiSettings,
-) -> APIRouter:
+def build_text_router(pipeline: TextPipeline, templates: TemplateService, settings: ApiSettings) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     @router.post("/chat/completions")
@@ -43,15 +38,15 @@ def build_text_router(
             body = await _through_scenario(templates, body)
         text_request = chat_request(body, settings, caller(request))
         if body.stream:
-            return await stream_response(service, text_request, request, ChatChunks(body.include_usage))
-        return await _answer(cached, text_request, request)
+            return await stream_response(pipeline, text_request, request, ChatChunks(body.include_usage))
+        return await _answer(pipeline, text_request, request)
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
         text_request = completion_request(body, settings, caller(request))
         if body.stream:
-            return await stream_response(service, text_request, request, CompletionChunks(body.include_usage))
-        return await _answer(cached, text_request, request)
+            return await stream_response(pipeline, text_request, request, CompletionChunks(body.include_usage))
+        return await _answer(pipeline, text_request, request)
 
     return router
 
@@ -68,10 +63,10 @@ async def _through_scenario(templates: TemplateService, body: ChatCompletionRequ
     return ChatCompletionRequest.model_validate(fields)
 
 
-async def _answer(cached: CachedTextService, text_request: TextRequest, request: Request) -> JSONResponse:
+async def _answer(pipeline: TextPipeline, text_request: TextRequest, request: Request) -> JSONResponse:
     no_cache = "no-cache" in request.headers.get("cache-control", "").lower()
     semantic = request.headers.get(SEMANTIC_CACHE_HEADER, "").strip().lower() in ("1", "true", "on")
-    answer = await cached.answer(text_request, request.is_disconnected, no_cache=no_cache, semantic=semantic)
+    answer = await pipeline.answer(text_request, request.is_disconnected, no_cache=no_cache, semantic=semantic)
     version = answer.body.get("system_fingerprint") or answer.body["model"]
     return JSONResponse(answer.body, headers=answer.headers | {VERSION_HEADER: version})
 
@@ -115,75 +110,27 @@ def completion_request(body: CompletionRequest, settings: ApiSettings, who: Call
     )
 
 
-def _usage(completion: Completion) -> dict[str, int]:
-    return completion.openai_body("")["usage"]
-
-
 def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
-class ChatChunks:
-    object = "chat.completion.chunk"
-
-    def __init__(self, include_usage: bool) -> None:
-        self.include_usage = include_usage
-
-    def opening(self, index: int) -> dict[str, Any]:
-        return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-
-    def token(self, index: int, text: str) -> dict[str, Any]:
-        return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
-
-    def finish(self, index: int, reason: str) -> dict[str, Any]:
-        return {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
-
-
-class CompletionChunks(ChatChunks):
-    object = "text_completion"
-
-    def opening(self, index: int) -> None:
-        return None
-
-    def token(self, index: int, text: str) -> dict[str, Any]:
-        return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
-
-    def finish(self, index: int, reason: str) -> dict[str, Any]:
-        return {"index": index, "text": "", "logprobs": None, "finish_reason": reason}
-
-
-async def stream_response(service: TextService, text_request: TextRequest, request: Request, shape: ChatChunks):
-    events = service.stream(text_request, request.is_disconnected)
+async def stream_response(pipeline: TextPipeline, text_request: TextRequest, request: Request, shape: ChatChunks):
+    events = pipeline.stream(text_request, request.is_disconnected)
     _, completion = await events.__anext__()  # raises before the 200 is sent: 404, 400, 503 stay HTTP errors
-
-    def chunk(choice: dict[str, Any] | None) -> str:
-        payload: dict[str, Any] = {
-            "id": completion.id,
-            "object": shape.object,
-            "created": completion.created,
-            "model": model_name(completion.model),
-            "system_fingerprint": completion.model,
-            "choices": [choice] if choice is not None else [],
-        }
-        if shape.include_usage:
-            payload["usage"] = None
-        return _sse(payload)
 
     async def body() -> AsyncIterator[str]:
         try:
             for index in range(text_request.n):
                 opening = shape.opening(index)
                 if opening is not None:
-                    yield chunk(opening)
+                    yield _sse(shape.chunk(completion, opening))
             async for event, _ in events:
                 if isinstance(event, TokenEvent):
-                    yield chunk(shape.token(event.index, event.delta))
+                    yield _sse(shape.chunk(completion, shape.token(event.index, event.delta)))
                 elif isinstance(event, ChoiceFinished):
-                    yield chunk(shape.finish(event.index, event.finish_reason))
+                    yield _sse(shape.chunk(completion, shape.finish(event.index, event.finish_reason)))
             if shape.include_usage:
-                payload = json.loads(chunk(None)[6:])
-                payload["usage"] = _usage(completion)
-                yield _sse(payload)
+                yield _sse(shape.chunk(completion, None, final_usage=True))
         except GenerationFailed as e:
             yield sse_error(str(e), code="generation_failed")
         except NotReady as e:

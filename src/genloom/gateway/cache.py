@@ -60,8 +60,8 @@ def cache_key(request: TextRequest) -> str | None:
     In the key: tenant, endpoint, model, the messages or prompt exactly as sent (whitespace and
     case included, since the model sees them), n and every sampling parameter in `_sampling`.
     Not in it: the request id, tier, API key and rate limits, which change who pays and when
-    a request runs but not what the model writes. Replacing a model's weights under the same
-    name is not seen either; the TTL bounds how long such an answer is served."""
+    a request runs but not what the model writes. The model is the version that serves it
+    (`name@vN`), so a new version never answers from an older one's entries."""
     if not is_deterministic(request):
         return None
     return _digest({

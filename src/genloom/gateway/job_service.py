@@ -24,22 +24,22 @@ from typing import Any
 
 from genloom.config import JobsSettings
 from genloom.gateway.errors import InvalidRequest, ModelNotFound
+from genloom.gateway.fallback import job_may_fall_back, job_target
 from genloom.gateway.image_service import IMAGES_ENDPOINT, ImageRequest, ImageService, PreparedImage
+from genloom.gateway.openai_shapes import completion_body
+from genloom.gateway.pipeline.admit import Admit
 from genloom.gateway.queue_io import queue_call
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
 from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host
 from genloom.queue.backoff import retry_delay
 from genloom.queue import (
-    ChoiceFinished,
     Job,
     JobEvent,
     JobFailed,
     JobStarted,
-    PromptCounted,
     QueueUnavailable,
     RequestClass,
     Tier,
-    TokenEvent,
 )
 from genloom.queue.memory import Reservation
 from genloom.queue.records import JobRecord, JobState, JobTransition
@@ -108,6 +108,7 @@ class JobService:
         store: JobStore,
         queue: JobQueue,
         text: TextService,
+        admit: Admit,
         settings: JobsSettings,
         process_id: str,
         webhooks_enabled: bool,
@@ -125,6 +126,7 @@ class JobService:
         self._images = images
         self._queue = queue
         self._text = text
+        self._admit = admit
         self._settings = settings
         self._process_id = process_id
         self._webhooks_enabled = webhooks_enabled
@@ -223,13 +225,13 @@ class JobService:
         try:
             # Charged at submission for the most the job can use (it runs later, so it is not settled
             # on use); a job refused or replayed by its Idempotency-Key is given its charge back.
-            admission = await self._text.admit(request, prepared)
+            admission = await self._admit.charge(request, prepared)
             view, created = await self._store_and_queue(submission, prepared, place, now, cost)
             return view, created
         finally:
             await queue_call(self._queue, self._queue.release, place)
             if admission is not None and not created:
-                await self._text.settle(admission, tokens_used=0)
+                await self._admit.settle(admission, tokens_used=0)
 
     async def _submit_image(self, submission: JobSubmission) -> tuple[JobView, bool]:
         images = self._image_service()
@@ -390,8 +392,7 @@ class JobService:
         request = self._request(record)
         if isinstance(request, TextRequest):
             # A retry after a failure goes to the next model of the fallback chain, the last one keeps it.
-            chain = self._text.chain(record.model)
-            target = chain[min(record.attempts, len(chain) - 1)] if record.error else record.model
+            target = job_target(self._text.chain(record.model), attempts=record.attempts, failed_before=bool(record.error))
             if target != request.model:
                 request, prepared = replace(request, model=target), None
         if prepared is None:
@@ -544,20 +545,10 @@ class JobService:
             if isinstance(event, ImagesReady):
                 assert isinstance(run.request, ImageRequest)
                 return await self._image_service().result_body(run.request, event, base_url="", job_id=run.record.id)
-            if run.completion is None:
-                continue
-            if isinstance(event, PromptCounted):
-                run.completion.prompt_tokens = event.prompt_tokens
-                continue
-            choice = run.completion.choices[event.index]
-            choice.tokens = event.completion_tokens
-            if isinstance(event, TokenEvent):
-                choice.text += event.delta
-            elif isinstance(event, ChoiceFinished):
-                choice.finish_reason = event.finish_reason
+            if run.completion is not None and run.completion.apply(event):
                 open_choices -= 1
                 if not open_choices:
-                    return run.completion.openai_body(run.request.endpoint)
+                    return completion_body(run.completion, run.request.endpoint)
 
     async def _attempt_failed(self, run: _Run, failure: JobFailed) -> None:
         assert run.record is not None
@@ -571,7 +562,7 @@ class JobService:
         retry_at: datetime | None = None
         # Another try may pass, or a fallback model may answer what this one could not start.
         chain = [run.record.model] if run.record.url == IMAGES_ENDPOINT else self._text.chain(run.record.model)
-        fallback_left = failure.before_output and run.record.attempts < len(chain)
+        fallback_left = job_may_fall_back(chain, attempts=run.record.attempts, before_output=failure.before_output)
         if failure.retryable or fallback_left:
             delay = retry_delay(
                 max(1, run.record.attempts), base_s=self._settings.retry_base_s, max_s=self._settings.retry_max_s,

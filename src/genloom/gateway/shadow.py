@@ -15,7 +15,8 @@ from dataclasses import replace
 
 from genloom.gateway.errors import NotReady
 from genloom.gateway.rate_limit import RateLimited
-from genloom.gateway.text_service import Completion, TextRequest, TextService
+from genloom.gateway.pipeline import TextPipeline
+from genloom.gateway.text_service import Completion, TextRequest
 from genloom.queue import QueueFull, QueueUnavailable, TenantQueueFull, Tier
 from genloom.registry.catalog import Resolution
 from genloom.registry.rollout import Arm, Outcome, ShadowPair
@@ -27,7 +28,7 @@ Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 
 class ShadowMirror:
     def __init__(
-        self, *, text: TextService, observe: Callable[[Resolution, Outcome], None],
+        self, *, text: TextPipeline, observe: Callable[[Resolution, Outcome], None],
         record_pair: Callable[[str, ShadowPair], None], embed: Embed | None = None, max_in_flight: int = 8,
     ) -> None:
         self._text = text

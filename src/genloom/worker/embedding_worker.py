@@ -11,6 +11,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from genloom.telemetry import NO_OBSERVER, Observer
 from genloom.queue import Job, JobFailed
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.embeddings import EmbeddingInputError, EmbeddingRuntime
@@ -46,6 +47,7 @@ class EmbeddingWorker:
         max_batch_texts: int = DEFAULT_MAX_BATCH_TEXTS,
         batch_wait_s: float = 0.002,
         idle_wait_s: float = 0.05,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         if max_batch_texts < 1:
             raise ValueError(f"max_batch_texts must be at least 1, got {max_batch_texts}")
@@ -60,6 +62,7 @@ class EmbeddingWorker:
         self._thread = threading.Thread(target=self._run, name=f"embedding-worker-{runtime.name}", daemon=True)
         self._held: list[Job] = []  # taken and not answered yet
         self.model = runtime.name
+        self._observer = observer
         self.batches = 0  # embed calls made, so tests and metrics can see batching happen
 
     def start(self) -> None:
@@ -100,6 +103,8 @@ class EmbeddingWorker:
             # A moment's wait lets requests arriving together share one forward pass.
             jobs += self._queue.take([self.model], max_rows=self.max_batch_texts - rows, timeout=self._batch_wait_s)
         self._held = jobs
+        if jobs:
+            self._observer.batch_formed(model=self.model, size=sum(job.rows for job in jobs))
         return jobs
 
     def _run_batch(self, jobs: list[Job]) -> int:

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from genloom.telemetry import NO_OBSERVER, Observer
 from genloom.queue import Job, JobFailed, JobStarted, RequestClass
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.image import GenerationStopped, ImageInputError, ImageRuntime, ImageTask, encode_png
@@ -38,6 +39,7 @@ class ImageWorker:
         max_async_images: int | None = None,
         batch_wait_s: float = 0.005,
         idle_wait_s: float = 0.05,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         if max_batch_images < 1:
             raise ValueError(f"max_batch_images must be at least 1, got {max_batch_images}")
@@ -56,6 +58,7 @@ class ImageWorker:
         self._thread = threading.Thread(target=self._run, name=f"image-worker-{runtime.name}", daemon=True)
         self._held: list[Job] = []  # taken and not answered yet
         self.model = runtime.name
+        self._observer = observer
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # images per recent pipeline call, so tests and metrics can see batching
 
     def start(self) -> None:
@@ -106,6 +109,8 @@ class ImageWorker:
                 max_async_rows=max(0, self.max_async_images - async_rows),
             )
         self._held = list(jobs)
+        if jobs:
+            self._observer.batch_formed(model=self.model, size=sum(job.rows for job in jobs))
         return jobs
 
     def _run_jobs(self, jobs: list[Job]) -> int:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from genloom.telemetry import NO_OBSERVER, Observer
 from genloom.queue import ChoiceFinished, Job, JobFailed, JobStarted, RequestClass, TokenEvent
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.sampling import SamplingParams
@@ -45,6 +46,7 @@ class TextWorker:
         realtime_grace_s: float = 2.0,
         idle_wait_s: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         if not 0 <= realtime_reserved_rows < max_batch_size:
             raise ValueError(f"realtime_reserved_rows must be in [0, {max_batch_size}), got {realtime_reserved_rows}")
@@ -64,6 +66,7 @@ class TextWorker:
         self._thread = threading.Thread(target=self._run, name=f"text-worker-{runtime.name}", daemon=True)
         self._active: dict[Job, set[int]] = {}  # running jobs and their unfinished choices
         self.model = runtime.name
+        self._observer = observer
 
     def start(self) -> None:
         self._thread.start()
@@ -100,6 +103,8 @@ class TextWorker:
             joining = [seq for job in jobs for seq in self._sequences(job)]
             if not joining and not len(batch):
                 continue
+            if joining:
+                self._observer.batch_formed(model=self.model, size=len(batch) + len(joining))
             try:
                 outputs = batch.step(joining)
             except Exception as e:  # a model failure must not kill the worker or strand the clients

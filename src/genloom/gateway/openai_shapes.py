@@ -1,0 +1,82 @@
+"""OpenAI's response shapes for text, built in one place: the whole body of a chat completion
+or completion (realtime answers and stored job results) and the chunks of a stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genloom.gateway.text_service import Completion
+from genloom.registry import model_name
+
+CHAT_ENDPOINT = "/v1/chat/completions"
+
+
+def usage(completion: Completion) -> dict[str, int]:
+    u = completion.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+
+def completion_body(completion: Completion, endpoint: str) -> dict[str, Any]:
+    """The non-streaming body OpenAI's API gives for `endpoint`; `model` is the model's name and
+    `system_fingerprint` the version that answered (`name@vN`)."""
+    if endpoint == CHAT_ENDPOINT:
+        obj = "chat.completion"
+        choices = [
+            {"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
+             "finish_reason": c.finish_reason}
+            for c in completion.choices
+        ]
+    else:
+        obj = "text_completion"
+        choices = [
+            {"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+            for c in completion.choices
+        ]
+    return {
+        "id": completion.id, "object": obj, "created": completion.created, "model": model_name(completion.model),
+        "system_fingerprint": completion.model, "choices": choices, "usage": usage(completion),
+    }
+
+
+class ChatChunks:
+    """The chunks of a streamed chat completion."""
+
+    object = "chat.completion.chunk"
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+
+    def chunk(self, completion: Completion, choice: dict[str, Any] | None, *, final_usage: bool = False) -> dict[str, Any]:
+        """One chunk: a choice's delta, or (`choice` None) the closing usage chunk."""
+        payload: dict[str, Any] = {
+            "id": completion.id, "object": self.object, "created": completion.created,
+            "model": model_name(completion.model), "system_fingerprint": completion.model,
+            "choices": [choice] if choice is not None else [],
+        }
+        if self.include_usage:
+            payload["usage"] = usage(completion) if final_usage else None
+        return payload
+
+    def opening(self, index: int) -> dict[str, Any] | None:
+        return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+
+    def token(self, index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+
+    def finish(self, index: int, reason: str) -> dict[str, Any]:
+        return {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
+
+
+class CompletionChunks(ChatChunks):
+    """The chunks of a streamed (legacy) completion."""
+
+    object = "text_completion"
+
+    def opening(self, index: int) -> None:
+        return None
+
+    def token(self, index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
+
+    def finish(self, index: int, reason: str) -> dict[str, Any]:
+        return {"index": index, "text": "", "logprobs": None, "finish_reason": reason}

@@ -1,0 +1,144 @@
+"""The request pipeline for text: named stages, each a small object with one job, run in this
+order for every request, streamed or not:
+
+    resolve → guard input → cache → admit → submit (with the fallback plan) → guard output → record
+
+`cache` runs only for non-streaming requests, and before `admit` on purpose: a hit costs no
+capacity, so it is not charged to the caller's limits. The stages are built once, in the
+composition root, and passed in; the observer hears from every stage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from genloom.gateway.events import DisconnectProbe
+from genloom.gateway.openai_shapes import completion_body
+from genloom.gateway.pipeline.admit import Admit
+from genloom.gateway.pipeline.caching import Cache
+from genloom.gateway.pipeline.call import TextCall
+from genloom.gateway.pipeline.guard import GuardStage
+from genloom.gateway.pipeline.record import Record
+from genloom.gateway.pipeline.resolve import Resolve
+from genloom.gateway.pipeline.submit import Submit
+from genloom.gateway.text_service import Completion, TextRequest
+from genloom.queue import JobEvent
+from genloom.registry import model_name
+from genloom.store import RequestStatus
+from genloom.telemetry import Observer
+
+__all__ = ["Answer", "CacheOutcome", "TextCall", "TextPipeline"]
+
+
+class CacheOutcome(str, Enum):
+    HIT = "hit"
+    MISS = "miss"
+
+
+@dataclass(frozen=True)
+class Answer:
+    body: dict[str, Any]
+    cache: CacheOutcome
+    headers: dict[str, str]
+
+
+class TextPipeline:
+    def __init__(
+        self, *, resolve: Resolve, guard_input: GuardStage, cache: Cache, admit: Admit, submit: Submit,
+        guard_output: GuardStage, record: Record, observer: Observer,
+    ) -> None:
+        self.resolve, self.guard_input, self.cache, self.admit = resolve, guard_input, cache, admit
+        self.submit, self.guard_output, self.record = submit, guard_output, record
+        self._observer = observer
+        self.in_flight = 0  # accepted requests not finished yet (a drain waits for them)
+
+    async def answer(
+        self, request: TextRequest, disconnected: DisconnectProbe, *, no_cache: bool = False, semantic: bool = False
+    ) -> Answer:
+        """A non-streaming request: from the cache when it may, else generated (and cached).
+        `no_cache` skips the lookups but still stores the fresh answer for the next caller."""
+        call = TextCall(request)
+        self._started(call)
+        try:
+            self.resolve.run(call)
+            await self.guard_input.check(call.texts(), tenant=call.request.tenant)
+            hit = None if no_cache else await self.cache.lookup(call, semantic=semantic)
+            if hit is not None:
+                call.status = RequestStatus.COMPLETED
+                body = hit | {"id": call.request.id, "created": int(call.created)}
+                return Answer(body, CacheOutcome.HIT, {"x-genloom-cache": CacheOutcome.HIT.value})
+            call.admission = await self.admit.charge(call.request, call.prepared)  # type: ignore[arg-type]
+            async with aclosing(self.submit.run(call, disconnected)) as events:
+                async for event in events:
+                    self._accepted(event)
+            completion = call.completion
+            assert completion is not None
+            await self.guard_output.check([c.text for c in completion.choices], tenant=call.request.tenant)
+            body = completion_body(completion, call.request.endpoint)
+            await self.cache.store(call, body, semantic=semantic)
+            return Answer(body, CacheOutcome.MISS, completion.rate_limit_headers | {"x-genloom-cache": CacheOutcome.MISS.value})
+        except asyncio.CancelledError:
+            call.status = RequestStatus.CANCELLED
+            raise
+        finally:
+            await self._finish(call)
+
+    async def complete(self, request: TextRequest, disconnected: DisconnectProbe) -> Completion:
+        """Generate to the end, without the cache (warm-ups, shadow mirrors, templates)."""
+        completion: Completion | None = None
+        async for _, completion in self.stream(request, disconnected):
+            pass
+        assert completion is not None
+        return completion
+
+    async def stream(self, request: TextRequest, disconnected: DisconnectProbe) -> AsyncIterator[tuple[JobEvent | None, Completion]]:
+        """Yield (event, completion so far) as tokens arrive; the first item has event None and
+        comes once a queue accepted the request, so errors before it stay HTTP errors. The
+        version that answered is `completion.model` (a fallback may answer for a failed one)."""
+        call = TextCall(request)
+        self._started(call)
+        try:
+            self.resolve.run(call)
+            await self.guard_input.check(call.texts(), tenant=call.request.tenant)
+            call.admission = await self.admit.charge(call.request, call.prepared)  # type: ignore[arg-type]
+            async with aclosing(self.submit.run(call, disconnected)) as events:
+                async for event in events:
+                    self._accepted(event)
+                    assert call.completion is not None
+                    yield event, call.completion
+            assert call.completion is not None
+            await self.guard_output.check([c.text for c in call.completion.choices], tenant=call.request.tenant)
+        except (asyncio.CancelledError, GeneratorExit):
+            call.status = RequestStatus.CANCELLED
+            raise
+        finally:
+            await self._finish(call)
+
+    def _accepted(self, event: JobEvent | None) -> None:
+        if event is None:  # a queue took it: a drain now waits for it
+            self.in_flight += 1
+
+    def _started(self, call: TextCall) -> None:
+        r = call.request
+        self._observer.request_started(route=r.endpoint, model=model_name(r.model), tier=r.tier.value)
+
+    async def _finish(self, call: TextCall) -> None:
+        if call.completion is not None:  # it reached the queue (or tried to)
+            used = call.completion.usage.total_tokens if call.accepted else 0
+            await self.admit.settle(call.admission, tokens_used=used)
+            if call.accepted:
+                self.in_flight -= 1
+            self.record.finish(call)
+        elif call.admission is not None:
+            await self.admit.settle(call.admission, tokens_used=0)
+        r = call.request
+        version = call.completion.model if call.completion is not None else r.model
+        self._observer.request_finished(
+            route=r.endpoint, model=model_name(r.model), version=version, tier=r.tier.value, status=call.status.value,
+            duration_s=time.monotonic() - call.started,
+        )

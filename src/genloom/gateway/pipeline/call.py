@@ -1,0 +1,34 @@
+"""One text request on its way through the pipeline: what each stage found out, for the next."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from genloom.gateway.rate_limit import Admission
+from genloom.gateway.text_service import Completion, PreparedText, TextRequest
+from genloom.queue import Job
+from genloom.store import RequestStatus
+
+
+@dataclass
+class TextCall:
+    request: TextRequest
+    prepared: PreparedText | None = None  # resolve: checked against its version
+    admission: Admission | None = None  # admit: what was charged, settled at the end
+    completion: Completion | None = None  # submit: the answer as it grows; None until submitted
+    job: Job | None = None  # submit: the queued job of the current attempt
+    accepted: bool = False  # submit: a queue took it
+    status: RequestStatus = RequestStatus.FAILED
+    error: str | None = None
+    client_fault: bool = False  # an upstream refused the request itself: no verdict on the version
+    created: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+
+    def texts(self) -> list[str]:
+        """The request's text as the guards read it."""
+        r = self.request
+        if r.messages is not None:
+            return [m.get("content") or "" for m in r.messages]
+        return [r.prompt or ""]

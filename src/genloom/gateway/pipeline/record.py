@@ -1,0 +1,69 @@
+"""Stage 7, record: the request log entry (prompt, output, version, timings, outcome), the
+rollout's outcome for its arm, a shadow mirror when the request was picked for one, and the
+observer's `request_finished`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from genloom.gateway.pipeline.call import TextCall
+from genloom.gateway.text_service import Completion, TextRequest
+from genloom.registry.catalog import Resolution
+from genloom.registry.rollout import Outcome
+from genloom.store import RequestEntry, RequestLog, RequestStatus
+from genloom.telemetry import Observer
+
+RolloutOutcome = Callable[[Resolution, Outcome], None]
+ShadowMirror = Callable[[TextRequest, Completion], None]
+
+
+class Record:
+    name = "record"
+
+    def __init__(self, *, request_log: RequestLog, observer: Observer) -> None:
+        self._log = request_log
+        self._observer = observer
+        self.on_rollout_outcome: RolloutOutcome | None = None  # set by whoever runs rollouts
+        self.on_shadow: ShadowMirror | None = None
+
+    def finish(self, call: TextCall) -> None:
+        """Called once per submitted request, however it ended."""
+        completion = call.completion
+        assert completion is not None and call.prepared is not None
+        now = time.monotonic()
+        request = call.request
+        params: dict[str, Any] = asdict(call.prepared.params) | {"n": request.n, "stop": list(call.prepared.params.stop)}
+        self._log.record(RequestEntry(
+            id=request.id, endpoint=request.endpoint, model=request.model, params=params,
+            prompt=request.messages if request.messages is not None else request.prompt,
+            output=[c.text for c in completion.choices], prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.usage.completion_tokens, latency_ms=round((now - call.started) * 1000, 3),
+            ttft_ms=round((call.first_token_at - call.started) * 1000, 3) if call.first_token_at else None,
+            status=call.status, error=call.error, created_at=datetime.fromtimestamp(call.created, UTC),
+            finished_at=datetime.now(UTC),
+        ))
+        self._observer.tokens(model=completion.model, prompt=completion.prompt_tokens,
+                              completion=completion.usage.completion_tokens)
+        if call.accepted and not call.client_fault:
+            self._rollout_outcome(call, now)
+        resolution = request.resolution
+        if resolution and resolution.shadow and call.status is RequestStatus.COMPLETED and self.on_shadow is not None:
+            self.on_shadow(request, completion)  # runs on its own; this answer does not wait for it
+
+    def _rollout_outcome(self, call: TextCall, now: float) -> None:
+        """Tell the rollout how its arm did: the candidate failed when another version answered."""
+        r, completion = call.request.resolution, call.completion
+        if r is None or r.rollout is None or r.arm is None or self.on_rollout_outcome is None or completion is None:
+            return
+        if call.status not in (RequestStatus.COMPLETED, RequestStatus.FAILED):
+            return  # cancelled or aborted: says nothing about the version
+        self.on_rollout_outcome(r, Outcome(
+            arm=r.arm, ok=call.status is RequestStatus.COMPLETED and completion.model == r.key,
+            latency_ms=(now - call.started) * 1000,
+            ttft_ms=(call.first_token_at - call.started) * 1000 if call.first_token_at else None,
+            at=time.time(), output_chars=sum(len(c.text) for c in completion.choices),
+        ))

@@ -1,0 +1,24 @@
+"""Stage 1, resolve: the model a request names becomes the version that serves it (alias,
+tiered route, registry version, rollout arm), and the request is checked against that version."""
+
+from __future__ import annotations
+
+from genloom.gateway.pipeline.call import TextCall
+from genloom.gateway.text_service import TextService
+from genloom.telemetry import Observer
+
+
+class Resolve:
+    name = "resolve"
+
+    def __init__(self, *, text: TextService, observer: Observer) -> None:
+        self._text = text
+        self._observer = observer
+
+    def run(self, call: TextCall) -> None:
+        """404 for an unknown model, 400 for what the version cannot take, 503 while not ready."""
+        call.request = self._text.route(call.request)
+        call.prepared = self._text.prepare(call.request)
+        r = call.request.resolution
+        if r is not None and r.arm is not None:
+            self._observer.rollout_arm(model=r.name, version=r.key, arm=r.arm.value)

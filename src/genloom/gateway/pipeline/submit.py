@@ -1,0 +1,161 @@
+"""Stage 5, submit and await: queue the request on its version and read the worker's events.
+When a model fails before its first token, the fallback plan (`gateway/fallback.py`) says what
+to try next; after the first token a failure ends the answer. Yields None once a queue has
+accepted the request (so errors before that stay HTTP errors), then every event."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+
+from genloom.gateway.breaker import CircuitBreaker
+from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
+from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
+from genloom.gateway.fallback import Attempt, FallbackPlan
+from genloom.gateway.pipeline.call import TextCall
+from genloom.gateway.queue_io import queue_call
+from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
+from genloom.queue import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, QueueClosed, RequestClass, TokenEvent
+from genloom.queue.backoff import retry_delay
+from genloom.queue.protocol import JobQueue
+from genloom.store import RequestStatus
+from genloom.telemetry import Observer
+
+
+class Submit:
+    name = "submit"
+
+    def __init__(
+        self, *, text: TextService, queue: JobQueue, breakers: Mapping[str, CircuitBreaker], attempts_per_model: int,
+        retry_delay_s: tuple[float, float], observer: Observer, rng: random.Random | None = None,
+    ) -> None:
+        self._text = text
+        self._queue = queue
+        self._breakers = breakers
+        self._attempts_per_model = attempts_per_model
+        self._retry_delay_s = retry_delay_s
+        self._observer = observer
+        self._rng = rng or random.Random()
+
+    def chain(self, request: TextRequest) -> list[str]:
+        """The versions to try in order: the request's, then its fallbacks; a rollout's candidate
+        is followed by the stable version's chain instead of its own."""
+        resolution = request.resolution
+        if resolution is not None and resolution.stable:
+            return [request.model, *self._text.chain(resolution.stable)]
+        return self._text.chain(request.model)
+
+    async def run(self, call: TextCall, disconnected: DisconnectProbe) -> AsyncIterator[JobEvent | None]:
+        request, prepared = call.request, call.prepared
+        assert prepared is not None
+        call.completion = Completion(
+            id=request.id, model=request.model, created=int(call.created), choices=[Choice(i) for i in range(request.n)],
+            prompt_tokens=prepared.prompt_tokens,
+            rate_limit_headers=dict(call.admission.headers) if call.admission else {},
+        )
+        plan = FallbackPlan(
+            chain=self.chain(request), attempts_per_model=self._attempts_per_model, breakers=self._breakers,
+            backoff=self._backoff,
+        )
+        previous: str | None = None
+        try:
+            while (attempt := plan.next()) is not None:
+                if attempt.delay_s:
+                    await asyncio.sleep(attempt.delay_s)
+                if attempt.model != prepared.model:
+                    try:
+                        prepared = self._text.prepare(replace(request, model=attempt.model))
+                    except (InvalidRequest, ModelNotFound, NotReady) as e:
+                        plan.unusable(attempt, str(e))
+                        continue
+                if previous is not None and previous != attempt.model:
+                    self._observer.fallback(from_model=previous, to_model=attempt.model)
+                previous = attempt.model
+                async for event in self._attempt(call, plan, attempt, prepared, disconnected):
+                    yield event
+                if call.status is not RequestStatus.FAILED:  # completed, or the client left
+                    return
+            call.error = "; ".join(plan.failures)
+            if not call.accepted:
+                raise NotReady(f"no model could take this request now: {call.error}")
+            raise GenerationFailed(f"no model in the fallback chain answered: {call.error}")
+        finally:
+            plan.abandon()
+            if call.job is not None:
+                call.job.cancel()
+                await queue_call(self._queue, self._queue.remove, call.job.id)
+
+    async def _attempt(
+        self, call: TextCall, plan: FallbackPlan, attempt: Attempt, prepared: PreparedText, disconnected: DisconnectProbe,
+    ) -> AsyncIterator[JobEvent | None]:
+        """One try on one model. Returns with `call.status` COMPLETED, CANCELLED or ABORTED when
+        the request is over; with FAILED and `call.error` set when the next attempt may follow."""
+        request, completion = call.request, call.completion
+        assert completion is not None
+        events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        if call.job is not None:
+            call.job.cancel()
+        call.job = job = self._job(request, prepared, events)
+        try:
+            await queue_call(self._queue, self._queue.submit, job)
+        except QueueClosed as e:
+            plan.abandon()
+            raise NotReady("the server is shutting down; retry on another replica") from e
+        except Exception as e:
+            plan.abandon()
+            call.status, call.error = RequestStatus.REJECTED, str(e)
+            raise
+        if not call.accepted:
+            call.accepted = True
+            yield None
+        open_choices = request.n
+        while open_choices:
+            event = await next_event(events, disconnected)
+            if event is None:
+                call.status = RequestStatus.CANCELLED
+                return
+            if isinstance(event, JobFailed):
+                call.error = event.message
+                if event.rejected:  # a 400 from the upstream: it works, the request is at fault
+                    plan.answered(attempt)
+                    call.client_fault = True
+                    raise InvalidRequest(event.message)
+                if event.shutdown:
+                    plan.abandon()
+                    call.status = RequestStatus.ABORTED
+                    raise NotReady(f"{event.message}; retry on another replica")
+                if event.before_output and call.first_token_at is None:
+                    plan.failed(attempt, event.message, retryable=event.retryable)
+                    job.cancel()
+                    return  # the plan decides what comes next
+                plan.broke(attempt)
+                raise GenerationFailed(event.message)
+            if isinstance(event, JobStarted):
+                self._observer.queue_wait(
+                    model=attempt.model, request_class=job.request_class.value, tier=request.tier.value,
+                    seconds=max(0.0, time.monotonic() - job.enqueued_at),
+                )
+                continue
+            if call.first_token_at is None and isinstance(event, (TokenEvent, ChoiceFinished)):
+                call.first_token_at = time.monotonic()
+                completion.model = attempt.model
+                plan.answered(attempt)
+                self._observer.first_token(model=attempt.model, seconds=call.first_token_at - call.started)
+            if completion.apply(event):
+                open_choices -= 1
+            yield event
+        call.status = RequestStatus.COMPLETED
+
+    def _job(self, request: TextRequest, prepared: PreparedText, events: asyncio.Queue[JobEvent]) -> Job:
+        return Job(
+            id=request.id, model=prepared.model, payload=prepared.payload, emit=thread_emitter(events), rows=request.n,
+            request_class=RequestClass.ASYNC if request.background else RequestClass.REALTIME,
+            tier=request.tier, tenant=request.tenant, cost=self._text.cost(prepared, request.n),
+        )
+
+    def _backoff(self, tries: int) -> float:
+        base_s, max_s = self._retry_delay_s
+        return retry_delay(tries, base_s=base_s, max_s=max_s, rng=self._rng)
