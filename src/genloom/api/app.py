@@ -51,6 +51,7 @@ def create_app(
     registry: ModelRegistry,
     rollouts: RolloutService,
     loaded_models: Loaded,
+    running_models: Callable[[], set[str]],
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -79,7 +80,8 @@ def create_app(
         build_templates_router(templates, pipeline, settings.api),
         build_admin_router(admin, breakers, jobs),
         build_registry_router(
-            registry, rollouts, upstream_allow_hosts=frozenset(settings.upstream_allow_hosts), loaded=loaded_models
+            registry, rollouts, upstream_allow_hosts=frozenset(settings.upstream_allow_hosts), loaded=loaded_models,
+            running=running_models,
         ),
     )
     for router in routers:

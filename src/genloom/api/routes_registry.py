@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -85,8 +86,10 @@ class RolloutEnd(_Body):
 
 def build_registry_router(
     registry: ModelRegistry, rollouts: RolloutService, *, upstream_allow_hosts: frozenset[str],
-    loaded: Any,
+    loaded: Callable[[], Mapping[str, Any]], running: Callable[[], set[str]],
 ) -> APIRouter:
+    """`loaded()`: the versions this process can check requests for; `running()`: those its own
+    workers run now (weights loaded; empty on an API replica)."""
     router = APIRouter(prefix="/v1/admin/models", dependencies=[Depends(require_admin)])
 
     @router.post("", status_code=201)
@@ -106,19 +109,20 @@ def build_registry_router(
     @router.get("")
     async def list_models() -> dict[str, Any]:
         versions = await registry.store.versions()
-        return {"object": "list", "data": [_model(registry, name, versions, loaded()) for name in sorted({v.name for v in versions})]}
+        here = (loaded(), running())
+        return {"object": "list", "data": [_model(registry, name, versions, *here) for name in sorted({v.name for v in versions})]}
 
     @router.get("/{name}")
     async def get_model(name: str) -> dict[str, Any]:
         versions = await registry.store.versions(name)
         if not versions:
             raise UnknownModel(name, registry.catalog.names())
-        return _model(registry, name, versions, loaded())
+        return _model(registry, name, versions, loaded(), running())
 
     @router.get("/{name}/versions/{version}")
     async def get_version(name: str, version: str) -> dict[str, Any]:
         found = await registry.store.version(name, _number(version))
-        return _version(registry, found) | {"loaded_here": found.key in loaded()}
+        return _version(registry, found) | {"loaded_here": found.key in loaded(), "running_here": found.key in running()}
 
     @router.delete("/{name}/versions/{version}")
     async def retire(name: str, version: str, request: Request) -> dict[str, Any]:
@@ -213,13 +217,13 @@ def _version(registry: ModelRegistry, version: Any) -> dict[str, Any]:
     return version.public(aliases=_aliases_of(registry, version.name, version.version))
 
 
-def _model(registry: ModelRegistry, name: str, versions: list[Any], loaded: Any) -> dict[str, Any]:
+def _model(registry: ModelRegistry, name: str, versions: list[Any], loaded: Mapping[str, Any], running: set[str]) -> dict[str, Any]:
     mine = [v for v in versions if v.name == name]
     rollout = registry.catalog.rollouts.get(name)
     return {
         "object": "model.entry", "id": name,
         "aliases": {a: version_key(name, v) for a, v in sorted(registry.catalog.aliases.get(name, {}).items())},
-        "versions": [_version(registry, v) | {"loaded_here": v.key in loaded} for v in mine],
+        "versions": [_version(registry, v) | {"loaded_here": v.key in loaded, "running_here": v.key in running} for v in mine],
         "rollout": rollout.public() if rollout is not None else None,
     }
 

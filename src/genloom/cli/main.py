@@ -181,6 +181,7 @@ for _name, _help in (
     ('jobs', 'Scheduling under overload and job-queue throughput (bench/jobs_bench.py --help).'),
     ('queue', "The Redis queue's throughput against Celery on the same Redis (bench/queue_bench.py --help)."),
     ('gateway', "Gateway overhead on a remote model against LiteLLM's proxy (bench/gateway_bench.py --help)."),
+    ('rollout', "What a running canary rollout adds to the gateway's latency (bench/rollout_bench.py --help)."),
     ('text', 'Text tokens/s and TTFT against transformers serve and static batches (bench/text_bench.py --help).'),
     ('image', "Images/s batched against one-at-a-time diffusers, and the built-in's accuracy (bench/image_bench.py --help)."),
 ):

@@ -130,6 +130,12 @@ class RuntimeSettings(_Section):
     )
     realtime_grace_s: float = Field(2.0, ge=0, description="how long after the last realtime request the async cap still holds")
     torch_threads: int = Field(0, ge=0, description="0 leaves torch's default")
+    max_loaded_models: int | None = Field(
+        None, gt=0, description="local versions holding weights at once in a process; the least recently used idle one is evicted"
+    )
+    memory_budget_mb: float | None = Field(
+        None, gt=0, description="the weights' memory a process may hold (estimated from parameters and dtype); LRU eviction beyond it"
+    )
 
 
 class ModelKind(str, Enum):

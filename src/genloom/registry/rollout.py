@@ -218,19 +218,23 @@ class WindowFigures:
 
 
 class OutcomeWindow:
-    """The outcomes of the last `window_s` seconds per arm, plus the candidate's count per step.
-    In-process and exact; bounded by `max_per_arm`. (`RedisOutcomes` shares the same figures
-    between replicas.)"""
+    """The outcomes of the last `window_s` seconds per arm, plus the candidate's count per step,
+    in this process. Counts are kept as they come and go (latencies in bins, as `RedisOutcomes`
+    keeps them), so judging the window costs the same whatever its size."""
 
     shared = False
 
-    def __init__(self, *, window_s: float, max_per_arm: int = 20_000) -> None:
+    def __init__(self, *, window_s: float, max_per_arm: int = 100_000) -> None:
         self._window_s = window_s
-        self._arms: dict[Arm, deque[Outcome]] = {arm: deque(maxlen=max_per_arm) for arm in Arm}
+        self._max_per_arm = max_per_arm
+        self._arms = {arm: _ArmCounts() for arm in Arm}
         self._steps: dict[int, int] = {}
 
     def add(self, outcome: Outcome, step: int) -> None:
-        self._arms[outcome.arm].append(outcome)
+        counts = self._arms[outcome.arm]
+        counts.add(outcome)
+        if len(counts.outcomes) > self._max_per_arm:
+            counts.drop_oldest()
         if outcome.arm is Arm.CANDIDATE:
             self._steps[step] = self._steps.get(step, 0) + 1
 
@@ -238,20 +242,48 @@ class OutcomeWindow:
         return WindowFigures(self.figures(Arm.CANDIDATE, now), self.figures(Arm.STABLE, now), self._steps.get(step, 0))
 
     def figures(self, arm: Arm, now: float) -> ArmFigures:
-        outcomes = self._arms[arm]
-        while outcomes and outcomes[0].at < now - self._window_s:
-            outcomes.popleft()
-        latencies = sorted(o.latency_ms for o in outcomes if o.ok)
-        ttfts = sorted(o.ttft_ms for o in outcomes if o.ok and o.ttft_ms is not None)
+        counts = self._arms[arm]
+        while counts.outcomes and counts.outcomes[0].at < now - self._window_s:
+            counts.drop_oldest()
         return ArmFigures(
-            requests=len(outcomes), errors=sum(not o.ok for o in outcomes),
-            p50_latency_ms=_quantile(latencies, 0.5), p99_latency_ms=_quantile(latencies, 0.99),
-            p99_ttft_ms=_quantile(ttfts, 0.99),
+            requests=len(counts.outcomes), errors=counts.errors, p50_latency_ms=bin_quantile(counts.latency, 0.5),
+            p99_latency_ms=bin_quantile(counts.latency, 0.99), p99_ttft_ms=bin_quantile(counts.ttft, 0.99),
         )
 
 
-# Shared windows keep latencies as counts per bin: bin i holds (1.1^(i-1), 1.1^i] ms, so a
-# quantile read back is at most 10% above the true one.
+class _ArmCounts:
+    def __init__(self) -> None:
+        self.outcomes: deque[Outcome] = deque()
+        self.errors = 0
+        self.latency: dict[int, int] = {}
+        self.ttft: dict[int, int] = {}
+
+    def add(self, o: Outcome) -> None:
+        self.outcomes.append(o)
+        self._count(o, 1)
+
+    def drop_oldest(self) -> None:
+        self._count(self.outcomes.popleft(), -1)
+
+    def _count(self, o: Outcome, by: int) -> None:
+        if not o.ok:
+            self.errors += by
+            return
+        _bump(self.latency, latency_bin(o.latency_ms), by)
+        if o.ttft_ms is not None:
+            _bump(self.ttft, latency_bin(o.ttft_ms), by)
+
+
+def _bump(counts: dict[int, int], key: int, by: int) -> None:
+    left = counts.get(key, 0) + by
+    if left:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
+# Windows keep latencies as counts per bin: bin i holds (1.1^(i-1), 1.1^i] ms, so a quantile
+# read back is at most 10% above the true one.
 _BIN_GROWTH = 1.1
 
 
@@ -269,12 +301,6 @@ def bin_quantile(counts: dict[int, int], q: float) -> float | None:
         if seen >= rank:
             return round(_BIN_GROWTH**i, 3)
     return None
-
-
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return round(values[min(len(values) - 1, math.ceil(q * len(values)) - 1)], 3)
 
 
 class Verdict(str, Enum):
