@@ -20,10 +20,10 @@ from sqlalchemy import func, select
 from genloom.config import ApiSettings, ClassificationSettings, JobsSettings, RuntimeSettings
 from genloom.gateway import Readiness, ServerState, TextRequest, TextService
 from genloom.gateway.job_service import JobService, JobSubmission
-from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobStarted, RequestClass, SchedulerPolicy, Tier
-from genloom.queue.records import JobRecord, JobState
-from genloom.queue.store import SqlJobStore, utc_now
-from genloom.runtimes.sampling import SamplingParams
+from genloom.jobs import ChoiceFinished, Job, JobStarted, RequestClass, SamplingParams, Tier
+from genloom.queue import InMemoryQueue, SchedulerPolicy
+from genloom.jobs.records import JobRecord, JobState
+from genloom.store.jobs import SqlJobStore, utc_now
 from genloom.runtimes.text import TextRuntime
 from genloom.store import Database, RequestLog
 from genloom.store.schema import JobRow

@@ -60,6 +60,7 @@ class Target:
     model: str
     headers: dict[str, str]
     pid: int  # the server process whose CPU time is counted
+    alternate: str | None = None  # a second model name, asked for every other request
 
 
 @dataclass
@@ -154,11 +155,13 @@ def cpu_seconds(pid: int) -> float | None:
 async def run_level(target: Target, *, stream: bool, clients: int, total: int, warmup: int,
                     timeout_s: float) -> Row:
     """`clients` workers, one keep-alive connection each, share `total` requests after a warm-up that opens them."""
-    body = REQUEST | {"model": target.model}
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
-    raw = request_bytes(host=target.host, port=target.port, path="/v1/chat/completions", headers=target.headers,
-                        body=body)
+    raws = []
+    for model in [target.model] + ([target.alternate] if target.alternate else []):
+        body = REQUEST | {"model": model}
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        raws.append(request_bytes(host=target.host, port=target.port, path="/v1/chat/completions",
+                                  headers=target.headers, body=body))
     connections = [Connection(target.host, target.port) for _ in range(clients)]
 
     async def burst(n: int, into: list[Outcome]) -> None:
@@ -168,7 +171,7 @@ async def run_level(target: Target, *, stream: bool, clients: int, total: int, w
             nonlocal issued
             while issued < n:
                 issued += 1
-                out = await connection.send(raw, stream=stream)
+                out = await connection.send(raws[issued % len(raws)], stream=stream)
                 if out.error is None and out.text != ANSWER:
                     out.error = f"unexpected content {out.text!r:.100}"
                 into.append(out)

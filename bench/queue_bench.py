@@ -70,7 +70,8 @@ def genloom_worker(prefix: str, done_key: str, take: int) -> None:
 
 
 def run_genloom(jobs: int, workers: int, take: int) -> Run:
-    from genloom.queue import Job, RequestClass, SchedulerPolicy, Tier
+    from genloom.jobs import Job, RequestClass, Tier
+    from genloom.queue import SchedulerPolicy
     from genloom.queue.redis_queue import RedisQueue
 
     prefix = f"glbench:{uuid.uuid4().hex[:8]}:"

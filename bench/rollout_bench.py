@@ -1,8 +1,10 @@
-"""What a canary rollout costs the hot path: one genloom server, two remote models on the same
-mock upstream, one of them with a canary running (its v2, the same upstream, at 50%). The same
-chat requests, plain and streamed, go to each model in turn at every concurrency level; the
-added latency of each is its p50 minus the mock's own. Target: with the canary, added p50
-within 10% of without. Run it as `genloom bench rollout --help`.
+"""What a canary rollout costs the hot path: one genloom server, one remote model on a mock
+upstream with two versions (v2 the same upstream), and a canary between them at 50%. The same
+chat requests, plain and streamed, go in turn (a) to `mock-canary@v1` and `mock-canary@v2`
+alternately, named explicitly, which no rollout touches, and (b) to `mock-canary`, which the
+canary splits, counts and judges: the same two workers serve both, so the difference is the
+rollout's own cost. Added latency is a target's p50 minus the mock's own. Target: with the
+canary, added p50 within 10% of without. Run it as `genloom bench rollout --help`.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from jobs_bench import code_state  # noqa: E402
 from text_bench import cpu_name, free_port  # noqa: E402
 
 SECTION = "## A canary rollout on the hot path"
-PLAIN_MODEL, CANARY_MODEL = "mock", "mock-canary"
-WITHOUT, WITH = "genloom", "genloom, canary 50%"
+CANARY_MODEL = "mock-canary"
+WITHOUT, WITH = "genloom, v1/v2 by name", "genloom, canary 50%"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -52,7 +54,7 @@ def genloom_config(mock_url: str) -> dict:
               "max_concurrency": 256}
     return {
         "builtin_models": False,
-        "models": [{"name": PLAIN_MODEL, **remote}, {"name": CANARY_MODEL, **remote}],
+        "models": [{"name": CANARY_MODEL, **remote}],
         "upstream_allow_hosts": ["127.0.0.1"],
         "server": {"log_level": "warning", "drain_timeout_s": 5},
     }
@@ -102,7 +104,7 @@ def main(argv: list[str]) -> int:
             assert mock.proc is not None and genloom.proc is not None
             targets = [
                 Target(DIRECT, "127.0.0.1", mock_port, UPSTREAM_MODEL, {"Authorization": f"Bearer {UPSTREAM_KEY}"}, mock.proc.pid),
-                Target(WITHOUT, "127.0.0.1", port, PLAIN_MODEL, auth, genloom.proc.pid),
+                Target(WITHOUT, "127.0.0.1", port, f"{CANARY_MODEL}@v1", auth, genloom.proc.pid, alternate=f"{CANARY_MODEL}@v2"),
                 Target(WITH, "127.0.0.1", port, CANARY_MODEL, auth, genloom.proc.pid),
             ]
             for stream in (False, True):
@@ -128,16 +130,18 @@ def main(argv: list[str]) -> int:
     split = rollout["figures"]
     section = "\n".join([
         SECTION, "", f"Command: `{run_command}`", "", f"Date: {date}", "", f"Machine: {machine}.", "",
-        f"One `genloom serve` (auth on, a premium tenant's key, the rate limiter charged) with two remote models on "
-        f"the same mock upstream (`bench/_mock_upstream.py`): `{PLAIN_MODEL}` alone, and `{CANARY_MODEL}` with a second "
-        f"version registered through the admin API and a canary rollout running: `{json.dumps(plan)}` (every request "
-        "is split by hash, its outcome counted in the rollout's window and judged by the gates; the gates never decide, "
-        "so the split holds for the whole run). Per level, the mock, then each model in turn, "
+        f"One `genloom serve` (auth on, a premium tenant's key, the rate limiter charged) with one remote model, "
+        f"`{CANARY_MODEL}`, on a mock upstream (`bench/_mock_upstream.py`), a second version registered through the "
+        f"admin API on the same upstream, and a canary rollout running: `{json.dumps(plan)}`. Without: requests name "
+        f"`{CANARY_MODEL}@v1` and `{CANARY_MODEL}@v2` alternately (explicit versions, which no rollout splits). With: "
+        f"requests name `{CANARY_MODEL}`: each is split by hash, its outcome counted in the rollout's window and judged "
+        "by the gates (which never decide here, so the split holds for the whole run). The same two remote workers "
+        "serve both, so the difference is the rollout's own cost. Per level, the mock, then each target in turn, "
         f"{args.rounds} rounds of {args.requests} measured requests after {args.warmup} warm-up ones; the p50 of a "
         "level is the median of its rounds' p50s. Added = the model's p50 minus the mock's own.", "",
         f"The canary's split over the run: candidate {split['candidate']['requests']:,} requests, stable "
         f"{split['stable']['requests']:,} (in the last {rollout['plan']['gates']['window_s']:.0f} s window).", "",
-        "| Mode | Clients | Mock p50 ms | Added p50 ms, no rollout | Added p50 ms, canary | Canary / none | Requests/s, no rollout | Requests/s, canary |",
+        "| Mode | Clients | Mock p50 ms | Added p50 ms, v1/v2 by name | Added p50 ms, canary | Canary / by name | Requests/s, by name | Requests/s, canary |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *lines, "", f"Target: added p50 with the canary within 10% of without: {summary}.",
     ])

@@ -22,9 +22,10 @@ from genloom.api.routes_embeddings import build_embeddings_router
 from genloom.config import AuthMode, ClassificationSettings
 from genloom.gateway import Readiness, ServerState
 from genloom.gateway.embedding_service import EmbeddingRequest, EmbeddingService
-from genloom.queue import InMemoryQueue, Job, JobFailed, SchedulerPolicy
+from genloom.queue import InMemoryQueue, SchedulerPolicy
+from genloom.jobs import EmbeddingsReady, EmbeddingTask, Job, JobFailed
 from genloom.runtimes.embeddings import EmbeddingBatch, EmbeddingRuntime, builtin_embedding_model_path
-from genloom.worker.embedding_worker import EmbeddingsReady, EmbeddingTask, EmbeddingWorker
+from genloom.worker.embedding_worker import EmbeddingWorker
 from tests.conftest import free_port
 
 MODEL = "all-minilm-l6-v2"

@@ -263,7 +263,8 @@ def test_jobs_survive_redis_losing_every_key(cluster):
     while not all(j["status"] in TERMINAL for j in all_jobs(http)):
         assert time.monotonic() < deadline, "jobs lost with Redis's keys never finished"
         time.sleep(0.2)
-    assert {http.get(f"/v1/jobs/{job_id}").json()["status"] for job_id in accepted} == {"completed"}
+    ended = [http.get(f"/v1/jobs/{job_id}").json() for job_id in accepted]
+    assert {j["status"] for j in ended} == {"completed"}, [j.get("error") for j in ended if j["status"] != "completed"]
     assert all(count == 1 for count in asyncio.run(completed_events(postgres_url)).values())
 
 

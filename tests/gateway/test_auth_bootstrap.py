@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from genloom.gateway.auth import Authenticator, TenantAdmin
-from genloom.queue import Tier
+from genloom.jobs import Tier
 from genloom.store import Database
 from genloom.store.tenants import TenantStore
 

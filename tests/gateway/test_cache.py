@@ -21,8 +21,7 @@ from genloom.gateway.cache import (
 )
 from genloom.gateway.redis_cache import RedisResponseCache, RedisSemanticCache
 from genloom.gateway.text_service import TextRequest
-from genloom.queue import Tier
-from genloom.runtimes.sampling import SamplingParams
+from genloom.jobs import SamplingParams, Tier
 from tests.services import REDIS
 
 CHAT = "/v1/chat/completions"

@@ -16,19 +16,10 @@ from genloom.config import ApiSettings, ClassificationSettings, JobsSettings, Ru
 from genloom.gateway import Readiness, ServerState, TextRequest, TextService
 from genloom.gateway.pipeline.admit import Admit
 from genloom.gateway.job_service import JobService, JobSubmission
-from genloom.queue import (
-    ChoiceFinished,
-    InMemoryQueue,
-    JobFailed,
-    JobStarted,
-    QueueFull,
-    RequestClass,
-    SchedulerPolicy,
-    TokenEvent,
-)
-from genloom.queue.records import JobRecord, JobState
-from genloom.queue.store import SqlJobStore, utc_now
-from genloom.runtimes.sampling import SamplingParams
+from genloom.jobs import ChoiceFinished, JobFailed, JobStarted, RequestClass, SamplingParams, TokenEvent
+from genloom.queue import InMemoryQueue, QueueFull, SchedulerPolicy
+from genloom.jobs.records import JobRecord, JobState
+from genloom.store.jobs import SqlJobStore, utc_now
 from genloom.runtimes.text import TextRuntime
 from genloom.store import Database
 

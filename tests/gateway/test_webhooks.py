@@ -26,7 +26,7 @@ from genloom.gateway.webhooks import (
     signed_headers,
 )
 from genloom.queue.backoff import retry_delay
-from genloom.queue.records import WebhookAttempt
+from genloom.jobs.records import WebhookAttempt
 from tests.conftest import free_port
 
 BODY = json.dumps({"id": "job_123", "object": "job", "status": "completed"}).encode()

@@ -9,16 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from genloom.queue.records import (
-    IdempotencyConflict,
-    JobNotFound,
-    JobRecord,
-    JobState,
-    JobStateConflict,
-    WebhookAttempt,
-    WebhookState,
-)
-from genloom.queue.store import SqlJobStore
+from genloom.jobs.records import IdempotencyConflict, JobNotFound, JobRecord, JobState, JobStateConflict, WebhookAttempt, WebhookState
+from genloom.store.jobs import SqlJobStore
 from genloom.store import Database
 
 

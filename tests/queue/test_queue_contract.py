@@ -7,9 +7,9 @@ import time
 import pytest
 import redis
 
-from genloom.queue import InMemoryQueue, Job, QueueClosed, QueueFull, RequestClass, SchedulerPolicy, TenantQueueFull
+from genloom.queue import InMemoryQueue, QueueClosed, QueueFull, SchedulerPolicy, TenantQueueFull
+from genloom.jobs import Job, RequestClass, Tier
 from genloom.queue.redis_queue import RedisQueue
-from genloom.queue.scheduler import Tier
 from tests.services import REDIS
 
 REALTIME, ASYNC = RequestClass.REALTIME, RequestClass.ASYNC

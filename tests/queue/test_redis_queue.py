@@ -11,11 +11,10 @@ import time
 import pytest
 import redis
 
-from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobFailed, RequestClass, SchedulerPolicy, TokenEvent
+from genloom.jobs import ChoiceFinished, Job, JobFailed, RequestClass, SamplingParams, TextTask, Tier, TokenEvent
+from genloom.queue import InMemoryQueue, SchedulerPolicy
 from genloom.queue.redis_queue import RedisQueue
-from genloom.queue.scheduler import Tier, TierPolicy
-from genloom.runtimes.sampling import SamplingParams
-from genloom.worker.text_worker import TextTask
+from genloom.queue.scheduler import TierPolicy
 from tests.services import REDIS
 
 REALTIME, ASYNC = RequestClass.REALTIME, RequestClass.ASYNC

@@ -3,16 +3,8 @@ from collections import Counter
 
 import pytest
 
-from genloom.queue.scheduler import (
-    Entry,
-    QueueFull,
-    RequestClass,
-    Scheduler,
-    SchedulerPolicy,
-    TenantQueueFull,
-    Tier,
-    TierPolicy,
-)
+from genloom.queue.scheduler import Entry, QueueFull, Scheduler, SchedulerPolicy, TenantQueueFull, TierPolicy
+from genloom.jobs import RequestClass, Tier
 
 REALTIME, ASYNC = RequestClass.REALTIME, RequestClass.ASYNC
 PREMIUM, STANDARD, FREE = Tier.PREMIUM, Tier.STANDARD, Tier.FREE

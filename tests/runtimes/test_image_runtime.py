@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genloom.runtimes.image import (
-    GENERATED_BY,
-    GenerationStopped,
-    ImageInputError,
-    ImageRuntime,
-    ImageTask,
-    encode_png,
-    read_provenance,
-)
+from genloom.runtimes.image import encode_png, GENERATED_BY, GenerationStopped, ImageInputError, ImageRuntime, read_provenance
+from genloom.jobs import ImageTask
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from genloom.runtimes.sampling import SamplingParams, TextAccumulator, sample_token
+from genloom.jobs import SamplingParams
+from genloom.runtimes.sampling import sample_token, TextAccumulator
 
 
 class CharTokenizer:

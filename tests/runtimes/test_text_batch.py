@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from genloom.config import RuntimeSettings
-from genloom.runtimes.sampling import SamplingParams
+from genloom.jobs import SamplingParams
 from genloom.runtimes.text import PromptError, TextRuntime
 from genloom.runtimes.text_batch import DecodeBatch, NewSequence
 

@@ -9,9 +9,10 @@ import threading
 import numpy as np
 import pytest
 
-from genloom.queue import InMemoryQueue, Job, JobFailed, JobStarted, SchedulerPolicy
-from genloom.runtimes.image import ImageRuntime, ImageTask, read_provenance
-from genloom.worker.image_worker import ImagesReady, ImageWorker
+from genloom.queue import InMemoryQueue, SchedulerPolicy
+from genloom.jobs import ImagesReady, ImageTask, Job, JobFailed, JobStarted
+from genloom.runtimes.image import ImageRuntime, read_provenance
+from genloom.worker.image_worker import ImageWorker
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_a_batch_holds_at_most_max_batch_images(runtime):
 
 
 def test_async_jobs_leave_room_for_a_realtime_request(runtime):
-    from genloom.queue import RequestClass
+    from genloom.jobs import RequestClass
 
     queue, inbox = InMemoryQueue(policy=SchedulerPolicy()), Inbox()
     worker = ImageWorker(runtime=runtime, queue=queue, max_batch_images=4, max_async_images=3)

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from genloom.config import RuntimeSettings
-from genloom.queue import ChoiceFinished, InMemoryQueue, Job, JobStarted, RequestClass, SchedulerPolicy
-from genloom.runtimes.sampling import SamplingParams
+from genloom.jobs import ChoiceFinished, Job, JobStarted, RequestClass, SamplingParams, TextTask
+from genloom.queue import InMemoryQueue, SchedulerPolicy
 from genloom.runtimes.text import TextRuntime
-from genloom.worker import TextTask, TextWorker
+from genloom.worker import TextWorker
 
 
 @pytest.fixture(scope="module")

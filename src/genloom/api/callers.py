@@ -16,7 +16,7 @@ from fastapi import Request
 from genloom.config import AuthMode, ClassificationSettings
 from genloom.gateway.auth import Authenticator, PermissionDenied, Principal, Scope
 from genloom.gateway.errors import InvalidRequest
-from genloom.queue import Tier
+from genloom.jobs import Tier
 
 TIER_HEADER = "x-genloom-tier"
 TENANT_HEADER = "x-genloom-tenant"

@@ -18,7 +18,7 @@ from genloom.gateway.pipeline.guard import GuardBlocked
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import RateLimited
 from genloom.queue import QueueClosed, QueueFull, QueueUnavailable, TenantQueueFull
-from genloom.queue.records import IdempotencyConflict, JobNotFound, JobStateConflict
+from genloom.jobs.records import IdempotencyConflict, JobNotFound, JobStateConflict
 from genloom.registry import RegistryConflict, UnknownModel
 from genloom.registry.rollouts import InvalidRollout, RolloutNotFound
 from genloom.store.files import FileNotFound

@@ -17,7 +17,7 @@ from genloom.api.schemas import _Body
 from genloom.gateway.auth import Scope, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.job_service import JobService
-from genloom.queue import Tier
+from genloom.jobs import Tier
 from genloom.store.tenants import ApiKey, Tenant
 
 

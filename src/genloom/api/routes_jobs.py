@@ -22,7 +22,7 @@ from genloom.gateway.job_body import job_body, transition_body
 from genloom.gateway.image_service import ImageRequest
 from genloom.gateway.job_service import JobService, JobSubmission, JobView
 from genloom.gateway.text_service import TextRequest
-from genloom.queue.records import JobState
+from genloom.jobs.records import JobState
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 

@@ -20,7 +20,8 @@ from genloom.gateway import GenerationFailed, InvalidRequest, NotReady, TextRequ
 from genloom.gateway.openai_shapes import ChatChunks, CompletionChunks
 from genloom.gateway.pipeline import TextPipeline
 from genloom.gateway.templates import TemplateService
-from genloom.queue import ChoiceFinished, QueueFull, TenantQueueFull, TokenEvent
+from genloom.jobs import ChoiceFinished, TokenEvent
+from genloom.queue import QueueFull, TenantQueueFull
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-genloom-cache": "miss"}
 SEMANTIC_CACHE_HEADER = "x-genloom-semantic-cache"

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from genloom.gateway.errors import InvalidRequest
-from genloom.runtimes.sampling import SamplingParams
+from genloom.jobs import SamplingParams
 
 
 class _Body(BaseModel):

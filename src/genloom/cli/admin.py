@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from genloom.cli.jobs import DEFAULT_URL, ApiKeyOption, JsonOption, Server, UrlOption, out
-from genloom.queue import Tier
+from genloom.jobs import Tier
 
 tenants_app = typer.Typer(help="Manage tenants (needs an admin key).", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys (needs an admin key).", no_args_is_help=True)

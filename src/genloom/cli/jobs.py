@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from genloom.queue import Tier
-from genloom.queue.records import JobState
+from genloom.jobs import Tier
+from genloom.jobs.records import JobState
 
 jobs_app = typer.Typer(help="Submit and follow async jobs on a running server.", no_args_is_help=True)
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from genloom.queue import Tier
+from genloom.jobs import Tier
 from genloom.store.tenants import ApiKey, KeyExists, Tenant, TenantExists, TenantStore
 
 log = logging.getLogger("genloom.auth")

@@ -13,12 +13,13 @@ from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFou
 from genloom.gateway.readiness import Readiness
 from genloom.gateway.queue_io import queue_call
 from genloom.gateway.versions import served_version
-from genloom.queue import Job, JobFailed, QueueClosed, RequestClass, Tier
+from genloom.jobs import EmbeddingsReady, EmbeddingTask, Job, JobFailed, RequestClass, Tier
+from genloom.queue import QueueClosed
 from genloom.queue.protocol import JobQueue
 from genloom.registry import model_name
 from genloom.registry.registry import ModelRegistry
 from genloom.runtimes.embeddings import EmbeddingRuntime
-from genloom.worker.embedding_worker import DEFAULT_MAX_BATCH_TEXTS, EmbeddingsReady, EmbeddingTask
+from genloom.jobs.tasks import DEFAULT_MAX_BATCH_TEXTS
 
 _CHARS_PER_TOKEN = 4  # a rough English average, good enough to order work before it is tokenized
 

@@ -25,13 +25,13 @@ from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.readiness import Readiness
 from genloom.gateway.queue_io import queue_call
 from genloom.gateway.versions import served_version
-from genloom.queue import Job, JobFailed, QueueClosed, RequestClass, Tier
+from genloom.jobs import ImagesReady, ImageTask, Job, JobFailed, RequestClass, Tier
+from genloom.queue import QueueClosed
 from genloom.queue.protocol import JobQueue
 from genloom.registry import UnknownModel, model_name
 from genloom.registry.registry import ModelRegistry
-from genloom.runtimes.image import SCHEDULERS, ImageInputError, ImageRuntime, ImageTask
+from genloom.runtimes.image import ImageInputError, ImageRuntime, SCHEDULERS
 from genloom.store.files import FileStore
-from genloom.worker.image_worker import ImagesReady
 
 IMAGES_ENDPOINT = "/v1/images/generations"
 MAX_PROMPT_CHARS = 4000  # OpenAI's limit for its larger image models

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from genloom.gateway.job_service import JobView
-from genloom.queue.records import JobState, JobTransition
+from genloom.jobs.records import JobState, JobTransition
 
 
 def unix(at: datetime | None) -> float | None:

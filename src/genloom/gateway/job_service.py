@@ -32,20 +32,11 @@ from genloom.gateway.queue_io import queue_call
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
 from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host
 from genloom.queue.backoff import retry_delay
-from genloom.queue import (
-    Job,
-    JobEvent,
-    JobFailed,
-    JobStarted,
-    QueueUnavailable,
-    RequestClass,
-    Tier,
-)
-from genloom.queue.memory import Reservation
-from genloom.queue.records import JobRecord, JobState, JobTransition
-from genloom.queue.store import JobStore, utc_now
-from genloom.queue.protocol import JobQueue
-from genloom.worker.image_worker import ImagesReady
+from genloom.jobs import ImagesReady, Job, JobEvent, JobFailed, JobStarted, RequestClass, Tier
+from genloom.queue import QueueUnavailable
+from genloom.queue.protocol import JobQueue, Reservation
+from genloom.jobs.records import JobRecord, JobState, JobTransition
+from genloom.store.jobs import JobStore, utc_now
 
 log = logging.getLogger("genloom.jobs")
 JOB_URLS = ("/v1/chat/completions", "/v1/completions", IMAGES_ENDPOINT)

@@ -17,8 +17,8 @@ from genloom.gateway.job_body import job_body, unix
 from genloom.gateway.job_service import JobView
 from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, deliver, resolve_host
 from genloom.queue.backoff import retry_delay
-from genloom.queue.records import JobRecord, WebhookAttempt
-from genloom.queue.store import JobStore, utc_now
+from genloom.jobs.records import JobRecord, WebhookAttempt
+from genloom.store.jobs import JobStore, utc_now
 
 log = logging.getLogger("genloom.webhooks")
 _IDLE_POLL_S = 1.0

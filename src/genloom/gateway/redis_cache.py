@@ -32,7 +32,7 @@ from genloom.gateway.cache import (
     _digest,
     _encode,
 )
-from genloom.queue.redis_queue import UNREACHABLE
+from genloom.queue.protocol import UNREACHABLE
 
 log = logging.getLogger("genloom.cache")
 _MARGIN_S = 60  # a Redis TTL this much past the entry's own expiry bounds memory

@@ -27,7 +27,7 @@ from genloom.gateway.rate_limit import (
     _Verdict,
     admission,
 )
-from genloom.queue.redis_queue import UNREACHABLE
+from genloom.queue.protocol import UNREACHABLE
 
 log = logging.getLogger("genloom.limits")
 

@@ -17,7 +17,8 @@ from genloom.gateway.errors import NotReady
 from genloom.gateway.rate_limit import RateLimited
 from genloom.gateway.pipeline import TextPipeline
 from genloom.gateway.text_service import Completion, TextRequest
-from genloom.queue import QueueFull, QueueUnavailable, TenantQueueFull, Tier
+from genloom.queue import QueueFull, QueueUnavailable, TenantQueueFull
+from genloom.jobs import Tier
 from genloom.registry.catalog import Resolution
 from genloom.registry.rollout import Arm, Outcome, ShadowPair
 

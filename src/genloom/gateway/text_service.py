@@ -14,10 +14,13 @@ from genloom.gateway.queue_io import queue_call
 from genloom.gateway.readiness import Readiness
 from genloom.gateway.routing import Router
 from genloom.gateway.versions import not_loaded
-from genloom.queue import (
+from genloom.jobs import (
     ChoiceFinished,
     JobEvent,
     PromptCounted,
+    RemoteTask,
+    SamplingParams,
+    TextTask,
     Tier,
     TokenEvent,
 )
@@ -25,10 +28,7 @@ from genloom.queue.protocol import JobQueue
 from genloom.registry import UnknownModel
 from genloom.registry.catalog import Resolution
 from genloom.registry.registry import ModelRegistry
-from genloom.runtimes.sampling import SamplingParams
 from genloom.runtimes.text import PromptError, TextRuntime
-from genloom.worker import TextTask
-from genloom.worker.remote_worker import RemoteTask
 
 
 

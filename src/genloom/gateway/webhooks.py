@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from genloom.queue.records import WebhookAttempt
+from genloom.jobs.records import WebhookAttempt
 
 USER_AGENT = "genloom-webhooks/1"
 

@@ -1,34 +1,17 @@
-"""Every generation waits here until a worker takes it: the scheduling policy, the in-process
-queue, and the store that keeps accepted async jobs."""
+"""Every generation waits here until a worker takes it: the scheduling policy and the queue
+backends behind one interface (in process, or shared through Redis)."""
 
-from genloom.queue.jobs import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, PromptCounted, TokenEvent
-from genloom.queue.memory import InMemoryQueue, QueueClosed
-from genloom.queue.protocol import JobQueue, QueueUnavailable
-from genloom.queue.scheduler import (
-    QueueFull,
-    RequestClass,
-    SchedulerPolicy,
-    TenantQueueFull,
-    Tier,
-    TierPolicy,
-)
+from genloom.queue.memory import InMemoryQueue
+from genloom.queue.protocol import JobQueue, QueueClosed, QueueUnavailable
+from genloom.queue.scheduler import QueueFull, SchedulerPolicy, TenantQueueFull, TierPolicy
 
 __all__ = [
-    "ChoiceFinished",
     "InMemoryQueue",
     "JobQueue",
-    "Job",
-    "JobEvent",
-    "JobFailed",
-    "JobStarted",
-    "PromptCounted",
     "QueueClosed",
     "QueueFull",
     "QueueUnavailable",
-    "RequestClass",
     "SchedulerPolicy",
     "TenantQueueFull",
-    "Tier",
     "TierPolicy",
-    "TokenEvent",
 ]

@@ -9,23 +9,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from genloom.queue.jobs import Job
-from genloom.queue.scheduler import Entry, QueueFull, RequestClass, Scheduler, SchedulerPolicy, TenantQueueFull
-
-
-class QueueClosed(RuntimeError):
-    """The server is shutting down and takes no new work."""
-
-
-@dataclass(eq=False)
-class Reservation:
-    """A place held in a model's queue for a job being stored."""
-
-    model: str
-    request_class: RequestClass
-    tenant: str
-    released: bool = False
-    id: str = ""  # a shared queue's name for the place
+from genloom.jobs import Job, RequestClass
+from genloom.queue.protocol import QueueClosed, Reservation
+from genloom.queue.scheduler import Entry, QueueFull, Scheduler, SchedulerPolicy, TenantQueueFull
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
-from genloom.queue.jobs import Job
-from genloom.queue.memory import Reservation
-from genloom.queue.scheduler import RequestClass
+import redis
+
+from genloom.jobs import Job, RequestClass
+
+
+class QueueClosed(RuntimeError):
+    """The server is shutting down and takes no new work."""
+
+
+@dataclass(eq=False)
+class Reservation:
+    """A place held in a model's queue for a job being stored."""
+
+    model: str
+    request_class: RequestClass
+    tenant: str
+    released: bool = False
+    id: str = ""  # a shared queue's name for the place
 
 
 class QueueUnavailable(RuntimeError):
@@ -36,3 +52,7 @@ class JobQueue(Protocol):
     def depth(self, request_class: RequestClass | None = None, *, model: str | None = None) -> int: ...
     def watch(self, model: str, wake: Callable[[], None]) -> None: ...
     def close(self) -> list[Job]: ...
+
+
+# Redis down or cut off (a script error is not): callers turn these into QueueUnavailable.
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)

@@ -30,22 +30,22 @@ from typing import Any
 
 import redis
 
-from genloom.queue import codec
-from genloom.queue.jobs import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, PromptCounted, TokenEvent
-from genloom.queue.memory import QueueClosed, Reservation
-from genloom.queue.protocol import QueueUnavailable
-from genloom.queue.scheduler import (
-    Entry,
-    QueueFull,
+from genloom.jobs import (
+    ChoiceFinished,
+    codec,
+    Job,
+    JobEvent,
+    JobFailed,
+    JobStarted,
+    PromptCounted,
     RequestClass,
-    Scheduler,
-    SchedulerPolicy,
-    TenantQueueFull,
     Tier,
+    TokenEvent,
 )
+from genloom.queue.protocol import UNREACHABLE, QueueClosed, QueueUnavailable, Reservation
+from genloom.queue.scheduler import Entry, QueueFull, Scheduler, SchedulerPolicy, TenantQueueFull
 
 log = logging.getLogger("genloom.queue")
-UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)  # down or cut off; a script error is not
 _SCRIPT = resources.files("genloom.queue").joinpath("redis_queue.lua").read_text()
 _RESERVATION_TTL_S = 60.0  # a place held by a replica that died is given back after this
 _KEEPER_TICK_S = 0.2

@@ -17,22 +17,8 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from enum import Enum
 
-
-class RequestClass(str, Enum):
-    """Strict priority, first listed first: every eligible REALTIME entry goes before any ASYNC one."""
-
-    REALTIME = "realtime"
-    ASYNC = "async"
-
-
-class Tier(str, Enum):
-    """Service tiers within a class; their shares and wait bounds come from `TierPolicy`, not this order."""
-
-    PREMIUM = "premium"
-    STANDARD = "standard"
-    FREE = "free"
+from genloom.jobs import RequestClass, Tier
 
 
 @dataclass(frozen=True)

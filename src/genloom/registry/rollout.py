@@ -239,6 +239,9 @@ class OutcomeWindow:
             self._steps[step] = self._steps.get(step, 0) + 1
 
     async def snapshot(self, now: float, step: int) -> WindowFigures:
+        return self.figures_at(now, step)
+
+    def figures_at(self, now: float, step: int) -> WindowFigures:
         return WindowFigures(self.figures(Arm.CANDIDATE, now), self.figures(Arm.STABLE, now), self._steps.get(step, 0))
 
     def figures(self, arm: Arm, now: float) -> ArmFigures:

@@ -151,14 +151,21 @@ class RolloutService:
         await self._registry.changed()
 
     def observe(self, resolution: Resolution, outcome: Outcome) -> None:
-        """One request's outcome on a rollout arm (called on the event loop by the request path)."""
+        """One request's outcome on a rollout arm (called on the event loop by the request path).
+        An in-process window is judged here and now; only a decision to write leaves the request
+        path (a task), as does judging a shared window, which needs Redis."""
         record = self._registry.catalog.rollouts.get(resolution.name)
         if record is None or record.id != resolution.rollout or record.strategy is RolloutStrategy.BLUE_GREEN:
             return
-        self._window(record).add(outcome, record.step)
+        window = self._window(record)
+        window.add(outcome, record.step)
         if record.name in self._evaluating:
             self._again.add(record.name)  # one more look when the running one is done
             return
+        if isinstance(window, OutcomeWindow):
+            now = self._clock()
+            if not self._worth_writing(record, self._judge(record, window.figures_at(now, record.step)), now):
+                return
         self._evaluating.add(record.name)
         self._spawn(self._evaluate(record.name))
 
@@ -167,6 +174,18 @@ class RolloutService:
         if window is None:
             window = self._windows[record.id] = self._new_window(record)
         return window
+
+    @staticmethod
+    def _judge(record: RolloutRecord, figures: WindowFigures) -> Decision:
+        decision = decide(record, figures)
+        if record.strategy is RolloutStrategy.SHADOW and decision.verdict in (Verdict.ADVANCE, Verdict.PROMOTE):
+            return Decision(Verdict.PASSING, "gates pass; a shadow rollout is promoted by hand", decision.figures)
+        return decision
+
+    def _worth_writing(self, record: RolloutRecord, decision: Decision, now: float) -> bool:
+        """A decision, a change of state, or figures not written for `_FIGURES_EVERY_S`."""
+        state = {Verdict.COLLECTING: RolloutState.COLLECTING, Verdict.PASSING: RolloutState.RUNNING}.get(decision.verdict)
+        return state is None or state != record.state or now - self._written.get(record.id, 0.0) >= _FIGURES_EVERY_S
 
     async def _evaluate(self, name: str) -> None:
         """Judge the window and write what changed; outcomes that arrive meanwhile are judged
@@ -178,9 +197,7 @@ class RolloutService:
                 if record is None or record.strategy is RolloutStrategy.BLUE_GREEN:
                     return
                 window = self._window(record)
-                decision = decide(record, await window.snapshot(self._clock(), record.step))
-                if record.strategy is RolloutStrategy.SHADOW and decision.verdict in (Verdict.ADVANCE, Verdict.PROMOTE):
-                    decision = Decision(Verdict.PASSING, "gates pass; a shadow rollout is promoted by hand", decision.figures)
+                decision = self._judge(record, await window.snapshot(self._clock(), record.step))
                 await self._apply(record, decision)
                 if name not in self._again:
                     return
@@ -192,12 +209,12 @@ class RolloutService:
             self._evaluating.discard(name)
 
     async def _apply(self, record: RolloutRecord, decision: Decision) -> None:
-        changed = after(record, decision, at=utc_now())
-        moves = decision.verdict in (Verdict.ADVANCE, Verdict.PROMOTE, Verdict.ROLL_BACK)
         now = self._clock()
-        if not moves and changed.state == record.state and now - self._written.get(record.id, 0.0) < _FIGURES_EVERY_S:
+        if not self._worth_writing(record, decision, now):
             return
         self._written[record.id] = now
+        changed = after(record, decision, at=utc_now())
+        moves = decision.verdict in (Verdict.ADVANCE, Verdict.PROMOTE, Verdict.ROLL_BACK)
         if moves:
             log.info("rollout %s of %s: %s (%s)", record.id, record.name, decision.verdict.value, decision.reason)
         self._registry.catalog.rollouts[record.name] = changed  # this process follows at once

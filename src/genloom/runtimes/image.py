@@ -13,9 +13,11 @@ import io
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from genloom.jobs import ImageTask
 
 # Scheduler names a request may ask for, and the diffusers class each one means.
 SCHEDULERS = {
@@ -52,27 +54,6 @@ class ImageInfo:
     parameters: int
     device: str
     dtype: str
-
-
-@dataclass(frozen=True)
-class ImageTask:
-    """One request's images. `seed` is the first image's; image i uses seed + i."""
-
-    prompt: str
-    negative_prompt: str | None
-    n: int
-    width: int
-    height: int
-    steps: int
-    guidance_scale: float
-    scheduler: str | None  # None: the pipeline's own
-    seed: int
-    provenance: dict[str, Any] = field(default_factory=dict)  # written into every PNG with the parameters
-
-    @property
-    def batch_key(self) -> tuple:
-        """Tasks with the same key can share one denoising batch."""
-        return (self.width, self.height, self.steps, self.guidance_scale, self.scheduler)
 
 
 def _fingerprint(path: Path) -> str:

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from genloom.runtimes.sampling import SamplingParams, TextAccumulator, sample_token
+from genloom.jobs import SamplingParams
+from genloom.runtimes.sampling import sample_token, TextAccumulator
 
 
 class FinishReason:

@@ -1,5 +1,5 @@
-"""Workers pull jobs from the queue and run them on a runtime."""
+"""Workers take jobs from the queue and run them on a runtime: one thread per model version."""
 
-from genloom.worker.text_worker import TextTask, TextWorker
+from genloom.worker.text_worker import TextWorker
 
-__all__ = ["TextTask", "TextWorker"]
+__all__ = ["TextWorker"]

@@ -9,33 +9,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 
-from genloom.telemetry import NO_OBSERVER, Observer
-from genloom.queue import Job, JobFailed
+from genloom.jobs import EmbeddingsReady, Job, JobFailed
+from genloom.jobs.tasks import DEFAULT_MAX_BATCH_TEXTS
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.embeddings import EmbeddingInputError, EmbeddingRuntime
+from genloom.telemetry import NO_OBSERVER, Observer
 
 log = logging.getLogger("genloom.worker")
 
 # The gateway caps a job's rows at the same number, so a job larger than a batch runs alone
 # instead of waiting forever at the head of the line for more rows than a batch has.
-DEFAULT_MAX_BATCH_TEXTS = 64
-
-
-@dataclass(frozen=True)
-class EmbeddingTask:
-    """The payload of an embedding job: the texts to embed, in order."""
-
-    texts: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class EmbeddingsReady:
-    """A job's result: one vector and one token count per text, in the task's order."""
-
-    vectors: list[list[float]]
-    token_counts: list[int]
 
 
 class EmbeddingWorker:

@@ -10,23 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
 
-from genloom.telemetry import NO_OBSERVER, Observer
-from genloom.queue import Job, JobFailed, JobStarted, RequestClass
+from genloom.jobs import ImagesReady, ImageTask, Job, JobFailed, JobStarted, RequestClass
 from genloom.queue.protocol import JobQueue
-from genloom.runtimes.image import GenerationStopped, ImageInputError, ImageRuntime, ImageTask, encode_png
+from genloom.runtimes.image import GenerationStopped, ImageInputError, ImageRuntime, encode_png
+from genloom.telemetry import NO_OBSERVER, Observer
 
 log = logging.getLogger("genloom.worker")
-
-
-@dataclass(frozen=True)
-class ImagesReady:
-    """A job's result: PNG bytes (provenance inside) and the provenance itself, per image."""
-
-    pngs: list[bytes]
-    provenance: list[dict[str, Any]]
 
 
 class ImageWorker:

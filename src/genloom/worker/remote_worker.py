@@ -10,25 +10,15 @@ import asyncio
 import logging
 import threading
 from contextlib import suppress
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from genloom.queue import ChoiceFinished, Job, JobFailed, JobStarted, PromptCounted, TokenEvent
+from genloom.jobs import ChoiceFinished, Job, JobFailed, JobStarted, PromptCounted, RemoteTask, TokenEvent
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.remote import RemoteTextUpstream, StreamBroken, UpstreamError, UpstreamRejected, UpstreamSettings
 
 log = logging.getLogger("genloom.worker")
-
-
-@dataclass(frozen=True)
-class RemoteTask:
-    """The payload of a remote text job: the OpenAI request body to send (its `model` is replaced)."""
-
-    path: str  # "/chat/completions" or "/completions"
-    body: dict[str, Any]
-    stream: bool = True  # False: one JSON answer, when nobody reads the tokens as they come
 
 
 class RemoteWorker:

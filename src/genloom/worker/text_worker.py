@@ -11,27 +11,14 @@ import math
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 
-from genloom.telemetry import NO_OBSERVER, Observer
-from genloom.queue import ChoiceFinished, Job, JobFailed, JobStarted, RequestClass, TokenEvent
+from genloom.jobs import ChoiceFinished, Job, JobFailed, JobStarted, RequestClass, TextTask, TokenEvent
 from genloom.queue.protocol import JobQueue
-from genloom.runtimes.sampling import SamplingParams
 from genloom.runtimes.text import TextRuntime
 from genloom.runtimes.text_batch import NewSequence
+from genloom.telemetry import NO_OBSERVER, Observer
 
 log = logging.getLogger("genloom.worker")
-
-
-@dataclass(frozen=True)
-class TextTask:
-    """The payload of a text job: one prompt, n choices sampled with the same parameters.
-
-    With a seed, choice i uses seed + i, so choices differ but the whole job is reproducible."""
-
-    prompt_ids: tuple[int, ...]
-    params: SamplingParams
-    n: int = 1
 
 
 class TextWorker:

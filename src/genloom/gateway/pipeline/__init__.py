@@ -27,7 +27,7 @@ from genloom.gateway.pipeline.record import Record
 from genloom.gateway.pipeline.resolve import Resolve
 from genloom.gateway.pipeline.submit import Submit
 from genloom.gateway.text_service import Completion, TextRequest
-from genloom.queue import JobEvent
+from genloom.jobs import JobEvent
 from genloom.registry import model_name
 from genloom.store import RequestStatus
 from genloom.telemetry import Observer

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from genloom.gateway.rate_limit import Admission
 from genloom.gateway.text_service import Completion, PreparedText, TextRequest
-from genloom.queue import Job
+from genloom.jobs import Job
 from genloom.store import RequestStatus
 
 

@@ -18,7 +18,8 @@ from genloom.gateway.fallback import Attempt, FallbackPlan
 from genloom.gateway.pipeline.call import TextCall
 from genloom.gateway.queue_io import queue_call
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
-from genloom.queue import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, QueueClosed, RequestClass, TokenEvent
+from genloom.jobs import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, RequestClass, TokenEvent
+from genloom.queue import QueueClosed
 from genloom.queue.backoff import retry_delay
 from genloom.queue.protocol import JobQueue
 from genloom.store import RequestStatus

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, and_, case, false, func, insert, literal, not_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from genloom.queue.records import (
+from genloom.jobs.records import (
     TERMINAL_STATES,
     WAITING_STATES,
     IdempotencyConflict,

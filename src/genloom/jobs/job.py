@@ -6,9 +6,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from genloom.queue.scheduler import RequestClass, Tier
+
+class RequestClass(str, Enum):
+    """Strict priority, first listed first: every eligible REALTIME entry goes before any ASYNC one."""
+
+    REALTIME = "realtime"
+    ASYNC = "async"
+
+
+class Tier(str, Enum):
+    """Service tiers within a class; their shares and wait bounds come from `TierPolicy`, not this order."""
+
+    PREMIUM = "premium"
+    STANDARD = "standard"
+    FREE = "free"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,281 @@
+"""One running process: start (migrate, register the config's models, load them, recover jobs),
+follow changes made elsewhere (auth, registry), drain on SIGTERM, stop. The components it runs
+are built by `wiring.py`; what it runs depends on its role (`roles.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager, suppress
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from genloom.api import create_app
+from genloom.api.app import create_worker_app
+from genloom.config import AuthMode, ModelKind, Settings
+from genloom.gateway import ServerState, TextRequest
+from genloom.gateway.embedding_service import EmbeddingRequest
+from genloom.jobs import Job, JobEvent, JobFailed, SamplingParams, Tier
+from genloom.server.roles import Process, check_role, runs_here
+from genloom.server.wiring import BUILTIN_EMBEDDING_MODEL, Components, build_components, configured_models
+from genloom.telemetry import NO_OBSERVER, Observer
+
+log = logging.getLogger("genloom.server")
+_DRAIN_POLL_S = 0.05
+
+
+class GenloomServer:
+    def __init__(
+        self, settings: Settings, *, process: Process | None = None, worker_models: list[str] | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        """`worker_models`: the models a worker process runs (default: all it serves); `observer`
+        hears from every pipeline stage and worker (none by default)."""
+        self.settings = settings
+        self.process = process or Process(settings.server.role.value)
+        check_role(self.process, settings)
+        chosen = set(worker_models) if worker_models else None
+        self.observer = observer or NO_OBSERVER
+        self.c: Components = build_components(
+            settings, process=self.process, runs_here=lambda model: runs_here(self.process, chosen, model),
+            observer=self.observer, hooks=self,
+        )
+        self.on_fatal: Callable[[str], None] = lambda reason: None
+        self._listener: asyncio.Task | None = None
+        self._loader: asyncio.Task | None = None
+        self._drainer: asyncio.Task | None = None
+        self._demand: asyncio.Task | None = None
+        self._reconciling: set[asyncio.Task] = set()
+        self._stopped = False
+        c = self.c
+        self.app: FastAPI
+        if self.process is Process.WORKER:  # probes and nothing else
+            self.app = create_worker_app(
+                readiness=c.readiness, service=c.service, loaded_models=c.models.runtimes, lifespan=self._lifespan
+            )
+        else:
+            self.app = create_app(
+                service=c.service, pipeline=c.pipeline, jobs=c.jobs, embeddings=c.embeddings, images=c.images,
+                templates=c.templates, authenticator=c.authenticator, admin=c.admin, breakers=c.breakers,
+                readiness=c.readiness, settings=settings, registry=c.registry, rollouts=c.rollouts,
+                loaded_models=c.models.runtimes, running_models=c.models.running, lifespan=self._lifespan,
+            )
+
+    # What tests and tools read of a running server.
+    @property
+    def queue(self):
+        return self.c.queue
+
+    @property
+    def pipeline(self):
+        return self.c.pipeline
+
+    @property
+    def request_log(self):
+        return self.c.request_log
+
+    @property
+    def workers(self) -> list:
+        return self.c.models.workers
+
+    # Hooks the components call back into (wiring.Hooks).
+    def adopt(self, job: Job) -> Callable[[JobEvent], None]:
+        return self.c.jobs.adopt(job)
+
+    async def auth_changed(self) -> None:
+        assert self.c.aredis is not None
+        await self.c.aredis.publish(f"{self.settings.redis_prefix}auth", "changed")
+
+    async def registry_changed(self) -> None:
+        """A version or alias changed here: load or unload what it means, and tell the other processes."""
+        if self.c.aredis is not None:
+            await self.c.aredis.publish(f"{self.settings.redis_prefix}registry", "changed")
+        self._reconcile_soon()
+
+    async def warm(self, key: str, requests: int) -> None:
+        """Blue-green warm-up: a few short generations on the candidate before it takes traffic."""
+        if self.c.registry.catalog.versions[key].kind not in (ModelKind.TEXT, ModelKind.REMOTE):
+            return
+        for i in range(requests):
+            request = TextRequest(
+                endpoint="/v1/chat/completions", model=key, params=SamplingParams(max_tokens=4, temperature=0.0),
+                messages=[{"role": "user", "content": "warm-up"}], tier=Tier.PREMIUM, tenant="genloom-warmup",
+                id=f"warmup-{key}-{i}",
+            )
+            await self.c.pipeline.complete(request, _never_disconnected)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors from the built-in embedding model (semantic cache, shadow similarity)."""
+        request = EmbeddingRequest(model=BUILTIN_EMBEDDING_MODEL, input=texts, tier=Tier.PREMIUM, tenant="genloom-internal")
+        result = await self.c.embeddings.embed(request, _never_disconnected)
+        assert result is not None
+        return result.vectors
+
+    @asynccontextmanager
+    async def _lifespan(self, app: FastAPI):
+        c = self.c
+        c.jobs.attach(asyncio.get_running_loop())  # workers may take shared jobs before it starts
+        if c.aredis is not None:
+            self._listener = asyncio.create_task(self._listen_changes(), name="genloom-changes")
+        await c.database.migrate()
+        await c.registry.sync_config(configured_models(self.settings))
+        await self._bootstrap_auth()
+        await c.request_log.start()
+        if c.webhooks is not None:
+            await c.webhooks.start()
+        # Models load in the background so /healthz answers at once and /readyz tells the state.
+        self._loader = asyncio.create_task(self._load_models())
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def _bootstrap_auth(self) -> None:
+        if self.settings.auth is AuthMode.DISABLED:
+            log.warning("AUTH IS DISABLED (auth: disabled): anyone who can reach this server may use and manage it")
+            return
+        given = self.settings.admin_key.get_secret_value() if self.settings.admin_key else None
+        created = await self.c.admin.bootstrap(given)
+        if created is not None:
+            # The only time this key is shown: it is stored as a hash.
+            print(
+                f"\nGenloom admin API key (shown once, store it now):\n\n    {created}\n\n"
+                "Use it as the OpenAI client's api_key, or set GENLOOM_ADMIN_KEY to choose the key yourself.\n",
+                file=sys.stderr, flush=True,
+            )
+
+    async def _load_models(self) -> None:
+        c = self.c
+        try:
+            await c.models.reconcile(strict=True)
+        except Exception as e:
+            log.exception("could not load the models")
+            self._fail(f"loading models failed: {type(e).__name__}: {e}")
+            return
+        if not c.models.loaded:
+            self._fail("no models to serve: set builtin_models: true or list models in the config")
+            return
+        # Jobs accepted before a restart are checked against the loaded models and queued again.
+        c.readiness.set(ServerState.READY)
+        try:
+            await c.jobs.start()
+        except Exception as e:
+            log.exception("could not recover the job queue")
+            self._fail(f"recovering jobs failed: {type(e).__name__}: {e}")
+            return
+        c.rollouts.resume()
+        if self.process is not Process.API:
+            self._demand = asyncio.create_task(c.models.follow_demand(), name="genloom-model-demand")
+        log.info("ready: serving %s", ", ".join(c.models.loaded))
+
+    async def _listen_changes(self) -> None:
+        """Changes made on another replica: a key revoked or a tenant changed (forget cached
+        lookups now), a model version or alias changed (read the registry, load or unload)."""
+        prefix, aredis = self.settings.redis_prefix, self.c.aredis
+        assert aredis is not None
+        while True:
+            try:
+                async with aredis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(f"{prefix}auth", f"{prefix}registry")
+                    self.c.authenticator.forget()  # whatever changed while not listening
+                    await self._follow_registry()
+                    async for message in pubsub.listen():
+                        if message["type"] != "message":
+                            continue
+                        if message["channel"] == f"{prefix}auth":
+                            self.c.authenticator.forget()
+                        else:
+                            await self._follow_registry()
+            except aioredis.RedisError as e:  # meanwhile the cache's TTL still bounds staleness
+                log.warning("lost the change channels (%s); listening again", e)
+                await asyncio.sleep(1)
+
+    async def _follow_registry(self) -> None:
+        try:
+            await self.c.registry.refresh()
+        except Exception as e:
+            log.warning("could not read the model registry: %s", e)
+            return
+        self._reconcile_soon()
+
+    def _reconcile_soon(self) -> None:
+        if self.c.readiness.state is ServerState.READY:
+            task = asyncio.get_running_loop().create_task(self.c.models.reconcile(), name="genloom-reconcile")
+            self._reconciling.add(task)
+            task.add_done_callback(self._reconciling.discard)
+
+    def _fail(self, reason: str) -> None:
+        log.error("%s", reason)
+        self.c.readiness.set(ServerState.FAILED, reason)
+        self.on_fatal(reason)
+
+    def begin_drain(self) -> None:
+        """SIGTERM: refuse new work now; let accepted work finish within the drain timeout."""
+        if self._drainer is None:
+            self.c.readiness.set(ServerState.DRAINING, "shutting down")
+            if self.process is Process.WORKER and self.c.shared is not None:
+                self.c.shared.close()  # take nothing more; what is running finishes, the rest waits for others
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + self.settings.server.drain_timeout_s
+        while self._busy() and time.monotonic() < deadline:
+            await asyncio.sleep(_DRAIN_POLL_S)
+        if self._busy():
+            c = self.c
+            log.warning(
+                "drain timeout: ending %d unfinished requests with an error and releasing %d running jobs to the queue",
+                c.pipeline.in_flight + c.embeddings.in_flight, c.jobs.running,
+            )
+        await self._stop_workers()
+
+    def _busy(self) -> bool:
+        c = self.c
+        return bool(
+            c.pipeline.in_flight or c.embeddings.in_flight or c.images.in_flight or c.jobs.running
+            or any(w.busy for w in c.models.workers)
+        )
+
+    async def _stop_workers(self) -> None:
+        for job in self.c.queue.close():
+            job.emit(JobFailed("the server shut down before this request started", retryable=True, shutdown=True))
+        await asyncio.gather(*(asyncio.to_thread(w.stop, 30) for w in self.c.models.workers))
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        c = self.c
+        if self._drainer is not None:  # SIGTERM: let the drain finish (it is bounded by drain_timeout_s)
+            await asyncio.shield(self._drainer)
+        for task in (self._loader, self._demand):
+            if task is not None and not task.done():
+                task.cancel()
+        await c.rollouts.stop()
+        await c.shadow.stop()
+        await self._stop_workers()
+        await c.jobs.stop()
+        if c.webhooks is not None:
+            await c.webhooks.stop()
+        await c.request_log.close()
+        await c.database.dispose()
+        if self._listener is not None:
+            self._listener.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._listener
+        if c.shared is not None:
+            await asyncio.to_thread(c.shared.stop)
+        if c.redis is not None:
+            c.redis.close()
+        if c.aredis is not None:
+            await c.aredis.aclose()
+        for close in c.closing:
+            await close()
+
+
+async def _never_disconnected() -> bool:
+    return False
