@@ -160,10 +160,14 @@ class ModelHost:
         return True
 
     async def _has_work(self, entry: Loaded) -> bool:
-        worker = entry.worker
-        if worker is not None and worker.busy:
-            return True
-        return bool(await queue_call(self._queue, self._queue.depth, model=entry.version.key))
+        return bool(await self.work(entry.version.key))
+
+    async def work(self, key: str) -> int:
+        """Requests and jobs waiting for a version (every replica's, when the queue is shared),
+        plus one while this process's worker runs some."""
+        entry = self.loaded.get(key)
+        busy = entry is not None and entry.worker is not None and entry.worker.busy
+        return int(busy) + await queue_call(self._queue, self._queue.depth, model=key)
 
     async def _evict(self, entry: Loaded) -> None:
         """Free a version's weights and stop its worker; it stays described, so requests for it

@@ -247,3 +247,31 @@ def test_a_shadow_rollout_mirrors_about_percent_of_requests_and_clients_see_only
             assert figures["shadow"]["mean_candidate_chars"] > 0
         finally:
             end_rollout(admin, "remote")
+
+
+def test_a_version_is_retired_only_when_idle_and_then_unloaded(client, admin, tiny_model_dir):
+    reply = admin.post("/models", json={"name": "tiny", "path": str(tiny_model_dir)})
+    assert reply.status_code == 201, reply.text
+    version = reply.json()["version"]
+    wait_loaded(admin, "tiny", version)
+    long = threading.Thread(target=lambda: client.chat.completions.create(
+        model=f"tiny@{version}", messages=HELLO, max_tokens=900, extra_body={"ignore_eos": True}))
+    long.start()
+    root = str(admin.base_url).removesuffix("/v1/admin/").removesuffix("/v1/admin")
+    try:
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{root}/readyz").json()["in_flight"] < 1:  # the request is on its way
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        busy = admin.delete(f"/models/tiny/versions/{version}")
+        assert busy.status_code == 409 and "waiting or running" in busy.json()["error"]["message"]
+    finally:
+        long.join(120)
+    retired = admin.delete(f"/models/tiny/versions/{version}")
+    assert retired.status_code == 200 and retired.json()["state"] == "retired"
+    deadline = time.monotonic() + 10
+    while admin.get(f"/models/tiny/versions/{version}").json()["loaded_here"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=f"tiny@{version}", messages=HELLO, max_tokens=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import Depends, FastAPI
@@ -52,6 +52,7 @@ def create_app(
     rollouts: RolloutService,
     loaded_models: Loaded,
     running_models: Callable[[], set[str]],
+    model_work: Callable[[str], Awaitable[int]],
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -81,7 +82,7 @@ def create_app(
         build_admin_router(admin, breakers, jobs),
         build_registry_router(
             registry, rollouts, upstream_allow_hosts=frozenset(settings.upstream_allow_hosts), loaded=loaded_models,
-            running=running_models,
+            running=running_models, work=model_work,
         ),
     )
     for router in routers:

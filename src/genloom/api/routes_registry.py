@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from genloom.api.schemas import _Body
 from genloom.config import ModelKind, ModelSettings
 from genloom.gateway import InvalidRequest
 from genloom.gateway.webhooks import WebhookTargetRefused, check_target
-from genloom.registry import UnknownModel, version_key
+from genloom.registry import RegistryConflict, UnknownModel, version_key
 from genloom.registry.registry import ModelRegistry
 from genloom.registry.rollout import Gates, RolloutPlan, RolloutStrategy, StickyBy
 from genloom.registry.rollouts import RolloutService
@@ -86,10 +86,11 @@ class RolloutEnd(_Body):
 
 def build_registry_router(
     registry: ModelRegistry, rollouts: RolloutService, *, upstream_allow_hosts: frozenset[str],
-    loaded: Callable[[], Mapping[str, Any]], running: Callable[[], set[str]],
+    loaded: Callable[[], Mapping[str, Any]], running: Callable[[], set[str]], work: Callable[[str], Awaitable[int]],
 ) -> APIRouter:
     """`loaded()`: the versions this process can check requests for; `running()`: those its own
-    workers run now (weights loaded; empty on an API replica)."""
+    workers run now (weights loaded; empty on an API replica); `work(key)`: what waits for or runs
+    on a version (a version with work is not retired)."""
     router = APIRouter(prefix="/v1/admin/models", dependencies=[Depends(require_admin)])
 
     @router.post("", status_code=201)
@@ -126,6 +127,12 @@ def build_registry_router(
 
     @router.delete("/{name}/versions/{version}")
     async def retire(name: str, version: str, request: Request) -> dict[str, Any]:
+        waiting = await work(version_key(name, _number(version)))
+        if waiting:
+            raise RegistryConflict(
+                f"{version_key(name, _number(version))} has {waiting} requests or jobs waiting or running; "
+                "retire it once they are done (point its aliases elsewhere first)"
+            )
         await registry.retire(name, _number(version), actor=_actor(request))
         return _version(registry, await registry.store.version(name, _number(version)))
 

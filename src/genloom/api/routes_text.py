@@ -19,6 +19,7 @@ from genloom.config import ApiSettings
 from genloom.gateway import GenerationFailed, InvalidRequest, NotReady, TextRequest
 from genloom.gateway.openai_shapes import ChatChunks, CompletionChunks
 from genloom.gateway.pipeline import TextPipeline
+from genloom.gateway.pipeline.guard import GuardBlocked
 from genloom.gateway.templates import TemplateService
 from genloom.jobs import ChoiceFinished, TokenEvent
 from genloom.queue import QueueFull, TenantQueueFull
@@ -140,6 +141,8 @@ async def stream_response(pipeline: TextPipeline, text_request: TextRequest, req
             yield sse_error(str(e), type_="invalid_request_error", code="invalid_value")
         except (QueueFull, TenantQueueFull) as e:  # a fallback model's queue was full
             yield sse_error(str(e), code="queue_full")
+        except GuardBlocked as e:  # the output guard read the whole answer (already streamed) and refused it
+            yield sse_error(str(e), type_="invalid_request_error", code="content_policy_violation")
         except Exception:  # the status line has been sent: end the stream with an error, never a cut
             log.exception("stream %s failed", text_request.id)
             yield sse_error("internal server error; the request id names it in the server log")

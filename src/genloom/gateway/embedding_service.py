@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from genloom.config import ModelKind
+from genloom.gateway.pipeline.guard import GuardStage
 from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.readiness import Readiness
@@ -18,9 +20,11 @@ from genloom.queue import QueueClosed
 from genloom.queue.protocol import JobQueue
 from genloom.registry import model_name
 from genloom.registry.registry import ModelRegistry
+from genloom.telemetry import NO_OBSERVER, Observer
 from genloom.runtimes.embeddings import EmbeddingRuntime
 from genloom.jobs.tasks import DEFAULT_MAX_BATCH_TEXTS
 
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 _CHARS_PER_TOKEN = 4  # a rough English average, good enough to order work before it is tokenized
 
 
@@ -65,8 +69,12 @@ class EmbeddingService:
         max_inputs: int = 2048,
         max_batch_texts: int = DEFAULT_MAX_BATCH_TEXTS,
         registry: ModelRegistry | None = None,
+        guard_input: GuardStage | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._registry = registry
+        self._guard_input = guard_input
+        self._observer = observer
         if max_inputs < 1 or max_batch_texts < 1:
             raise ValueError(f"max_inputs and max_batch_texts must be at least 1, got {max_inputs}, {max_batch_texts}")
         self._runtimes = runtimes
@@ -83,7 +91,25 @@ class EmbeddingService:
     async def embed(self, request: EmbeddingRequest, disconnected: DisconnectProbe) -> EmbeddingResult | None:
         """Queue the request as one job and wait for its vectors; None when the client went away
         first (its job is cancelled then, so a worker that has not taken it yet never runs it)."""
-        prepared = self.prepare(request)
+        started, status, version = time.monotonic(), "failed", request.model
+        self._observer.request_started(route=EMBEDDINGS_ENDPOINT, model=request.model, tier=request.tier.value)
+        try:
+            prepared = self.prepare(request)
+            version = prepared.runtime.name
+            if self._guard_input is not None:
+                await self._guard_input.check(list(prepared.texts), tenant=request.tenant)
+            result = await self._embed(request, prepared, disconnected)
+            status = "completed" if result is not None else "cancelled"
+            return result
+        finally:
+            self._observer.request_finished(
+                route=EMBEDDINGS_ENDPOINT, model=request.model, version=version, tier=request.tier.value, status=status,
+                duration_s=time.monotonic() - started,
+            )
+
+    async def _embed(
+        self, request: EmbeddingRequest, prepared: PreparedEmbedding, disconnected: DisconnectProbe
+    ) -> EmbeddingResult | None:
         events: asyncio.Queue[object] = asyncio.Queue()
 
         job = Job(

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from genloom.config import ImageSettings, ModelKind
+from genloom.gateway.pipeline.guard import GuardStage
 from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
@@ -32,6 +33,7 @@ from genloom.registry import UnknownModel, model_name
 from genloom.registry.registry import ModelRegistry
 from genloom.runtimes.image import ImageInputError, ImageRuntime, SCHEDULERS
 from genloom.store.files import FileStore
+from genloom.telemetry import NO_OBSERVER, Observer
 
 IMAGES_ENDPOINT = "/v1/images/generations"
 MAX_PROMPT_CHARS = 4000  # OpenAI's limit for its larger image models
@@ -116,8 +118,13 @@ class ImageService:
         model_defaults: dict[str, tuple[int | None, float | None]] | None = None,
         rng: random.Random | None = None,
         registry: ModelRegistry | None = None,
+        guard_input: GuardStage | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
+        """`guard_input` reads every prompt (realtime and jobs) before it is charged or queued."""
         self._registry = registry
+        self.guard_input = guard_input
+        self._observer = observer
         self._runtimes = runtimes
         self._queue = queue
         self._readiness = readiness
@@ -238,7 +245,27 @@ class ImageService:
     async def generate(self, request: ImageRequest, disconnected: DisconnectProbe, base_url: str = "") -> dict[str, Any] | None:
         """Queue the request as one realtime job and answer with its stored pictures; None when
         the client went away first (its job is cancelled then)."""
+        started, status, body = time.monotonic(), "failed", None
+        self._observer.request_started(route=IMAGES_ENDPOINT, model=request.model, tier=request.tier.value)
+        try:
+            body = await self._generate(request, disconnected, base_url)
+            status = "completed" if body is not None else "cancelled"
+            return body
+        finally:
+            self._observer.request_finished(
+                route=IMAGES_ENDPOINT, model=request.model, version=(body or {}).get("system_fingerprint", request.model),
+                tier=request.tier.value, status=status, duration_s=time.monotonic() - started,
+            )
+
+    async def check_prompt(self, request: ImageRequest) -> None:
+        """The input guard on what the picture is asked to show (and not to)."""
+        if self.guard_input is not None:
+            texts = [request.prompt, *([request.negative_prompt] if request.negative_prompt else [])]
+            await self.guard_input.check(texts, tenant=request.tenant)
+
+    async def _generate(self, request: ImageRequest, disconnected: DisconnectProbe, base_url: str) -> dict[str, Any] | None:
         prepared = self.prepare(request)
+        await self.check_prompt(request)
         admission = await self.admit(request, prepared)
         made = False
         events: asyncio.Queue[object] = asyncio.Queue()

@@ -28,6 +28,8 @@ from genloom.gateway.fallback import job_may_fall_back, job_target
 from genloom.gateway.image_service import IMAGES_ENDPOINT, ImageRequest, ImageService, PreparedImage
 from genloom.gateway.openai_shapes import completion_body
 from genloom.gateway.pipeline.admit import Admit
+from genloom.gateway.pipeline.call import request_texts
+from genloom.gateway.pipeline.guard import GuardStage
 from genloom.gateway.queue_io import queue_call
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
 from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host
@@ -101,6 +103,7 @@ class JobService:
         text: TextService,
         admit: Admit,
         settings: JobsSettings,
+        guard_input: GuardStage | None = None,
         process_id: str,
         webhooks_enabled: bool,
         webhook_allow_hosts: frozenset[str],
@@ -118,6 +121,7 @@ class JobService:
         self._queue = queue
         self._text = text
         self._admit = admit
+        self._guard_input = guard_input
         self._settings = settings
         self._process_id = process_id
         self._webhooks_enabled = webhooks_enabled
@@ -202,6 +206,8 @@ class JobService:
         request = submission.request
         assert isinstance(request, TextRequest)
         prepared = self._text.prepare(request)
+        if self._guard_input is not None:
+            await self._guard_input.check(request_texts(request), tenant=request.tenant)
         rows = self.async_rows.get(request.model)
         if rows is not None and request.n > rows:
             raise InvalidRequest(f"n must be at most {rows} for a job on model {request.model}", param="body.n")
@@ -230,6 +236,7 @@ class JobService:
         assert isinstance(request, ImageRequest)
         request = images.route(request)  # the version is fixed now: a recovered job runs on it too
         prepared = images.prepare(request)
+        await images.check_prompt(request)
         rows = self.async_rows.get(request.model)
         if rows is not None and request.n > rows:
             raise InvalidRequest(f"n must be at most {rows} for a job on model {request.model}", param="body.n")

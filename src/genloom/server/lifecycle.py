@@ -19,6 +19,7 @@ from genloom.api.app import create_worker_app
 from genloom.config import AuthMode, ModelKind, Settings
 from genloom.gateway import ServerState, TextRequest
 from genloom.gateway.embedding_service import EmbeddingRequest
+from genloom.gateway.pipeline.guard import Guard
 from genloom.jobs import Job, JobEvent, JobFailed, SamplingParams, Tier
 from genloom.server.roles import Process, check_role, runs_here
 from genloom.server.wiring import BUILTIN_EMBEDDING_MODEL, Components, build_components, configured_models
@@ -31,10 +32,11 @@ _DRAIN_POLL_S = 0.05
 class GenloomServer:
     def __init__(
         self, settings: Settings, *, process: Process | None = None, worker_models: list[str] | None = None,
-        observer: Observer | None = None,
+        observer: Observer | None = None, guards: list[Guard] | None = None,
     ) -> None:
         """`worker_models`: the models a worker process runs (default: all it serves); `observer`
-        hears from every pipeline stage and worker (none by default)."""
+        hears from every pipeline stage and worker (none by default); `guards` scan every request
+        and answer (none by default)."""
         self.settings = settings
         self.process = process or Process(settings.server.role.value)
         check_role(self.process, settings)
@@ -42,7 +44,7 @@ class GenloomServer:
         self.observer = observer or NO_OBSERVER
         self.c: Components = build_components(
             settings, process=self.process, runs_here=lambda model: runs_here(self.process, chosen, model),
-            observer=self.observer, hooks=self,
+            observer=self.observer, hooks=self, guards=guards or [],
         )
         self.on_fatal: Callable[[str], None] = lambda reason: None
         self._listener: asyncio.Task | None = None
@@ -62,7 +64,8 @@ class GenloomServer:
                 service=c.service, pipeline=c.pipeline, jobs=c.jobs, embeddings=c.embeddings, images=c.images,
                 templates=c.templates, authenticator=c.authenticator, admin=c.admin, breakers=c.breakers,
                 readiness=c.readiness, settings=settings, registry=c.registry, rollouts=c.rollouts,
-                loaded_models=c.models.runtimes, running_models=c.models.running, lifespan=self._lifespan,
+                loaded_models=c.models.runtimes, running_models=c.models.running, model_work=c.models.work,
+                lifespan=self._lifespan,
             )
 
     # What tests and tools read of a running server.

@@ -29,7 +29,7 @@ from genloom.gateway.job_webhooks import WebhookDispatcher
 from genloom.gateway.pipeline import TextPipeline
 from genloom.gateway.pipeline.admit import Admit
 from genloom.gateway.pipeline.caching import Cache
-from genloom.gateway.pipeline.guard import GuardStage
+from genloom.gateway.pipeline.guard import Guard, GuardStage
 from genloom.gateway.pipeline.record import Record
 from genloom.gateway.pipeline.resolve import Resolve
 from genloom.gateway.pipeline.submit import Submit
@@ -102,7 +102,8 @@ class Components:
 
 
 def build_components(
-    settings: Settings, *, process: Process, runs_here: Callable[[str], bool], observer: Observer, hooks: Hooks
+    settings: Settings, *, process: Process, runs_here: Callable[[str], bool], observer: Observer, hooks: Hooks,
+    guards: list[Guard],
 ) -> Components:
     readiness = Readiness()
     database = Database(url=settings.resolved_database_url(), echo=settings.store.echo_sql)
@@ -138,11 +139,17 @@ def build_components(
     image_runtimes: dict[str, ImageRuntime] = {}
     embedding_runtimes: dict[str, EmbeddingRuntime] = {}
 
-    embeddings = EmbeddingService(runtimes=embedding_runtimes, queue=queue, readiness=readiness, registry=registry)
+    # One input guard for every kind of request (text, images, embeddings; realtime and jobs).
+    guard_input = GuardStage(stage="input", guards=guards, observer=observer)
+    embeddings = EmbeddingService(
+        runtimes=embedding_runtimes, queue=queue, readiness=readiness, registry=registry, guard_input=guard_input,
+        observer=observer,
+    )
     images = ImageService(
         runtimes=image_runtimes, queue=queue, readiness=readiness, settings=settings.images,
         files=FileStore(database=database, blobs=blob_store(settings)),
         signer=UrlSigner(url_signing_key(settings), settings.images.url_ttl_s), limiter=limiter, registry=registry,
+        guard_input=guard_input, observer=observer,
     )
     service = TextService(
         runtimes=runtimes, queue=queue, readiness=readiness, settings=settings.api,
@@ -154,14 +161,14 @@ def build_components(
     # The request path, stage by stage, in the order every text request takes.
     pipeline = TextPipeline(
         resolve=Resolve(text=service, observer=observer),
-        guard_input=GuardStage(stage="input", guards=[], observer=observer),
+        guard_input=guard_input,
         cache=cache_stage(settings, embed=hooks.embed, observer=observer, closing=closing),
         admit=admit,
         submit=Submit(
             text=service, queue=queue, breakers=breakers, attempts_per_model=settings.routing.max_attempts_per_model,
             retry_delay_s=(settings.routing.retry_base_s, settings.routing.retry_max_s), observer=observer,
         ),
-        guard_output=GuardStage(stage="output", guards=[], observer=observer),
+        guard_output=GuardStage(stage="output", guards=guards, observer=observer),
         record=Record(request_log=request_log, observer=observer),
         observer=observer,
     )
@@ -171,7 +178,7 @@ def build_components(
     allow_hosts = frozenset(settings.webhook_allow_hosts)
     webhooks = WebhookDispatcher(store=job_store, secret=secret, allow_hosts=allow_hosts, settings=settings.jobs) if secret else None
     jobs = JobService(
-        store=job_store, queue=queue, text=service, admit=admit, settings=settings.jobs,
+        store=job_store, queue=queue, text=service, admit=admit, guard_input=guard_input, settings=settings.jobs,
         process_id=f"{socket.gethostname()}:{os.getpid()}", webhooks_enabled=webhooks is not None,
         webhook_allow_hosts=allow_hosts, on_finished=webhooks.wake if webhooks else lambda: None, images=images,
         shared_queue=shared is not None,

@@ -27,8 +27,11 @@ class TextCall:
     first_token_at: float | None = None
 
     def texts(self) -> list[str]:
-        """The request's text as the guards read it."""
-        r = self.request
-        if r.messages is not None:
-            return [m.get("content") or "" for m in r.messages]
-        return [r.prompt or ""]
+        return request_texts(self.request)
+
+
+def request_texts(request: TextRequest) -> list[str]:
+    """A text request's text as the guards read it: every message's content, or the prompt."""
+    if request.messages is not None:
+        return [m.get("content") or "" for m in request.messages]
+    return [request.prompt or ""]
