@@ -20,12 +20,13 @@ from sqlalchemy import func, select
 from genloom.config import ApiSettings, ClassificationSettings, JobsSettings, RuntimeSettings
 from genloom.gateway import Readiness, ServerState, TextRequest, TextService
 from genloom.gateway.job_service import JobService, JobSubmission
+from genloom.gateway.pipeline.admit import Admit
 from genloom.jobs import ChoiceFinished, Job, JobStarted, RequestClass, SamplingParams, Tier
 from genloom.queue import InMemoryQueue, SchedulerPolicy
 from genloom.jobs.records import JobRecord, JobState
 from genloom.store.jobs import SqlJobStore, utc_now
 from genloom.runtimes.text import TextRuntime
-from genloom.store import Database, RequestLog
+from genloom.store import Database
 from genloom.store.schema import JobRow
 
 MODEL = "noop"
@@ -101,7 +102,7 @@ async def run_embedded(
     readiness.set(ServerState.READY)
     queue = InMemoryQueue(policy=SchedulerPolicy())
     text = TextService(
-        runtimes={MODEL: runtime}, queue=queue, request_log=RequestLog(database=database), readiness=readiness,
+        runtimes={MODEL: runtime}, queue=queue, readiness=readiness,
         settings=ApiSettings(), classification=ClassificationSettings(), max_batch_size=32,
     )
     finished = 0
@@ -114,7 +115,8 @@ async def run_embedded(
             all_finished.set()
 
     service = JobService(
-        store=SqlJobStore(database=database), queue=queue, text=text, settings=JobsSettings(), process_id="bench",
+        store=SqlJobStore(database=database), queue=queue, text=text, admit=Admit(limiter=None), settings=JobsSettings(),
+        process_id="bench",
         webhooks_enabled=False, webhook_allow_hosts=frozenset(), on_finished=on_finished,
     )
     worker = NoopWorker(queue=queue, model=MODEL)

@@ -1,11 +1,6 @@
-"""Async jobs: accept (persist before answering), schedule through the same queue as realtime
-requests, run under a lease with heartbeats, retry with backoff, recover after a crash.
-
-A job's life on this process: `submit` stores it and queues it; when a worker takes it, the
-worker's `JobStarted` event makes `_run` take the lease in the store; tokens gather into a
-`Completion`; the end stores the result once (only the lease holder may), or a failure that
-retries or fails. Nothing here blocks the event loop: the worker runs on its own thread and
-talks back through `loop.call_soon_threadsafe`."""
+"""Async jobs as clients see them: submit (checked like a realtime request, persisted before
+the 202, then queued), read, list, cancel, retry, watch. Running them under leases is the job
+runner's (`job_runner.py`); delivering their webhooks the dispatcher's (`job_webhooks.py`)."""
 
 from __future__ import annotations
 
@@ -14,27 +9,25 @@ import hashlib
 import json
 import logging
 import random
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from genloom.config import JobsSettings
 from genloom.gateway.errors import InvalidRequest, ModelNotFound
-from genloom.gateway.fallback import job_may_fall_back, job_target
-from genloom.gateway.image_service import IMAGES_ENDPOINT, ImageRequest, ImageService, PreparedImage
-from genloom.gateway.openai_shapes import completion_body
+from genloom.gateway.job_runner import JobRunner, Prepared, Request
+from genloom.gateway.image_service import IMAGES_ENDPOINT, ImageRequest, ImageService
 from genloom.gateway.pipeline.admit import Admit
 from genloom.gateway.pipeline.call import request_texts
 from genloom.gateway.pipeline.guard import GuardStage
 from genloom.gateway.queue_io import queue_call
-from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
+from genloom.gateway.rate_limit import Admission
+from genloom.gateway.text_service import TextService
 from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, resolve_host
-from genloom.queue.backoff import retry_delay
-from genloom.jobs import ImagesReady, Job, JobEvent, JobFailed, JobStarted, RequestClass, Tier
+from genloom.jobs import Job, JobEvent, RequestClass
 from genloom.queue import QueueUnavailable
 from genloom.queue.protocol import JobQueue, Reservation
 from genloom.jobs.records import JobRecord, JobState, JobTransition
@@ -42,8 +35,6 @@ from genloom.store.jobs import JobStore, utc_now
 
 log = logging.getLogger("genloom.jobs")
 JOB_URLS = ("/v1/chat/completions", "/v1/completions", IMAGES_ENDPOINT)
-Request = TextRequest | ImageRequest
-Prepared = PreparedText | PreparedImage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,41 +48,21 @@ class JobSubmission:
 
 
 @dataclass(frozen=True)
+class _Checked:
+    request: Request
+    prepared: Prepared
+    cost: float
+    charge: Callable[[], Awaitable[Admission | None]]
+    refund: Callable[[Admission | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
 class JobView:
     """A stored job plus what only the running process knows: its place in line and progress."""
 
     record: JobRecord
     position: int | None = None
     completion_tokens: int | None = None
-
-
-class _Stop:
-    """Put on a run's event queue to end it (cancelled, or its lease was lost)."""
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """A job queued on this process and not started yet. `dispatch` tells this queueing of the job
-    from an earlier one (a retried job keeps its id), so a stale run's late events are ignored.
-    A job taken from a shared queue (adopted) comes with only its Job: the rest is read from
-    the store when it starts."""
-
-    record: JobRecord | None
-    request: Request | None
-    prepared: Prepared | None
-    job: Job
-    dispatch: str
-
-
-@dataclass(eq=False)
-class _Run:
-    job: Job
-    dispatch: str
-    record: JobRecord | None  # None until an adopted job's lease is taken
-    request: Request | None
-    completion: Completion | None  # None for an image job: its pictures arrive in one event
-    events: asyncio.Queue[JobEvent | _Stop] = field(default_factory=asyncio.Queue)
-    owner: str | None = None
 
 
 class JobService:
@@ -123,98 +94,45 @@ class JobService:
         self._admit = admit
         self._guard_input = guard_input
         self._settings = settings
-        self._process_id = process_id
         self._webhooks_enabled = webhooks_enabled
         self._allow_hosts = webhook_allow_hosts
-        self._on_finished = on_finished
         self._resolve = resolve
-        self._rng = rng or random.Random()
-        self._runs: dict[str, _Run] = {}
-        self._pending: dict[str, _Pending] = {}
         self.async_rows: dict[str, int] = {}  # the most rows an async job may take, per model
-        self._tasks: set[asyncio.Task] = set()
-        self._loops: list[asyncio.Task] = []
-        self._changed = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.runner = JobRunner(
+            store=store, queue=queue, text=text, images=images, settings=settings, process_id=process_id,
+            on_finished=on_finished, rng=rng, shared_queue=shared_queue,
+        )
 
+    # The runner's lifecycle, as the process drives it.
     @property
     def running(self) -> int:
-        return len(self._runs)
+        return self.runner.running
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop its bookkeeping runs on, known before `start` (workers may adopt jobs sooner)."""
-        self._loop = loop
+        self.runner.attach(loop)
 
     async def start(self) -> None:
-        """Recover what an earlier process left (expired leases, waiting jobs), then keep leases alive."""
-        self._loop = asyncio.get_running_loop()
-        for record in await self._store.reclaim_expired():
-            log.info("job %s: its worker was lost; now %s", record.id, record.state.value)
-        recovered = await self.sweep(settled_s=0.0)
-        if recovered:
-            log.info("recovered %d waiting jobs", recovered)
-        self._loops = [
-            asyncio.create_task(self._heartbeat_forever(), name="genloom-job-heartbeat"),
-            asyncio.create_task(self._reclaim_forever(), name="genloom-job-reclaim"),
-        ]
-        if self._shared:
-            self._loops.append(asyncio.create_task(self._sweep_forever(), name="genloom-job-sweep"))
-
-    async def sweep(self, *, settled_s: float) -> int:
-        """Queue the stored waiting jobs the queue does not hold, unchanged for `settled_s`
-        (so a submission between its store and its queueing is left alone); how many. On a
-        shared queue this is what repairs an enqueue that failed (Redis unreachable for a
-        moment) or a Redis that lost its data; each process may run it, queueing is idempotent."""
-        settled = utc_now() - timedelta(seconds=settled_s)
-        waiting = [r for r in await self._store.waiting() if r.updated_at <= settled]
-        if not waiting:
-            return 0
-        missing = await queue_call(self._queue, self._queue.missing, [r.id for r in waiting])
-        queued = 0
-        for record in waiting:
-            if record.id in missing:
-                await self._enqueue(record)
-                queued += 1
-        return queued
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.sweep_s)
-            try:
-                if queued := await self.sweep(settled_s=self._settings.sweep_s):
-                    log.warning("queued %d stored jobs the shared queue did not hold", queued)
-            except QueueUnavailable as e:
-                log.warning("could not sweep stored jobs into the queue: %s", e)
-            except Exception:
-                log.exception("sweeping stored jobs into the queue failed")
+        await self.runner.start()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """After the workers stopped: let running jobs record their release, then stop the loops."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        for task in self._loops:
-            task.cancel()
-        for task in self._loops:
-            with suppress(asyncio.CancelledError):
-                await task
+        await self.runner.stop(timeout_s)
+
+    async def sweep(self, *, settled_s: float) -> int:
+        return await self.runner.sweep(settled_s=settled_s)
+
+    def adopt(self, job: Job) -> Callable[[JobEvent], None]:
+        return self.runner.adopt(job)
 
     async def submit(self, submission: JobSubmission) -> tuple[JobView, bool]:
         """Validate, persist, then queue; (record, False) when the Idempotency-Key names an existing job."""
-        if isinstance(submission.request, ImageRequest):
-            return await self._submit_image(submission)
-        submission = replace(submission, request=self._text.route(submission.request))
-        request = submission.request
-        assert isinstance(request, TextRequest)
-        prepared = self._text.prepare(request)
-        if self._guard_input is not None:
-            await self._guard_input.check(request_texts(request), tenant=request.tenant)
+        checked = await self._check(submission.request)
+        request = checked.request
+        submission = replace(submission, request=request)  # its version (and seed) fixed: a recovered job runs alike
         rows = self.async_rows.get(request.model)
         if rows is not None and request.n > rows:
             raise InvalidRequest(f"n must be at most {rows} for a job on model {request.model}", param="body.n")
         if submission.callback_url is not None:
             await self._check_callback(submission.callback_url)
-        now = utc_now()
-        cost = self._text.cost(prepared, request.n)
         place = await queue_call(
             self._queue, self._queue.reserve, model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant
         )
@@ -222,41 +140,35 @@ class JobService:
         try:
             # Charged at submission for the most the job can use (it runs later, so it is not settled
             # on use); a job refused or replayed by its Idempotency-Key is given its charge back.
-            admission = await self._admit.charge(request, prepared)
-            view, created = await self._store_and_queue(submission, prepared, place, now, cost)
-            return view, created
-        finally:
-            await queue_call(self._queue, self._queue.release, place)
-            if admission is not None and not created:
-                await self._admit.settle(admission, tokens_used=0)
-
-    async def _submit_image(self, submission: JobSubmission) -> tuple[JobView, bool]:
-        images = self._image_service()
-        request = submission.request
-        assert isinstance(request, ImageRequest)
-        request = images.route(request)  # the version is fixed now: a recovered job runs on it too
-        prepared = images.prepare(request)
-        await images.check_prompt(request)
-        rows = self.async_rows.get(request.model)
-        if rows is not None and request.n > rows:
-            raise InvalidRequest(f"n must be at most {rows} for a job on model {request.model}", param="body.n")
-        # The seed is fixed now, so a retry or a recovered job makes the same pictures.
-        submission = replace(submission, request=replace(request, seed=prepared.task.seed))
-        if submission.callback_url is not None:
-            await self._check_callback(submission.callback_url)
-        place = await queue_call(
-            self._queue, self._queue.reserve, model=request.model, request_class=RequestClass.ASYNC, tenant=request.tenant
-        )
-        admission, created = None, False
-        try:
-            # The daily image quota is charged at submission; a refused or replayed submission gets it back.
-            admission = await images.admit(request, prepared)
-            view, created = await self._store_and_queue(submission, prepared, place, utc_now(), images.cost(prepared))
+            admission = await checked.charge()
+            view, created = await self._store_and_queue(submission, checked.prepared, place, utc_now(), checked.cost)
             return view, created
         finally:
             await queue_call(self._queue, self._queue.release, place)
             if not created:
-                await images.refund(admission)
+                await checked.refund(admission)
+
+    async def _check(self, request: Request) -> _Checked:
+        """The request against its version, through the input guard: what it costs and how it is charged."""
+        if isinstance(request, ImageRequest):
+            images = self._image_service()
+            request = images.route(request)
+            prepared = images.prepare(request)
+            await images.check_prompt(request)
+            request = replace(request, seed=prepared.task.seed)  # a retry or a recovery makes the same pictures
+            charged = request
+            return _Checked(request, prepared, images.cost(prepared), lambda: images.admit(charged, prepared), images.refund)
+        text = self._text.route(request)
+        prepared_text = self._text.prepare(text)
+        if self._guard_input is not None:
+            await self._guard_input.check(request_texts(text), tenant=text.tenant)
+
+        async def refund(admission: Admission | None) -> None:
+            await self._admit.settle(admission, tokens_used=0)
+
+        return _Checked(
+            text, prepared_text, self._text.cost(prepared_text, text.n), lambda: self._admit.charge(text, prepared_text), refund,
+        )
 
     def _image_service(self) -> ImageService:
         if self._images is None:
@@ -277,14 +189,14 @@ class JobService:
         stored, created = await self._store.create(record, idempotency_window_s=self._settings.idempotency_window_s)
         if created:
             try:
-                await self._enqueue(stored, prepared)
+                await self.runner.enqueue(stored, prepared)
             except QueueUnavailable as e:
                 if not self._shared:
                     raise
                 # Stored is accepted: the sweep queues it once the queue's Redis answers again.
                 log.warning("job %s is stored but not queued yet: %s", stored.id, e)
             await queue_call(self._queue, self._queue.release, place)  # queued now: it counts in the queue's own depth
-            self._notify()
+            self.runner.notify()
         return await self._view(stored), created
 
     def queue_status(self) -> dict[str, Any]:
@@ -310,14 +222,8 @@ class JobService:
     async def cancel(self, job_id: str, *, tenant: str | None) -> JobView:
         record = await self._store.cancel(job_id, tenant=tenant)
         await queue_call(self._queue, self._queue.remove, job_id)
-        pending = self._pending.pop(job_id, None)
-        if pending is not None:  # a worker may have taken it a moment ago
-            pending.job.cancel()
-        run = self._runs.get(job_id)
-        if run is not None:  # the worker drops its rows before its next step
-            run.job.cancel()
-            run.events.put_nowait(_Stop())
-        self._notify()
+        self.runner.stop_job(job_id)
+        self.runner.notify()
         return await self._view(record)
 
     async def retry(self, job_id: str, *, tenant: str | None) -> JobView:
@@ -328,10 +234,10 @@ class JobService:
         )
         try:
             record = await self._store.retry(job_id, tenant=tenant, extra_attempts=self._settings.max_attempts)
-            await self._enqueue(record, retry=True)
+            await self.runner.enqueue(record, retry=True)
         finally:
             await queue_call(self._queue, self._queue.release, place)
-        self._notify()
+        self.runner.notify()
         return await self._view(record)
 
     async def transitions(self, job_id: str, *, tenant: str | None) -> AsyncIterator[JobTransition | JobView]:
@@ -339,7 +245,7 @@ class JobService:
         record = await self._store.get(job_id, tenant=tenant, history=False)
         seen, tokens = 0, None
         while True:
-            changed = self._changed
+            changed = self.runner.changed
             batch = await self._store.transitions_since(record.id, seen)
             for seen, transition in batch:
                 yield transition
@@ -348,13 +254,13 @@ class JobService:
                 current = await self._store.get(job_id, tenant=tenant, history=False)
                 if current.state.terminal:
                     return
-            run = self._runs.get(job_id)
-            if run is not None and run.completion is not None and run.completion.usage.completion_tokens != tokens:
-                tokens = run.completion.usage.completion_tokens
-                yield await self._view(run.record)
+            running_here, progress = self.runner.progress(job_id)
+            if progress is not None and progress != tokens:
+                tokens = progress
+                yield await self._view(await self._store.get(job_id, tenant=tenant, history=False))
             # Another process (a scaled-out worker) does not wake us: look again within a second.
             with suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=1.0 if run is None else 0.25)
+                await asyncio.wait_for(changed.wait(), timeout=0.25 if running_here else 1.0)
 
     async def _check_callback(self, url: str) -> None:
         if not self._webhooks_enabled:
@@ -368,258 +274,12 @@ class JobService:
             raise InvalidRequest(str(e), "callback_url") from e
 
     async def _view(self, record: JobRecord) -> JobView:
-        run = self._runs.get(record.id)
         if record.state in (JobState.QUEUED, JobState.RETRYING):
             return JobView(record, position=await queue_call(self._queue, self._queue.position, record.id))
-        if record.state is JobState.PROCESSING and run is not None and run.completion is not None:
-            return JobView(record, completion_tokens=run.completion.usage.completion_tokens)
+        _, progress = self.runner.progress(record.id)
+        if record.state is JobState.PROCESSING and progress is not None:
+            return JobView(record, completion_tokens=progress)
         return JobView(record)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    @staticmethod
-    def _request(record: JobRecord) -> Request:
-        if record.url == IMAGES_ENDPOINT:
-            return ImageRequest.from_record(record.request, id=record.id, tier=Tier(record.tier), tenant=record.tenant)
-        return TextRequest.from_record(record.request, id=record.id, tier=Tier(record.tier), tenant=record.tenant)
-
-    async def _enqueue(self, record: JobRecord, prepared: Prepared | None = None, *, retry: bool = False) -> None:
-        """Queue a stored job; `retry` for one that has run before (a copy may still be held)."""
-        request = self._request(record)
-        if isinstance(request, TextRequest):
-            # A retry after a failure goes to the next model of the fallback chain, the last one keeps it.
-            target = job_target(self._text.chain(record.model), attempts=record.attempts, failed_before=bool(record.error))
-            if target != request.model:
-                request, prepared = replace(request, model=target), None
-        if prepared is None:
-            try:
-                if isinstance(request, ImageRequest):
-                    prepared = self._image_service().prepare(request, accepted=True)
-                else:
-                    prepared = self._text.prepare(request, accepted=True)
-            except (ModelNotFound, InvalidRequest) as e:  # the configuration changed since it was accepted
-                await self._fail_unrunnable(record, str(e))
-                return
-        if isinstance(prepared, PreparedImage):
-            # Every picture's provenance names the job that made it.
-            prepared = replace(prepared, task=replace(prepared.task, provenance={"job_id": record.id}))
-        now = utc_now()
-        dispatch = uuid.uuid4().hex
-        delay = (record.not_before - now).total_seconds() if record.not_before else 0.0
-        waited = (now - record.created_at).total_seconds()
-        job = Job(
-            id=record.id,
-            model=prepared.model,
-            payload=prepared.payload,
-            emit=self._emitter(record.id, dispatch),
-            rows=request.n,
-            request_class=RequestClass.ASYNC,
-            tier=request.tier,
-            tenant=record.tenant,
-            cost=record.cost,
-            not_before=time.monotonic() + max(0.0, delay),
-            # Aging counts the time it has waited already, across restarts.
-            enqueued_at=time.monotonic() - max(0.0, waited),
-        )
-        if self._shared:
-            job.emit = _ignore  # whichever worker takes it runs it (adopt)
-        else:
-            self._pending[record.id] = _Pending(record, request, prepared, job, dispatch)
-        await queue_call(self._queue, self._queue.requeue if retry else self._queue.restore, job)
-
-    async def _fail_unrunnable(self, record: JobRecord, message: str) -> None:
-        owner = f"{self._process_id}:{uuid.uuid4().hex[:8]}"
-        if await self._store.start(record.id, owner=owner, lease_until=utc_now()) is not None:
-            await self._store.fail(record.id, owner=owner, error={"message": message, "code": "invalid_request"}, retry_at=None)
-            log.warning("job %s failed: %s", record.id, message)
-
-    def adopt(self, job: Job) -> Callable[[JobEvent], None]:
-        """The `emit` for an async job this process's worker took from the shared queue (called
-        on the worker's thread): its bookkeeping runs here as if it had been queued here."""
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("the job service has not started")
-        dispatch = uuid.uuid4().hex
-        # Scheduled before the worker's first event, so JobStarted finds it.
-        loop.call_soon_threadsafe(self._adopted, _Pending(None, None, None, job, dispatch))
-        job.on_cancel(lambda: self._stop_run_soon(job.id, dispatch))  # cancelled on another replica
-        return self._emitter(job.id, dispatch)
-
-    def _adopted(self, pending: _Pending) -> None:
-        self._pending[pending.job.id] = pending
-
-    def _stop_run_soon(self, job_id: str, dispatch: str) -> None:
-        loop = self._loop
-        if loop is not None:
-            with suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._stop_run, job_id, dispatch)
-
-    def _stop_run(self, job_id: str, dispatch: str) -> None:
-        run = self._runs.get(job_id)
-        if run is not None and run.dispatch == dispatch:
-            run.events.put_nowait(_Stop())
-
-    def _emitter(self, job_id: str, dispatch: str) -> Callable[[JobEvent], None]:
-        def emit(event: JobEvent) -> None:  # on a worker thread
-            loop = self._loop
-            if loop is None:
-                return
-            with suppress(RuntimeError):  # the loop has closed: the next start recovers the job
-                loop.call_soon_threadsafe(self._on_event, job_id, dispatch, event)
-
-        return emit
-
-    def _on_event(self, job_id: str, dispatch: str, event: JobEvent) -> None:
-        pending = self._pending.get(job_id)
-        if isinstance(event, JobStarted):
-            if pending is None or pending.dispatch != dispatch:
-                return
-            del self._pending[job_id]
-            record, request, prepared, job = pending.record, pending.request, pending.prepared, pending.job
-            old = self._runs.get(job_id)
-            if old is not None:  # a run this process lost the lease of; the new one replaces it
-                old.job.cancel()
-                old.events.put_nowait(_Stop())
-            completion = None
-            if isinstance(prepared, PreparedText):
-                assert request is not None
-                completion = _completion(job_id, prepared.model, request.n, prepared.prompt_tokens)
-            run = _Run(job=job, dispatch=dispatch, record=record, request=request, completion=completion)
-            self._runs[job_id] = run
-            task = asyncio.create_task(self._run(run), name=f"genloom-job-{job_id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
-        run = self._runs.get(job_id)
-        if run is not None and run.dispatch == dispatch:
-            run.events.put_nowait(event)
-        elif pending is not None and pending.dispatch == dispatch:
-            del self._pending[job_id]  # failed before it started (the queue closed): it stays queued
-
-    async def _run(self, run: _Run) -> None:
-        job_id = run.job.id
-        try:
-            owner = f"{self._process_id}:{uuid.uuid4().hex[:8]}"
-            lease_until = utc_now() + timedelta(seconds=self._settings.lease_s)
-            started = await self._store.start(job_id, owner=owner, lease_until=lease_until)
-            if started is None:  # cancelled while it waited, or (shared queue) another worker holds it
-                run.job.cancel()
-                return
-            run.owner, run.record = owner, started
-            if run.request is None:  # adopted from the shared queue
-                run.request = self._request(started)
-                task = run.job.payload
-                if isinstance(run.request, TextRequest):
-                    run.completion = _completion(job_id, run.job.model, run.request.n, len(task.prompt_ids))
-            self._notify()
-            result = await self._collect(run)
-            if result is None:
-                return
-            if await self._store.complete(job_id, owner=owner, result=result):
-                self._on_finished()
-            else:
-                log.info("job %s finished but its lease was gone; the result of the current holder stands", job_id)
-        except Exception:
-            log.exception("job %s: bookkeeping failed; the lease will expire and the job will be retried", job_id)
-            run.job.cancel()  # free its rows now rather than let it run on unattended
-        finally:
-            if self._runs.get(job_id) is run:
-                del self._runs[job_id]
-            self._notify()
-
-    async def _collect(self, run: _Run) -> dict[str, Any] | None:
-        """Gather a run's events into its result body; None when it ended otherwise (stopped or failed)."""
-        assert run.request is not None and run.record is not None
-        open_choices = run.request.n
-        while True:
-            event = await run.events.get()
-            if isinstance(event, _Stop):
-                return None
-            if isinstance(event, JobFailed):
-                await self._attempt_failed(run, event)
-                return None
-            if isinstance(event, ImagesReady):
-                assert isinstance(run.request, ImageRequest)
-                return await self._image_service().result_body(run.request, event, base_url="", job_id=run.record.id)
-            if run.completion is not None and run.completion.apply(event):
-                open_choices -= 1
-                if not open_choices:
-                    return completion_body(run.completion, run.request.endpoint)
-
-    async def _attempt_failed(self, run: _Run, failure: JobFailed) -> None:
-        assert run.record is not None
-        job_id, owner = run.record.id, run.owner or ""
-        if failure.shutdown:
-            if await self._store.release(job_id, owner=owner, message=failure.message) and self._shared:
-                # Another worker process takes it now; an embedded server recovers it at its next start.
-                await self._enqueue(await self._store.get(job_id, history=False), retry=True)
-            return
-        error = {"message": failure.message, "code": "generation_failed"}
-        retry_at: datetime | None = None
-        # Another try may pass, or a fallback model may answer what this one could not start.
-        chain = [run.record.model] if run.record.url == IMAGES_ENDPOINT else self._text.chain(run.record.model)
-        fallback_left = job_may_fall_back(chain, attempts=run.record.attempts, before_output=failure.before_output)
-        if failure.retryable or fallback_left:
-            delay = retry_delay(
-                max(1, run.record.attempts), base_s=self._settings.retry_base_s, max_s=self._settings.retry_max_s,
-                rng=self._rng,
-            )
-            retry_at = utc_now() + timedelta(seconds=delay)
-        record = await self._store.fail(job_id, owner=owner, error=error, retry_at=retry_at)
-        if record is None:
-            return
-        if record.state is JobState.RETRYING:
-            await self._enqueue(record, retry=True)
-        else:
-            self._on_finished()
-
-    async def _heartbeat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.heartbeat_s)
-            leases = {job_id: run.owner for job_id, run in self._runs.items() if run.owner}
-            if not leases:
-                continue
-            try:
-                held = await self._store.heartbeat(leases, lease_until=utc_now() + timedelta(seconds=self._settings.lease_s))
-            except Exception:
-                log.exception("heartbeat failed; leases may expire")
-                continue
-            for job_id in leases.keys() - held:
-                run = self._runs.get(job_id)
-                if run is not None and run.owner == leases[job_id]:
-                    log.warning("job %s: lease lost; stopping this run", job_id)
-                    run.job.cancel()
-                    run.events.put_nowait(_Stop())
-
-    async def _reclaim_forever(self) -> None:
-        while True:
-            await asyncio.sleep(max(0.5, self._settings.lease_s / 2))
-            try:
-                for record in await self._store.reclaim_expired():
-                    log.warning("job %s: its worker was lost; now %s", record.id, record.state.value)
-                    try:
-                        if record.state is JobState.RETRYING:
-                            await self._enqueue(record, retry=True)
-                        else:
-                            self._on_finished()
-                    except Exception:  # the others must still be queued; this one waits for the next start
-                        log.exception("job %s: could not be queued again", record.id)
-                    self._notify()
-            except Exception:
-                log.exception("reclaiming expired leases failed")
-
-
-def _completion(job_id: str, model: str, n: int, prompt_tokens: int) -> Completion:
-    return Completion(
-        id=job_id, model=model, created=int(time.time()), choices=[Choice(i) for i in range(n)], prompt_tokens=prompt_tokens,
-    )
-
-
-def _ignore(event: JobEvent) -> None:
-    pass
-
 
 def _request_hash(submission: JobSubmission) -> str:
     """Identifies 'the same request' for Idempotency-Key reuse."""
