@@ -141,9 +141,12 @@ def main(argv: list[str]) -> int:
         "level is the median of its rounds' p50s. Added = the model's p50 minus the mock's own.", "",
         f"The canary's split over the run: candidate {split['candidate']['requests']:,} requests, stable "
         f"{split['stable']['requests']:,} (in the last {rollout['plan']['gates']['window_s']:.0f} s window).", "",
-        "| Mode | Clients | Mock p50 ms | Added p50 ms, v1/v2 by name | Added p50 ms, canary | Canary / by name | Requests/s, by name | Requests/s, canary |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-        *lines, "", f"Target: added p50 with the canary within 10% of without: {summary}.",
+        "| Mode | Clients | Mock p50 ms | Added p50 ms, v1/v2 by name (rounds' range) | Added p50 ms, canary (rounds' range) | Canary / by name | Server CPU ms/request, by name | Server CPU ms/request, canary | Requests/s, by name | Requests/s, canary |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *lines, "", f"Target: added p50 with the canary within 10% of without: {summary}.", "",
+        "Server CPU is the genloom process's user + system time per request over each round (median of the rounds): "
+        "the rollout's own work (split, count, judge) shows there directly, while p50s at C >= 16 are queueing "
+        "times whose range across rounds is wider than the target.",
     ])
     print("\n" + section, flush=True)
     if args.write:
@@ -164,12 +167,18 @@ def summarize(rows: list[Row], levels: list[int]) -> tuple[str, list[str]]:
         for clients in levels:
             def pick(name: str, field: str) -> float:
                 return median([getattr(r, field) for r in rows if r.target == name and r.stream == stream and r.clients == clients])
+            def spread(name: str) -> str:
+                values = [r.added_p50_ms for r in rows if r.target == name and r.stream == stream and r.clients == clients]
+                return f"{min(values):.2f}–{max(values):.2f}"
+
             direct, without, with_ = pick(DIRECT, "p50_ms"), pick(WITHOUT, "added_p50_ms"), pick(WITH, "added_p50_ms")
             ratio = with_ / without if without > 0 else float("nan")
             met = with_ <= without * 1.10
+            cpu_without, cpu_with = pick(WITHOUT, "server_cpu_ms_per_request"), pick(WITH, "server_cpu_ms_per_request")
             verdicts.append(f"{'stream' if stream else 'plain'} C={clients} {ratio:.2f}x ({'met' if met else 'missed'})")
-            lines.append(f"| {'stream' if stream else 'plain'} | {clients} | {direct:.2f} | {without:.2f} | {with_:.2f} | "
-                         f"{ratio:.2f}x | {pick(WITHOUT, 'requests_per_s'):,.0f} | {pick(WITH, 'requests_per_s'):,.0f} |")
+            lines.append(f"| {'stream' if stream else 'plain'} | {clients} | {direct:.2f} | {without:.2f} ({spread(WITHOUT)}) | "
+                         f"{with_:.2f} ({spread(WITH)}) | {ratio:.2f}x | {cpu_without:.2f} | {cpu_with:.2f} | "
+                         f"{pick(WITHOUT, 'requests_per_s'):,.0f} | {pick(WITH, 'requests_per_s'):,.0f} |")
     return "; ".join(verdicts), lines
 
 

@@ -81,8 +81,10 @@ def test_an_output_guard_stops_the_answer(client):
 def test_images_and_embeddings_report_to_the_observer(client, served):
     _, observer = served
     observer.calls.clear()
-    client.images.generate(model="tiny-sd", prompt="a red circle")
-    client.embeddings.create(model="all-minilm-l6-v2", input="hello")
+    image = client.images.with_raw_response.generate(model="tiny-sd", prompt="a red circle")
+    vectors = client.embeddings.with_raw_response.create(model="all-minilm-l6-v2", input="hello")
+    assert image.headers["x-genloom-model-version"] == "tiny-sd@v1"
+    assert vectors.headers["x-genloom-model-version"] == "all-minilm-l6-v2@v1"
     finished = {c["route"]: c for c in observer.named("request_finished")}
     assert finished["/v1/images/generations"]["version"] == "tiny-sd@v1" and finished["/v1/images/generations"]["status"] == "completed"
     assert finished["/v1/embeddings"]["version"] == "all-minilm-l6-v2@v1"

@@ -24,8 +24,10 @@ def loaded_everywhere(replicas: list[httpx.Client], version: str) -> None:
 def test_a_canary_holds_across_two_replicas_with_shared_gate_figures(cluster, tiny_model_dir):  # noqa: F811
     (api1, api2), _, _, _ = cluster
     replicas = [admin_client(api1), admin_client(api2)]
+    # Four processes started together and registered the config's model once.
+    assert [v["id"] for v in replicas[1].get("/v1/admin/models/tiny").json()["versions"]] == ["tiny@v1"]
     registered = replicas[0].post("/v1/admin/models", json={"name": "tiny", "path": str(tiny_model_dir)})
-    assert registered.status_code == 201, registered.text
+    assert registered.status_code == 201 and registered.json()["id"] == "tiny@v2", registered.text
     loaded_everywhere(replicas, "v2")
     started = replicas[1].post("/v1/admin/models/tiny/rollouts", json={
         "strategy": "canary", "candidate": "v2", "percent": 20, "step_after_requests": 100_000,

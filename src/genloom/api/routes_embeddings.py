@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field, WithJsonSchema
 
 from genloom.api.callers import caller
-from genloom.api.schemas import _Body
+from genloom.api.schemas import VERSION_HEADER, _Body
 from genloom.gateway.embedding_service import EmbeddingRequest, EmbeddingResult, EmbeddingService
 
 _CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, but the access log tells the truth
@@ -46,7 +46,7 @@ def build_embeddings_router(service: EmbeddingService) -> APIRouter:
         result = await service.embed(embedding_request, request.is_disconnected)
         if result is None:
             return Response(status_code=_CLIENT_CLOSED)
-        return JSONResponse(openai_body(result, body.encoding_format))
+        return JSONResponse(openai_body(result, body.encoding_format), headers={VERSION_HEADER: result.version})
 
     return router
 

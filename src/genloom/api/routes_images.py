@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
 from genloom.api.callers import caller
-from genloom.api.schemas import _Body
+from genloom.api.schemas import VERSION_HEADER, _Body
 from genloom.gateway.image_service import MAX_SEED, ImageRequest, ImageService
 
 _CLIENT_CLOSED = 499
@@ -56,6 +56,6 @@ def build_images_router(service: ImageService) -> APIRouter:
         )
         if result is None:
             return Response(status_code=_CLIENT_CLOSED)
-        return JSONResponse(result)
+        return JSONResponse(result, headers={VERSION_HEADER: result["system_fingerprint"]})
 
     return router

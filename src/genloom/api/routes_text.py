@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from genloom.api.callers import Caller, caller
 from genloom.api.errors import sse_error
-from genloom.api.schemas import ChatCompletionRequest, CompletionRequest
+from genloom.api.schemas import VERSION_HEADER, ChatCompletionRequest, CompletionRequest
 from genloom.config import ApiSettings
 from genloom.gateway import GenerationFailed, InvalidRequest, NotReady, TextRequest
 from genloom.gateway.openai_shapes import ChatChunks, CompletionChunks
@@ -27,7 +27,6 @@ from genloom.queue import QueueFull, TenantQueueFull
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-genloom-cache": "miss"}
 SEMANTIC_CACHE_HEADER = "x-genloom-semantic-cache"
 SCENARIO_PREFIX = "scenario:"
-VERSION_HEADER = "x-genloom-model-version"  # name@vN: the version that answered
 log = logging.getLogger("genloom.api")
 
 

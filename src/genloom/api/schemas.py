@@ -11,6 +11,8 @@ from genloom.gateway.errors import InvalidRequest
 from genloom.jobs import SamplingParams
 
 
+VERSION_HEADER = "x-genloom-model-version"  # every generation answer names the version that made it: name@vN
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -47,6 +47,7 @@ class EmbeddingResult:
     model: str
     vectors: list[list[float]]
     token_counts: list[int]
+    version: str = ""  # name@vN, the version that made them
 
     @property
     def prompt_tokens(self) -> int:
@@ -134,7 +135,7 @@ class EmbeddingService:
                 if event is None:
                     return None
                 if isinstance(event, EmbeddingsReady):
-                    return EmbeddingResult(model_name(prepared.runtime.name), event.vectors, event.token_counts)
+                    return EmbeddingResult(model_name(prepared.runtime.name), event.vectors, event.token_counts, prepared.runtime.name)
                 if isinstance(event, JobFailed):
                     if event.shutdown:
                         raise NotReady(f"{event.message}; retry on another replica")

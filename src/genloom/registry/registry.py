@@ -89,7 +89,13 @@ class ModelRegistry:
         """Register the config file's models (and the built-ins) at start: an unknown name becomes
         v1 on `production`; a changed entry becomes a new version, and `production` moves to it
         when it pointed at a config version; a config version whose name left the config is
-        retired. Versions registered through the API are never touched."""
+        retired. Versions registered through the API are never touched. Processes starting
+        together on one database take turns, so each entry is registered once."""
+        async with self.store.exclusive():
+            await self._sync_config(models)
+        await self.refresh()
+
+    async def _sync_config(self, models: list[ModelSettings]) -> None:
         versions = await self.store.versions()
         aliases = await self.store.aliases()
         configured = {m.name for m in models}
@@ -118,7 +124,6 @@ class ModelRegistry:
                                                actor=CONFIG_ACTOR, at=self._clock())
                 except RegistryConflict as e:
                     log.warning("%s left the config but stays: %s", v.key, e)
-        await self.refresh()
 
     async def register(
         self, settings: ModelSettings, *, metadata: dict[str, Any], actor: str, aliases: tuple[str, ...] = ()

@@ -3,10 +3,12 @@ in the same transaction as the change. `genloom.registry` decides; this module o
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,9 +32,29 @@ _events: Table = ModelEventRow.__table__  # type: ignore[assignment]
 _rollouts: Table = ModelRolloutRow.__table__  # type: ignore[assignment]
 
 
+# Replicas starting together register the config's models under this PostgreSQL advisory lock.
+_SYNC_LOCK = 0x67656E6C6F6F6D02
+
+
 class RegistryStore:
     def __init__(self, *, database: Database) -> None:
         self._database = database
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """One process at a time across the database (PostgreSQL: an advisory lock held on a
+        connection of its own; SQLite serves one process, so nothing to take)."""
+        if self._database.engine.dialect.name != "postgresql":
+            yield
+            return
+        async with self._database.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _SYNC_LOCK})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _SYNC_LOCK})
+                await conn.commit()
 
     async def add_version(
         self, *, name: str, kind: ModelKind, spec: dict[str, Any], api_key: str | None, revision: str,

@@ -1,0 +1,50 @@
+"""The registry on real databases: config sync is idempotent, and processes starting together on
+one PostgreSQL database register each config entry once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from genloom.config import ModelSettings
+from genloom.registry.registry import ModelRegistry
+from genloom.store import Database
+from genloom.store.model_registry import RegistryStore
+
+
+def test_replicas_starting_together_register_each_config_model_once(postgres_url, tiny_model_dir):
+    models = [ModelSettings(name="tiny", path=tiny_model_dir)]
+
+    async def scenario() -> list[str]:
+        databases = [Database(url=postgres_url) for _ in range(4)]
+        registries = [ModelRegistry(store=RegistryStore(database=d)) for d in databases]
+        try:
+            await asyncio.gather(*(r.sync_config(models) for r in registries))
+            versions = await registries[0].store.versions("tiny")
+            aliases = await registries[0].store.aliases()
+            assert aliases == {"tiny": {"production": 1}}
+            return [v.key for v in versions]
+        finally:
+            for d in databases:
+                await d.dispose()
+
+    assert asyncio.run(scenario()) == ["tiny@v1"]
+
+
+def test_a_changed_config_entry_is_a_new_version_and_production_follows(tmp_path, tiny_model_dir):
+    async def scenario() -> None:
+        database = Database(url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+        await database.migrate()
+        registry = ModelRegistry(store=RegistryStore(database=database))
+        try:
+            await registry.sync_config([ModelSettings(name="tiny", path=tiny_model_dir)])
+            await registry.sync_config([ModelSettings(name="tiny", path=tiny_model_dir)])  # unchanged: nothing
+            assert [v.key for v in await registry.store.versions("tiny")] == ["tiny@v1"]
+            await registry.sync_config([ModelSettings(name="tiny", path=tiny_model_dir, max_batch_size=4)])
+            assert [v.key for v in await registry.store.versions("tiny")] == ["tiny@v1", "tiny@v2"]
+            assert registry.catalog.version("tiny").key == "tiny@v2"
+            await registry.sync_config([])  # removed from the config: retired, alias gone
+            assert registry.catalog.versions == {} and await registry.store.aliases() == {}
+        finally:
+            await database.dispose()
+
+    asyncio.run(scenario())
