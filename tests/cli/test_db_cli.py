@@ -30,3 +30,10 @@ def test_unreachable_database_is_a_clear_error_and_exit_1():
     url = POSTGRES.replace("postgresql://", "postgresql+asyncpg://").rsplit("@", 1)[0] + "@127.0.0.1:1/none"
     result = runner.invoke(app, ["db", "upgrade", "--database-url", url])
     assert result.exit_code == 1 and "cannot migrate the database" in result.output and "Traceback" not in result.output
+
+
+def test_a_plain_postgresql_url_as_hosts_hand_it_out_is_accepted():
+    with postgres_database("template0") as url:
+        plain = url.replace("postgresql+asyncpg://", "postgresql://")
+        result = runner.invoke(app, ["db", "upgrade"], env={"GENLOOM_DATABASE_URL": plain})
+        assert result.exit_code == 0 and "to revision 0007" in result.output, result.output

@@ -100,3 +100,32 @@ def test_scale_out_settings_are_checked_together(monkeypatch):
         load_settings()
     monkeypatch.setenv("GENLOOM_STORE__S3_BUCKET", "genloom-files")
     assert load_settings().store.s3_bucket == "genloom-files"
+
+
+def test_a_misspelt_environment_variable_is_refused_naming_the_nearest_key(monkeypatch):
+    monkeypatch.setenv("GENLOOM_SERVR__PORT", "9000")
+    with pytest.raises(ConfigError, match="GENLOOM_SERVR__PORT .* did you mean GENLOOM_SERVER__PORT"):
+        load_settings()
+    monkeypatch.delenv("GENLOOM_SERVR__PORT")
+    monkeypatch.setenv("GENLOOM_LOG_LEVEL", "debug")
+    with pytest.raises(ConfigError, match="did you mean GENLOOM_SERVER__LOG_LEVEL"):
+        load_settings()
+
+
+def test_variables_of_genloom_tools_that_are_not_settings_pass(monkeypatch):
+    for name in ("GENLOOM_API_KEY", "GENLOOM_UPSTREAM_KEY", "GENLOOM_TEST_REDIS", "GENLOOM_BENCH_REDIS"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("GENLOOM_QUEUE__MAX_QUEUED", "40")
+    assert load_settings().queue.max_queued == 40
+
+
+@pytest.mark.parametrize("given", ["postgres://u:pw@db:5432/genloom", "postgresql://u:pw@db:5432/genloom"])
+def test_the_postgresql_url_every_host_hands_out_uses_the_shipped_driver(monkeypatch, given):
+    monkeypatch.setenv("GENLOOM_DATABASE_URL", given)
+    assert load_settings().resolved_database_url() == "postgresql+asyncpg://u:pw@db:5432/genloom"
+
+
+def test_a_database_genloom_cannot_drive_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("GENLOOM_DATABASE_URL", "mysql://u@db/genloom")
+    with pytest.raises(ConfigError, match="database_url: .*scheme 'mysql' is not supported"):
+        load_settings()

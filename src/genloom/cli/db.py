@@ -22,11 +22,10 @@ UrlOption = Annotated[
 
 
 def _url(url: str | None) -> str:
-    if url:
-        return url
+    """The URL given (postgresql:// mapped to the shipped driver, as `genloom serve` does), else the settings'."""
     from genloom.config import load_settings
 
-    return load_settings().resolved_database_url()
+    return load_settings(**({"database_url": url} if url else {})).resolved_database_url()
 
 
 async def _revision(database: Database) -> str | None:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import contextvars
+import difflib
+import os
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -287,6 +290,16 @@ class StoreSettings(_Section):
         return self
 
 
+_DRIVERS = {
+    "postgres": "postgresql+asyncpg", "postgresql": "postgresql+asyncpg", "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+# GENLOOM_* variables that are not settings: read by the CLI clients, the tests, the benches and
+# the compose file, so a server that sees them does not refuse them.
+_NOT_SETTINGS = {"api_key", "upstream_key", "variant", "url_signing_key"}
+_NOT_SETTINGS_PREFIXES = ("test_", "bench_")
+
+
 class Settings(BaseSettings):
     """The whole configuration. Environment variables are GENLOOM_<SECTION>__<KEY>, e.g.
     GENLOOM_SERVER__PORT=9000; top-level keys are GENLOOM_<KEY>, e.g. GENLOOM_DATA_DIR."""
@@ -294,7 +307,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GENLOOM_", env_nested_delimiter="__", extra="forbid")
 
     data_dir: Path = Field(Path("~/.genloom"), description="SQLite database and blobs live here")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under data_dir")
+    database_url: str | None = Field(
+        None, description="postgresql://… (or any SQLAlchemy URL of a driver Genloom ships); default: SQLite under data_dir"
+    )
     redis_url: str | None = Field(
         None, description="scale-out: the queue, rate limits, caches and token streams live in this Redis (GENLOOM_REDIS_URL)"
     )
@@ -337,6 +352,23 @@ class Settings(BaseSettings):
         if yaml_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
+
+    @field_validator("database_url")
+    @classmethod
+    def _with_a_shipped_driver(cls, url: str | None) -> str | None:
+        """postgres:// and postgresql:// (what hosts, containers and PaaS hand out) use asyncpg,
+        sqlite:// uses aiosqlite: the drivers Genloom ships. Any other database is refused here."""
+        if url is None:
+            return None
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise ValueError(f"'{url}' is not a database URL; give postgresql://user:password@host:5432/dbname")
+        driver = _DRIVERS.get(scheme.lower())
+        if driver is None:
+            raise ValueError(
+                f"database scheme '{scheme}' is not supported; use postgresql://… (asyncpg) or sqlite:///path (aiosqlite)"
+            )
+        return f"{driver}://{rest}"
 
     @field_validator("webhook_allow_hosts", "upstream_allow_hosts", mode="before")
     @classmethod
@@ -404,6 +436,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         config_file = Path("genloom.yaml")
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} does not exist")
+    _check_environment(os.environ)
     token = _yaml_file.set(config_file)
     try:
         return Settings(**_nest(overrides))
@@ -427,3 +460,34 @@ def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = value
     return out
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse a GENLOOM_* variable that names no setting (a misspelling would otherwise pass
+    silently), naming the nearest valid key."""
+    known = {name: field for name, field in Settings.model_fields.items()}
+    paths = [*known, *(f"{name}__{sub}" for name, field in known.items() for sub in _section_fields(field.annotation) or ())]
+    for variable in environ:
+        if not variable.upper().startswith("GENLOOM_"):
+            continue
+        name = variable[len("GENLOOM_"):].lower()
+        if name in _NOT_SETTINGS or name.startswith(_NOT_SETTINGS_PREFIXES):
+            continue
+        top, _, sub = name.partition("__")
+        fields = _section_fields(known[top].annotation) if top in known else None
+        if top in known and (not sub or fields is None or sub.partition("__")[0] in fields):
+            continue
+        # A misplaced key (GENLOOM_LOG_LEVEL for GENLOOM_SERVER__LOG_LEVEL) matches by its last part.
+        leaves = {path.rpartition("__")[2]: path for path in paths}
+        near = difflib.get_close_matches(name, paths, n=1, cutoff=0.6)
+        near = near or [leaves[m] for m in difflib.get_close_matches(name.rpartition("__")[2], list(leaves), n=1, cutoff=0.5)]
+        hint = f"; did you mean GENLOOM_{near[0].upper()}?" if near else "; see `genloom config show` for every key"
+        raise ConfigError(f"{variable} in the environment is not a setting{hint}")
+
+
+def _section_fields(annotation: Any) -> set[str] | None:
+    """The keys of a settings section (None for a plain value or a mapping)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return set(annotation.model_fields)
+    return None
+

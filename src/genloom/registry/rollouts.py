@@ -2,8 +2,10 @@
 The policy is `rollout.py`; this class holds the windows of outcomes and writes each decision
 to the registry (the database), so every replica and a restart see the same state.
 
-Gate figures are per process: each API replica judges the outcomes it saw (its share of the
-traffic); a decision one replica writes is taken by all at their next refresh."""
+Embedded, a rollout's outcomes are judged in process (`OutcomeWindow`); scaled out, every API
+replica counts them in Redis and judges them all (`RedisOutcomes`). A decision is written only
+if the rollout is still in the state it was judged in, so two replicas deciding at once apply
+one; the others read it back on the registry's change channel."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
