@@ -42,7 +42,7 @@ class Loaded:
     version: ModelVersion
     runtime: Any = None  # what describes it: a runtime's `info` (or a remote model's)
     worker: Worker | None = None  # None: described only (an API replica, or weights evicted)
-    forget: list[Callable[[], None]] = field(default_factory=list)  # drop it from the services' tables
+    forget: list[Callable[[], None]] = field(default_factory=list)  # drop it from the services' tables (set by its loader)
     last_used: float = 0.0  # when its worker last had work (monotonic)
 
     @property
@@ -114,8 +114,8 @@ class ModelHost:
         entry = Loaded(version, last_used=started)
         runs_here = self._runs_here(version.name)
         # With a limit on loaded models, a local version is described first and given weights
-        # only when there is room; otherwise they load on demand (`_follow_demand`).
-        limited = runs_here and settings.kind is not ModelKind.REMOTE and self._limited
+        # only when there is room; otherwise they load on demand (`follow_demand`).
+        limited = runs_here and settings.kind is not ModelKind.REMOTE and self.limited
         await self._loader(settings.kind)(version.key, settings, entry, runs_here and not limited)
         self.loaded[version.key] = entry
         if limited and self._fits(entry):  # never evict for a version nobody has asked for yet
@@ -135,7 +135,8 @@ class ModelHost:
         }[kind]
 
     @property
-    def _limited(self) -> bool:
+    def limited(self) -> bool:
+        """Whether a limit on loaded models is set (then `follow_demand` must run)."""
         rt = self._settings.runtime
         return rt.max_loaded_models is not None or rt.memory_budget_mb is not None
 
@@ -189,8 +190,6 @@ class ModelHost:
         load an evicted version whose queue has work, evicting idle ones to make room."""
         while True:
             await asyncio.sleep(every_s)
-            if not self._limited:
-                continue
             try:
                 async with self._lock:
                     now = time.monotonic()
@@ -237,7 +236,7 @@ class ModelHost:
         self._jobs.async_rows[key] = batch_size - policy["realtime_reserved_rows"]
         self._runtimes[key] = entry.runtime = runtime
         self._text.fallbacks[key] = list(model.fallbacks)
-        entry.forget += [
+        entry.forget = [
             lambda: self._runtimes.pop(key, None), lambda: self._text.model_rows.pop(key, None),
             lambda: self._jobs.async_rows.pop(key, None), lambda: self._text.fallbacks.pop(key, None),
         ]
@@ -257,7 +256,7 @@ class ModelHost:
         self._remotes[key] = entry.runtime = RemoteModel(name=key, max_context=model.max_context)
         self._text.model_rows[key] = model.max_concurrency
         self._text.fallbacks[key] = list(model.fallbacks)
-        entry.forget += [
+        entry.forget = [
             lambda: self._breakers.pop(key, None), lambda: self._remotes.pop(key, None),
             lambda: self._text.model_rows.pop(key, None), lambda: self._text.fallbacks.pop(key, None),
         ]
@@ -288,7 +287,7 @@ class ModelHost:
         self._images.batch_limits[key] = batch
         self._images.model_defaults[key] = (model.default_steps, model.default_guidance_scale)
         self._image_runtimes[key] = entry.runtime = runtime
-        entry.forget += [
+        entry.forget = [
             lambda: self._image_runtimes.pop(key, None), lambda: self._jobs.async_rows.pop(key, None),
             lambda: self._images.batch_limits.pop(key, None), lambda: self._images.model_defaults.pop(key, None),
         ]
@@ -300,7 +299,7 @@ class ModelHost:
         if runs_here:
             self._start(entry, EmbeddingWorker(runtime=runtime, queue=self._queue, observer=self._observer))
         self._embedding_runtimes[key] = entry.runtime = runtime
-        entry.forget.append(lambda: self._embedding_runtimes.pop(key, None))
+        entry.forget = [lambda: self._embedding_runtimes.pop(key, None)]
 
 
 def row_policy(settings: Settings, batch_size: int) -> dict:

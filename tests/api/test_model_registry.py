@@ -191,6 +191,8 @@ def test_bad_input_is_refused_with_the_right_status_and_field(client, admin, tin
     assert admin.post("/models/tiny/rollouts", json={"strategy": "canary", "candidate": "v99"}).status_code == 404
     bad_gates = admin.post("/models/tiny/rollouts", json={"strategy": "canary", "candidate": "v2", "gates": {"max_error_rate": 2}})
     assert bad_gates.status_code == 400 and bad_gates.json()["error"]["param"] == "gates.max_error_rate"
+    bad_steps = admin.post("/models/tiny/rollouts", json={"strategy": "canary", "candidate": "v1", "steps": [50, 10]})
+    assert bad_steps.status_code == 400 and bad_steps.json()["error"]["param"] == "steps"
     private = admin.post("/models", json={"name": "evil", "kind": "remote", "base_url": "http://10.0.0.1/v1"})
     assert private.status_code == 400 and private.json()["error"]["param"] == "base_url"
     missing = admin.post("/models", json={"name": "broken", "path": "/does/not/exist"})

@@ -48,3 +48,35 @@ def test_a_changed_config_entry_is_a_new_version_and_production_follows(tmp_path
             await database.dispose()
 
     asyncio.run(scenario())
+
+
+def test_a_start_reads_a_models_files_only_when_their_names_sizes_or_times_changed(tmp_path, tiny_model_dir, monkeypatch):
+    import shutil
+
+    from genloom.registry import registry as registry_module
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    reads: list[str] = []
+    real = registry_module.revision_of
+    monkeypatch.setattr(registry_module, "revision_of", lambda s: reads.append(s.name) or real(s))
+
+    async def scenario() -> None:
+        database = Database(url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+        await database.migrate()
+        registry = ModelRegistry(store=RegistryStore(database=database))
+        try:
+            await registry.sync_config([ModelSettings(name="m", path=model)])
+            await registry.sync_config([ModelSettings(name="m", path=model)])
+            assert reads == ["m"]  # the second start compared names, sizes and times only
+            config = model / "config.json"
+            config.write_text(config.read_text())  # touched, same bytes: read, no new version
+            await registry.sync_config([ModelSettings(name="m", path=model)])
+            assert reads == ["m", "m"] and [v.key for v in await registry.store.versions("m")] == ["m@v1"]
+            config.write_text(config.read_text().replace("{", "{\n", 1))  # other bytes: a new version
+            await registry.sync_config([ModelSettings(name="m", path=model)])
+            assert [v.key for v in await registry.store.versions("m")] == ["m@v1", "m@v2"]
+        finally:
+            await database.dispose()
+
+    asyncio.run(scenario())

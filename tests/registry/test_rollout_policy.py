@@ -123,7 +123,7 @@ def test_binned_quantiles_are_within_ten_percent_of_the_exact_ones():
 
 
 def version(n: int, state: VersionState = VersionState.READY) -> ModelVersion:
-    return ModelVersion(name="m", version=n, kind=ModelKind.TEXT, spec={}, revision="x", metadata={}, state=state,
+    return ModelVersion(name="m", version=n, kind=ModelKind.TEXT, spec={}, revision="x", signature="x", metadata={}, state=state,
                         created_by="t", created_at=NOW)
 
 

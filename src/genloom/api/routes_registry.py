@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
 from genloom.api.callers import principal, require_admin
 from genloom.api.errors import describe_invalid
@@ -49,35 +49,30 @@ class AliasPut(_Body):
     version: str = Field(pattern=VERSION_RE.pattern)
 
 
+# Defaults come from the rollout policy itself (registry/rollout.py), so the two cannot drift.
+_GATES, _PLAN = Gates(), RolloutPlan()
+
+
 class GatesBody(_Body):
-    max_error_rate: float = Field(0.02, ge=0, le=1)
-    max_p99_latency_ms: float | None = Field(None, gt=0)
-    max_ttft_p99_ms: float | None = Field(None, gt=0)
-    max_latency_ratio: float | None = Field(1.5, gt=0)
-    min_requests: int = Field(50, ge=1, le=100_000)
-    window_s: float = Field(300, gt=0, le=86_400)
+    max_error_rate: float = Field(_GATES.max_error_rate, ge=0, le=1)
+    max_p99_latency_ms: float | None = Field(_GATES.max_p99_latency_ms, gt=0)
+    max_ttft_p99_ms: float | None = Field(_GATES.max_ttft_p99_ms, gt=0)
+    max_latency_ratio: float | None = Field(_GATES.max_latency_ratio, gt=0)
+    min_requests: int = Field(_GATES.min_requests, ge=1, le=100_000)
+    window_s: float = Field(_GATES.window_s, gt=0, le=86_400)
 
 
 class RolloutStart(_Body):
     strategy: RolloutStrategy
     candidate: str = Field(pattern=VERSION_RE.pattern)
-    percent: float = Field(10, gt=0, le=100)
-    sticky_by: StickyBy = StickyBy.NONE
+    percent: float = Field(_PLAN.percent, gt=0, le=100)
+    sticky_by: StickyBy = _PLAN.sticky_by
     steps: list[float] = Field(default_factory=list, max_length=20)
-    step_after_requests: int = Field(200, ge=1)
-    auto_promote: bool = True
+    step_after_requests: int = Field(_PLAN.step_after_requests, ge=1)
+    auto_promote: bool = _PLAN.auto_promote
     gates: GatesBody = Field(default_factory=GatesBody)
-    warmup_requests: int = Field(3, ge=0, le=100)
-    keep_previous_s: float = Field(600, ge=0, le=7 * 86_400)
-
-    @model_validator(mode="after")
-    def _steps_in_range(self) -> RolloutStart:
-        for i, step in enumerate(self.steps):
-            if not 0 < step <= 100:
-                raise ValueError(f"steps[{i}] must be more than 0 and at most 100, not {step}")
-        if self.steps != sorted(self.steps):
-            raise ValueError("steps must not decrease")
-        return self
+    warmup_requests: int = Field(_PLAN.warmup_requests, ge=0, le=100)
+    keep_previous_s: float = Field(_PLAN.keep_previous_s, ge=0, le=7 * 86_400)
 
 
 class RolloutEnd(_Body):
@@ -156,15 +151,11 @@ def build_registry_router(
 
     @router.post("/{name}/rollouts", status_code=201)
     async def start_rollout(name: str, body: RolloutStart, request: Request) -> dict[str, Any]:
-        g = body.gates
-        plan = RolloutPlan(
-            percent=body.percent, sticky_by=body.sticky_by, steps=tuple(body.steps),
-            step_after_requests=body.step_after_requests, auto_promote=body.auto_promote,
-            gates=Gates(max_error_rate=g.max_error_rate, max_p99_latency_ms=g.max_p99_latency_ms,
-                        max_ttft_p99_ms=g.max_ttft_p99_ms, max_latency_ratio=g.max_latency_ratio,
-                        min_requests=g.min_requests, window_s=g.window_s),
-            warmup_requests=body.warmup_requests, keep_previous_s=body.keep_previous_s,
-        )
+        try:  # the plan checks what the schema cannot (steps in range and in order)
+            plan = RolloutPlan(**body.model_dump(exclude={"strategy", "candidate", "gates", "steps"}),
+                               steps=tuple(body.steps), gates=Gates(**body.gates.model_dump()))
+        except ValueError as e:
+            raise InvalidRequest(str(e), param="steps") from e
         record = await rollouts.start(name, strategy=body.strategy, candidate=_number(body.candidate), plan=plan,
                                       actor=_actor(request))
         return record.public()

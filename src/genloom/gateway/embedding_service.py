@@ -86,9 +86,6 @@ class EmbeddingService:
         self._max_batch_texts = max_batch_texts
         self.in_flight = 0
 
-    def models(self) -> list[EmbeddingRuntime]:
-        return list(self._runtimes.values())
-
     async def embed(self, request: EmbeddingRequest, disconnected: DisconnectProbe) -> EmbeddingResult | None:
         """Queue the request as one job and wait for its vectors; None when the client went away
         first (its job is cancelled then, so a worker that has not taken it yet never runs it)."""

@@ -29,7 +29,7 @@ from genloom.gateway.versions import served_version
 from genloom.jobs import ImagesReady, ImageTask, Job, JobFailed, RequestClass, Tier
 from genloom.queue import QueueClosed
 from genloom.queue.protocol import JobQueue
-from genloom.registry import UnknownModel, model_name
+from genloom.registry import model_name
 from genloom.registry.registry import ModelRegistry
 from genloom.runtimes.image import ImageInputError, ImageRuntime, SCHEDULERS
 from genloom.store.files import FileStore
@@ -137,27 +137,13 @@ class ImageService:
         self.batch_limits: dict[str, int] = {}  # a model's batch size: a request's images run in one batch
         self.in_flight = 0
 
-    def models(self) -> list[ImageRuntime]:
-        return list(self._runtimes.values())
-
-    def serves(self, model: str) -> bool:
-        if self._registry is None:
-            return model in self._runtimes
-        try:
-            return self._registry.catalog.version(model).kind is ModelKind.IMAGE
-        except UnknownModel:
-            return False
-
-    def route(self, request: ImageRequest) -> ImageRequest:
-        """The request on the version that serves its model (`name@vN`): 404 or 503 when none can."""
-        return replace(request, model=served_version(self._registry, request.model, self._runtimes, ModelKind.IMAGE))
-
     def prepare(self, request: ImageRequest, *, accepted: bool = False) -> PreparedImage:
         """Check a request against its model: 404 for an unknown model, 400 for what it cannot make.
         `accepted`: a stored job queued again, which a draining server still puts back."""
         if not accepted and not self._readiness.ready:
             raise NotReady(f"the server is not ready: {self._readiness.reason}")
-        request = self.route(request)
+        # The version that serves it (`name@vN`): 404 or 503 when none can; `prepared.model` names it.
+        request = replace(request, model=served_version(self._registry, request.model, self._runtimes, ModelKind.IMAGE))
         runtime = self._runtimes.get(request.model)
         if runtime is None:
             raise ModelNotFound(request.model, sorted(self._runtimes))

@@ -152,10 +152,10 @@ class JobService:
         """The request against its version, through the input guard: what it costs and how it is charged."""
         if isinstance(request, ImageRequest):
             images = self._image_service()
-            request = images.route(request)
             prepared = images.prepare(request)
             await images.check_prompt(request)
-            request = replace(request, seed=prepared.task.seed)  # a retry or a recovery makes the same pictures
+            # Its version and seed fixed: a retry or a recovery makes the same pictures.
+            request = replace(request, model=prepared.model, seed=prepared.task.seed)
             charged = request
             return _Checked(request, prepared, images.cost(prepared), lambda: images.admit(charged, prepared), images.refund)
         text = self._text.route(request)

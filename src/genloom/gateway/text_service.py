@@ -181,9 +181,6 @@ class TextService:
         """Requests and jobs waiting, for every model (the whole shared line when scaled out)."""
         return await queue_call(self._queue, self._queue.depth)
 
-    def models(self) -> list[TextRuntime | RemoteModel]:
-        return [*self._runtimes.values(), *self._remotes.values()]
-
     def route(self, request: TextRequest) -> TextRequest:
         """The request with its model resolved to the version that serves it: an alias or a
         tiered route becomes a model name, and the registry picks its version (and rollout arm)."""

@@ -16,13 +16,12 @@ def served_version(registry: ModelRegistry | None, ref: str, loaded: Container[s
     it is registered but not loaded in this process. Without a registry, names are keys."""
     if registry is None:
         return ref
-    names = [n for n in registry.catalog.names() if any(v.name == n and v.kind is kind for v in registry.catalog.versions.values())]
     try:
         version = registry.catalog.version(ref)
     except UnknownModel as e:
-        raise ModelNotFound(ref, names) from e
+        raise ModelNotFound(ref, _names_of(registry, kind)) from e
     if version.kind is not kind:
-        raise ModelNotFound(ref, names)
+        raise ModelNotFound(ref, _names_of(registry, kind))
     if version.key not in loaded:
         raise not_loaded(registry, version.key)
     return version.key
@@ -32,3 +31,7 @@ def not_loaded(registry: ModelRegistry, key: str) -> NotReady:
     version = registry.catalog.versions[key]
     why = f" ({version.state_reason})" if version.state_reason else ""
     return NotReady(f"{key} is not loaded here: it is {version.state.value}{why}; retry shortly")
+
+
+def _names_of(registry: ModelRegistry, kind: ModelKind) -> list[str]:
+    return sorted({v.name for v in registry.catalog.versions.values() if v.kind is kind})

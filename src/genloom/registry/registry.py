@@ -46,6 +46,16 @@ def settings_of(version: ModelVersion) -> ModelSettings:
 
 def revision_of(settings: ModelSettings) -> str:
     """A hash of what the version serves: its files' names and bytes, or its upstream."""
+    return _digest(settings, contents=True)
+
+
+def signature_of(settings: ModelSettings) -> str:
+    """A hash of the files' names, sizes and modification times: cheap to take at every start,
+    so unchanged files are not read again to learn that they did not change."""
+    return _digest(settings, contents=False)
+
+
+def _digest(settings: ModelSettings, *, contents: bool) -> str:
     digest = hashlib.sha256()
     if settings.kind is ModelKind.REMOTE:
         digest.update(json.dumps([settings.base_url, settings.upstream_model or settings.name]).encode())
@@ -54,6 +64,10 @@ def revision_of(settings: ModelSettings) -> str:
     root = Path(settings.path)
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(str(file.relative_to(root)).encode() + b"\0")
+        if not contents:
+            stat = file.stat()
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}\0".encode())
+            continue
         with file.open("rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
@@ -101,16 +115,21 @@ class ModelRegistry:
         configured = {m.name for m in models}
         for settings in models:
             mine = [v for v in versions if v.name == settings.name and v.state is not VersionState.RETIRED]
-            spec, revision = spec_of(settings), await asyncio.to_thread(revision_of, settings)
-            api_key = settings.api_key.get_secret_value() if settings.api_key else None
-            if any(v.spec == spec and v.revision == revision and v.api_key == api_key for v in mine):
+            spec, api_key = spec_of(settings), settings.api_key.get_secret_value() if settings.api_key else None
+            same = [v for v in mine if v.spec == spec and v.api_key == api_key]
+            signature = await asyncio.to_thread(signature_of, settings)
+            if any(v.signature == signature for v in same):
+                continue  # the files were not touched: not read again
+            revision = await asyncio.to_thread(revision_of, settings)
+            if any(v.revision == revision for v in same):
                 continue
             production = aliases.get(settings.name, {}).get(PRODUCTION)
             follows_config = production is None or any(
                 v.version == production and v.created_by == CONFIG_ACTOR for v in mine
             )
             added = await self.store.add_version(
-                name=settings.name, kind=settings.kind, spec=spec, api_key=api_key, revision=revision, metadata={},
+                name=settings.name, kind=settings.kind, spec=spec, api_key=api_key, revision=revision, signature=signature,
+                metadata={},
                 created_by=CONFIG_ACTOR, at=self._clock(), aliases=(PRODUCTION,) if follows_config else (),
             )
             log.info("registered %s from the config%s", added.key, " (now production)" if follows_config else "")
@@ -130,13 +149,14 @@ class ModelRegistry:
     ) -> ModelVersion:
         """A new version of `settings.name`; a new name's first version becomes its production."""
         revision = await asyncio.to_thread(revision_of, settings)
+        signature = await asyncio.to_thread(signature_of, settings)
         existing = await self.store.aliases()
         if PRODUCTION not in existing.get(settings.name, {}):
             aliases = (*aliases, PRODUCTION)
         added = await self.store.add_version(
             name=settings.name, kind=settings.kind, spec=spec_of(settings),
             api_key=settings.api_key.get_secret_value() if settings.api_key else None, revision=revision,
-            metadata=metadata, created_by=actor, at=self._clock(), aliases=tuple(dict.fromkeys(aliases)),
+            signature=signature, metadata=metadata, created_by=actor, at=self._clock(), aliases=tuple(dict.fromkeys(aliases)),
         )
         await self.changed()
         return added

@@ -148,16 +148,21 @@ class RolloutService:
     async def _finish(self, record: RolloutRecord, done: RolloutRecord, *, actor: str, alias: tuple[str, int] | None) -> None:
         if not await self._registry.store.update_rollout(done, actor=actor, expect=record.state, alias=alias):
             raise RegistryConflict(f"rollout {record.id} changed meanwhile; read it again")
-        self._windows.pop(record.id, None)
-        self._pairs.pop(record.id, None)
+        self._forget(record.id)
         await self._registry.changed()
+
+    def _forget(self, rollout_id: str) -> None:
+        """An ended rollout's window and pairs are not needed any more (its figures are stored)."""
+        self._windows.pop(rollout_id, None)
+        self._pairs.pop(rollout_id, None)
+        self._written.pop(rollout_id, None)
 
     def observe(self, resolution: Resolution, outcome: Outcome) -> None:
         """One request's outcome on a rollout arm (called on the event loop by the request path).
         An in-process window is judged here and now; only a decision to write leaves the request
         path (a task), as does judging a shared window, which needs Redis."""
         record = self._registry.catalog.rollouts.get(resolution.name)
-        if record is None or record.id != resolution.rollout or record.strategy is RolloutStrategy.BLUE_GREEN:
+        if record is None or record.id != resolution.rollout or not record.active or record.strategy is RolloutStrategy.BLUE_GREEN:
             return
         window = self._window(record)
         window.add(outcome, record.step)
@@ -196,7 +201,7 @@ class RolloutService:
             while True:
                 self._again.discard(name)
                 record = self._registry.catalog.rollouts.get(name)
-                if record is None or record.strategy is RolloutStrategy.BLUE_GREEN:
+                if record is None or not record.active or record.strategy is RolloutStrategy.BLUE_GREEN:
                     return
                 window = self._window(record)
                 decision = self._judge(record, await window.snapshot(self._clock(), record.step))
@@ -222,6 +227,8 @@ class RolloutService:
         self._registry.catalog.rollouts[record.name] = changed  # this process follows at once
         alias = (PRODUCTION, record.candidate) if decision.verdict is Verdict.PROMOTE else None
         written = await self._registry.store.update_rollout(changed, actor="rollout", expect=record.state, alias=alias)
+        if changed.state.final:
+            self._forget(record.id)
         if moves or not written:  # a decision, or another replica decided first: read it back
             await self._registry.changed()
 

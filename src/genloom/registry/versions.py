@@ -86,6 +86,7 @@ class ModelVersion:
     kind: ModelKind
     spec: dict[str, Any]
     revision: str
+    signature: str  # names, sizes and times of its files (what a start compares before hashing)
     metadata: dict[str, Any]
     state: VersionState
     created_by: str

@@ -171,7 +171,7 @@ class GenloomServer:
             self._fail(f"recovering jobs failed: {type(e).__name__}: {e}")
             return
         c.rollouts.resume()
-        if self.process is not Process.API:
+        if self.process is not Process.API and c.models.limited:
             self._demand = asyncio.create_task(c.models.follow_demand(), name="genloom-model-demand")
         log.info("ready: serving %s", ", ".join(c.models.loaded))
 

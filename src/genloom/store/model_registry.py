@@ -57,12 +57,12 @@ class RegistryStore:
                 await conn.commit()
 
     async def add_version(
-        self, *, name: str, kind: ModelKind, spec: dict[str, Any], api_key: str | None, revision: str,
+        self, *, name: str, kind: ModelKind, spec: dict[str, Any], api_key: str | None, revision: str, signature: str,
         metadata: dict[str, Any], created_by: str, at: datetime, aliases: tuple[str, ...] = (),
     ) -> ModelVersion:
         """Store the next version of `name` and point `aliases` at it, in one transaction."""
         values = dict(
-            name=name, kind=kind.value, spec=spec, api_key=api_key, revision=revision, metadata=metadata,
+            name=name, kind=kind.value, spec=spec, api_key=api_key, revision=revision, signature=signature, metadata=metadata,
             state=VersionState.REGISTERED.value, state_reason=None, created_by=created_by, created_at=at,
         )
 
@@ -133,10 +133,6 @@ class RegistryStore:
             after = {"version": f"v{version}", "state": state.value} | ({"reason": reason} if reason else {})
             await _event(conn, name, "state", actor, at, {"version": f"v{version}", "state": before}, after)
 
-    async def record_event(self, event: RegistryEvent) -> None:
-        async with self._database.engine.begin() as conn:
-            await _event(conn, event.name, event.action, event.actor, event.at, event.before, event.after)
-
     async def events(self, name: str, *, since: datetime | None = None, until: datetime | None = None) -> list[RegistryEvent]:
         query = select(_events).where(_events.c.name == name).order_by(_events.c.at, _events.c.id)
         if since is not None:
@@ -201,7 +197,7 @@ class RegistryStore:
 def _version(row: Any) -> ModelVersion:
     return ModelVersion(
         name=row["name"], version=row["version"], kind=ModelKind(row["kind"]), spec=row["spec"],
-        api_key=row["api_key"], revision=row["revision"], metadata=row["metadata"], state=VersionState(row["state"]),
+        api_key=row["api_key"], revision=row["revision"], signature=row["signature"], metadata=row["metadata"], state=VersionState(row["state"]),
         state_reason=row["state_reason"], created_by=row["created_by"], created_at=row["created_at"],
     )
 

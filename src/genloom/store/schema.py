@@ -225,6 +225,7 @@ class ModelVersionRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     api_key: Mapped[str | None] = mapped_column(Text)
     revision: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(64))
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     state: Mapped[str] = mapped_column(String(16))
     state_reason: Mapped[str | None] = mapped_column(Text)

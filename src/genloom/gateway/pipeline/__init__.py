@@ -72,6 +72,7 @@ class TextPipeline:
                 call.status = RequestStatus.COMPLETED
                 body = hit | {"id": call.request.id, "created": int(call.created)}
                 return Answer(body, CacheOutcome.HIT, {"x-genloom-cache": CacheOutcome.HIT.value})
+            self.resolve.prepare(call)
             call.admission = await self.admit.charge(call.request, call.prepared)  # type: ignore[arg-type]
             async with aclosing(self.submit.run(call, disconnected)) as events:
                 async for event in events:
@@ -105,6 +106,7 @@ class TextPipeline:
         try:
             self.resolve.run(call)
             await self.guard_input.check(call.texts(), tenant=call.request.tenant)
+            self.resolve.prepare(call)
             call.admission = await self.admit.charge(call.request, call.prepared)  # type: ignore[arg-type]
             async with aclosing(self.submit.run(call, disconnected)) as events:
                 async for event in events:

@@ -38,7 +38,7 @@ class Cache:
     async def lookup(self, call: TextCall, *, semantic: bool) -> dict[str, Any] | None:
         """A stored answer body, or None."""
         request = call.request
-        key = cache_key(request) if self._exact is not None else None
+        key = call.cache_key = cache_key(request) if self._exact is not None else None
         if key is not None and self._exact is not None:
             found = await self._exact.get(key)
             self._observer.cache_lookup(kind="exact", hit=found is not None)
@@ -61,7 +61,7 @@ class Cache:
         if completion.model != request.model or any(c.finish_reason not in ("stop", "length") for c in completion.choices):
             return
         stored = CachedCompletion(body=body, created_at=time.time())
-        key = cache_key(request) if self._exact is not None else None
+        key = call.cache_key or (cache_key(request) if self._exact is not None else None)  # computed by lookup, unless skipped
         if key is not None and self._exact is not None:
             await self._exact.put(key, stored, self._ttl_s)
         if semantic and self._semantic is not None:

@@ -22,6 +22,7 @@ class TextCall:
     status: RequestStatus = RequestStatus.FAILED
     error: str | None = None
     client_fault: bool = False  # an upstream refused the request itself: no verdict on the version
+    cache_key: str | None = None  # cache: the exact key, taken once for lookup and store
     created: float = field(default_factory=time.time)
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None

@@ -1,5 +1,7 @@
 """Stage 1, resolve: the model a request names becomes the version that serves it (alias,
-tiered route, registry version, rollout arm), and the request is checked against that version."""
+tiered route, registry version, rollout arm). `run` checks only that the version serves here,
+so a cache hit costs no tokenizing; `prepare` checks the request against it (chat template,
+prompt tokens, limits), for what goes on to the queue."""
 
 from __future__ import annotations
 
@@ -16,9 +18,13 @@ class Resolve:
         self._observer = observer
 
     def run(self, call: TextCall) -> None:
-        """404 for an unknown model, 400 for what the version cannot take, 503 while not ready."""
+        """404 for an unknown model, 503 while it is not ready or not loaded."""
         call.request = self._text.route(call.request)
-        call.prepared = self._text.prepare(call.request)
+        self._text.check_model(call.request.model)
         r = call.request.resolution
         if r is not None and r.arm is not None:
             self._observer.rollout_arm(model=r.name, version=r.key, arm=r.arm.value)
+
+    def prepare(self, call: TextCall) -> None:
+        """400 for what the version cannot take."""
+        call.prepared = self._text.prepare(call.request)

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("spec", sa.JSON(), nullable=False),
         sa.Column("api_key", sa.Text(), nullable=True),
         sa.Column("revision", sa.String(64), nullable=False),
+        sa.Column("signature", sa.String(64), nullable=False),
         sa.Column("metadata", sa.JSON(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("state_reason", sa.Text(), nullable=True),
