@@ -28,13 +28,12 @@ from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.remote import UpstreamSettings
 from genloom.runtimes.text import TextRuntime
 from genloom.telemetry import NO_OBSERVER, Observer
-from genloom.worker import TextWorker
+from genloom.worker import TextWorker, Worker
 from genloom.worker.embedding_worker import EmbeddingWorker
 from genloom.worker.image_worker import ImageWorker
 from genloom.worker.remote_worker import RemoteWorker
 
 log = logging.getLogger("genloom.models")
-Worker = TextWorker | EmbeddingWorker | RemoteWorker | ImageWorker
 
 
 @dataclass

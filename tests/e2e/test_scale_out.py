@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -33,9 +33,17 @@ ADMIN_KEY = "gl-scale-out-test-admin-key-0123456789"
 HELLO = [{"role": "user", "content": "hello"}]
 
 
+def serving(answer: httpx.Response) -> bool:
+    """An API replica serves: its models are loaded, though no worker may run them yet."""
+    return answer.status_code == 200 or answer.json().get("status") == "no_workers"
+
+
 @contextmanager
-def process(tmp_path: Path, name: str, args: list[str], env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A genloom process on a free port, ready (its /readyz answers 200); killed at the end."""
+def process(
+    tmp_path: Path, name: str, args: list[str], env: dict[str, str],
+    ready: Callable[[httpx.Response], bool] = lambda answer: answer.status_code == 200,
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A genloom process on a free port, ready (by default: its /readyz answers 200); killed at the end."""
     port = free_port()
     log_path = tmp_path / f"{name}.log"
     log = open(log_path, "wb")
@@ -49,7 +57,7 @@ def process(tmp_path: Path, name: str, args: list[str], env: dict[str, str]) -> 
         while True:
             assert proc.poll() is None, f"{name} exited:\n" + log_path.read_text()
             try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                if ready(httpx.get(f"{base}/readyz", timeout=2)):
                     break
             except httpx.TransportError:
                 pass
@@ -295,7 +303,8 @@ def test_a_request_while_redis_is_down_gets_a_clear_503(tmp_path, tiny_model_dir
         (tmp_path / "genloom.yaml").write_text(yaml.safe_dump(config))
         env = {"GENLOOM_DATABASE_URL": postgres_url, "GENLOOM_REDIS_URL": f"redis://127.0.0.1:{port}/0",
                "GENLOOM_DATA_DIR": str(tmp_path / "data")}
-        with process(tmp_path, "api", ["serve", "--role", "api", "--config", str(tmp_path / "genloom.yaml")], env) as (base, _):
+        api = ["serve", "--role", "api", "--config", str(tmp_path / "genloom.yaml")]
+        with process(tmp_path, "api", api, env, ready=serving) as (base, _):
             server.terminate()
             server.wait(10)
             client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)

@@ -33,6 +33,8 @@ from genloom.gateway.job_service import JobService
 from genloom.gateway.templates import TemplateService
 from genloom.registry.registry import ModelRegistry
 from genloom.registry.rollouts import RolloutService
+from genloom.gateway.presence import WorkerPresence
+from genloom.worker import Worker
 
 
 def create_app(
@@ -53,6 +55,9 @@ def create_app(
     loaded_models: Loaded,
     running_models: Callable[[], set[str]],
     model_work: Callable[[str], Awaitable[int]],
+    local_workers: Callable[[], list[Worker]],
+    presence: WorkerPresence | None = None,
+    list_workers: Callable[[], Awaitable[list[dict]]] | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -65,7 +70,8 @@ def create_app(
         ],
     )
     app.include_router(build_health_router(
-        readiness, service, loaded=lambda: loaded_models().keys(), in_flight=lambda: pipeline.in_flight
+        readiness, service, loaded=lambda: loaded_models().keys(), in_flight=lambda: pipeline.in_flight,
+        workers=local_workers, presence=presence,
     ))
     # Every /v1 route needs a key: the dependency puts the caller's principal on the request.
     authenticate_request = authentication(
@@ -79,7 +85,7 @@ def create_app(
         build_embeddings_router(embeddings),
         build_images_router(images),
         build_templates_router(templates, pipeline, settings.api),
-        build_admin_router(admin, breakers, jobs),
+        build_admin_router(admin, breakers, jobs, list_workers=list_workers),
         build_registry_router(
             registry, rollouts, upstream_allow_hosts=frozenset(settings.upstream_allow_hosts), loaded=loaded_models,
             running=running_models, work=model_work,
@@ -94,10 +100,12 @@ def create_app(
 
 
 def create_worker_app(
-    *, readiness: Readiness, service: TextService, loaded_models: Loaded,
+    *, readiness: Readiness, service: TextService, loaded_models: Loaded, local_workers: Callable[[], list[Worker]],
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
 ) -> FastAPI:
     """A worker process's HTTP face: /healthz and /readyz for its orchestrator, nothing else."""
     app = FastAPI(title="Genloom worker", version=__version__, lifespan=lifespan)
-    app.include_router(build_health_router(readiness, service, loaded=lambda: loaded_models().keys(), in_flight=lambda: 0))
+    app.include_router(build_health_router(
+        readiness, service, loaded=lambda: loaded_models().keys(), in_flight=lambda: 0, workers=local_workers
+    ))
     return app

@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genloom.gateway.auth import PermissionDenied, Unauthenticated
 from genloom.gateway.pipeline.guard import GuardBlocked
-from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
+from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady, NoWorker, TimedOut
 from genloom.gateway.rate_limit import RateLimited
 from genloom.queue import QueueClosed, QueueFull, QueueUnavailable, TenantQueueFull
 from genloom.jobs.records import IdempotencyConflict, JobNotFound, JobStateConflict
@@ -85,66 +88,101 @@ _PLAIN: dict[type[Exception], tuple[int, str, str | None, str]] = {
 }
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    async def _plain(request: Request, exc: Exception) -> JSONResponse:
-        status, type_, param, code = next(v for cls, v in _PLAIN.items() if isinstance(exc, cls))
-        return error_response(status, str(exc), type_, param, code)
+@dataclass(frozen=True)
+class ApiError:
+    status: int
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+    headers: dict[str, str] | None = None
 
-    for exception in _PLAIN:
-        app.add_exception_handler(exception, _plain)
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.type, self.param, self.code, self.headers)
+
+    def sse(self) -> str:
+        return sse_error(self.message, self.type, self.code)
+
+
+def _retry_after(seconds: int) -> dict[str, str]:
+    return {"Retry-After": str(seconds)}
+
+
+def api_error(exc: Exception) -> ApiError | None:
+    """The one map from what went wrong to what a client sees, for an HTTP answer and for an
+    error event in a stream alike; None for an exception that is a bug (500, logged)."""
+    for cls, (status, type_, param, code) in _PLAIN.items():
+        if isinstance(exc, cls):
+            return ApiError(status, str(exc), type_, param, code)
+    match exc:
+        case UnknownModel():
+            names = ", ".join(exc.known) or "none"
+            return ApiError(404, f"the model '{exc.ref}' does not exist; available: {names}", "invalid_request_error",
+                            "model", "model_not_found")
+        case InvalidRollout():
+            return ApiError(400, str(exc), "invalid_request_error", exc.param, "invalid_value")
+        case InvalidRequest():
+            return ApiError(400, str(exc), "invalid_request_error", exc.param, "invalid_value")
+        case QueueFull():
+            return ApiError(503, str(exc), "server_error", None, "queue_full", _retry_after(exc.retry_after_s))
+        case Unauthenticated():
+            return ApiError(401, str(exc), "invalid_request_error", None, "invalid_api_key", {"WWW-Authenticate": "Bearer"})
+        case RateLimited():
+            return ApiError(429, str(exc), "rate_limit_error", None, f"{exc.scope.value}_{exc.limit}", dict(exc.headers))
+        case TenantQueueFull():
+            return ApiError(429, str(exc), "rate_limit_error", None, "tenant_queue_full", _retry_after(exc.retry_after_s))
+        case QueueClosed():
+            return ApiError(503, "the server is shutting down; retry on another replica", "server_error", None, "not_ready",
+                            _retry_after(1))
+        case QueueUnavailable():
+            return ApiError(503, str(exc), "server_error", None, "queue_unavailable", _retry_after(1))
+        case NoWorker():
+            return ApiError(503, str(exc), "server_error", "model", "no_worker", _retry_after(exc.retry_after_s))
+        case NotReady():
+            return ApiError(503, str(exc), "server_error", None, "not_ready", _retry_after(exc.retry_after_s))
+        case TimedOut():
+            if exc.started:
+                return ApiError(504, str(exc), "server_error", None, "worker_timeout")
+            return ApiError(503, str(exc), "server_error", None, "queue_timeout", _retry_after(exc.retry_after_s))
+        case redis.ConnectionError() | redis.TimeoutError():
+            return ApiError(503, f"Redis cannot be reached ({type(exc).__name__}); retry shortly", "server_error", None,
+                            "queue_unavailable", _retry_after(1))
+        case DBAPIError() if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+            return ApiError(503, "the database cannot be reached; retry shortly", "server_error", None,
+                            "store_unavailable", _retry_after(1))
+        case ConnectionError():
+            return ApiError(503, f"a service this server needs cannot be reached ({type(exc).__name__}); retry shortly",
+                            "server_error", None, "service_unavailable", _retry_after(1))
+    return None
+
+
+# Codes that say a part of the system is away: worth a line in the log each time.
+_OUTAGES = frozenset({"queue_unavailable", "store_unavailable", "service_unavailable", "queue_timeout", "worker_timeout"})
+
+# Every exception api_error maps: each gets the one handler below.
+_MAPPED: tuple[type[Exception], ...] = (
+    *_PLAIN, UnknownModel, InvalidRollout, InvalidRequest, QueueFull, Unauthenticated, RateLimited, TenantQueueFull,
+    QueueClosed, QueueUnavailable, NotReady, TimedOut, redis.ConnectionError, redis.TimeoutError, DBAPIError,
+    ConnectionError,
+)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def _mapped(request: Request, exc: Exception) -> JSONResponse:
+        error = api_error(exc)
+        if error is None:  # a database error that is a bug, not an outage
+            return await _unexpected(request, exc)
+        if error.code in _OUTAGES:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return error.response()
+
+    for exception in _MAPPED:
+        app.add_exception_handler(exception, _mapped)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
         return error_response(400, message, "invalid_request_error", param, "invalid_value" if param else None)
-
-    @app.exception_handler(UnknownModel)
-    async def _unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
-        names = ", ".join(exc.known) or "none"
-        return error_response(404, f"the model '{exc.ref}' does not exist; available: {names}", "invalid_request_error",
-                              "model", "model_not_found")
-
-    @app.exception_handler(InvalidRollout)
-    async def _invalid_rollout(request: Request, exc: InvalidRollout) -> JSONResponse:
-        return error_response(400, str(exc), "invalid_request_error", exc.param, "invalid_value")
-
-    @app.exception_handler(InvalidRequest)
-    async def _invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
-        return error_response(400, str(exc), "invalid_request_error", exc.param, "invalid_value")
-
-    @app.exception_handler(QueueFull)
-    async def _full(request: Request, exc: QueueFull) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after_s)}
-        return error_response(503, str(exc), "server_error", None, "queue_full", headers)
-
-    @app.exception_handler(Unauthenticated)
-    async def _unauthenticated(request: Request, exc: Unauthenticated) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"}
-        return error_response(401, str(exc), "invalid_request_error", None, "invalid_api_key", headers)
-
-    @app.exception_handler(RateLimited)
-    async def _rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
-        return error_response(429, str(exc), "rate_limit_error", None, f"{exc.scope.value}_{exc.limit}", dict(exc.headers))
-
-    @app.exception_handler(TenantQueueFull)
-    async def _tenant_full(request: Request, exc: TenantQueueFull) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after_s)}
-        return error_response(429, str(exc), "rate_limit_error", None, "tenant_queue_full", headers)
-
-    @app.exception_handler(QueueClosed)
-    async def _closed(request: Request, exc: QueueClosed) -> JSONResponse:
-        message = "the server is shutting down; retry on another replica"
-        return error_response(503, message, "server_error", None, "not_ready", {"Retry-After": "1"})
-
-    @app.exception_handler(QueueUnavailable)
-    async def _queue_unavailable(request: Request, exc: QueueUnavailable) -> JSONResponse:
-        log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return error_response(503, str(exc), "server_error", None, "queue_unavailable", {"Retry-After": "1"})
-
-    @app.exception_handler(NotReady)
-    async def _not_ready(request: Request, exc: NotReady) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after_s)}
-        return error_response(503, str(exc), "server_error", None, "not_ready", headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -156,7 +194,9 @@ def install_error_handlers(app: FastAPI) -> None:
             message = str(exc.detail)
         return error_response(exc.status_code, message, "invalid_request_error", None, None, getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal server error; the request id names it in the server log", "server_error")
+    app.add_exception_handler(Exception, _unexpected)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal server error; the request id names it in the server log", "server_error")

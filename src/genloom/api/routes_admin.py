@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,8 +48,17 @@ class KeyCreate(_Body):
     expires_in_days: float | None = Field(None, gt=0, le=3650)
 
 
-def build_admin_router(admin: TenantAdmin, breakers: Mapping[str, CircuitBreaker], jobs: JobService) -> APIRouter:
+def build_admin_router(
+    admin: TenantAdmin, breakers: Mapping[str, CircuitBreaker], jobs: JobService, *,
+    list_workers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+) -> APIRouter:
     router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
+
+    @router.get("/workers")
+    async def workers() -> dict[str, Any]:
+        """Every worker process: host, pid, version, state (`lost` once its heartbeats stop), its
+        last heartbeat, and per model its state, capacity and occupancy."""
+        return {"object": "list", "data": await list_workers() if list_workers is not None else []}
 
     @router.get("/queue")
     async def queue() -> dict[str, Any]:

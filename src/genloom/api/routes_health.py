@@ -1,34 +1,74 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from collections.abc import Callable, Iterable
-
 from genloom.gateway import Readiness, TextService
+from genloom.gateway.presence import WorkerPresence
+from genloom.queue.protocol import QueueUnavailable
+from genloom.worker import Worker, WorkerState
+
+_FATAL = (WorkerState.DEAD, WorkerState.STALLED)
 
 
 def build_health_router(
-    readiness: Readiness, service: TextService, *, loaded: Callable[[], Iterable[str]], in_flight: Callable[[], int]
+    readiness: Readiness, service: TextService, *, loaded: Callable[[], Iterable[str]], in_flight: Callable[[], int],
+    workers: Callable[[], list[Worker]], presence: WorkerPresence | None = None,
 ) -> APIRouter:
-    """`loaded()`: the versions this process serves (`name@vN`); `in_flight()`: requests running."""
+    """`loaded()`: the versions this process serves (`name@vN`); `in_flight()`: requests running;
+    `workers()`: the worker threads of this process; `presence`: on an API replica, which
+    models have a live worker process."""
     router = APIRouter()
 
+    def broken() -> list[str]:
+        return [f"{w.model}: {h.reason}" for w in workers() if (h := w.health()).state in _FATAL]
+
     @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """The process is alive and its event loop answers."""
-        return {"status": "ok"}
+    async def healthz() -> JSONResponse:
+        """The process is alive: its event loop answers and no worker thread is dead or hung
+        (a restart would help: 503)."""
+        problems = broken()
+        if problems:
+            return JSONResponse({"status": "unhealthy", "reason": "; ".join(problems)}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Models are loaded and new work is accepted; 503 while starting or draining."""
+        """Whether to send this process work: 503 while starting, draining, failed, with a
+        worker thread dead, hung or cut off from the queue, or (an API replica) when no model
+        has a live worker process. An API replica whose models have workers only in part stays
+        200 and names the others in `models_without_workers`."""
+        served = sorted(loaded())
+        states = [(w, w.health()) for w in workers()]
+        try:
+            queued, queue_problem = await service.queued(), None
+        except QueueUnavailable as e:
+            queued, queue_problem = None, str(e)
         body = {
             "status": readiness.state.value,
             "reason": readiness.reason or None,
-            "models": sorted(loaded()),
+            "models": served,
             "in_flight": in_flight(),
-            "queued": await service.queued(),
+            "queued": queued,
+            "workers": [
+                {"model": w.model, "kind": w.kind, "state": h.state.value, "reason": h.reason} for w, h in states
+            ],
         }
-        return JSONResponse(body, status_code=200 if readiness.ready else 503)
+        ready = readiness.ready
+        problems = [f"{w.model}: {h.reason}" for w, h in states if not h.ok or h.state is WorkerState.QUEUE_UNAVAILABLE]
+        if queue_problem is not None:
+            problems.append(queue_problem)
+        if ready and problems:
+            ready = False
+            body["status"], body["reason"] = "degraded", "; ".join(problems)
+        if presence is not None and presence.known:
+            missing = presence.without_workers(served)
+            body["models_without_workers"] = missing
+            if ready and served and len(missing) == len(served):
+                ready = False
+                body["status"], body["reason"] = "no_workers", "no worker process is running any model"
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return router

@@ -13,16 +13,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from genloom.api.callers import Caller, caller
-from genloom.api.errors import sse_error
+from genloom.api.errors import api_error, sse_error
 from genloom.api.schemas import VERSION_HEADER, ChatCompletionRequest, CompletionRequest
 from genloom.config import ApiSettings
-from genloom.gateway import GenerationFailed, InvalidRequest, NotReady, TextRequest
+from genloom.gateway import TextRequest
 from genloom.gateway.openai_shapes import ChatChunks, CompletionChunks
 from genloom.gateway.pipeline import TextPipeline
-from genloom.gateway.pipeline.guard import GuardBlocked
 from genloom.gateway.templates import TemplateService
 from genloom.jobs import ChoiceFinished, TokenEvent
-from genloom.queue import QueueFull, TenantQueueFull
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-genloom-cache": "miss"}
 SEMANTIC_CACHE_HEADER = "x-genloom-semantic-cache"
@@ -132,19 +130,13 @@ async def stream_response(pipeline: TextPipeline, text_request: TextRequest, req
                     yield _sse(shape.chunk(completion, shape.finish(event.index, event.finish_reason)))
             if shape.include_usage:
                 yield _sse(shape.chunk(completion, None, final_usage=True))
-        except GenerationFailed as e:
-            yield sse_error(str(e), code="generation_failed")
-        except NotReady as e:
-            yield sse_error(str(e), code="shutting_down")
-        except InvalidRequest as e:  # an upstream refused it after the stream had started
-            yield sse_error(str(e), type_="invalid_request_error", code="invalid_value")
-        except (QueueFull, TenantQueueFull) as e:  # a fallback model's queue was full
-            yield sse_error(str(e), code="queue_full")
-        except GuardBlocked as e:  # the output guard read the whole answer (already streamed) and refused it
-            yield sse_error(str(e), type_="invalid_request_error", code="content_policy_violation")
-        except Exception:  # the status line has been sent: end the stream with an error, never a cut
-            log.exception("stream %s failed", text_request.id)
-            yield sse_error("internal server error; the request id names it in the server log")
+        except Exception as e:  # the status line has been sent: end the stream with an error event, never a cut
+            error = api_error(e)
+            if error is None:
+                log.exception("stream %s failed", text_request.id)
+                yield sse_error("internal server error; the request id names it in the server log")
+            else:
+                yield error.sse()
         finally:
             await events.aclose()
         yield "data: [DONE]\n\n"

@@ -13,6 +13,7 @@ import yaml
 from rich.console import Console
 
 from genloom.cli.models import models_app
+from genloom.cli.workers import workers as workers_command
 from genloom.cli.admin import keys_app, tenants_app
 from genloom.cli.db import db_app
 from genloom.cli.images import images_app
@@ -34,6 +35,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+app.command("workers")(workers_command)
 
 err = Console(stderr=True, soft_wrap=True)
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (default: ./genloom.yaml if present).")]
@@ -62,13 +64,8 @@ def serve(
     settings = _settings(config, **{"server.host": host, "server.port": port, "data_dir": data_dir, "server.role": role})
     log = _logging(settings)
     log.info("data dir %s", settings.resolved_data_dir())
-    log.info(
-        "listening on http://%s:%d (OpenAI API under /v1; %s)", settings.server.host, settings.server.port,
-        "API only, workers take from Redis" if settings.server.role is Role.API else "API and workers",
-    )
-    from genloom.server import run
-
-    raise typer.Exit(run(settings))
+    what = "API only, workers take from Redis" if settings.server.role is Role.API else "API and workers"
+    raise typer.Exit(_run(settings, lambda url: log.info("listening on %s (OpenAI API under /v1; %s)", url, what)))
 
 
 @app.command()
@@ -77,7 +74,10 @@ def worker(
         str | None, typer.Option(help="Comma-separated model names this worker runs [default: every served model].")
     ] = None,
     host: Annotated[str | None, typer.Option(help="Interface for /healthz and /readyz [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port for /healthz and /readyz [default: server.port, 8000].")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port for /healthz and /readyz [default: server.port, 8000]; 0 picks a free port (logged, and shown by `genloom workers`)."),
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where files live [default: ~/.genloom].")] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -95,10 +95,24 @@ def worker(
         err.print(f"[bold red]error:[/] not a served model: {', '.join(unknown)} (served: {', '.join(served)})")
         raise typer.Exit(2)
     log = _logging(settings)
-    log.info("worker for %s; health on http://%s:%d", ", ".join(chosen or served), settings.server.host, settings.server.port)
-    from genloom.server import Process, run
+    from genloom.server import Process
 
-    raise typer.Exit(run(settings, process=Process.WORKER, worker_models=chosen))
+    def listening(url: str) -> None:
+        log.info("worker for %s; health on %s", ", ".join(chosen or served), url)
+
+    raise typer.Exit(_run(settings, listening, process=Process.WORKER, worker_models=chosen))
+
+
+def _run(settings: Settings, on_listening, **role) -> int:
+    """Run the server; a port in use or a database or Redis that does not answer is one line
+    and exit code 2, before any model loads."""
+    from genloom.server import StartupError, run
+
+    try:
+        return run(settings, on_listening=on_listening, **role)
+    except StartupError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        return 2
 
 
 def _logging(settings: Settings) -> logging.Logger:

@@ -48,6 +48,15 @@ class ApiSettings(_Section):
 class TierSettings(_Section):
     weight: float = Field(gt=0, description="share of a class's service while tiers compete")
     max_wait_s: float = Field(gt=0, description="aging: a job waiting this long goes before non-aged ones")
+    timeout_s: float | None = Field(
+        None, gt=0,
+        description="a realtime request that hears nothing from its job this long ends with 503 (never started) or 504; "
+        "default 2 x max_wait_s, so an aged request still has time to run",
+    )
+
+    @property
+    def realtime_timeout_s(self) -> float:
+        return self.timeout_s if self.timeout_s is not None else 2 * self.max_wait_s
 
 
 def _default_tiers() -> dict[str, TierSettings]:
@@ -68,6 +77,8 @@ class QueueSettings(_Section):
     retry_after_s: int = Field(1, ge=0)
     tiers: dict[str, TierSettings] = Field(default_factory=_default_tiers)
     lease_s: float = Field(30.0, gt=0, description="shared queue: a worker that stops renewing its lease this long loses its jobs")
+    heartbeat_s: float = Field(1.0, gt=0, description="shared queue: how often a worker process announces itself in Redis")
+    worker_ttl_s: float = Field(5.0, gt=0, description="shared queue: a worker not heard from this long is taken for gone")
     max_deliveries: int = Field(5, ge=1, description="shared queue: a job handed out this often without finishing becomes a dead letter")
 
     @field_validator("tiers")

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 from genloom.config import ModelKind
 from genloom.gateway.pipeline.guard import GuardStage
-from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
+from genloom.gateway.events import DisconnectProbe, WaitBounds, final_event, thread_emitter
+from genloom.gateway.presence import WorkerPresence
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.readiness import Readiness
-from genloom.gateway.queue_io import queue_call
+from genloom.gateway.queue_io import queue_call, withdraw
 from genloom.gateway.versions import served_version
 from genloom.jobs import EmbeddingsReady, EmbeddingTask, Job, JobFailed, RequestClass, Tier
 from genloom.queue import QueueClosed
@@ -76,6 +77,9 @@ class EmbeddingService:
         self._registry = registry
         self._guard_input = guard_input
         self._observer = observer
+        # Set by the wiring: which models have a live worker, and how long a realtime request may wait.
+        self.presence = WorkerPresence()
+        self.wait_bounds: WaitBounds | None = None
         if max_inputs < 1 or max_batch_texts < 1:
             raise ValueError(f"max_inputs and max_batch_texts must be at least 1, got {max_inputs}, {max_batch_texts}")
         self._runtimes = runtimes
@@ -121,25 +125,24 @@ class EmbeddingService:
             tenant=request.tenant,
             cost=self.cost(prepared),
         )
+        self.presence.require(job.model)
         try:
             await queue_call(self._queue, self._queue.submit, job)
         except QueueClosed as e:
             raise NotReady("the server is shutting down; retry on another replica") from e
         self.in_flight += 1
         try:
-            while True:
-                event = await next_event(events, disconnected)
-                if event is None:
-                    return None
-                if isinstance(event, EmbeddingsReady):
-                    return EmbeddingResult(model_name(prepared.runtime.name), event.vectors, event.token_counts, prepared.runtime.name)
-                if isinstance(event, JobFailed):
-                    if event.shutdown:
-                        raise NotReady(f"{event.message}; retry on another replica")
-                    raise GenerationFailed(event.message)
+            event = await final_event(events, disconnected, bounds=self.wait_bounds, model=job.model, tier=job.tier)
+            if event is None:
+                return None
+            if isinstance(event, JobFailed):
+                if event.shutdown:
+                    raise NotReady(f"{event.message}; retry on another replica")
+                raise GenerationFailed(event.message)
+            assert isinstance(event, EmbeddingsReady)
+            return EmbeddingResult(model_name(prepared.runtime.name), event.vectors, event.token_counts, prepared.runtime.name)
         finally:
-            job.cancel()
-            await queue_call(self._queue, self._queue.remove, job.id)
+            await withdraw(self._queue, job)
             self.in_flight -= 1
 
     def cost(self, prepared: PreparedEmbedding) -> float:

@@ -20,11 +20,12 @@ from typing import Any
 
 from genloom.config import ImageSettings, ModelKind
 from genloom.gateway.pipeline.guard import GuardStage
-from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
+from genloom.gateway.events import DisconnectProbe, WaitBounds, final_event, thread_emitter
+from genloom.gateway.presence import WorkerPresence
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.readiness import Readiness
-from genloom.gateway.queue_io import queue_call
+from genloom.gateway.queue_io import queue_call, withdraw
 from genloom.gateway.versions import served_version
 from genloom.jobs import ImagesReady, ImageTask, Job, JobFailed, RequestClass, Tier
 from genloom.queue import QueueClosed
@@ -125,6 +126,9 @@ class ImageService:
         self._registry = registry
         self.guard_input = guard_input
         self._observer = observer
+        # Set by the wiring: which models have a live worker, and how long a realtime request may wait.
+        self.presence = WorkerPresence()
+        self.wait_bounds: WaitBounds | None = None
         self._runtimes = runtimes
         self._queue = queue
         self._readiness = readiness
@@ -257,6 +261,7 @@ class ImageService:
         events: asyncio.Queue[object] = asyncio.Queue()
         job = self.job(prepared, id=request.id, emit=thread_emitter(events), request_class=RequestClass.REALTIME, tier=request.tier, tenant=request.tenant)
         try:
+            self.presence.require(job.model)
             await queue_call(self._queue, self._queue.submit, job)
         except BaseException as e:
             await self.refund(admission)
@@ -265,20 +270,18 @@ class ImageService:
             raise
         self.in_flight += 1
         try:
-            while True:
-                event = await next_event(events, disconnected)
-                if event is None:
-                    return None
-                if isinstance(event, ImagesReady):
-                    made = True
-                    return await self.result_body(request, event, base_url=base_url, job_id=None)
-                if isinstance(event, JobFailed):
-                    if event.shutdown:
-                        raise NotReady(f"{event.message}; retry on another replica")
-                    raise GenerationFailed(event.message)
+            event = await final_event(events, disconnected, bounds=self.wait_bounds, model=job.model, tier=job.tier)
+            if event is None:
+                return None
+            if isinstance(event, JobFailed):
+                if event.shutdown:
+                    raise NotReady(f"{event.message}; retry on another replica")
+                raise GenerationFailed(event.message)
+            assert isinstance(event, ImagesReady)
+            made = True
+            return await self.result_body(request, event, base_url=base_url, job_id=None)
         finally:
-            job.cancel()
-            await queue_call(self._queue, self._queue.remove, job.id)
+            await withdraw(self._queue, job)
             self.in_flight -= 1
             if not made:  # failed, refused or abandoned: only pictures made count against the quota
                 await self.refund(admission)

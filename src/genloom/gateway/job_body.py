@@ -33,6 +33,7 @@ def job_body(view: JobView) -> dict[str, Any]:
         "finished_at": unix(r.finished_at),
         "next_attempt_at": unix(r.not_before) if r.state is JobState.RETRYING else None,
         "position": view.position,
+        "waiting_reason": view.waiting_reason,
         "progress": None if view.completion_tokens is None else {"completion_tokens": view.completion_tokens},
         "result": r.result,
         "error": r.error,

@@ -23,6 +23,7 @@ from genloom.gateway.image_service import IMAGES_ENDPOINT, ImageRequest, ImageSe
 from genloom.gateway.pipeline.admit import Admit
 from genloom.gateway.pipeline.call import request_texts
 from genloom.gateway.pipeline.guard import GuardStage
+from genloom.gateway.presence import WorkerPresence
 from genloom.gateway.queue_io import queue_call
 from genloom.gateway.rate_limit import Admission
 from genloom.gateway.text_service import TextService
@@ -63,6 +64,7 @@ class JobView:
     record: JobRecord
     position: int | None = None
     completion_tokens: int | None = None
+    waiting_reason: str | None = None  # why a queued job does not start (no worker runs its model)
 
 
 class JobService:
@@ -94,6 +96,7 @@ class JobService:
         self._admit = admit
         self._guard_input = guard_input
         self._settings = settings
+        self.presence = WorkerPresence()  # set by the wiring: which models have a live worker
         self._webhooks_enabled = webhooks_enabled
         self._allow_hosts = webhook_allow_hosts
         self._resolve = resolve
@@ -275,7 +278,14 @@ class JobService:
 
     async def _view(self, record: JobRecord) -> JobView:
         if record.state in (JobState.QUEUED, JobState.RETRYING):
-            return JobView(record, position=await queue_call(self._queue, self._queue.position, record.id))
+            try:
+                position = await queue_call(self._queue, self._queue.position, record.id)
+            except QueueUnavailable:  # the stored state is the answer; the place in line is unknown now
+                position = None
+            reason = None
+            if not self.presence.has_worker(record.model):
+                reason = f"no worker is running model {record.model}; the job waits until one starts"
+            return JobView(record, position=position, waiting_reason=reason)
         _, progress = self.runner.progress(record.id)
         if record.state is JobState.PROCESSING and progress is not None:
             return JobView(record, completion_tokens=progress)

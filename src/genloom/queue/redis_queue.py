@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue as stdlib_queue
 import socket
@@ -544,10 +545,11 @@ class RedisQueue:
                         self._open_inbox()  # Redis lost it (a restart): events sent meanwhile are lost too
                     renewed = self._monotonic()
                 answer = self._redis.xread({self._inbox: last}, block=500, count=1000)
-            except redis.RedisError:
+            except redis.RedisError as e:
                 if not self._stopping.is_set():
-                    log.exception("could not read job events from Redis; retrying")
+                    log.warning("could not read job events from Redis (%s); retrying", e)
                     time.sleep(0.5)
+                renewed = -math.inf  # Redis may have restarted empty: make the stream again at once
                 continue
             for _stream, messages in answer or ():
                 for message_id, fields in messages:

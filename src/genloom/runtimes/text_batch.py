@@ -9,6 +9,7 @@ left padding is trimmed, so short survivors do not pay for a long sequence that 
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class DecodeBatch:
         self._rows: list[_Row] = []
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, cached length], 1 where a real token is
+        self._cache_arg = cache_argument(model)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -117,7 +119,7 @@ class DecodeBatch:
         out = self._model(
             input_ids=ids.to(self._device),
             attention_mask=mask.to(self._device),
-            past_key_values=cache,
+            **{self._cache_arg: cache},
             use_cache=True,
             logits_to_keep=keep.to(self._device),
         )
@@ -151,7 +153,7 @@ class DecodeBatch:
             input_ids=ids,
             attention_mask=self._mask,
             position_ids=positions,
-            past_key_values=self._cache,
+            **{self._cache_arg: self._cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -207,3 +209,10 @@ def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
 
 def _left_pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(mask, (width - mask.shape[1], 0)) if mask.shape[1] < width else mask
+
+
+def cache_argument(model) -> str:
+    """The forward argument that takes the KV cache: `cache` in recent transformers releases,
+    `past_key_values` before (deprecated, removed in 5.40)."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"

@@ -3,6 +3,6 @@ them as one process of a role (`roles.py`, `lifecycle.py`). The only package tha
 the others."""
 
 from genloom.server.lifecycle import GenloomServer
-from genloom.server.roles import Process, run
+from genloom.server.roles import Process, StartupError, run
 
-__all__ = ["GenloomServer", "Process", "run"]
+__all__ = ["GenloomServer", "Process", "StartupError", "run"]

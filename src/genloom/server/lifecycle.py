@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from genloom.gateway import ServerState, TextRequest
 from genloom.gateway.embedding_service import EmbeddingRequest
 from genloom.gateway.pipeline.guard import Guard
 from genloom.jobs import Job, JobEvent, JobFailed, SamplingParams, Tier
+from genloom.server.heartbeat import ProcessCard, announce, follow_presence, list_workers
 from genloom.server.roles import Process, check_role, runs_here
 from genloom.server.wiring import BUILTIN_EMBEDDING_MODEL, Components, build_components, configured_models
 from genloom.telemetry import NO_OBSERVER, Observer
@@ -52,12 +55,21 @@ class GenloomServer:
         self._drainer: asyncio.Task | None = None
         self._demand: asyncio.Task | None = None
         self._reconciling: set[asyncio.Task] = set()
+        self._heartbeat: asyncio.Task | None = None
+        self._presence: asyncio.Task | None = None
         self._stopped = False
         c = self.c
+        # This process as the cluster's worker list shows it (its id is its queue owner's, so a
+        # card names the holder of the leases).
+        self.card = ProcessCard(
+            worker_id=c.shared.owner if c.shared is not None else f"{socket.gethostname()}:{os.getpid()}",
+            readiness=c.readiness, workers=lambda: c.models.workers,
+        )
         self.app: FastAPI
         if self.process is Process.WORKER:  # probes and nothing else
             self.app = create_worker_app(
-                readiness=c.readiness, service=c.service, loaded_models=c.models.runtimes, lifespan=self._lifespan
+                readiness=c.readiness, service=c.service, loaded_models=c.models.runtimes,
+                local_workers=lambda: c.models.workers, lifespan=self._lifespan,
             )
         else:
             self.app = create_app(
@@ -65,7 +77,9 @@ class GenloomServer:
                 templates=c.templates, authenticator=c.authenticator, admin=c.admin, breakers=c.breakers,
                 readiness=c.readiness, settings=settings, registry=c.registry, rollouts=c.rollouts,
                 loaded_models=c.models.runtimes, running_models=c.models.running, model_work=c.models.work,
-                lifespan=self._lifespan,
+                local_workers=lambda: c.models.workers,
+                presence=c.presence if self.process is Process.API else None,
+                list_workers=lambda: list_workers(c.workers, self.card), lifespan=self._lifespan,
             )
 
     # What tests and tools read of a running server.
@@ -124,6 +138,9 @@ class GenloomServer:
         c.jobs.attach(asyncio.get_running_loop())  # workers may take shared jobs before it starts
         if c.aredis is not None:
             self._listener = asyncio.create_task(self._listen_changes(), name="genloom-changes")
+        if c.workers is not None and self.process is Process.API:
+            every_s = self.settings.queue.heartbeat_s
+            self._presence = asyncio.create_task(follow_presence(c.workers, c.presence, every_s), name="genloom-presence")
         await c.database.migrate()
         await c.registry.sync_config(configured_models(self.settings))
         await self._bootstrap_auth()
@@ -171,6 +188,9 @@ class GenloomServer:
             self._fail(f"recovering jobs failed: {type(e).__name__}: {e}")
             return
         c.rollouts.resume()
+        every_s = self.settings.queue.heartbeat_s
+        if c.workers is not None and self.process is not Process.API:
+            self._heartbeat = asyncio.create_task(announce(c.workers, self.card, every_s), name="genloom-heartbeat")
         if self.process is not Process.API and c.models.limited:
             self._demand = asyncio.create_task(c.models.follow_demand(), name="genloom-model-demand")
         log.info("ready: serving %s", ", ".join(c.models.loaded))
@@ -255,9 +275,13 @@ class GenloomServer:
         c = self.c
         if self._drainer is not None:  # SIGTERM: let the drain finish (it is bounded by drain_timeout_s)
             await asyncio.shield(self._drainer)
-        for task in (self._loader, self._demand):
+        for task in (self._loader, self._demand, self._presence):
             if task is not None and not task.done():
                 task.cancel()
+        if self._heartbeat is not None:  # its card is withdrawn: the API replicas stop sending work here
+            self._heartbeat.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._heartbeat
         await c.rollouts.stop()
         await c.shadow.stop()
         await self._stop_workers()

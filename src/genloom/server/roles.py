@@ -4,7 +4,10 @@ Redis queue), the API only (`genloom serve --role api`), or workers only (`genlo
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
+import socket
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -56,15 +59,89 @@ class _DrainingUvicorn(uvicorn.Server):
             super().handle_exit(sig, frame)
 
 
-def run(settings: Settings, *, process: Process | None = None, worker_models: list[str] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; the exit code is 1 when the models could not be loaded."""
+class StartupError(RuntimeError):
+    """Something the process needs at start is not there: one line for the operator, exit 2."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Take the HTTP port before anything else (models load after): a port in use stops the
+    process at once with a clear error, never a process that runs without taking work. Port 0
+    takes a free port (`listening_url` tells which)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        hint = "; give another with --port (0 picks a free one)" if e.errno == errno.EADDRINUSE else ""
+        raise StartupError(f"cannot listen on {host}:{port} (server.port): {e.strerror}{hint}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def listening_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def check_services(settings: Settings, *, timeout_s: float = 10.0) -> None:
+    """The database and Redis answer, or one StartupError naming the setting (no traceback)."""
+    from sqlalchemy import make_url, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = make_url(settings.resolved_database_url())
+    if url.get_backend_name() != "sqlite":  # a SQLite file is made by the first migration
+        engine = create_async_engine(url)
+        try:
+            async with asyncio.timeout(timeout_s), engine.connect() as connection:
+                await connection.execute(text("select 1"))
+        except Exception as e:
+            shown = url.render_as_string(hide_password=True)
+            raise StartupError(f"cannot reach the database at {shown} (database_url): {_reason(e)}") from None
+        finally:
+            await engine.dispose()
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+        try:
+            await client.ping()
+        except Exception as e:
+            shown = make_url(settings.redis_url.replace("redis://", "redis+x://", 1)).render_as_string(hide_password=True)
+            shown = shown.replace("redis+x://", "redis://", 1)
+            raise StartupError(f"cannot reach Redis at {shown} (redis_url): {_reason(e)}") from None
+        finally:
+            await client.aclose()
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, TimeoutError):
+        return "no answer (timed out)"
+    return f"{type(e).__name__}: {e}".strip().rstrip(":")
+
+
+def run(
+    settings: Settings, *, process: Process | None = None, worker_models: list[str] | None = None,
+    on_listening: Callable[[str], None] = lambda url: None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; the exit code is 1 when the models could not be loaded.
+    StartupError when the port is taken or the database or Redis cannot be reached."""
     from genloom.server.lifecycle import GenloomServer
 
-    server = GenloomServer(settings, process=process, worker_models=worker_models)
+    sock = bind(settings.server.host, settings.server.port)
+    try:
+        asyncio.run(check_services(settings))
+        server = GenloomServer(settings, process=process, worker_models=worker_models)
+    except BaseException:
+        sock.close()
+        raise
+    url = listening_url(sock)
+    server.card.health_url = url
+    on_listening(url)
     config = uvicorn.Config(
         server.app,
-        host=settings.server.host,
-        port=settings.server.port,
         log_level=settings.server.log_level,
         # Genloom's own drain decides when streams end; uvicorn's timeout is only a backstop.
         timeout_graceful_shutdown=int(settings.server.drain_timeout_s) + 5,
@@ -78,5 +155,5 @@ def run(settings: Settings, *, process: Process | None = None, worker_models: li
         uv.should_exit = True
 
     server.on_fatal = stop_on_fatal
-    uv.run()
+    uv.run(sockets=[sock])
     return 1 if failed else 0

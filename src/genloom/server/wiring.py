@@ -23,6 +23,7 @@ from genloom.gateway.auth import Authenticator, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.cache import InMemoryResponseCache, InMemorySemanticCache, ResponseCache, SemanticCache
 from genloom.gateway.embedding_service import EmbeddingService
+from genloom.gateway.events import WaitBounds
 from genloom.gateway.image_service import ImageService, UrlSigner
 from genloom.gateway.job_service import JobService
 from genloom.gateway.job_webhooks import WebhookDispatcher
@@ -33,6 +34,7 @@ from genloom.gateway.pipeline.guard import Guard, GuardStage
 from genloom.gateway.pipeline.record import Record
 from genloom.gateway.pipeline.resolve import Resolve
 from genloom.gateway.pipeline.submit import Submit
+from genloom.gateway.presence import WorkerPresence
 from genloom.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
 from genloom.gateway.redis_cache import RedisResponseCache, RedisSemanticCache
 from genloom.gateway.redis_rate_limit import RedisRateLimiter
@@ -45,6 +47,7 @@ from genloom.model_host import ModelHost
 from genloom.queue import InMemoryQueue, SchedulerPolicy, TierPolicy
 from genloom.queue.protocol import JobQueue
 from genloom.queue.redis_queue import RedisQueue
+from genloom.queue.workers import WorkerDirectory
 from genloom.registry.redis_outcomes import RedisOutcomes
 from genloom.registry.registry import ModelRegistry
 from genloom.registry.rollouts import RolloutService
@@ -98,6 +101,8 @@ class Components:
     rollouts: RolloutService
     shadow: ShadowMirror
     breakers: dict[str, CircuitBreaker]
+    presence: WorkerPresence
+    workers: WorkerDirectory | None  # the worker processes' cards, when the queue is shared
     closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # clients to close at the end
 
 
@@ -132,6 +137,10 @@ def build_components(
     )
     registry = ModelRegistry(store=RegistryStore(database=database), on_change=hooks.registry_changed)
 
+    # Scaled out, an API replica refuses work for a model no live worker takes (lifecycle keeps it current).
+    presence = WorkerPresence(retry_after_s=max(1, round(settings.queue.worker_ttl_s)))
+    wait_bounds = WaitBounds({Tier(name): t.realtime_timeout_s for name, t in settings.queue.tiers.items()})
+
     # The tables of what is loaded: the model host fills them, the services read them.
     runtimes: dict[str, TextRuntime] = {}
     remotes: dict[str, RemoteModel] = {}
@@ -156,6 +165,8 @@ def build_components(
         classification=settings.classification, max_batch_size=settings.runtime.max_batch_size, remotes=remotes,
         registry=registry, router=Router(settings=settings.routing),
     )
+    for kind in (images, embeddings):
+        kind.presence, kind.wait_bounds = presence, wait_bounds
     request_log = RequestLog(database=database)
     admit = Admit(limiter=limiter)
     # The request path, stage by stage, in the order every text request takes.
@@ -167,6 +178,7 @@ def build_components(
         submit=Submit(
             text=service, queue=queue, breakers=breakers, attempts_per_model=settings.routing.max_attempts_per_model,
             retry_delay_s=(settings.routing.retry_base_s, settings.routing.retry_max_s), observer=observer,
+            presence=presence, wait_bounds=wait_bounds,
         ),
         guard_output=GuardStage(stage="output", guards=guards, observer=observer),
         record=Record(request_log=request_log, observer=observer),
@@ -183,6 +195,7 @@ def build_components(
         webhook_allow_hosts=allow_hosts, on_finished=webhooks.wake if webhooks else lambda: None, images=images,
         shared_queue=shared is not None,
     )
+    jobs.presence = presence
     models = ModelHost(
         settings=settings, registry=registry, queue=queue, text=service, jobs=jobs, images=images, embeddings=embeddings,
         runtimes=runtimes, remotes=remotes, image_runtimes=image_runtimes, embedding_runtimes=embedding_runtimes,
@@ -208,6 +221,9 @@ def build_components(
         registry=registry, service=service, pipeline=pipeline, embeddings=embeddings, images=images,
         templates=TemplateService(store=TemplateStore(database=database), default_max_tokens=settings.api.default_max_tokens),
         webhooks=webhooks, jobs=jobs, models=models, rollouts=rollouts, shadow=shadow, breakers=breakers, closing=closing,
+        presence=presence,
+        workers=WorkerDirectory(client=async_redis, prefix=settings.redis_prefix, ttl_s=settings.queue.worker_ttl_s)
+        if async_redis is not None else None,
     )
 
 

@@ -30,7 +30,10 @@ class Database:
                 # Migrations run on their own connection, which would get a separate empty database.
                 raise ValueError(f"in-memory SQLite is not supported ({url}); give a file path")
             self._sqlite_file = Path(self.url.database)
-        self.engine: AsyncEngine = create_async_engine(self.url, echo=echo)
+        # A server's connections can be cut (a restart, a failover, pg_terminate_backend): each is
+        # checked as it leaves the pool, so a dead one is replaced instead of failing a request.
+        extra = {} if self.url.get_backend_name() == "sqlite" else {"pool_pre_ping": True}
+        self.engine: AsyncEngine = create_async_engine(self.url, echo=echo, **extra)
         # A blocking engine on the same SQLite file, for batches written in a thread (GroupCommit).
         self.blocking_engine: Engine | None = None
         if self._sqlite_file is not None:

@@ -8,13 +8,13 @@ queued with `rows=max_batch_texts` and then runs alone."""
 from __future__ import annotations
 
 import logging
-import threading
 
 from genloom.jobs import EmbeddingsReady, Job, JobFailed
 from genloom.jobs.tasks import DEFAULT_MAX_BATCH_TEXTS
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.embeddings import EmbeddingInputError, EmbeddingRuntime
 from genloom.telemetry import NO_OBSERVER, Observer
+from genloom.worker.base import Worker
 
 log = logging.getLogger("genloom.worker")
 
@@ -22,7 +22,9 @@ log = logging.getLogger("genloom.worker")
 # instead of waiting forever at the head of the line for more rows than a batch has.
 
 
-class EmbeddingWorker:
+class EmbeddingWorker(Worker):
+    kind = "embedding"
+
     def __init__(
         self,
         *,
@@ -37,48 +39,29 @@ class EmbeddingWorker:
             raise ValueError(f"max_batch_texts must be at least 1, got {max_batch_texts}")
         if batch_wait_s < 0:
             raise ValueError(f"batch_wait_s must be >= 0, got {batch_wait_s}")
+        super().__init__(model=runtime.name, queue=queue, idle_wait_s=idle_wait_s)
         self._runtime = runtime
-        self._queue = queue
         self.max_batch_texts = max_batch_texts
         self._batch_wait_s = batch_wait_s
-        self._idle_wait_s = idle_wait_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"embedding-worker-{runtime.name}", daemon=True)
         self._held: list[Job] = []  # taken and not answered yet
-        self.model = runtime.name
         self._observer = observer
         self.batches = 0  # embed calls made, so tests and metrics can see batching happen
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop after the current batch; jobs taken but not answered are failed, never dropped."""
-        self._stop.set()
-        self._thread.join(timeout)
 
     @property
     def busy(self) -> bool:
         return bool(self._held)
 
     @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def occupancy(self) -> int:
+        return sum(job.rows for job in self._held)
 
-    def run_burst(self) -> int:
-        """Run what is queued for this model now, then return how many jobs were answered
-        (burst mode: for tests and tools, without the thread)."""
-        answered = 0
-        while jobs := self._take(wait_s=0.0):
-            answered += self._run_batch(jobs)
-        return answered
+    @property
+    def capacity(self) -> int:
+        return self.max_batch_texts
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            jobs = self._take(wait_s=self._idle_wait_s)
-            if jobs:
-                self._run_batch(jobs)
-        self._fail_held("the server shut down before this request finished", shutdown=True)
+    def _round(self, wait_s: float) -> int | None:
+        jobs = self._take(wait_s)
+        return self._run_batch(jobs) if jobs else None
 
     def _take(self, wait_s: float) -> list[Job]:
         jobs = self._queue.take([self.model], max_rows=self.max_batch_texts, timeout=wait_s)
@@ -93,7 +76,7 @@ class EmbeddingWorker:
 
     def _run_batch(self, jobs: list[Job]) -> int:
         if self._stop.is_set():
-            return 0  # _run fails what is held
+            return 0  # the loop's end fails what is held
         taken, jobs = jobs, [job for job in jobs if not job.cancelled]
         if not jobs or self._embed(jobs):
             answered = len(jobs)

@@ -8,18 +8,20 @@ steps, guidance scale and scheduler) and runs each group as one call. Every job 
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 
 from genloom.jobs import ImagesReady, ImageTask, Job, JobFailed, JobStarted, RequestClass
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.image import GenerationStopped, ImageInputError, ImageRuntime, encode_png
 from genloom.telemetry import NO_OBSERVER, Observer
+from genloom.worker.base import Worker
 
 log = logging.getLogger("genloom.worker")
 
 
-class ImageWorker:
+class ImageWorker(Worker):
+    kind = "image"
+
     def __init__(
         self,
         *,
@@ -39,54 +41,35 @@ class ImageWorker:
             raise ValueError(f"max_async_images must be in [1, {max_batch_images}], got {max_async_images}")
         if batch_wait_s < 0:
             raise ValueError(f"batch_wait_s must be >= 0, got {batch_wait_s}")
+        super().__init__(model=runtime.name, queue=queue, idle_wait_s=idle_wait_s)
         self._runtime = runtime
-        self._queue = queue
         self.max_batch_images = max_batch_images
         self._batch_wait_s = batch_wait_s
-        self._idle_wait_s = idle_wait_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"image-worker-{runtime.name}", daemon=True)
         self._held: list[Job] = []  # taken and not answered yet
-        self.model = runtime.name
         self._observer = observer
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # images per recent pipeline call, so tests and metrics can see batching
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop after the current batch; jobs taken but not answered are failed (retryable), never dropped."""
-        self._stop.set()
-        self._thread.join(timeout)
 
     @property
     def busy(self) -> bool:
         return bool(self._held)
 
     @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def occupancy(self) -> int:
+        return sum(job.rows for job in self._held)
 
-    def run_burst(self) -> int:
-        """Run what is queued now, then return how many jobs were answered (for tests and tools)."""
-        answered = 0
-        while jobs := self._take(wait_s=0.0):
-            answered += self._run_jobs(jobs)
+    @property
+    def capacity(self) -> int:
+        return self.max_batch_images
+
+    def _round(self, wait_s: float) -> int | None:
+        jobs = self._take(wait_s)
+        if not jobs:
+            return None
+        answered = self._run_jobs(jobs)
+        for job in jobs:
+            if job not in self._held:  # answered or dropped; the held ones are failed when the loop ends
+                self._queue.finish(job)
         return answered
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                jobs = self._take(wait_s=self._idle_wait_s)
-                if jobs:
-                    self._run_jobs(jobs)
-                    for job in jobs:
-                        if job not in self._held:  # answered or dropped; the held ones are failed below
-                            self._queue.finish(job)
-            except Exception:  # the thread must outlive any one batch; its jobs may run again
-                log.exception("image worker for %s: a batch failed outside generation", self.model)
-                self._fail_held("the image worker failed; retry the request")
-        self._fail_held("the server shut down before this request finished")
 
     def _take(self, wait_s: float) -> list[Job]:
         jobs = self._queue.take([self.model], max_rows=self.max_batch_images, timeout=wait_s, max_async_rows=self.max_async_images)
@@ -110,7 +93,7 @@ class ImageWorker:
         answered = 0
         for taken in groups.values():
             if self._stop.is_set():
-                return answered  # _run fails what is held
+                return answered  # the loop's end fails what is held
             group = [job for job in taken if not job.cancelled]
             if not group:
                 self._held = [job for job in self._held if job not in taken]
@@ -137,7 +120,7 @@ class ImageWorker:
                 provenance = [self._runtime.provenance(task, i) for i in range(len(pictures))]
                 answers.append(ImagesReady([encode_png(p, m) for p, m in zip(pictures, provenance)], provenance))
         except GenerationStopped:
-            # Everyone left (nothing to answer), or the server stops (_run fails what is held, retryable).
+            # Everyone left (nothing to answer), or the server stops (the loop's end fails what is held).
             return not self._stop.is_set()
         except Exception as e:  # a model failure must not kill the worker or strand the clients
             log.exception("generating images for %d jobs failed on model %s", len(jobs), self.model)
@@ -157,8 +140,8 @@ class ImageWorker:
         detail = str(e) if isinstance(e, ImageInputError) else type(e).__name__
         return f"image generation failed on model {self.model}: {detail}"
 
-    def _fail_held(self, message: str) -> None:
+    def _fail_held(self, message: str, shutdown: bool = False) -> None:
         for job in self._held:
-            job.emit(JobFailed(message, retryable=True, shutdown=True))
+            job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
             self._queue.finish(job)
         self._held = []

@@ -8,64 +8,83 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from contextlib import suppress
 from typing import Any
 
 import httpx
 
 from genloom.jobs import ChoiceFinished, Job, JobFailed, JobStarted, PromptCounted, RemoteTask, TokenEvent
-from genloom.queue.protocol import JobQueue
+from genloom.queue.protocol import JobQueue, QueueUnavailable
 from genloom.runtimes.remote import RemoteTextUpstream, StreamBroken, UpstreamError, UpstreamRejected, UpstreamSettings
+from genloom.worker.base import SHUTDOWN_MESSAGE, Worker
 
 log = logging.getLogger("genloom.worker")
 
 
-class RemoteWorker:
+class RemoteWorker(Worker):
+    kind = "remote"
+
     def __init__(
         self, *, settings: UpstreamSettings, queue: JobQueue, max_concurrency: int = 64, idle_wait_s: float = 0.1
     ) -> None:
-        self.model = settings.name
+        super().__init__(model=settings.name, queue=queue, idle_wait_s=idle_wait_s)
         self._settings = settings
-        self._queue = queue
         self._max_concurrency = max_concurrency
-        self._idle_wait_s = idle_wait_s
         self._busy_rows = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, name=f"remote-worker-{settings.name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop taking work; calls still running end with a shutdown failure, never silently."""
-        self._stop.set()
-        self._thread.join(timeout)
 
     @property
     def busy(self) -> bool:
         return self._busy_rows > 0
 
     @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def occupancy(self) -> int:
+        return self._busy_rows
 
-    def _main(self) -> None:
-        asyncio.run(self._run())
+    @property
+    def capacity(self) -> int:
+        return self._max_concurrency
 
-    async def _run(self) -> None:
+    def _loop(self) -> None:
+        asyncio.run(self._serve())
+
+    def _round(self, wait_s: float) -> int | None:
+        """Burst mode: the calls for what is queued now, run together to their end."""
+        jobs = self._queue.take([self.model], max_rows=self._max_concurrency, timeout=wait_s)
+        if not jobs:
+            return None
+
+        async def run_all() -> None:
+            async with self._client() as client:
+                upstream = RemoteTextUpstream(settings=self._settings, client=client)
+                for job in jobs:
+                    self._busy_rows += job.rows
+                await asyncio.gather(*(self._call(upstream, job) for job in jobs))
+
+        asyncio.run(run_all())
+        return len(jobs)
+
+    def _client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=self._max_concurrency, max_keepalive_connections=self._max_concurrency)
+        return httpx.AsyncClient(limits=limits, trust_env=False)
+
+    async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         # Woken when a job is queued for this model (or a call ends and frees rows), not by polling.
         self._queue.watch(self.model, lambda: loop.call_soon_threadsafe(self._wake.set))
-        limits = httpx.Limits(max_connections=self._max_concurrency, max_keepalive_connections=self._max_concurrency)
-        async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+        async with self._client() as client:
             upstream = RemoteTextUpstream(settings=self._settings, client=client)
             running: set[asyncio.Task] = set()
             while not self._stop.is_set():
+                self._last_round = self._clock()
                 self._wake.clear()
                 free = self._max_concurrency - self._busy_rows
-                jobs = self._queue.take([self.model], max_rows=free, timeout=0) if free > 0 else []
+                try:
+                    jobs = self._queue.take([self.model], max_rows=free, timeout=0) if free > 0 else []
+                except QueueUnavailable as e:  # calls running go on; new ones wait for the queue
+                    await asyncio.sleep(self._queue_away(e))
+                    continue
+                self._queue_back()
                 for job in jobs:
                     self._busy_rows += job.rows
                     task = asyncio.create_task(self._call(upstream, job))
@@ -77,6 +96,9 @@ class RemoteWorker:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+
+    def _fail_held(self, message: str, shutdown: bool = False) -> None:
+        pass  # every call answers its own job, also when it is cancelled at the end
 
     async def _call(self, upstream: RemoteTextUpstream, job: Job) -> None:
         task: RemoteTask = job.payload
@@ -109,7 +131,7 @@ class RemoteWorker:
             for index in range(job.rows):  # "stop" for an upstream that ends without saying why
                 job.emit(ChoiceFinished(index, finished.get(index, "stop"), tokens.get(index, 0)))
         except asyncio.CancelledError:
-            job.emit(JobFailed("the server shut down before this request finished", retryable=True, shutdown=True))
+            job.emit(JobFailed(SHUTDOWN_MESSAGE, retryable=True, shutdown=True))
             raise
         except StreamBroken as e:
             job.emit(JobFailed(str(e), retryable=False))

@@ -8,20 +8,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Hashable
 
 from genloom.jobs import ChoiceFinished, Job, JobFailed, JobStarted, RequestClass, TextTask, TokenEvent
-from genloom.queue.protocol import JobQueue
+from genloom.queue.protocol import JobQueue, QueueUnavailable
 from genloom.runtimes.text import TextRuntime
 from genloom.runtimes.text_batch import NewSequence
 from genloom.telemetry import NO_OBSERVER, Observer
+from genloom.worker.base import Worker
 
 log = logging.getLogger("genloom.worker")
 
 
-class TextWorker:
+class TextWorker(Worker):
+    kind = "text"
+
     def __init__(
         self,
         *,
@@ -37,8 +39,8 @@ class TextWorker:
     ) -> None:
         if not 0 <= realtime_reserved_rows < max_batch_size:
             raise ValueError(f"realtime_reserved_rows must be in [0, {max_batch_size}), got {realtime_reserved_rows}")
+        super().__init__(model=runtime.name, queue=queue, idle_wait_s=idle_wait_s, clock=clock)
         self._runtime = runtime
-        self._queue = queue
         self._max_batch_size = max_batch_size
         # Rows async jobs may not take, so a realtime request finds a free slot at the next step.
         self._max_async_rows = max_batch_size - realtime_reserved_rows
@@ -46,26 +48,10 @@ class TextWorker:
         # this many rows: every row makes each decoding step slower for the realtime rows too.
         self._async_rows_with_realtime = self._max_async_rows if async_rows_with_realtime is None else async_rows_with_realtime
         self._realtime_grace_s = realtime_grace_s
-        self._clock = clock
         self._last_realtime = -math.inf
-        self._idle_wait_s = idle_wait_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"text-worker-{runtime.name}", daemon=True)
         self._active: dict[Job, set[int]] = {}  # running jobs and their unfinished choices
-        self.model = runtime.name
+        self._batch = runtime.new_batch()
         self._observer = observer
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop after the current step; jobs still running are failed, never silently dropped."""
-        self._stop.set()
-        self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     @property
     def busy(self) -> bool:
@@ -75,42 +61,55 @@ class TextWorker:
     def running_jobs(self) -> int:
         return len(self._active)
 
-    def _run(self) -> None:
-        batch = self._runtime.new_batch()
-        while not self._stop.is_set():
-            self._drop_cancelled(batch)
-            free = self._max_batch_size - len(batch)
-            wait = 0.0 if len(batch) else self._idle_wait_s
-            async_free = self._async_row_limit() - self._async_rows()
-            jobs = (
-                self._queue.take([self.model], max_rows=free, timeout=wait, max_async_rows=max(0, async_free))
-                if free > 0
-                else []
-            )
-            joining = [seq for job in jobs for seq in self._sequences(job)]
-            if not joining and not len(batch):
-                continue
-            if joining:
-                self._observer.batch_formed(model=self.model, size=len(batch) + len(joining))
-            try:
-                outputs = batch.step(joining)
-            except Exception as e:  # a model failure must not kill the worker or strand the clients
-                log.exception("text step failed on model %s", self.model)
-                self._fail_all(f"generation failed on model {self.model}: {type(e).__name__}")
-                batch = self._runtime.new_batch()
-                continue
-            for out in outputs:
-                job, index = out.key
-                open_choices = self._active[job]
-                if out.delta:
-                    job.emit(TokenEvent(index, out.delta, out.token_count))
-                if out.finish_reason is not None:
-                    job.emit(ChoiceFinished(index, out.finish_reason, out.token_count))
-                    open_choices.discard(index)
-                    if not open_choices:
-                        del self._active[job]
-                        self._queue.finish(job)
-        self._fail_all("the server shut down before this request finished", shutdown=True)
+    @property
+    def occupancy(self) -> int:
+        return len(self._batch)
+
+    @property
+    def capacity(self) -> int:
+        return self._max_batch_size
+
+    def _round(self, wait_s: float) -> int | None:
+        batch = self._batch
+        self._drop_cancelled(batch)
+        free = self._max_batch_size - len(batch)
+        try:
+            jobs = self._take(free, 0.0 if len(batch) else wait_s)
+        except QueueUnavailable:
+            if not len(batch):
+                raise
+            jobs = []  # the queue is away: the rows running go on decoding meanwhile
+        joining = [seq for job in jobs for seq in self._sequences(job)]
+        if not joining and not len(batch):
+            return None
+        if joining:
+            self._observer.batch_formed(model=self.model, size=len(batch) + len(joining))
+        try:
+            outputs = batch.step(joining)
+        except Exception as e:  # a model failure must not kill the worker or strand the clients
+            log.exception("text step failed on model %s", self.model)
+            self._fail_held(f"generation failed on model {self.model}: {type(e).__name__}")
+            return 0
+        answered = 0
+        for out in outputs:
+            job, index = out.key
+            open_choices = self._active[job]
+            if out.delta:
+                job.emit(TokenEvent(index, out.delta, out.token_count))
+            if out.finish_reason is not None:
+                job.emit(ChoiceFinished(index, out.finish_reason, out.token_count))
+                open_choices.discard(index)
+                if not open_choices:
+                    del self._active[job]
+                    self._queue.finish(job)
+                    answered += 1
+        return answered
+
+    def _take(self, free: int, wait_s: float) -> list[Job]:
+        if free <= 0:
+            return []
+        async_free = self._async_row_limit() - self._async_rows()
+        return self._queue.take([self.model], max_rows=free, timeout=wait_s, max_async_rows=max(0, async_free))
 
     def _async_row_limit(self) -> int:
         now = self._clock()
@@ -150,8 +149,9 @@ class TextWorker:
             del self._active[job]
             self._queue.finish(job)
 
-    def _fail_all(self, message: str, shutdown: bool = False) -> None:
+    def _fail_held(self, message: str, shutdown: bool = False) -> None:
         for job in self._active:
             job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
             self._queue.finish(job)
         self._active.clear()
+        self._batch = self._runtime.new_batch()

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 
 from genloom.gateway.breaker import CircuitBreaker
-from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
-from genloom.gateway.events import DisconnectProbe, next_event, thread_emitter
+from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NoWorker, NotReady
+from genloom.gateway.events import DisconnectProbe, WaitBounds, next_event, thread_emitter
 from genloom.gateway.fallback import Attempt, FallbackPlan
 from genloom.gateway.pipeline.call import TextCall
-from genloom.gateway.queue_io import queue_call
+from genloom.gateway.presence import WorkerPresence
+from genloom.gateway.queue_io import queue_call, withdraw
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
 from genloom.jobs import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, RequestClass, TokenEvent
 from genloom.queue import QueueClosed
@@ -31,7 +32,8 @@ class Submit:
 
     def __init__(
         self, *, text: TextService, queue: JobQueue, breakers: Mapping[str, CircuitBreaker], attempts_per_model: int,
-        retry_delay_s: tuple[float, float], observer: Observer, rng: random.Random | None = None,
+        retry_delay_s: tuple[float, float], observer: Observer, presence: WorkerPresence, wait_bounds: WaitBounds,
+        rng: random.Random | None = None,
     ) -> None:
         self._text = text
         self._queue = queue
@@ -39,6 +41,8 @@ class Submit:
         self._attempts_per_model = attempts_per_model
         self._retry_delay_s = retry_delay_s
         self._observer = observer
+        self._presence = presence
+        self._wait_bounds = wait_bounds
         self._rng = rng or random.Random()
 
     def chain(self, request: TextRequest) -> list[str]:
@@ -62,6 +66,8 @@ class Submit:
             backoff=self._backoff,
         )
         previous: str | None = None
+        no_worker: NoWorker | None = None
+        tried = False
         try:
             while (attempt := plan.next()) is not None:
                 if attempt.delay_s:
@@ -72,6 +78,11 @@ class Submit:
                     except (InvalidRequest, ModelNotFound, NotReady) as e:
                         plan.unusable(attempt, str(e))
                         continue
+                if not self._presence.has_worker(attempt.model):
+                    no_worker = no_worker or NoWorker(attempt.model, self._presence.retry_after_s)
+                    plan.unusable(attempt, "no worker is running it")
+                    continue
+                tried = True
                 if previous is not None and previous != attempt.model:
                     self._observer.fallback(from_model=previous, to_model=attempt.model)
                 previous = attempt.model
@@ -80,14 +91,15 @@ class Submit:
                 if call.status is not RequestStatus.FAILED:  # completed, or the client left
                     return
             call.error = "; ".join(plan.failures)
+            if no_worker is not None and not tried:
+                raise no_worker
             if not call.accepted:
                 raise NotReady(f"no model could take this request now: {call.error}")
             raise GenerationFailed(f"no model in the fallback chain answered: {call.error}")
         finally:
             plan.abandon()
             if call.job is not None:
-                call.job.cancel()
-                await queue_call(self._queue, self._queue.remove, call.job.id)
+                await withdraw(self._queue, call.job)
 
     async def _attempt(
         self, call: TextCall, plan: FallbackPlan, attempt: Attempt, prepared: PreparedText, disconnected: DisconnectProbe,
@@ -113,8 +125,16 @@ class Submit:
             call.accepted = True
             yield None
         open_choices = request.n
+        bound = self._wait_bounds.silence_s(request.tier) if job.request_class is RequestClass.REALTIME else None
+        started = False
         while open_choices:
-            event = await next_event(events, disconnected)
+            try:
+                event = await next_event(events, disconnected, silence_s=bound)
+            except TimeoutError:
+                plan.abandon()
+                timed_out = self._wait_bounds.timed_out(attempt.model, request.tier, started=started)
+                call.status, call.error = RequestStatus.FAILED, str(timed_out)
+                raise timed_out from None
             if event is None:
                 call.status = RequestStatus.CANCELLED
                 return
@@ -135,6 +155,7 @@ class Submit:
                 plan.broke(attempt)
                 raise GenerationFailed(event.message)
             if isinstance(event, JobStarted):
+                started = True
                 self._observer.queue_wait(
                     model=attempt.model, request_class=job.request_class.value, tier=request.tier.value,
                     seconds=max(0.0, time.monotonic() - job.enqueued_at),

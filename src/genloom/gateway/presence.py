@@ -1,0 +1,39 @@
+"""Which models have a live worker, as an API replica last read it from the workers' heartbeats
+(`queue/workers.py`). A request for a model without one is refused at once (503 `no_worker`)
+instead of waiting in a line nobody takes from. Where this process runs the workers itself the
+view is not kept (None) and nothing is refused."""
+
+from __future__ import annotations
+
+import time
+
+from genloom.gateway.errors import NoWorker
+
+
+class WorkerPresence:
+    def __init__(self, *, retry_after_s: int = 5) -> None:
+        self._live: frozenset[str] | None = None
+        self.read_at: float | None = None  # monotonic time of the last read
+        self.retry_after_s = retry_after_s
+
+    def update(self, live: set[str]) -> None:
+        self._live = frozenset(live)
+        self.read_at = time.monotonic()
+
+    def forget(self) -> None:
+        """The workers cannot be read now (Redis is away): refuse nothing on an old view."""
+        self._live = None
+
+    @property
+    def known(self) -> bool:
+        return self._live is not None
+
+    def has_worker(self, model: str) -> bool:
+        return self._live is None or model in self._live
+
+    def require(self, model: str) -> None:
+        if not self.has_worker(model):
+            raise NoWorker(model, self.retry_after_s)
+
+    def without_workers(self, models: list[str]) -> list[str]:
+        return sorted(m for m in models if not self.has_worker(m))

@@ -1,0 +1,112 @@
+"""The cluster's view of its workers, kept by each process: a process that runs workers
+announces its card every `queue.heartbeat_s` (and withdraws it when it stops); an API replica
+reads the cards as often to know which models have a live worker (`WorkerPresence`). Both go
+on through Redis outages: the announcer tries again at the next beat, the reader refuses
+nothing for want of a worker until it can read again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from genloom import __version__
+from genloom.gateway import Readiness
+from genloom.gateway.presence import WorkerPresence
+from genloom.queue.workers import ModelSlot, WorkerCard, WorkerDirectory
+from genloom.worker import Worker
+
+log = logging.getLogger("genloom.server")
+
+
+class ProcessCard:
+    """This process as its card says it: who it is, and its workers as they are now."""
+
+    def __init__(self, *, worker_id: str, readiness: Readiness, workers: Callable[[], list[Worker]]) -> None:
+        self.worker_id = worker_id
+        self.health_url: str | None = None  # set once the health port is bound
+        self._readiness = readiness
+        self._workers = workers
+        self._started_at = time.time()
+
+    def card(self) -> WorkerCard:
+        slots = []
+        for worker in self._workers():
+            health = worker.health()
+            slots.append(ModelSlot(
+                model=worker.model, kind=worker.kind, state=health.state.value, capacity=worker.capacity,
+                occupancy=worker.occupancy, reason=health.reason,
+            ))
+        return WorkerCard(
+            id=self.worker_id, host=socket.gethostname(), pid=os.getpid(), version=__version__,
+            started_at=self._started_at, state=self._readiness.state.value, models=slots, health_url=self.health_url,
+            seen_at=time.time(),
+        )
+
+
+async def announce(directory: WorkerDirectory, card: ProcessCard, every_s: float) -> None:
+    """Renew this process's card until cancelled; then withdraw it (a drained worker is gone at once)."""
+    failing = False
+    try:
+        while True:
+            try:
+                await directory.announce(card.card())
+                if failing:
+                    log.info("worker heartbeat: Redis answers again")
+                failing = False
+            except redis.RedisError as e:
+                if not failing:
+                    log.warning("worker heartbeat: could not reach Redis (%s); trying again", e)
+                failing = True
+            await asyncio.sleep(every_s)
+    finally:
+        try:
+            await asyncio.wait_for(asyncio.shield(directory.withdraw(card.worker_id)), 2)
+        except (redis.RedisError, TimeoutError):
+            pass  # the card runs out by itself
+
+
+async def follow_presence(directory: WorkerDirectory, presence: WorkerPresence, every_s: float) -> None:
+    """Keep `presence` current until cancelled; through an outage it knows nothing (the queue
+    answers for itself then: 503 queue_unavailable)."""
+    failing = False
+    while True:
+        try:
+            presence.update(await directory.live_models())
+            failing = False
+        except redis.RedisError as e:
+            if not failing:
+                log.warning("could not read the workers' heartbeats (%s); refusing nothing for want of a worker until they can be read", e)
+            presence.forget()
+            failing = True
+        await asyncio.sleep(every_s)
+
+
+def describe(card: WorkerCard, *, live: bool, now: float) -> dict[str, Any]:
+    """A card as `GET /v1/admin/workers` shows it."""
+    return {
+        "id": card.id, "object": "worker", "host": card.host, "pid": card.pid, "version": card.version,
+        "state": card.state if live else "lost", "live": live, "started_at": int(card.started_at),
+        "last_heartbeat_at": round(card.seen_at, 3), "seconds_since_heartbeat": round(max(0.0, now - card.seen_at), 3),
+        "health_url": card.health_url,
+        "models": [
+            {"model": s.model, "kind": s.kind, "state": s.state, "capacity": s.capacity, "occupancy": s.occupancy,
+             "reason": s.reason}
+            for s in card.models
+        ],
+    }
+
+
+async def list_workers(directory: WorkerDirectory | None, local: ProcessCard) -> list[dict[str, Any]]:
+    """Every worker process the cluster knows of (this one alone when the queue is not shared)."""
+    now = time.time()
+    if directory is None:
+        card = local.card()
+        return [describe(card, live=True, now=now)] if card.models else []
+    return [describe(card, live=directory.live(card), now=now) for card in await directory.cards()]
