@@ -3,12 +3,19 @@ again on the same data dir: every accepted job ends, with exactly one stored res
 
 from __future__ import annotations
 
+import random
 import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
 import httpx
+import pytest
+import yaml
 
+from tests.conftest import free_port
 from tests.e2e.test_serve import serve, tiny_config
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -85,3 +92,66 @@ def test_sigkill_loses_no_accepted_job_and_each_ends_with_one_result(tmp_path, t
             assert job["attempts"] == 2
     print(f"{len(accepted)} jobs accepted, {interrupted} interrupted")
     assert interrupted >= 1  # the jobs running at the kill were reclaimed and run again
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_50_times_the_database_opens_and_every_accepted_job_finishes(tmp_path, tiny_model_dir):
+    """50 runs of `genloom serve` on one data dir, each SIGKILLed at a random moment (while
+    starting, migrating, recovering, taking submissions, running jobs); then one run to the end."""
+    rng = random.Random(12)
+    config = tiny_config(
+        tiny_model_dir, runtime={"max_batch_size": 4, "realtime_reserved_rows": 0},
+        jobs={"lease_s": 1, "heartbeat_s": 0.3, "max_attempts": 100},
+    )
+    config_file = tmp_path / "genloom.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 40, "ignore_eos": True}
+    accepted: list[str] = []
+    for run in range(50):
+        port = free_port()
+        with open(tmp_path / f"run-{run}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "genloom.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+                 "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+            )
+            stop = threading.Event()
+
+            def submit() -> None:
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
+                    while not stop.is_set():
+                        try:
+                            answer = http.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body})
+                        except httpx.TransportError:
+                            time.sleep(0.05)
+                            continue
+                        if answer.status_code == 202:
+                            accepted.append(answer.json()["id"])
+                        time.sleep(0.1)
+
+            submitter = threading.Thread(target=submit)
+            submitter.start()
+            time.sleep(rng.uniform(0.5, 6.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            stop.set()
+            submitter.join(10)
+    assert len(accepted) >= 50, f"only {len(accepted)} jobs were accepted over 50 runs"
+
+    with serve(tmp_path, config, ready_within_s=120) as (base, _):
+        http = httpx.Client(base_url=base, timeout=10)
+        deadline = time.monotonic() + 300
+        while True:
+            jobs = {j["id"]: j for j in all_jobs(http)}
+            if all(jobs.get(job_id, {}).get("status") in TERMINAL for job_id in accepted):
+                break
+            assert time.monotonic() < deadline, "not every accepted job finished after 50 kills"
+            time.sleep(0.5)
+        full = {job_id: http.get(f"/v1/jobs/{job_id}").json() for job_id in accepted}
+    for job in full.values():
+        assert job["status"] == "completed", job
+        assert [t["status"] for t in job["transitions"]].count("completed") == 1
+    database = sqlite3.connect(tmp_path / "data" / "genloom.db")
+    try:
+        assert database.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        database.close()

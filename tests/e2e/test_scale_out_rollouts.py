@@ -29,6 +29,15 @@ def test_a_canary_holds_across_two_replicas_with_shared_gate_figures(cluster, ti
     registered = replicas[0].post("/v1/admin/models", json={"name": "tiny", "path": str(tiny_model_dir)})
     assert registered.status_code == 201 and registered.json()["id"] == "tiny@v2", registered.text
     loaded_everywhere(replicas, "v2")
+    deadline = time.monotonic() + 60
+    while True:  # and both workers run it (until then a replica sends the candidate's share to stable)
+        cards = replicas[0].get("/v1/admin/workers").json()["data"]
+        running = [{m["model"] for m in card["models"] if m["state"] == "running"} for card in cards if card["live"]]
+        if len(running) == 2 and all("tiny@v2" in models for models in running):
+            break
+        assert time.monotonic() < deadline, cards
+        time.sleep(0.1)
+    time.sleep(1.5)  # a heartbeat read by both replicas
     started = replicas[1].post("/v1/admin/models/tiny/rollouts", json={
         "strategy": "canary", "candidate": "v2", "percent": 20, "step_after_requests": 100_000,
     })

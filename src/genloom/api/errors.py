@@ -3,6 +3,7 @@ with its HTTP status decided here and nowhere else."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from collections.abc import Mapping
@@ -144,10 +145,13 @@ def api_error(exc: Exception) -> ApiError | None:
             if exc.started:
                 return ApiError(504, str(exc), "server_error", None, "worker_timeout")
             return ApiError(503, str(exc), "server_error", None, "queue_timeout", _retry_after(exc.retry_after_s))
+        case _ if disk_full(exc):
+            return ApiError(507, "the server's disk is full; nothing was stored, retry once space is freed", "server_error",
+                            None, "insufficient_storage", _retry_after(30))
         case redis.ConnectionError() | redis.TimeoutError():
             return ApiError(503, f"Redis cannot be reached ({type(exc).__name__}); retry shortly", "server_error", None,
                             "queue_unavailable", _retry_after(1))
-        case DBAPIError() if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+        case DBAPIError() if database_unreachable(exc):
             return ApiError(503, "the database cannot be reached; retry shortly", "server_error", None,
                             "store_unavailable", _retry_after(1))
         case ConnectionError():
@@ -156,14 +160,38 @@ def api_error(exc: Exception) -> ApiError | None:
     return None
 
 
+def disk_full(exc: BaseException) -> bool:
+    """ENOSPC from a file write, or SQLite's "database or disk is full", however wrapped."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if "database or disk is full" in str(exc):
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
+    return False
+
+
+def database_unreachable(exc: DBAPIError) -> bool:
+    """The database is away (refused or lost the connection), not a bad statement: raised while
+    connecting (no statement), a connection found dead, or SQLSTATE class 08 (connection
+    exception) or 57P (the server shut the session down)."""
+    sqlstate = str(getattr(exc.orig, "sqlstate", "") or getattr(exc.orig, "pgcode", "") or "")
+    return (
+        exc.statement is None or exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+        or sqlstate.startswith(("08", "57P"))
+    )
+
+
 # Codes that say a part of the system is away: worth a line in the log each time.
-_OUTAGES = frozenset({"queue_unavailable", "store_unavailable", "service_unavailable", "queue_timeout", "worker_timeout"})
+_OUTAGES = frozenset({"insufficient_storage", "queue_unavailable", "store_unavailable", "service_unavailable", "queue_timeout", "worker_timeout"})
 
 # Every exception api_error maps: each gets the one handler below.
 _MAPPED: tuple[type[Exception], ...] = (
     *_PLAIN, UnknownModel, InvalidRollout, InvalidRequest, QueueFull, Unauthenticated, RateLimited, TenantQueueFull,
     QueueClosed, QueueUnavailable, NotReady, TimedOut, redis.ConnectionError, redis.TimeoutError, DBAPIError,
-    ConnectionError,
+    OSError,
 )
 
 
