@@ -145,6 +145,7 @@ def growth(samples: list[dict], key: str, after_s: float) -> dict:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    args.code = code_state()  # what is measured is what was there at the start
     warmup_s = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(5.0, args.minutes / 5))
     redis_url = os.environ.get("GENLOOM_REDIS_URL")
     with tempfile.TemporaryDirectory(prefix="genloom-soak-") as tmp:
@@ -230,7 +231,7 @@ def render(args: argparse.Namespace, summary: dict, samples: list[dict], keys: l
     command = "genloom bench soak " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "genloom bench soak"
     lines = [
         SECTION, "",
-        f"`{command}`, {datetime.date.today().isoformat()}, {code_state()}, on {cpu_name()} "
+        f"`{command}`, {datetime.date.today().isoformat()}, {args.code}, on {cpu_name()} "
         f"({os.cpu_count()} cores), Python {platform.python_version()}; one `genloom serve` with the built-in models"
         + (", queue on Redis" if "redis_mib" in keys else " (embedded: SQLite, in-process queue)") + ".",
         "",
