@@ -6,7 +6,9 @@ import base64
 import io
 import json
 import re
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -160,3 +162,31 @@ def test_invalid_config_fails_at_start_naming_the_key(tmp_path):
     done = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 2
     assert "queue.max_queud" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "setting"),
+    [("GENLOOM_DATABASE_URL", "database_url"), ("GENLOOM_REDIS_URL", "redis_url")],
+)
+def test_a_database_or_redis_that_does_not_answer_is_one_line_and_exit_2(tmp_path, variable, setting):
+    closed = free_port()  # nothing listens there
+    url = {"GENLOOM_DATABASE_URL": f"postgresql://genloom:secret-pw@127.0.0.1:{closed}/genloom",
+           "GENLOOM_REDIS_URL": f"redis://:secret-pw@127.0.0.1:{closed}/0"}[variable]
+    env = {**os.environ, variable: url, "GENLOOM_DATA_DIR": str(tmp_path / "data")}
+    args = [sys.executable, "-m", "genloom.cli", "serve", "--port", str(free_port())]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert done.returncode == 2, done.stderr
+    assert f"({setting})" in done.stderr and f"127.0.0.1:{closed}" in done.stderr
+    assert "Traceback" not in done.stderr and "secret-pw" not in done.stderr
+    assert "loaded model" not in done.stderr  # refused before any model loads
+
+
+def test_a_port_in_use_is_one_line_and_exit_2_before_models_load(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        args = [sys.executable, "-m", "genloom.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path / "d")]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port} (server.port)" in done.stderr and "Traceback" not in done.stderr

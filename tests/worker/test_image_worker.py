@@ -5,6 +5,7 @@ fails alone, and a cancelled one is skipped."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -141,3 +142,36 @@ def test_stopping_fails_taken_jobs_as_retryable_and_the_thread_ends(runtime):
     events = inbox.events.get("one", [])
     # Either it ran before the stop, or it was handed back as a retryable shutdown failure.
     assert events and (isinstance(events[-1], ImagesReady) or (isinstance(events[-1], JobFailed) and events[-1].shutdown))
+
+
+def test_a_failure_outside_generation_fails_the_held_jobs_as_retryable_not_as_a_shutdown(runtime):
+    """A bug outside the pipeline call must not tell clients the server shuts down (which makes
+    them go to another replica, and left embedded async jobs waiting for a restart)."""
+    queue, inbox = InMemoryQueue(policy=SchedulerPolicy()), Inbox()
+    worker = ImageWorker(runtime=runtime, queue=queue, max_batch_images=8, idle_wait_s=0.01)
+    broken = inbox.job("broken", task("broken", 1))
+    emit = broken.emit
+
+    def fails_on_start(event) -> None:
+        emit(event)
+        if isinstance(event, JobStarted):
+            raise RuntimeError("a bug while reporting the start")
+
+    broken.emit = fails_on_start
+    queue.submit(broken)
+    queue.submit(inbox.job("company", task("company", 2)))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not all(any(isinstance(e, (JobFailed, ImagesReady)) for e in inbox.events.get(n, [])) for n in ("broken", "company")):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        failures = [e for n in ("broken", "company") for e in inbox.events[n] if isinstance(e, JobFailed)]
+        assert failures and all(f.retryable and not f.shutdown for f in failures)
+        assert worker.alive  # and the loop goes on: the next job is answered
+        queue.submit(inbox.job("next", task("next", 3)))
+        while not inbox.events.get("next") or not isinstance(inbox.result("next"), ImagesReady):
+            assert time.monotonic() < deadline + 30
+            time.sleep(0.01)
+    finally:
+        worker.stop(30)
