@@ -16,6 +16,7 @@ from genloom.api.routes_admin import build_admin_router
 from genloom.api.routes_embeddings import build_embeddings_router
 from genloom.api.routes_files import build_files_router
 from genloom.api.routes_health import build_health_router
+from genloom.api.routes_metrics import build_metrics_router
 from genloom.api.routes_images import build_images_router
 from genloom.api.routes_jobs import build_jobs_router
 from genloom.api.routes_models import Loaded, build_models_router
@@ -58,6 +59,7 @@ def create_app(
     local_workers: Callable[[], list[Worker]],
     presence: WorkerPresence | None = None,
     list_workers: Callable[[], Awaitable[list[dict]]] | None = None,
+    metrics: Callable[[], bytes] | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -73,6 +75,8 @@ def create_app(
         readiness, service, loaded=lambda: loaded_models().keys(), in_flight=lambda: pipeline.in_flight,
         workers=local_workers, presence=presence,
     ))
+    if metrics is not None:
+        app.include_router(build_metrics_router(metrics, token=_metrics_token(settings)))
     # Every /v1 route needs a key: the dependency puts the caller's principal on the request.
     authenticate_request = authentication(
         mode=settings.auth, authenticator=authenticator, classification=settings.classification
@@ -101,6 +105,7 @@ def create_app(
 
 def create_worker_app(
     *, readiness: Readiness, service: TextService, loaded_models: Loaded, local_workers: Callable[[], list[Worker]],
+    settings: Settings, metrics: Callable[[], bytes] | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
 ) -> FastAPI:
     """A worker process's HTTP face: /healthz and /readyz for its orchestrator, nothing else."""
@@ -108,4 +113,11 @@ def create_worker_app(
     app.include_router(build_health_router(
         readiness, service, loaded=lambda: loaded_models().keys(), in_flight=lambda: 0, workers=local_workers
     ))
+    if metrics is not None:
+        app.include_router(build_metrics_router(metrics, token=_metrics_token(settings)))
     return app
+
+
+def _metrics_token(settings: Settings) -> str | None:
+    token = settings.metrics.token
+    return token.get_secret_value() if token is not None else None

@@ -132,6 +132,13 @@ class DType(str, Enum):
     BFLOAT16 = "bfloat16"
 
 
+class MetricsSettings(_Section):
+    enabled: bool = Field(True, description="GET /metrics in Prometheus' text format, on API replicas and workers")
+    token: SecretStr | None = Field(None, description="when set, /metrics needs `Authorization: Bearer <token>`")
+    per_tenant: bool = Field(False, description="add a tenant label to genloom_requests_total (for a bounded number of tenants)")
+    jobs_refresh_s: float = Field(10.0, gt=0, description="how often the jobs-per-state gauge is counted in the store")
+
+
 class RuntimeSettings(_Section):
     device: Device = Device.AUTO
     dtype: DType = DType.AUTO
@@ -348,6 +355,7 @@ class Settings(BaseSettings):
     )
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -106,7 +106,7 @@ class EmbeddingService:
         finally:
             self._observer.request_finished(
                 route=EMBEDDINGS_ENDPOINT, model=request.model, version=version, tier=request.tier.value, status=status,
-                duration_s=time.monotonic() - started,
+                duration_s=time.monotonic() - started, tenant=request.tenant,
             )
 
     async def _embed(

@@ -244,7 +244,7 @@ class ImageService:
         finally:
             self._observer.request_finished(
                 route=IMAGES_ENDPOINT, model=request.model, version=(body or {}).get("system_fingerprint", request.model),
-                tier=request.tier.value, status=status, duration_s=time.monotonic() - started,
+                tier=request.tier.value, status=status, duration_s=time.monotonic() - started, tenant=request.tenant,
             )
 
     async def check_prompt(self, request: ImageRequest) -> None:
@@ -293,6 +293,8 @@ class ImageService:
         A job's result is stored and read much later, so it holds neither the pictures nor a link
         that expires: its `url` is the file's content route, read with the tenant's key."""
         now = datetime.now(UTC)
+        version = str((ready.provenance[0] if ready.provenance else {}).get("model") or request.model)
+        self._observer.images_generated(model=version, count=len(ready.pngs))
         data = []
         for png, provenance in zip(ready.pngs, ready.provenance):
             record = await self.files.add(

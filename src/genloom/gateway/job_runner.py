@@ -33,6 +33,7 @@ from genloom.queue import QueueUnavailable
 from genloom.queue.backoff import retry_delay
 from genloom.queue.protocol import JobQueue
 from genloom.store.jobs import JobStore, utc_now
+from genloom.telemetry import NO_OBSERVER, Observer
 
 log = logging.getLogger("genloom.jobs")
 Request = TextRequest | ImageRequest
@@ -82,6 +83,7 @@ class JobRunner:
     def __init__(
         self, *, store: JobStore, queue: JobQueue, text: TextService, images: ImageService | None, settings: JobsSettings,
         process_id: str, on_finished: Callable[[], None], rng: random.Random | None = None, shared_queue: bool = False,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         """With `shared_queue`, jobs queued here run on any worker process: this process keeps no
         run for them, and runs the ones its own workers take (`adopt`)."""
@@ -94,6 +96,7 @@ class JobRunner:
         self._on_finished = on_finished
         self._rng = rng or random.Random()
         self._shared = shared_queue
+        self._observer = observer
         self._runs: dict[str, _Run] = {}
         self._pending: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -323,6 +326,9 @@ class JobRunner:
             if result is None:
                 return
             if await self._store.complete(job_id, owner=owner, result=result):
+                if run.completion is not None:
+                    usage = run.completion.usage
+                    self._observer.tokens(model=run.job.model, prompt=usage.prompt_tokens, completion=usage.completion_tokens)
                 self._on_finished()
             else:
                 log.info("job %s finished but its lease was gone; the result of the current holder stands", job_id)
@@ -376,6 +382,7 @@ class JobRunner:
         if record is None:
             return
         if record.state is JobState.RETRYING:
+            self._observer.job_retried(model=record.model)
             await self.enqueue(record, retry=True)
         else:
             self._on_finished()
@@ -406,6 +413,7 @@ class JobRunner:
                     log.warning("job %s: its worker was lost; now %s", record.id, record.state.value)
                     try:
                         if record.state is JobState.RETRYING:
+                            self._observer.job_retried(model=record.model)
                             await self.enqueue(record, retry=True)
                         else:
                             self._on_finished()

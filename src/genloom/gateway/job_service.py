@@ -24,6 +24,7 @@ from genloom.gateway.pipeline.admit import Admit
 from genloom.gateway.pipeline.call import request_texts
 from genloom.gateway.pipeline.guard import GuardStage
 from genloom.gateway.presence import WorkerPresence
+from genloom.telemetry import NO_OBSERVER, Observer
 from genloom.gateway.queue_io import queue_call
 from genloom.gateway.rate_limit import Admission
 from genloom.gateway.text_service import TextService
@@ -85,6 +86,7 @@ class JobService:
         rng: random.Random | None = None,
         images: ImageService | None = None,
         shared_queue: bool = False,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         """With `shared_queue`, jobs queued here run on any worker process: this process keeps no
         run for them, and runs the ones its own workers take (`adopt`)."""
@@ -103,7 +105,7 @@ class JobService:
         self.async_rows: dict[str, int] = {}  # the most rows an async job may take, per model
         self.runner = JobRunner(
             store=store, queue=queue, text=text, images=images, settings=settings, process_id=process_id,
-            on_finished=on_finished, rng=rng, shared_queue=shared_queue,
+            on_finished=on_finished, rng=rng, shared_queue=shared_queue, observer=observer,
         )
 
     # The runner's lifecycle, as the process drives it.

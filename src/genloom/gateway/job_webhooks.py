@@ -19,6 +19,7 @@ from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_targe
 from genloom.queue.backoff import retry_delay
 from genloom.jobs.records import JobRecord, WebhookAttempt
 from genloom.store.jobs import JobStore, utc_now
+from genloom.telemetry import NO_OBSERVER, Observer
 
 log = logging.getLogger("genloom.webhooks")
 _IDLE_POLL_S = 1.0
@@ -35,8 +36,10 @@ class WebhookDispatcher:
         resolve: Resolver = resolve_host,
         rng: random.Random | None = None,
         batch: int = 32,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._secret = secret
         self._allow_hosts = allow_hosts
         self._settings = settings
@@ -116,5 +119,6 @@ class WebhookDispatcher:
             )
             next_at = utc_now() + timedelta(seconds=delay)
         await self._store.record_delivery(result, job_id=record.id, next_at=next_at)
+        self._observer.webhook_delivery(result="delivered" if result.delivered else "failed")
         if not result.delivered:
             log.info("webhook for job %s, attempt %d failed: %s", record.id, attempt, result.error)

@@ -6,18 +6,19 @@ view is not kept (None) and nothing is refused."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from genloom.gateway.errors import NoWorker
 
 
 class WorkerPresence:
     def __init__(self, *, retry_after_s: int = 5) -> None:
-        self._live: frozenset[str] | None = None
+        self._live: dict[str, int] | None = None  # model -> live worker processes taking it
         self.read_at: float | None = None  # monotonic time of the last read
         self.retry_after_s = retry_after_s
 
-    def update(self, live: set[str]) -> None:
-        self._live = frozenset(live)
+    def update(self, live: Mapping[str, int]) -> None:
+        self._live = {model: n for model, n in live.items() if n > 0}
         self.read_at = time.monotonic()
 
     def forget(self) -> None:
@@ -34,6 +35,10 @@ class WorkerPresence:
     def require(self, model: str) -> None:
         if not self.has_worker(model):
             raise NoWorker(model, self.retry_after_s)
+
+    def counts(self) -> dict[str, int]:
+        """Live worker processes per model, as last read (empty while unknown)."""
+        return dict(self._live or {})
 
     def without_workers(self, models: list[str]) -> list[str]:
         return sorted(m for m in models if not self.has_worker(m))

@@ -18,6 +18,7 @@ from enum import Enum
 from typing import Protocol
 
 from genloom.gateway.errors import InvalidRequest
+from genloom.telemetry import Observer
 
 _EPSILON = 1e-9  # float noise in refills must not refuse a client that waited exactly retry_after
 
@@ -359,3 +360,26 @@ def _whole(level: float) -> int:
 def _spoken(seconds: int) -> str:
     parts = ((seconds // 3600, "h"), (seconds // 60 % 60, "min"), (seconds % 60, "s"))
     return " ".join(f"{n} {unit}" for n, unit in parts if n)
+
+
+class ObservedLimiter:
+    """A limiter that tells the observer each refusal (which limit), and otherwise is the limiter."""
+
+    def __init__(self, limiter: RateLimiter, observer: Observer) -> None:
+        self._limiter = limiter
+        self._observer = observer
+
+    async def check(
+        self, *, key_id: str, tenant_id: str, key_limits: Limits, tenant_limits: Limits, tokens: int, images: int = 0
+    ) -> Admission:
+        try:
+            return await self._limiter.check(
+                key_id=key_id, tenant_id=tenant_id, key_limits=key_limits, tenant_limits=tenant_limits, tokens=tokens,
+                images=images,
+            )
+        except (RateLimited, RequestTooLarge) as e:
+            self._observer.rate_limited(limit=e.limit)
+            raise
+
+    async def settle(self, admission: Admission, *, tokens_used: int, images_made: int | None = None) -> None:
+        await self._limiter.settle(admission, tokens_used=tokens_used, images_made=images_made)

@@ -101,6 +101,11 @@ class WorkerDirectory:
     def live(self, card: WorkerCard) -> bool:
         return self._clock() - card.seen_at <= self.ttl_s
 
-    async def live_models(self) -> set[str]:
-        """The models at least one live worker takes jobs for."""
-        return {slot.model for card in await self.cards() if self.live(card) for slot in card.models if card.takes(slot.model)}
+    async def live_models(self) -> dict[str, int]:
+        """The models live workers take jobs for, and how many worker processes take each."""
+        counts: dict[str, int] = {}
+        for card in await self.cards():
+            if self.live(card):
+                for model in {slot.model for slot in card.models if card.takes(slot.model)}:
+                    counts[model] = counts.get(model, 0) + 1
+        return counts

@@ -26,7 +26,9 @@ from genloom.jobs import Job, JobEvent, JobFailed, SamplingParams, Tier
 from genloom.server.heartbeat import ProcessCard, announce, follow_presence, list_workers
 from genloom.server.roles import Process, check_role, runs_here
 from genloom.server.wiring import BUILTIN_EMBEDDING_MODEL, Components, build_components, configured_models
-from genloom.telemetry import NO_OBSERVER, Observer
+from genloom.telemetry import Observer
+from genloom.telemetry.metrics import Gauges, PrometheusObserver
+from genloom.telemetry.observer import combine
 
 log = logging.getLogger("genloom.server")
 _DRAIN_POLL_S = 0.05
@@ -44,7 +46,9 @@ class GenloomServer:
         self.process = process or Process(settings.server.role.value)
         check_role(self.process, settings)
         chosen = set(worker_models) if worker_models else None
-        self.observer = observer or NO_OBSERVER
+        # Prometheus metrics (on by default) hear everything the given observer hears.
+        self.metrics = PrometheusObserver(per_tenant=settings.metrics.per_tenant) if settings.metrics.enabled else None
+        self.observer = combine(observer, self.metrics)
         self.c: Components = build_components(
             settings, process=self.process, runs_here=lambda model: runs_here(self.process, chosen, model),
             observer=self.observer, hooks=self, guards=guards or [],
@@ -59,6 +63,11 @@ class GenloomServer:
         self._presence: asyncio.Task | None = None
         self._stopped = False
         c = self.c
+        self._job_counts: dict[str, int] = {}
+        self._job_counter: asyncio.Task | None = None
+        if self.metrics is not None:
+            self.metrics.watch(self._gauges())
+        exposition = self.metrics.exposition if self.metrics is not None else None
         # This process as the cluster's worker list shows it (its id is its queue owner's, so a
         # card names the holder of the leases).
         self.card = ProcessCard(
@@ -69,7 +78,7 @@ class GenloomServer:
         if self.process is Process.WORKER:  # probes and nothing else
             self.app = create_worker_app(
                 readiness=c.readiness, service=c.service, loaded_models=c.models.runtimes,
-                local_workers=lambda: c.models.workers, lifespan=self._lifespan,
+                local_workers=lambda: c.models.workers, settings=settings, metrics=exposition, lifespan=self._lifespan,
             )
         else:
             self.app = create_app(
@@ -79,8 +88,40 @@ class GenloomServer:
                 loaded_models=c.models.runtimes, running_models=c.models.running, model_work=c.models.work,
                 local_workers=lambda: c.models.workers,
                 presence=c.presence if self.process is Process.API else None,
-                list_workers=lambda: list_workers(c.workers, self.card), lifespan=self._lifespan,
+                list_workers=lambda: list_workers(c.workers, self.card), metrics=exposition, lifespan=self._lifespan,
             )
+
+    def _gauges(self) -> Gauges:
+        c = self.c
+
+        def depths() -> dict[str, dict[str, int]]:
+            return {m: {k.value: n for k, n in by.items()} for m, by in c.queue.depths().items()}
+
+        def workers() -> dict[str, int]:
+            if self.process is Process.API:
+                return c.presence.counts()
+            counts: dict[str, int] = {}
+            for w in c.models.workers:
+                if w.health().ok:
+                    counts[w.model] = counts.get(w.model, 0) + 1
+            return counts
+
+        return Gauges(
+            queue_depth=depths,
+            running=lambda: {w.model: w.occupancy for w in c.models.workers},
+            workers=workers,
+            breakers_open=lambda: {m: b.snapshot().state.value == "open" for m, b in list(c.breakers.items())},
+            jobs=lambda: dict(self._job_counts),
+        )
+
+    async def _count_jobs(self) -> None:
+        """Jobs per state for the metrics, counted every `metrics.jobs_refresh_s` (not per scrape)."""
+        while True:
+            try:
+                self._job_counts = await self.c.job_store.count_by_state()
+            except Exception as e:  # the database away: the gauge keeps its last counts
+                log.warning("could not count jobs for the metrics: %s", e)
+            await asyncio.sleep(self.settings.metrics.jobs_refresh_s)
 
     # What tests and tools read of a running server.
     @property
@@ -188,6 +229,8 @@ class GenloomServer:
             self._fail(f"recovering jobs failed: {type(e).__name__}: {e}")
             return
         c.rollouts.resume()
+        if self.metrics is not None and self.process is not Process.WORKER:
+            self._job_counter = asyncio.create_task(self._count_jobs(), name="genloom-job-counts")
         every_s = self.settings.queue.heartbeat_s
         if c.workers is not None and self.process is not Process.API:
             self._heartbeat = asyncio.create_task(announce(c.workers, self.card, every_s), name="genloom-heartbeat")
@@ -275,7 +318,7 @@ class GenloomServer:
         c = self.c
         if self._drainer is not None:  # SIGTERM: let the drain finish (it is bounded by drain_timeout_s)
             await asyncio.shield(self._drainer)
-        for task in (self._loader, self._demand, self._presence):
+        for task in (self._loader, self._demand, self._presence, self._job_counter):
             if task is not None and not task.done():
                 task.cancel()
         if self._heartbeat is not None:  # its card is withdrawn: the API replicas stop sending work here

@@ -35,7 +35,7 @@ from genloom.gateway.pipeline.record import Record
 from genloom.gateway.pipeline.resolve import Resolve
 from genloom.gateway.pipeline.submit import Submit
 from genloom.gateway.presence import WorkerPresence
-from genloom.gateway.rate_limit import InMemoryRateLimiter, RateLimiter
+from genloom.gateway.rate_limit import InMemoryRateLimiter, ObservedLimiter, RateLimiter
 from genloom.gateway.redis_cache import RedisResponseCache, RedisSemanticCache
 from genloom.gateway.redis_rate_limit import RedisRateLimiter
 from genloom.gateway.routing import Router
@@ -128,6 +128,7 @@ def build_components(
     else:
         queue = InMemoryQueue(policy=scheduler_policy(settings))
         limiter = InMemoryRateLimiter()
+    limiter = ObservedLimiter(limiter, observer)
 
     tenants = TenantStore(database=database)
     authenticator = Authenticator(tenants=tenants)
@@ -188,12 +189,14 @@ def build_components(
     job_store = SqlJobStore(database=database)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     allow_hosts = frozenset(settings.webhook_allow_hosts)
-    webhooks = WebhookDispatcher(store=job_store, secret=secret, allow_hosts=allow_hosts, settings=settings.jobs) if secret else None
+    webhooks = WebhookDispatcher(
+        store=job_store, secret=secret, allow_hosts=allow_hosts, settings=settings.jobs, observer=observer
+    ) if secret else None
     jobs = JobService(
         store=job_store, queue=queue, text=service, admit=admit, guard_input=guard_input, settings=settings.jobs,
         process_id=f"{socket.gethostname()}:{os.getpid()}", webhooks_enabled=webhooks is not None,
         webhook_allow_hosts=allow_hosts, on_finished=webhooks.wake if webhooks else lambda: None, images=images,
-        shared_queue=shared is not None,
+        shared_queue=shared is not None, observer=observer,
     )
     jobs.presence = presence
     models = ModelHost(

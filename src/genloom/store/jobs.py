@@ -45,6 +45,7 @@ class JobStore(Protocol):
         self, *, tenant: str | None = None, state: JobState | None = None, limit: int = 20, after: str | None = None
     ) -> list[JobRecord]: ...
     async def waiting(self) -> list[JobRecord]: ...
+    async def count_by_state(self) -> dict[str, int]: ...
     async def start(self, job_id: str, *, owner: str, lease_until: datetime) -> JobRecord | None: ...
     async def heartbeat(self, leases: Mapping[str, str], *, lease_until: datetime) -> set[str]: ...
     async def complete(self, job_id: str, *, owner: str, result: dict[str, Any]) -> bool: ...
@@ -114,6 +115,13 @@ class SqlJobStore:
                 )
                 deliveries = [_delivery(d) for d in sent.mappings()]
         return _record(row, transitions, deliveries)
+
+    async def count_by_state(self) -> dict[str, int]:
+        """How many jobs are in each state (every state, zero included), for the metrics."""
+        async with self._database.engine.connect() as conn:
+            rows = await conn.execute(select(_jobs.c.state, func.count()).group_by(_jobs.c.state))
+            counted = {state: n for state, n in rows}
+        return {state.value: int(counted.get(state.value, 0)) for state in JobState}
 
     async def list(
         self, *, tenant: str | None = None, state: JobState | None = None, limit: int = 20, after: str | None = None

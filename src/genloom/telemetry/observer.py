@@ -9,14 +9,19 @@ answered."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Protocol
+
+log = logging.getLogger("genloom.telemetry")
 
 
 class Observer(Protocol):
     def request_started(self, *, route: str, model: str, tier: str) -> None: ...
 
-    def request_finished(self, *, route: str, model: str, version: str, tier: str, status: str, duration_s: float) -> None: ...
+    def request_finished(
+        self, *, route: str, model: str, version: str, tier: str, status: str, duration_s: float, tenant: str = "",
+    ) -> None: ...
 
     def queue_wait(self, *, model: str, request_class: str, tier: str, seconds: float) -> None: ...
 
@@ -33,6 +38,16 @@ class Observer(Protocol):
     def rollout_arm(self, *, model: str, version: str, arm: str) -> None: ...
 
     def guard_decision(self, *, scanner: str, stage: str, action: str) -> None: ...
+
+    def time_per_output_token(self, *, model: str, seconds: float) -> None: ...
+
+    def images_generated(self, *, model: str, count: int) -> None: ...
+
+    def rate_limited(self, *, limit: str) -> None: ...
+
+    def job_retried(self, *, model: str) -> None: ...
+
+    def webhook_delivery(self, *, result: str) -> None: ...
 
 
 EVENTS = frozenset(name for name in vars(Observer) if not name.startswith("_"))
@@ -52,6 +67,34 @@ def _ignore(**_: Any) -> None:
 
 
 NO_OBSERVER: Observer = _NoObserver()  # type: ignore[assignment]
+
+
+class FanOut:
+    """Several observers as one; one that raises is logged and the others still hear."""
+
+    def __init__(self, observers: list[Observer]) -> None:
+        self._observers = list(observers)
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in EVENTS:
+            raise AttributeError(f"the observer has no event '{name}'")
+        targets = [getattr(o, name) for o in self._observers]
+
+        def call(**fields: Any) -> None:
+            for target in targets:
+                try:
+                    target(**fields)
+                except Exception:
+                    log.exception("an observer failed on %s", name)
+
+        return call
+
+
+def combine(*observers: Observer | None) -> Observer:
+    present = [o for o in observers if o is not None]
+    if not present:
+        return NO_OBSERVER
+    return present[0] if len(present) == 1 else FanOut(present)  # type: ignore[return-value]
 
 
 class RecordingObserver:

@@ -142,5 +142,5 @@ class TextPipeline:
         version = call.completion.model if call.completion is not None else r.model
         self._observer.request_finished(
             route=r.endpoint, model=model_name(r.model), version=version, tier=r.tier.value, status=call.status.value,
-            duration_s=time.monotonic() - call.started,
+            duration_s=time.monotonic() - call.started, tenant=r.tenant,
         )

@@ -48,6 +48,9 @@ class Record:
         ))
         self._observer.tokens(model=completion.model, prompt=completion.prompt_tokens,
                               completion=completion.usage.completion_tokens)
+        per_choice = completion.usage.completion_tokens / max(1, request.n)
+        if call.first_token_at is not None and per_choice > 1:
+            self._observer.time_per_output_token(model=completion.model, seconds=(now - call.first_token_at) / (per_choice - 1))
         if call.accepted and not call.client_fault:
             self._rollout_outcome(call, now)
         resolution = request.resolution
