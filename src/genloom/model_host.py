@@ -85,6 +85,14 @@ class ModelHost:
     def workers(self) -> list[Worker]:
         return [entry.worker for entry in self.loaded.values() if entry.worker is not None]
 
+    def on_demand(self) -> list[tuple[str, str]]:
+        """(version, kind) of what this process runs but holds no weights for now: it loads them
+        when work comes (`runtime.max_loaded_models` / `memory_budget_mb`)."""
+        return [
+            (key, entry.version.kind.value) for key, entry in self.loaded.items()
+            if entry.worker is None and self._runs_here(entry.version.name)
+        ]
+
     async def reconcile(self, *, strict: bool = False) -> None:
         """Load every version of the catalog not loaded yet, unload the ones it no longer has.
         `strict` (at start): a version that fails to load raises instead of being marked failed."""

@@ -267,8 +267,10 @@ def test_a_model_without_a_worker_is_refused_at_once_its_jobs_wait_and_a_hung_wo
 
             worker.terminate()
             assert worker.wait(60) == 0
-        # A drained worker withdraws its card at once.
+        # A drained worker withdraws its card at once; the replica reads that within a heartbeat.
         assert admin_workers(api) == []
+        wait_until(lambda: httpx.get(f"{api}/readyz").json().get("models_without_workers") == ["tiny@v1"], 10,
+                   "the replica to see no worker")
         with pytest.raises(openai.APIStatusError) as refused:
             client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=4)
         assert refused.value.body["code"] == "no_worker"

@@ -84,15 +84,17 @@ def test_rows_already_decoding_go_on_while_the_queue_is_away(runtime):
     queue = FlakyQueue()
     worker = TextWorker(runtime=runtime, queue=queue, max_batch_size=4, idle_wait_s=0.01)
     events: list = []
-    queue.submit(text_job("long", events, max_tokens=200))
+    queue.submit(text_job("long", events, max_tokens=400))
     worker.start()
     try:
         wait_for(lambda: len(events) > 3)
         queue.down.set()
+        at_outage = len(events)
         wait_for(lambda: any(isinstance(e, ChoiceFinished) for e in events))
     finally:
         worker.stop(10)
     assert not any(isinstance(e, JobFailed) for e in events)
+    assert at_outage < 300 and len(events) > at_outage + 10, "no token was decoded while the queue was away"
 
 
 class _Broken(Worker):

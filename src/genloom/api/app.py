@@ -35,7 +35,7 @@ from genloom.gateway.templates import TemplateService
 from genloom.registry.registry import ModelRegistry
 from genloom.registry.rollouts import RolloutService
 from genloom.gateway.presence import WorkerPresence
-from genloom.worker import Worker
+from genloom.gateway.readiness import WorkerStatus
 
 
 def create_app(
@@ -56,7 +56,7 @@ def create_app(
     loaded_models: Loaded,
     running_models: Callable[[], set[str]],
     model_work: Callable[[str], Awaitable[int]],
-    local_workers: Callable[[], list[Worker]],
+    local_workers: Callable[[], list[WorkerStatus]],
     presence: WorkerPresence | None = None,
     list_workers: Callable[[], Awaitable[list[dict]]] | None = None,
     metrics: Callable[[], bytes] | None = None,
@@ -104,7 +104,7 @@ def create_app(
 
 
 def create_worker_app(
-    *, readiness: Readiness, service: TextService, loaded_models: Loaded, local_workers: Callable[[], list[Worker]],
+    *, readiness: Readiness, service: TextService, loaded_models: Loaded, local_workers: Callable[[], list[WorkerStatus]],
     settings: Settings, metrics: Callable[[], bytes] | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
 ) -> FastAPI:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genloom.gateway.auth import PermissionDenied, Unauthenticated
@@ -115,49 +115,63 @@ def api_error(exc: Exception) -> ApiError | None:
     for cls, (status, type_, param, code) in _PLAIN.items():
         if isinstance(exc, cls):
             return ApiError(status, str(exc), type_, param, code)
-    match exc:
-        case UnknownModel():
-            names = ", ".join(exc.known) or "none"
-            return ApiError(404, f"the model '{exc.ref}' does not exist; available: {names}", "invalid_request_error",
-                            "model", "model_not_found")
-        case InvalidRollout():
-            return ApiError(400, str(exc), "invalid_request_error", exc.param, "invalid_value")
-        case InvalidRequest():
-            return ApiError(400, str(exc), "invalid_request_error", exc.param, "invalid_value")
-        case QueueFull():
-            return ApiError(503, str(exc), "server_error", None, "queue_full", _retry_after(exc.retry_after_s))
-        case Unauthenticated():
-            return ApiError(401, str(exc), "invalid_request_error", None, "invalid_api_key", {"WWW-Authenticate": "Bearer"})
-        case RateLimited():
-            return ApiError(429, str(exc), "rate_limit_error", None, f"{exc.scope.value}_{exc.limit}", dict(exc.headers))
-        case TenantQueueFull():
-            return ApiError(429, str(exc), "rate_limit_error", None, "tenant_queue_full", _retry_after(exc.retry_after_s))
-        case QueueClosed():
-            return ApiError(503, "the server is shutting down; retry on another replica", "server_error", None, "not_ready",
-                            _retry_after(1))
-        case QueueUnavailable():
-            return ApiError(503, str(exc), "server_error", None, "queue_unavailable", _retry_after(1))
-        case NoWorker():
-            return ApiError(503, str(exc), "server_error", "model", "no_worker", _retry_after(exc.retry_after_s))
-        case NotReady():
-            return ApiError(503, str(exc), "server_error", None, "not_ready", _retry_after(exc.retry_after_s))
-        case TimedOut():
-            if exc.started:
-                return ApiError(504, str(exc), "server_error", None, "worker_timeout")
-            return ApiError(503, str(exc), "server_error", None, "queue_timeout", _retry_after(exc.retry_after_s))
-        case _ if disk_full(exc):
-            return ApiError(507, "the server's disk is full; nothing was stored, retry once space is freed", "server_error",
-                            None, "insufficient_storage", _retry_after(30))
-        case redis.ConnectionError() | redis.TimeoutError():
-            return ApiError(503, f"Redis cannot be reached ({type(exc).__name__}); retry shortly", "server_error", None,
-                            "queue_unavailable", _retry_after(1))
-        case DBAPIError() if database_unreachable(exc):
-            return ApiError(503, "the database cannot be reached; retry shortly", "server_error", None,
-                            "store_unavailable", _retry_after(1))
-        case ConnectionError():
-            return ApiError(503, f"a service this server needs cannot be reached ({type(exc).__name__}); retry shortly",
-                            "server_error", None, "service_unavailable", _retry_after(1))
+    for cls, rule in _RULES:
+        if isinstance(exc, cls) and (error := rule(exc)) is not None:
+            return error
     return None
+
+
+def _unknown_model(exc: UnknownModel) -> ApiError:
+    names = ", ".join(exc.known) or "none"
+    return ApiError(404, f"the model '{exc.ref}' does not exist; available: {names}", "invalid_request_error", "model",
+                    "model_not_found")
+
+
+def _timed_out(exc: TimedOut) -> ApiError:
+    if exc.started:
+        return ApiError(504, str(exc), "server_error", None, "worker_timeout")
+    return ApiError(503, str(exc), "server_error", None, "queue_timeout", _retry_after(exc.retry_after_s))
+
+
+def _outage(exc: Exception) -> ApiError | None:
+    """A full disk, or a database, Redis or other service that cannot be reached; None otherwise."""
+    if disk_full(exc):
+        return ApiError(507, "the server's disk is full; nothing was stored, retry once space is freed", "server_error",
+                        None, "insufficient_storage", _retry_after(30))
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return ApiError(503, f"Redis cannot be reached ({type(exc).__name__}); retry shortly", "server_error", None,
+                        "queue_unavailable", _retry_after(1))
+    if isinstance(exc, DBAPIError) and database_unreachable(exc):
+        return ApiError(503, "the database cannot be reached; retry shortly", "server_error", None, "store_unavailable",
+                        _retry_after(1))
+    if isinstance(exc, ConnectionError):
+        return ApiError(503, f"a service this server needs cannot be reached ({type(exc).__name__}); retry shortly",
+                        "server_error", None, "service_unavailable", _retry_after(1))
+    return None
+
+
+# Checked in order (a subclass before its base): exception -> its answer (None: not this rule's).
+_RULES: list[tuple[type[Exception], Callable[[Any], ApiError | None]]] = [
+    (UnknownModel, _unknown_model),
+    (InvalidRollout, lambda e: ApiError(400, str(e), "invalid_request_error", e.param, "invalid_value")),
+    (InvalidRequest, lambda e: ApiError(400, str(e), "invalid_request_error", e.param, "invalid_value")),
+    (QueueFull, lambda e: ApiError(503, str(e), "server_error", None, "queue_full", _retry_after(e.retry_after_s))),
+    (Unauthenticated, lambda e: ApiError(401, str(e), "invalid_request_error", None, "invalid_api_key",
+                                         {"WWW-Authenticate": "Bearer"})),
+    (RateLimited, lambda e: ApiError(429, str(e), "rate_limit_error", None, f"{e.scope.value}_{e.limit}", dict(e.headers))),
+    (TenantQueueFull, lambda e: ApiError(429, str(e), "rate_limit_error", None, "tenant_queue_full",
+                                         _retry_after(e.retry_after_s))),
+    (QueueClosed, lambda e: ApiError(503, "the server is shutting down; retry on another replica", "server_error", None,
+                                     "not_ready", _retry_after(1))),
+    (QueueUnavailable, lambda e: ApiError(503, str(e), "server_error", None, "queue_unavailable", _retry_after(1))),
+    (NoWorker, lambda e: ApiError(503, str(e), "server_error", "model", "no_worker", _retry_after(e.retry_after_s))),
+    (NotReady, lambda e: ApiError(503, str(e), "server_error", None, "not_ready", _retry_after(e.retry_after_s))),
+    (TimedOut, _timed_out),
+    (redis.ConnectionError, _outage),
+    (redis.TimeoutError, _outage),
+    (DBAPIError, _outage),
+    (OSError, _outage),
+]
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -179,20 +193,16 @@ def database_unreachable(exc: DBAPIError) -> bool:
     exception) or 57P (the server shut the session down)."""
     sqlstate = str(getattr(exc.orig, "sqlstate", "") or getattr(exc.orig, "pgcode", "") or "")
     return (
-        exc.statement is None or exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
-        or sqlstate.startswith(("08", "57P"))
+        exc.statement is None or exc.connection_invalidated or isinstance(exc, InterfaceError)
+        or sqlstate.startswith(("08", "57P")) or "database is locked" in str(exc.orig)
     )
 
 
 # Codes that say a part of the system is away: worth a line in the log each time.
 _OUTAGES = frozenset({"insufficient_storage", "queue_unavailable", "store_unavailable", "service_unavailable", "queue_timeout", "worker_timeout"})
 
-# Every exception api_error maps: each gets the one handler below.
-_MAPPED: tuple[type[Exception], ...] = (
-    *_PLAIN, UnknownModel, InvalidRollout, InvalidRequest, QueueFull, Unauthenticated, RateLimited, TenantQueueFull,
-    QueueClosed, QueueUnavailable, NotReady, TimedOut, redis.ConnectionError, redis.TimeoutError, DBAPIError,
-    OSError,
-)
+# Every exception api_error maps gets the one handler below.
+_MAPPED: tuple[type[Exception], ...] = (*_PLAIN, *(cls for cls, _ in _RULES))
 
 
 def install_error_handlers(app: FastAPI) -> None:

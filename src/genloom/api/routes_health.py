@@ -7,15 +7,13 @@ from fastapi.responses import JSONResponse
 
 from genloom.gateway import Readiness, TextService
 from genloom.gateway.presence import WorkerPresence
+from genloom.gateway.readiness import WorkerStatus
 from genloom.queue.protocol import QueueUnavailable
-from genloom.worker import Worker, WorkerState
-
-_FATAL = (WorkerState.DEAD, WorkerState.STALLED)
 
 
 def build_health_router(
     readiness: Readiness, service: TextService, *, loaded: Callable[[], Iterable[str]], in_flight: Callable[[], int],
-    workers: Callable[[], list[Worker]], presence: WorkerPresence | None = None,
+    workers: Callable[[], list[WorkerStatus]], presence: WorkerPresence | None = None,
 ) -> APIRouter:
     """`loaded()`: the versions this process serves (`name@vN`); `in_flight()`: requests running;
     `workers()`: the worker threads of this process; `presence`: on an API replica, which
@@ -23,7 +21,7 @@ def build_health_router(
     router = APIRouter()
 
     def broken() -> list[str]:
-        return [f"{w.model}: {h.reason}" for w in workers() if (h := w.health()).state in _FATAL]
+        return [f"{w.model}: {w.reason}" for w in workers() if w.fatal]
 
     @router.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -41,7 +39,7 @@ def build_health_router(
         has a live worker process. An API replica whose models have workers only in part stays
         200 and names the others in `models_without_workers`."""
         served = sorted(loaded())
-        states = [(w, w.health()) for w in workers()]
+        states = workers()
         try:
             queued, queue_problem = await service.queued(), None
         except QueueUnavailable as e:
@@ -52,14 +50,16 @@ def build_health_router(
             "models": served,
             "in_flight": in_flight(),
             "queued": queued,
-            "workers": [
-                {"model": w.model, "kind": w.kind, "state": h.state.value, "reason": h.reason} for w, h in states
-            ],
+            "workers": [{"model": w.model, "kind": w.kind, "state": w.state, "reason": w.reason} for w in states],
         }
         ready = readiness.ready
-        problems = [f"{w.model}: {h.reason}" for w, h in states if not h.ok or h.state is WorkerState.QUEUE_UNAVAILABLE]
-        if queue_problem is not None:
+        # A process with workers cannot work without its queue; an API replica still serves what
+        # needs none (cached answers, job lookups, the admin API): it says so in the body only.
+        problems = [f"{w.model}: {w.reason}" for w in states if w.fatal or w.cut_off]
+        if queue_problem is not None and states:
             problems.append(queue_problem)
+        elif queue_problem is not None:
+            body["queue"] = queue_problem
         if ready and problems:
             ready = False
             body["status"], body["reason"] = "degraded", "; ".join(problems)

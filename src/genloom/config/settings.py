@@ -78,6 +78,9 @@ class QueueSettings(_Section):
     tiers: dict[str, TierSettings] = Field(default_factory=_default_tiers)
     lease_s: float = Field(30.0, gt=0, description="shared queue: a worker that stops renewing its lease this long loses its jobs")
     heartbeat_s: float = Field(1.0, gt=0, description="shared queue: how often a worker process announces itself in Redis")
+    generation_timeout_s: float = Field(
+        600.0, gt=0, description="a realtime picture or embedding request started by a worker that has not answered this long ends with 504",
+    )
     worker_ttl_s: float = Field(5.0, gt=0, description="shared queue: a worker not heard from this long is taken for gone")
     max_deliveries: int = Field(5, ge=1, description="shared queue: a job handed out this often without finishing becomes a dead letter")
 

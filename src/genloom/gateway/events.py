@@ -50,18 +50,21 @@ async def next_event(
 
 class WaitBounds:
     """How long a realtime request may wait without a word from its job, per tier: for its
-    first event (a place in a batch), then between events. Whatever goes wrong (a lost worker, a
-    Redis outage eating its events, a hung model call), the client hears within this bound:
-    503 `queue_timeout` when it never started, 504 `worker_timeout` after."""
+    first event (a place in a batch), then between tokens. A job that answers in one piece
+    (pictures, vectors) says nothing between its start and its result, so once started it may
+    take up to `generation_s`. Whatever goes wrong (a lost worker, a Redis outage eating its
+    events, a hung model call), the client hears within these bounds: 503 `queue_timeout` when
+    it never started, 504 `worker_timeout` after."""
 
-    def __init__(self, silence_s: Mapping[Tier, float]) -> None:
+    def __init__(self, silence_s: Mapping[Tier, float], *, generation_s: float = 600.0) -> None:
         self._silence_s = dict(silence_s)
+        self.generation_s = generation_s
 
     def silence_s(self, tier: Tier) -> float | None:
         return self._silence_s.get(tier)
 
-    def timed_out(self, model: str, tier: Tier, *, started: bool) -> TimedOut:
-        bound = self._silence_s[tier]
+    def timed_out(self, model: str, tier: Tier, *, started: bool, bound: float | None = None) -> TimedOut:
+        bound = self._silence_s[tier] if bound is None else bound
         if started:
             message = f"model {model} went silent for {bound:g} s while generating; retry the request"
         else:
@@ -81,7 +84,9 @@ async def final_event(
             event = await next_event(events, disconnected, silence_s=silence_s)
         except TimeoutError:
             assert bounds is not None
-            raise bounds.timed_out(model, tier, started=started) from None
+            raise bounds.timed_out(model, tier, started=started, bound=silence_s) from None
         if not isinstance(event, JobStarted):
             return event
         started = True
+        if bounds is not None:
+            silence_s = bounds.generation_s

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -25,3 +26,15 @@ class Readiness:
     @property
     def ready(self) -> bool:
         return self.state is ServerState.READY
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """One worker thread of this process as the health routes show it."""
+
+    model: str
+    kind: str
+    state: str  # a WorkerState value
+    reason: str | None
+    fatal: bool  # dead or hung: a restart would help
+    cut_off: bool  # waiting for the queue's Redis to answer again

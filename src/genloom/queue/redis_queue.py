@@ -135,9 +135,15 @@ class RedisQueue:
             if self._started:
                 return
             self._started = True
-        self._open_inbox()
+        try:
+            self._open_inbox()
+        except redis.RedisError as e:  # the reader makes it at its first round
+            log.warning("could not make this process's reply stream yet (%s)", e)
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(**{f"{self._prefix}cancel": self._on_cancel_message})
+        try:
+            pubsub.subscribe(**{f"{self._prefix}cancel": self._on_cancel_message})
+        except redis.RedisError as e:  # the listener's first read subscribes again (_pubsub_failed)
+            log.warning("could not subscribe to the queue's cancel channel yet (%s)", e)
         self._pubsub_thread = pubsub.run_in_thread(sleep_time=0.5, daemon=True, exception_handler=self._pubsub_failed)
         for target, name in ((self._keep, "keeper"), (self._read_inbox, "reader"), (self._send_events, "sender")):
             thread = threading.Thread(target=target, name=f"genloom-redis-queue-{name}", daemon=True)
@@ -152,7 +158,12 @@ class RedisQueue:
             self._closed = True
         left = []
         for waiting in list(self._submitted.values()):
-            if self._call("remove", waiting.job.id) == 1:
+            try:
+                removed = self._call("remove", waiting.job.id) == 1
+            except QueueUnavailable as e:  # Redis away: its client is told by its wait bound or by the drain
+                log.warning("could not take job %s out of the queue while closing: %s", waiting.job.id, e)
+                continue
+            if removed:
                 self._submitted.pop(waiting.job.id, None)
                 left.append(waiting.job)
         return left
@@ -166,7 +177,10 @@ class RedisQueue:
         if self._pubsub_thread is not None:
             self._pubsub_thread.stop()
             self._pubsub_thread.join(2)
-        self._redis.delete(self._inbox)
+        try:
+            self._redis.delete(self._inbox)
+        except redis.RedisError as e:  # it expires by itself
+            log.warning("could not delete this process's reply stream: %s", e)
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -537,7 +551,7 @@ class RedisQueue:
 
     def _read_inbox(self) -> None:
         last = "0"  # the stream is this process's own, made after it started
-        renewed = self._monotonic()
+        renewed = -math.inf  # make it at once (and again whenever Redis lost it)
         while not self._stopping.is_set():
             try:
                 if self._monotonic() - renewed > _INBOX_RENEW_S:

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
 
 from genloom import __version__
 from genloom.gateway import Readiness
 from genloom.gateway.presence import WorkerPresence
+from genloom.gateway.readiness import WorkerStatus
 from genloom.queue.workers import ModelSlot, WorkerCard, WorkerDirectory
-from genloom.worker import Worker
+from genloom.worker import Worker, WorkerState
 
 log = logging.getLogger("genloom.server")
 
@@ -28,11 +28,15 @@ log = logging.getLogger("genloom.server")
 class ProcessCard:
     """This process as its card says it: who it is, and its workers as they are now."""
 
-    def __init__(self, *, worker_id: str, readiness: Readiness, workers: Callable[[], list[Worker]]) -> None:
+    def __init__(
+        self, *, worker_id: str, readiness: Readiness, workers: Callable[[], list[Worker]],
+        on_demand: Callable[[], list[tuple[str, str]]] = list,
+    ) -> None:
         self.worker_id = worker_id
         self.health_url: str | None = None  # set once the health port is bound
         self._readiness = readiness
         self._workers = workers
+        self._on_demand = on_demand
         self._started_at = time.time()
 
     def card(self) -> WorkerCard:
@@ -43,6 +47,8 @@ class ProcessCard:
                 model=worker.model, kind=worker.kind, state=health.state.value, capacity=worker.capacity,
                 occupancy=worker.occupancy, reason=health.reason,
             ))
+        for model, kind in self._on_demand():  # not loaded now: loaded when work for it comes
+            slots.append(ModelSlot(model=model, kind=kind, state="on_demand", capacity=0, occupancy=0))
         return WorkerCard(
             id=self.worker_id, host=socket.gethostname(), pid=os.getpid(), version=__version__,
             started_at=self._started_at, state=self._readiness.state.value, models=slots, health_url=self.health_url,
@@ -60,15 +66,15 @@ async def announce(directory: WorkerDirectory, card: ProcessCard, every_s: float
                 if failing:
                     log.info("worker heartbeat: Redis answers again")
                 failing = False
-            except redis.RedisError as e:
+            except Exception as e:  # Redis away or slow; a heartbeat must never end for good
                 if not failing:
-                    log.warning("worker heartbeat: could not reach Redis (%s); trying again", e)
+                    log.warning("worker heartbeat: could not announce this worker (%s); trying again", _why(e))
                 failing = True
             await asyncio.sleep(every_s)
     finally:
         try:
             await asyncio.wait_for(asyncio.shield(directory.withdraw(card.worker_id)), 2)
-        except (redis.RedisError, TimeoutError):
+        except Exception:
             pass  # the card runs out by itself
 
 
@@ -80,20 +86,40 @@ async def follow_presence(directory: WorkerDirectory, presence: WorkerPresence, 
         try:
             presence.update(await directory.live_models())
             failing = False
-        except redis.RedisError as e:
+        except Exception as e:  # Redis away or slow
             if not failing:
-                log.warning("could not read the workers' heartbeats (%s); refusing nothing for want of a worker until they can be read", e)
+                log.warning(
+                    "could not read the workers' heartbeats (%s); refusing nothing for want of a worker until they can be read",
+                    _why(e),
+                )
             presence.forget()
             failing = True
         await asyncio.sleep(every_s)
 
 
-def describe(card: WorkerCard, *, live: bool, now: float) -> dict[str, Any]:
+def statuses(workers: list[Worker]) -> list[WorkerStatus]:
+    """The health routes' view of this process's worker threads."""
+    out = []
+    for worker in workers:
+        health = worker.health()
+        out.append(WorkerStatus(
+            model=worker.model, kind=worker.kind, state=health.state.value, reason=health.reason,
+            fatal=health.state in (WorkerState.DEAD, WorkerState.STALLED),
+            cut_off=health.state is WorkerState.QUEUE_UNAVAILABLE,
+        ))
+    return out
+
+
+def _why(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
+def describe(card: WorkerCard, *, live: bool) -> dict[str, Any]:
     """A card as `GET /v1/admin/workers` shows it."""
     return {
         "id": card.id, "object": "worker", "host": card.host, "pid": card.pid, "version": card.version,
         "state": card.state if live else "lost", "live": live, "started_at": int(card.started_at),
-        "last_heartbeat_at": round(card.seen_at, 3), "seconds_since_heartbeat": round(max(0.0, now - card.seen_at), 3),
+        "last_heartbeat_at": round(card.seen_at, 3), "seconds_since_heartbeat": round(card.age_s, 3),
         "health_url": card.health_url,
         "models": [
             {"model": s.model, "kind": s.kind, "state": s.state, "capacity": s.capacity, "occupancy": s.occupancy,
@@ -105,8 +131,7 @@ def describe(card: WorkerCard, *, live: bool, now: float) -> dict[str, Any]:
 
 async def list_workers(directory: WorkerDirectory | None, local: ProcessCard) -> list[dict[str, Any]]:
     """Every worker process the cluster knows of (this one alone when the queue is not shared)."""
-    now = time.time()
     if directory is None:
         card = local.card()
-        return [describe(card, live=True, now=now)] if card.models else []
-    return [describe(card, live=directory.live(card), now=now) for card in await directory.cards()]
+        return [describe(card, live=True)] if card.models else []
+    return [describe(card, live=directory.live(card)) for card in await directory.cards()]

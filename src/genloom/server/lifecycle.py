@@ -23,7 +23,7 @@ from genloom.gateway import ServerState, TextRequest
 from genloom.gateway.embedding_service import EmbeddingRequest
 from genloom.gateway.pipeline.guard import Guard
 from genloom.jobs import Job, JobEvent, JobFailed, SamplingParams, Tier
-from genloom.server.heartbeat import ProcessCard, announce, follow_presence, list_workers
+from genloom.server.heartbeat import ProcessCard, announce, follow_presence, list_workers, statuses
 from genloom.server.roles import Process, check_role, runs_here
 from genloom.server.wiring import BUILTIN_EMBEDDING_MODEL, Components, build_components, configured_models
 from genloom.telemetry import Observer
@@ -72,13 +72,13 @@ class GenloomServer:
         # card names the holder of the leases).
         self.card = ProcessCard(
             worker_id=c.shared.owner if c.shared is not None else f"{socket.gethostname()}:{os.getpid()}",
-            readiness=c.readiness, workers=lambda: c.models.workers,
+            readiness=c.readiness, workers=lambda: c.models.workers, on_demand=c.models.on_demand,
         )
         self.app: FastAPI
         if self.process is Process.WORKER:  # probes and nothing else
             self.app = create_worker_app(
                 readiness=c.readiness, service=c.service, loaded_models=c.models.runtimes,
-                local_workers=lambda: c.models.workers, settings=settings, metrics=exposition, lifespan=self._lifespan,
+                local_workers=lambda: statuses(c.models.workers), settings=settings, metrics=exposition, lifespan=self._lifespan,
             )
         else:
             self.app = create_app(
@@ -86,7 +86,7 @@ class GenloomServer:
                 templates=c.templates, authenticator=c.authenticator, admin=c.admin, breakers=c.breakers,
                 readiness=c.readiness, settings=settings, registry=c.registry, rollouts=c.rollouts,
                 loaded_models=c.models.runtimes, running_models=c.models.running, model_work=c.models.work,
-                local_workers=lambda: c.models.workers,
+                local_workers=lambda: statuses(c.models.workers),
                 presence=c.presence if self.process is Process.API else None,
                 list_workers=lambda: list_workers(c.workers, self.card), metrics=exposition, lifespan=self._lifespan,
             )
@@ -249,8 +249,11 @@ class GenloomServer:
                     await pubsub.subscribe(f"{prefix}auth", f"{prefix}registry")
                     self.c.authenticator.forget()  # whatever changed while not listening
                     await self._follow_registry()
-                    async for message in pubsub.listen():
-                        if message["type"] != "message":
+                    while True:
+                        # Polled with a timeout shorter than the client's socket timeout: an idle
+                        # channel is not an error, a Redis that stopped answering is.
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message is None or message["type"] != "message":
                             continue
                         if message["channel"] == f"{prefix}auth":
                             self.c.authenticator.forget()

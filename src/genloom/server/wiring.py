@@ -64,6 +64,8 @@ from genloom.store.tenants import TenantStore
 from genloom.telemetry import Observer
 
 BUILTIN_EMBEDDING_MODEL = "all-minilm-l6-v2"
+# Longer than any blocking read Genloom makes (BLPOP and XREAD wait at most 0.5 s).
+REDIS_TIMEOUTS = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
 
 
 class Hooks(Protocol):
@@ -117,8 +119,10 @@ def build_components(
     queue: JobQueue
     limiter: RateLimiter
     if settings.redis_url:
-        sync_redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        async_redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        # A Redis that stops answering (frozen, or cut off without a reset) ends each call within
+        # these bounds as an error, instead of hanging a request, a worker or a health check.
+        sync_redis = redis.Redis.from_url(settings.redis_url, decode_responses=True, **REDIS_TIMEOUTS)
+        async_redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True, **REDIS_TIMEOUTS)
         queue = shared = RedisQueue(
             client=sync_redis, policy=scheduler_policy(settings), prefix=settings.redis_prefix,
             lease_s=settings.queue.lease_s, max_deliveries=settings.queue.max_deliveries,
@@ -140,7 +144,10 @@ def build_components(
 
     # Scaled out, an API replica refuses work for a model no live worker takes (lifecycle keeps it current).
     presence = WorkerPresence(retry_after_s=max(1, round(settings.queue.worker_ttl_s)))
-    wait_bounds = WaitBounds({Tier(name): t.realtime_timeout_s for name, t in settings.queue.tiers.items()})
+    wait_bounds = WaitBounds(
+        {Tier(name): t.realtime_timeout_s for name, t in settings.queue.tiers.items()},
+        generation_s=settings.queue.generation_timeout_s,
+    )
 
     # The tables of what is loaded: the model host fills them, the services read them.
     runtimes: dict[str, TextRuntime] = {}
@@ -250,7 +257,7 @@ def cache_stage(
     semantic: SemanticCache
     exact: ResponseCache
     if settings.redis_url:  # shared by every replica
-        cache_client = aioredis.Redis.from_url(settings.redis_url)  # bytes: vectors are stored raw
+        cache_client = aioredis.Redis.from_url(settings.redis_url, **REDIS_TIMEOUTS)  # bytes: vectors are stored raw
         closing.append(cache_client.aclose)
         semantic = RedisSemanticCache(
             client=cache_client, prefix=settings.redis_prefix, embed=embed, threshold=c.semantic_threshold,

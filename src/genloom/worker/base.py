@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from genloom.jobs import Job, JobFailed, RequestClass
 from genloom.queue.protocol import JobQueue, QueueUnavailable
+from genloom.telemetry import Observer
 
 log = logging.getLogger("genloom.worker")
 
@@ -168,3 +170,49 @@ class Worker(ABC):
     def _fail_held(self, message: str, shutdown: bool = False) -> None:
         """Fail every job held and not answered (retryable: it may run again elsewhere);
         `shutdown`: because this process stops (clients are told to retry on another replica)."""
+
+
+class BatchWorker(Worker):
+    """A worker that takes a batch, runs it and answers each job once (images, embeddings): it
+    holds what it took until each job is answered, and fails what it still holds when a round
+    fails or the loop ends."""
+
+    def __init__(self, *, model: str, queue: JobQueue, idle_wait_s: float, batch_wait_s: float, observer: Observer) -> None:
+        super().__init__(model=model, queue=queue, idle_wait_s=idle_wait_s)
+        self._batch_wait_s = batch_wait_s
+        self._observer = observer
+        self._held: list[Job] = []  # taken and not answered yet
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._held)
+
+    @property
+    def occupancy(self) -> int:
+        return sum(job.rows for job in self._held)
+
+    def _take_batch(self, wait_s: float, *, max_rows: int, max_async_rows: int | None = None) -> list[Job]:
+        """What is queued, up to `max_rows`; after a first take, a moment's wait (`batch_wait_s`)
+        lets requests arriving together share the batch. Everything taken is held at once, so a
+        queue outage during the second take loses nothing: the first take runs."""
+        self._held = jobs = self._queue.take([self.model], max_rows=max_rows, timeout=wait_s, max_async_rows=max_async_rows)
+        rows = sum(job.rows for job in jobs)
+        if jobs and rows < max_rows and self._batch_wait_s > 0:
+            async_rows = sum(job.rows for job in jobs if job.request_class is RequestClass.ASYNC)
+            more_async = None if max_async_rows is None else max(0, max_async_rows - async_rows)
+            try:
+                jobs = jobs + self._queue.take(
+                    [self.model], max_rows=max_rows - rows, timeout=self._batch_wait_s, max_async_rows=more_async
+                )
+            except QueueUnavailable as e:
+                log.warning("%s worker for %s: %s; running the %d jobs taken", self.kind, self.model, e, len(jobs))
+            self._held = jobs
+        if jobs:
+            self._observer.batch_formed(model=self.model, size=sum(job.rows for job in jobs))
+        return jobs
+
+    def _fail_held(self, message: str, shutdown: bool = False) -> None:
+        for job in self._held:
+            job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
+            self._queue.finish(job)
+        self._held = []

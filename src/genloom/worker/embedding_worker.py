@@ -14,7 +14,7 @@ from genloom.jobs.tasks import DEFAULT_MAX_BATCH_TEXTS
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.embeddings import EmbeddingInputError, EmbeddingRuntime
 from genloom.telemetry import NO_OBSERVER, Observer
-from genloom.worker.base import Worker
+from genloom.worker.base import BatchWorker
 
 log = logging.getLogger("genloom.worker")
 
@@ -22,7 +22,7 @@ log = logging.getLogger("genloom.worker")
 # instead of waiting forever at the head of the line for more rows than a batch has.
 
 
-class EmbeddingWorker(Worker):
+class EmbeddingWorker(BatchWorker):
     kind = "embedding"
 
     def __init__(
@@ -39,21 +39,10 @@ class EmbeddingWorker(Worker):
             raise ValueError(f"max_batch_texts must be at least 1, got {max_batch_texts}")
         if batch_wait_s < 0:
             raise ValueError(f"batch_wait_s must be >= 0, got {batch_wait_s}")
-        super().__init__(model=runtime.name, queue=queue, idle_wait_s=idle_wait_s)
+        super().__init__(model=runtime.name, queue=queue, idle_wait_s=idle_wait_s, batch_wait_s=batch_wait_s, observer=observer)
         self._runtime = runtime
         self.max_batch_texts = max_batch_texts
-        self._batch_wait_s = batch_wait_s
-        self._held: list[Job] = []  # taken and not answered yet
-        self._observer = observer
         self.batches = 0  # embed calls made, so tests and metrics can see batching happen
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._held)
-
-    @property
-    def occupancy(self) -> int:
-        return sum(job.rows for job in self._held)
 
     @property
     def capacity(self) -> int:
@@ -64,15 +53,7 @@ class EmbeddingWorker(Worker):
         return self._run_batch(jobs) if jobs else None
 
     def _take(self, wait_s: float) -> list[Job]:
-        jobs = self._queue.take([self.model], max_rows=self.max_batch_texts, timeout=wait_s)
-        rows = sum(job.rows for job in jobs)
-        if jobs and rows < self.max_batch_texts and self._batch_wait_s > 0:
-            # A moment's wait lets requests arriving together share one forward pass.
-            jobs += self._queue.take([self.model], max_rows=self.max_batch_texts - rows, timeout=self._batch_wait_s)
-        self._held = jobs
-        if jobs:
-            self._observer.batch_formed(model=self.model, size=sum(job.rows for job in jobs))
-        return jobs
+        return self._take_batch(wait_s, max_rows=self.max_batch_texts)
 
     def _run_batch(self, jobs: list[Job]) -> int:
         if self._stop.is_set():
@@ -111,9 +92,3 @@ class EmbeddingWorker(Worker):
         # Input errors are the client's to fix and safe to show; anything else names only its type.
         detail = str(e) if isinstance(e, EmbeddingInputError) else type(e).__name__
         return f"embedding failed on model {self.model}: {detail}"
-
-    def _fail_held(self, message: str, shutdown: bool = False) -> None:
-        for job in self._held:
-            job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
-            self._queue.finish(job)
-        self._held = []

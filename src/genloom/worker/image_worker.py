@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from genloom.jobs import ImagesReady, ImageTask, Job, JobFailed, JobStarted, RequestClass
+from genloom.jobs import ImagesReady, ImageTask, Job, JobFailed, JobStarted
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.image import GenerationStopped, ImageInputError, ImageRuntime, encode_png
 from genloom.telemetry import NO_OBSERVER, Observer
-from genloom.worker.base import Worker
+from genloom.worker.base import BatchWorker
 
 log = logging.getLogger("genloom.worker")
 
 
-class ImageWorker(Worker):
+class ImageWorker(BatchWorker):
     kind = "image"
 
     def __init__(
@@ -41,21 +41,10 @@ class ImageWorker(Worker):
             raise ValueError(f"max_async_images must be in [1, {max_batch_images}], got {max_async_images}")
         if batch_wait_s < 0:
             raise ValueError(f"batch_wait_s must be >= 0, got {batch_wait_s}")
-        super().__init__(model=runtime.name, queue=queue, idle_wait_s=idle_wait_s)
+        super().__init__(model=runtime.name, queue=queue, idle_wait_s=idle_wait_s, batch_wait_s=batch_wait_s, observer=observer)
         self._runtime = runtime
         self.max_batch_images = max_batch_images
-        self._batch_wait_s = batch_wait_s
-        self._held: list[Job] = []  # taken and not answered yet
-        self._observer = observer
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # images per recent pipeline call, so tests and metrics can see batching
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._held)
-
-    @property
-    def occupancy(self) -> int:
-        return sum(job.rows for job in self._held)
 
     @property
     def capacity(self) -> int:
@@ -72,19 +61,7 @@ class ImageWorker(Worker):
         return answered
 
     def _take(self, wait_s: float) -> list[Job]:
-        jobs = self._queue.take([self.model], max_rows=self.max_batch_images, timeout=wait_s, max_async_rows=self.max_async_images)
-        rows = sum(job.rows for job in jobs)
-        if jobs and rows < self.max_batch_images and self._batch_wait_s > 0:
-            # A moment's wait lets requests arriving together share one denoising batch.
-            async_rows = sum(job.rows for job in jobs if job.request_class is RequestClass.ASYNC)
-            jobs += self._queue.take(
-                [self.model], max_rows=self.max_batch_images - rows, timeout=self._batch_wait_s,
-                max_async_rows=max(0, self.max_async_images - async_rows),
-            )
-        self._held = list(jobs)
-        if jobs:
-            self._observer.batch_formed(model=self.model, size=sum(job.rows for job in jobs))
-        return jobs
+        return self._take_batch(wait_s, max_rows=self.max_batch_images, max_async_rows=self.max_async_images)
 
     def _run_jobs(self, jobs: list[Job]) -> int:
         groups: dict[tuple, list[Job]] = {}
@@ -105,6 +82,8 @@ class ImageWorker(Worker):
             elif len(group) > 1 and not self._stop.is_set():
                 # One bad job must not fail its batch company: run each alone, so only that one fails.
                 answered += sum(self._generate([job]) for job in group if not job.cancelled)
+            if self._stop.is_set():
+                return answered  # stopped mid-group: what is held (this group too) is failed at the loop's end
             self._held = [job for job in self._held if job not in taken]
         return answered
 
@@ -139,9 +118,3 @@ class ImageWorker(Worker):
         # Input errors are the client's to fix and safe to show; anything else names only its type.
         detail = str(e) if isinstance(e, ImageInputError) else type(e).__name__
         return f"image generation failed on model {self.model}: {detail}"
-
-    def _fail_held(self, message: str, shutdown: bool = False) -> None:
-        for job in self._held:
-            job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
-            self._queue.finish(job)
-        self._held = []

@@ -70,8 +70,13 @@ class RemoteWorker(Worker):
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        # Woken when a job is queued for this model (or a call ends and frees rows), not by polling.
-        self._queue.watch(self.model, lambda: loop.call_soon_threadsafe(self._wake.set))
+        while not self._stop.is_set():
+            try:
+                # Woken when a job is queued for this model (or a call ends and frees rows), not by polling.
+                self._queue.watch(self.model, lambda: loop.call_soon_threadsafe(self._wake.set))
+                break
+            except Exception as e:  # the queue's Redis away at start: try again, as every round does
+                await asyncio.sleep(self._queue_away(QueueUnavailable(str(e))))
         async with self._client() as client:
             upstream = RemoteTextUpstream(settings=self._settings, client=client)
             running: set[asyncio.Task] = set()
@@ -83,6 +88,10 @@ class RemoteWorker(Worker):
                     jobs = self._queue.take([self.model], max_rows=free, timeout=0) if free > 0 else []
                 except QueueUnavailable as e:  # calls running go on; new ones wait for the queue
                     await asyncio.sleep(self._queue_away(e))
+                    continue
+                except Exception:  # the loop must outlive any one round (each call answers its own job)
+                    log.exception("remote worker for %s: a round failed", self.model)
+                    await asyncio.sleep(1.0)
                     continue
                 self._queue_back()
                 for job in jobs:

@@ -131,7 +131,10 @@ class Submit:
             try:
                 event = await next_event(events, disconnected, silence_s=bound)
             except TimeoutError:
-                plan.abandon()
+                if started:  # a model that goes silent mid-answer counts against its breaker
+                    plan.broke(attempt)
+                else:
+                    plan.abandon()
                 timed_out = self._wait_bounds.timed_out(attempt.model, request.tier, started=started)
                 call.status, call.error = RequestStatus.FAILED, str(timed_out)
                 raise timed_out from None
