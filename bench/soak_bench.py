@@ -129,18 +129,31 @@ def sample(pid: int, data_dir: Path, redis_url: str | None) -> dict:
 def growth(samples: list[dict], key: str, after_s: float) -> dict:
     points = [(s["t_s"], s[key]) for s in samples if s["t_s"] >= after_s and key in s]
     if len(points) < 2:
-        return {"first": None, "last": None, "change_pct": None, "slope_per_hour": None}
+        return {"first": None, "last": None, "change_pct": None, "slope_per_hour": None, "halves_per_hour": [None, None]}
     n = len(points)
     mean_t = sum(t for t, _ in points) / n
     mean_v = sum(v for _, v in points) / n
     var = sum((t - mean_t) ** 2 for t, _ in points)
     slope = sum((t - mean_t) * (v - mean_v) for t, v in points) / var if var else 0.0
     first, last = points[0][1], points[-1][1]
+    half = points[len(points) // 2][0]
     return {
         "first": round(first, 2), "last": round(last, 2),
         "change_pct": round(100 * (last - first) / first, 2) if first else None,
         "slope_per_hour": round(slope * 3600, 3),
+        # Slopes of the first and the second half after warm-up: a cache filling up slows down, a leak does not.
+        "halves_per_hour": [_slope([p for p in points if p[0] <= half]), _slope([p for p in points if p[0] >= half])],
     }
+
+
+def _slope(points: list[tuple[float, float]]) -> float | None:
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    return round(3600 * sum((t - mean_t) * (v - mean_v) for t, v in points) / var, 3) if var else 0.0
 
 
 def main(argv: list[str]) -> int:
@@ -242,12 +255,13 @@ def render(args: argparse.Namespace, summary: dict, samples: list[dict], keys: l
         f"Growth after the {summary['warmup_s'] / 60:g}-minute warm-up (first and last sample after it; slope of a "
         "least-squares line through every sample after it):",
         "",
-        "| resource | after warm-up | at the end | change | slope per hour |",
-        "|---|---|---|---|---|",
+        "| resource | after warm-up | at the end | change | slope per hour | slope per hour, 1st / 2nd half |",
+        "|---|---|---|---|---|---|",
     ]
     for key in keys:
         g = summary["growth_after_warmup"][key]
-        lines.append(f"| {key} | {g['first']} | {g['last']} | {g['change_pct']}% | {g['slope_per_hour']} |")
+        halves = " / ".join(str(h) for h in g["halves_per_hour"])
+        lines.append(f"| {key} | {g['first']} | {g['last']} | {g['change_pct']}% | {g['slope_per_hour']} | {halves} |")
     lines += ["", "Samples (every " + f"{args.sample_s:g} s; a tenth of them shown):", "", "| t (s) | " + " | ".join(keys) + " | requests |",
               "|---|" + "---|" * (len(keys) + 1)]
     step = max(1, len(samples) // 10)

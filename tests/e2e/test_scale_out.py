@@ -307,6 +307,12 @@ def test_a_request_while_redis_is_down_gets_a_clear_503(tmp_path, tiny_model_dir
         with process(tmp_path, "api", api, env, ready=serving) as (base, _):
             server.terminate()
             server.wait(10)
+            # Until then the replica knew there was no worker (503 no_worker); once it cannot read
+            # the workers' heartbeats it refuses nothing for that, and the queue answers for itself.
+            deadline = time.monotonic() + 10
+            while "models_without_workers" in httpx.get(f"{base}/readyz").json():
+                assert time.monotonic() < deadline, "the replica never noticed that Redis is gone"
+                time.sleep(0.1)
             client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
             with pytest.raises(openai.InternalServerError) as refused:
                 client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=4)
