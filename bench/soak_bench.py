@@ -72,7 +72,7 @@ class Traffic:
                     self.sent[kind] += 1
             except Exception as e:  # every failure is a finding: keep it
                 with self.lock:
-                    self.errors.append(f"{kind}: {type(e).__name__}: {str(e)[:200]}")
+                    self.errors.append(f"{kind}: {type(e).__name__}: {str(e)[:400]}")
             i += 1
             self.stop.wait(self.pause_s)
         http.close()
@@ -85,8 +85,10 @@ class Traffic:
             with http.stream("POST", "/v1/chat/completions", json=chat | {"stream": True}) as answer:
                 _ok(answer)
                 body = "".join(answer.iter_text())
-                if "data: [DONE]" not in body or '"error"' in body:
-                    raise RuntimeError(f"stream did not end cleanly: {body[-200:]}")
+                if '"error"' in body:  # an error event: keep it whole, it says what happened
+                    raise RuntimeError("stream ended with " + body[body.index('{"error"'):][:300])
+                if "data: [DONE]" not in body:
+                    raise RuntimeError(f"stream cut before [DONE]: ...{body[-120:]}")
         elif kind == "job":
             answer = _ok(http.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": chat}))
             with self.lock:
@@ -158,6 +160,7 @@ def _slope(points: list[tuple[float, float]]) -> float | None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    args.argv = list(argv)
     args.code = code_state()  # what is measured is what was there at the start
     warmup_s = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(5.0, args.minutes / 5))
     redis_url = os.environ.get("GENLOOM_REDIS_URL")
@@ -241,7 +244,7 @@ def main(argv: list[str]) -> int:
 
 
 def render(args: argparse.Namespace, summary: dict, samples: list[dict], keys: list[str]) -> str:
-    command = "genloom bench soak " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "genloom bench soak"
+    command = " ".join(["genloom bench soak", *(shlex.quote(a) for a in args.argv)])
     lines = [
         SECTION, "",
         f"`{command}`, {datetime.date.today().isoformat()}, {args.code}, on {cpu_name()} "
