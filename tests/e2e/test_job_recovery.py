@@ -130,7 +130,18 @@ def test_sigkill_at_random_points_50_times_the_database_opens_and_every_accepted
 
             submitter = threading.Thread(target=submit)
             submitter.start()
-            time.sleep(rng.uniform(0.5, 6.0))
+            if rng.random() < 0.2:  # while starting: migrating, loading, recovering
+                time.sleep(rng.uniform(0.2, 3.0))
+            else:  # while serving: taking submissions and running jobs
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    time.sleep(0.1)
+                time.sleep(rng.uniform(0.1, 3.0))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             stop.set()
