@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import asyncpg
 import httpx
 import openai
 import pytest
@@ -29,6 +28,7 @@ import yaml
 
 from tests.conftest import free_port
 from tests.e2e.test_job_recovery import TERMINAL, all_jobs
+from tests.services import _admin as admin_sql
 from tests.e2e.test_scale_out import ADMIN_KEY, HELLO, admin_client, completed_events, process, serving
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -85,6 +85,17 @@ def private_redis(directory: Path, *, persistent: bool) -> Iterator[PrivateRedis
         yield server
     finally:
         server.stop()
+
+
+def submit_jobs(admins: list, count: int, body: dict) -> list[str]:
+    """`count` chat jobs through the replicas in turn, 4 at a time; their ids (each got a 202)."""
+    def submit(i: int) -> str:
+        answer = admins[i % len(admins)].post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body})
+        assert answer.status_code == 202, answer.text
+        return answer.json()["id"]
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(submit, range(count)))
 
 
 def write_config(tmp_path: Path, tiny_model_dir: Path, **extra) -> Path:
@@ -337,13 +348,7 @@ def redis_outage(tmp_path, tiny_model_dir, postgres_url, redis_prefix, *, persis
         admins = [admin_client(base) for base in bases]
         body = {"model": "tiny", "messages": HELLO, "max_tokens": 24, "ignore_eos": True}
 
-        def submit(i: int) -> str:
-            answer = admins[i % len(admins)].post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body})
-            assert answer.status_code == 202, answer.text
-            return answer.json()["id"]
-
-        with ThreadPoolExecutor(4) as senders:
-            accepted = list(senders.map(submit, range(jobs)))
+        accepted = submit_jobs(admins, jobs, body)
 
         with RealtimeProbe(bases, timeout_s=15) as probe:
             wait_until(lambda: sum(j["status"] == "completed" for j in all_jobs(admins[0])) >= jobs // 10, 120, "a tenth of the jobs done")
@@ -388,26 +393,12 @@ def test_redis_restart_under_300_jobs_two_replicas_two_workers(tmp_path, tiny_mo
 # -- PostgreSQL connections cut -----------------------------------------------------------------
 
 
-def database_admin(postgres_url: str, statement: str) -> None:
-    from tests.services import POSTGRES
-
-    async def run() -> None:
-        conn = await asyncpg.connect(POSTGRES)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
 def cut_connections(postgres_url: str, *, allow_new: bool) -> None:
     """End every connection to the test's database; with allow_new False, refuse new ones too
     (the database is unreachable until allowed again)."""
     name = postgres_url.rsplit("/", 1)[1]
-    database_admin(postgres_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allow_new else "false"}')
-    database_admin(
-        postgres_url,
+    admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allow_new else "false"}')
+    admin_sql(
         f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()",
     )
 
@@ -423,13 +414,7 @@ def test_postgres_connections_cut_under_load_lose_nothing_and_pools_reconnect(tm
         admin = admin_client(api)
         body = {"model": "tiny", "messages": HELLO, "max_tokens": 24, "ignore_eos": True}
 
-        def submit(_: int) -> str:
-            answer = admin.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body})
-            assert answer.status_code == 202, answer.text
-            return answer.json()["id"]
-
-        with ThreadPoolExecutor(4) as pool:
-            accepted = list(pool.map(submit, range(80)))
+        accepted = submit_jobs([admin], 80, body)
         with RealtimeProbe([api], timeout_s=15) as probe:
             time.sleep(1)
             for _ in range(3):  # connections cut while jobs run: every pool meets dead connections
@@ -563,13 +548,7 @@ def test_a_hung_worker_loses_its_jobs_to_another_and_carries_on_when_it_wakes(tm
         admin = admin_client(api)
         body = {"model": "tiny", "messages": HELLO, "max_tokens": 24, "ignore_eos": True}
 
-        def submit(_: int) -> str:
-            answer = admin.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body})
-            assert answer.status_code == 202, answer.text
-            return answer.json()["id"]
-
-        with ThreadPoolExecutor(4) as pool:
-            accepted = list(pool.map(submit, range(80)))
+        accepted = submit_jobs([admin], 80, body)
         wait_until(lambda: asyncio.run(leases_held(postgres_url, hung.pid)) >= 1, 60, "worker 1 to hold a job", step_s=0.02)
         hung.send_signal(signal.SIGSTOP)
         try:
@@ -591,7 +570,7 @@ def test_a_hung_worker_loses_its_jobs_to_another_and_carries_on_when_it_wakes(tm
         wait_until(lambda: [w["state"] for w in admin_workers(api)] == ["ready", "ready"], 15, "both workers live")
         other.send_signal(signal.SIGSTOP)
         try:
-            later = [submit(i) for i in range(10)]
+            later = submit_jobs([admin], 10, body)
             listed = wait_until(lambda: finished(later), 60, "the woken worker to run new jobs", step_s=0.5)
             assert {listed[i]["status"] for i in later} == {"completed"}
         finally:

@@ -12,11 +12,11 @@ from genloom.config import ModelKind
 from genloom.gateway.pipeline.guard import GuardStage
 from genloom.gateway.events import DisconnectProbe, WaitBounds, final_event, thread_emitter
 from genloom.gateway.presence import WorkerPresence
-from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
+from genloom.gateway.errors import InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.readiness import Readiness
 from genloom.gateway.queue_io import queue_call, withdraw
 from genloom.gateway.versions import served_version
-from genloom.jobs import EmbeddingsReady, EmbeddingTask, Job, JobFailed, RequestClass, Tier
+from genloom.jobs import EmbeddingsReady, EmbeddingTask, Job, RequestClass, Tier
 from genloom.queue import QueueClosed
 from genloom.queue.protocol import JobQueue
 from genloom.registry import model_name
@@ -135,10 +135,6 @@ class EmbeddingService:
             event = await final_event(events, disconnected, bounds=self.wait_bounds, model=job.model, tier=job.tier)
             if event is None:
                 return None
-            if isinstance(event, JobFailed):
-                if event.shutdown:
-                    raise NotReady(f"{event.message}; retry on another replica")
-                raise GenerationFailed(event.message)
             assert isinstance(event, EmbeddingsReady)
             return EmbeddingResult(model_name(prepared.runtime.name), event.vectors, event.token_counts, prepared.runtime.name)
         finally:

@@ -8,8 +8,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from genloom.gateway.errors import TimedOut
-from genloom.jobs import JobStarted, Tier
+from genloom.gateway.errors import GenerationFailed, NotReady, TimedOut
+from genloom.jobs import JobFailed, JobStarted, Tier
 
 DisconnectProbe = Callable[[], Awaitable[bool]]
 PROBE_INTERVAL_S = 0.25  # how often a waiting request asks whether its client is still there
@@ -75,8 +75,9 @@ class WaitBounds:
 async def final_event(
     events: asyncio.Queue[Any], disconnected: DisconnectProbe, *, bounds: WaitBounds | None, model: str, tier: Tier,
 ) -> Any | None:
-    """A job's result or failure (its first event other than JobStarted), None once the client
-    has gone away; TimedOut past the tier's bound (see WaitBounds)."""
+    """A one-piece job's result (its first event other than JobStarted), None once the client
+    has gone away; its failure raised (NotReady when the worker's server shuts down, else
+    GenerationFailed); TimedOut past the tier's bound (see WaitBounds)."""
     started = False
     silence_s = bounds.silence_s(tier) if bounds is not None else None
     while True:
@@ -85,6 +86,10 @@ async def final_event(
         except TimeoutError:
             assert bounds is not None
             raise bounds.timed_out(model, tier, started=started, bound=silence_s) from None
+        if isinstance(event, JobFailed):
+            if event.shutdown:
+                raise NotReady(f"{event.message}; retry on another replica")
+            raise GenerationFailed(event.message)
         if not isinstance(event, JobStarted):
             return event
         started = True

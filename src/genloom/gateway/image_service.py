@@ -22,12 +22,12 @@ from genloom.config import ImageSettings, ModelKind
 from genloom.gateway.pipeline.guard import GuardStage
 from genloom.gateway.events import DisconnectProbe, WaitBounds, final_event, thread_emitter
 from genloom.gateway.presence import WorkerPresence
-from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady
+from genloom.gateway.errors import InvalidRequest, ModelNotFound, NotReady
 from genloom.gateway.rate_limit import Admission, Limits, RateLimiter
 from genloom.gateway.readiness import Readiness
 from genloom.gateway.queue_io import queue_call, withdraw
 from genloom.gateway.versions import served_version
-from genloom.jobs import ImagesReady, ImageTask, Job, JobFailed, RequestClass, Tier
+from genloom.jobs import ImagesReady, ImageTask, Job, RequestClass, Tier
 from genloom.queue import QueueClosed
 from genloom.queue.protocol import JobQueue
 from genloom.registry import model_name
@@ -273,10 +273,6 @@ class ImageService:
             event = await final_event(events, disconnected, bounds=self.wait_bounds, model=job.model, tier=job.tier)
             if event is None:
                 return None
-            if isinstance(event, JobFailed):
-                if event.shutdown:
-                    raise NotReady(f"{event.message}; retry on another replica")
-                raise GenerationFailed(event.message)
             assert isinstance(event, ImagesReady)
             made = True
             return await self.result_body(request, event, base_url=base_url, job_id=None)

@@ -5,7 +5,6 @@ view is not kept (None) and nothing is refused."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 from genloom.gateway.errors import NoWorker
@@ -14,12 +13,10 @@ from genloom.gateway.errors import NoWorker
 class WorkerPresence:
     def __init__(self, *, retry_after_s: int = 5) -> None:
         self._live: dict[str, int] | None = None  # model -> live worker processes taking it
-        self.read_at: float | None = None  # monotonic time of the last read
         self.retry_after_s = retry_after_s
 
     def update(self, live: Mapping[str, int]) -> None:
         self._live = {model: n for model, n in live.items() if n > 0}
-        self.read_at = time.monotonic()
 
     def forget(self) -> None:
         """The workers cannot be read now (Redis is away): refuse nothing on an old view."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -20,8 +20,6 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.gc_collector import GCCollector
 
 log = logging.getLogger("genloom.telemetry")
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Latency buckets from 5 ms to 2 minutes: a cache hit and a long CPU generation both land inside.
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
@@ -40,7 +38,6 @@ class Gauges:
     workers: Callable[[], Mapping[str, int]] = dict
     breakers_open: Callable[[], Mapping[str, bool]] = dict
     jobs: Callable[[], Mapping[str, int]] = dict
-    extra: list[Callable[[], Iterable[GaugeMetricFamily]]] = field(default_factory=list)
 
 
 class _GaugeCollector:
@@ -69,11 +66,6 @@ class _GaugeCollector:
             except Exception as e:  # a scrape must not fail because one source is away (Redis down)
                 log.warning("metrics: could not read %s: %s", name, e)
             yield family
-        for extra in g.extra:
-            try:
-                yield from extra()
-            except Exception as e:
-                log.warning("metrics: a collector failed: %s", e)
 
 
 class PrometheusObserver:
