@@ -485,7 +485,7 @@ def test_a_full_disk_is_a_clear_507_with_nothing_half_stored_and_it_recovers(tmp
     models = [{"name": "tiny", "path": str(tiny_model_dir)},
               {"name": "tiny-sd", "path": str(tiny_image_model_dir), "kind": "image", "default_steps": 2}]
     config = {"builtin_models": False, "models": models, "cache": {"enabled": False},
-              "jobs": {"sweep_s": 1, "retry_base_s": 0.2, "retry_max_s": 1}}
+              "jobs": {"sweep_s": 1, "retry_base_s": 0.2, "retry_max_s": 1, "lease_s": 3, "heartbeat_s": 0.5}}
     (tmp_path / "genloom.yaml").write_text(yaml.safe_dump(config))
     with small_disk(tmp_path / "disk", 24) as data_dir:
         env = {"GENLOOM_DATA_DIR": str(data_dir), "GENLOOM_ADMIN_KEY": ADMIN_KEY}

@@ -167,6 +167,29 @@ async def test_start_recovers_waiting_jobs_and_jobs_of_a_dead_worker(parts):
     assert orphan.attempts == 2 and JobState.RETRYING in [t.state for t in orphan.transitions]
 
 
+async def test_a_job_taken_while_the_store_cannot_record_its_start_is_queued_again(parts, monkeypatch):
+    """A full disk (or a database away) when the worker starts the job: the job is out of the
+    queue and still waiting in the store; the sweep puts it back and it runs once space is back."""
+    store = parts[0]
+    real_start, refused = store.start, []
+
+    async def start(job_id, **kwargs):
+        if not refused:
+            refused.append(job_id)
+            raise OSError(28, "No space left on device")
+        return await real_start(job_id, **kwargs)
+
+    monkeypatch.setattr(store, "start", start)
+    jobs = service(parts, sweep_s=0.05)
+    await jobs.start()
+    with ScriptedWorker(parts[1], lambda job_id, attempt: None) as worker:
+        record = (await jobs.submit(submission()))[0].record
+        done = await settled(jobs, record.id)
+    await jobs.stop()
+    assert refused == [record.id] and worker.attempts[record.id] == 2
+    assert done.state is JobState.COMPLETED and done.attempts == 1
+
+
 async def test_a_job_whose_model_is_gone_after_a_restart_fails_instead_of_waiting_forever(parts):
     store = parts[0]
     now = utc_now()

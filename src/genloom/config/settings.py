@@ -112,7 +112,7 @@ class JobsSettings(_Section):
     lease_s: float = Field(30.0, gt=0, description="a running job whose worker misses heartbeats this long is requeued")
     heartbeat_s: float = Field(10.0, gt=0)
     idempotency_window_s: float = Field(86_400, gt=0, description="an Idempotency-Key returns the same job within this")
-    sweep_s: float = Field(60.0, gt=0, description="scale-out: how often stored waiting jobs the Redis queue lost are queued again")
+    sweep_s: float = Field(60.0, gt=0, description="how often stored waiting jobs the queue does not hold (lost by Redis, or taken while the store could not record their start) are queued again")
     max_page_size: int = Field(100, gt=0)
     webhook_max_attempts: int = Field(8, ge=1)
     webhook_retry_base_s: float = Field(1.0, gt=0)

@@ -145,17 +145,19 @@ class JobRunner:
         self._loops = [
             asyncio.create_task(self._heartbeat_forever(), name="genloom-job-heartbeat"),
             asyncio.create_task(self._reclaim_forever(), name="genloom-job-reclaim"),
+            asyncio.create_task(self._sweep_forever(), name="genloom-job-sweep"),
         ]
-        if self._shared:
-            self._loops.append(asyncio.create_task(self._sweep_forever(), name="genloom-job-sweep"))
 
     async def sweep(self, *, settled_s: float) -> int:
-        """Queue the stored waiting jobs the queue does not hold, unchanged for `settled_s`
-        (so a submission between its store and its queueing is left alone); how many. On a
-        shared queue this is what repairs an enqueue that failed (Redis unreachable for a
-        moment) or a Redis that lost its data; each process may run it, queueing is idempotent."""
+        """Queue the stored waiting jobs the queue does not hold and this process has not taken,
+        unchanged for `settled_s` (so a submission between its store and its queueing is left
+        alone); how many. It repairs a job taken while the store could not record its start (a
+        full disk, a database away: it is still waiting there, and no longer in the queue), and,
+        on a shared queue, an enqueue that failed (Redis unreachable for a moment) or a Redis
+        that lost its data; each process may run it, queueing is idempotent."""
         settled = utc_now() - timedelta(seconds=settled_s)
-        waiting = [r for r in await self._store.waiting() if r.updated_at <= settled]
+        taken = self._pending.keys() | self._runs.keys()
+        waiting = [r for r in await self._store.waiting() if r.updated_at <= settled and r.id not in taken]
         if not waiting:
             return 0
         missing = await queue_call(self._queue, self._queue.missing, [r.id for r in waiting])
@@ -171,7 +173,7 @@ class JobRunner:
             await asyncio.sleep(self._settings.sweep_s)
             try:
                 if queued := await self.sweep(settled_s=self._settings.sweep_s):
-                    log.warning("queued %d stored jobs the shared queue did not hold", queued)
+                    log.warning("queued %d stored jobs the queue did not hold", queued)
             except QueueUnavailable as e:
                 log.warning("could not sweep stored jobs into the queue: %s", e)
             except Exception:
