@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from genloom.queue import InMemoryQueue, QueueClosed, QueueFull, SchedulerPolicy, TenantQueueFull
-from genloom.jobs import Job, RequestClass, Tier
+from genloom.jobs import Job, RequestClass
 from genloom.queue.redis_queue import RedisQueue
 from tests.services import REDIS
 
