@@ -115,6 +115,9 @@ def sample(pid: int, data_dir: Path, redis_url: str | None) -> dict:
     database = sum(p.stat().st_size for p in data_dir.glob("genloom.db*"))
     row = {
         "rss_mib": int(fields["VmRSS"].split()[0]) / 1024,
+        # Anonymous memory is where a leak shows; file-backed pages are mapped weights and code.
+        "rss_anon_mib": int(fields["RssAnon"].split()[0]) / 1024,
+        "rss_file_mib": int(fields["RssFile"].split()[0]) / 1024,
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
         "threads": int(fields["Threads"]),
         "db_mib": database / 2**20,
@@ -228,7 +231,7 @@ def main(argv: list[str]) -> int:
                 server.wait(60)
             except subprocess.TimeoutExpired:
                 server.kill()
-    keys = ["rss_mib", "fds", "threads", "db_mib"] + (["redis_mib"] if redis_url else [])
+    keys = ["rss_mib", "rss_anon_mib", "rss_file_mib", "fds", "threads", "db_mib"] + (["redis_mib"] if redis_url else [])
     summary = {
         "minutes": args.minutes, "warmup_s": warmup_s, "clients": args.clients, "requests": dict(traffic.sent),
         "requests_per_s": round(sum(traffic.sent.values()) / elapsed, 2), "errors": len(traffic.errors),

@@ -5,9 +5,10 @@ Nothing here knows about queues or HTTP; the embedding worker calls `embed` with
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass
 from pathlib import Path
+
+from genloom.runtimes.weights import touch_weights
 
 # Texts per forward pass: one request may hold 2048 inputs, and attention memory grows with the batch.
 _FORWARD_BATCH = 64
@@ -70,6 +71,7 @@ class EmbeddingRuntime:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = SentenceTransformer(str(self.path), device=device, local_files_only=True)
         self.model.eval()
+        touch_weights(self.model)
         self.tokenizer = self.model.tokenizer
         self.max_tokens = int(self.model.max_seq_length)
         self.info = EmbeddingInfo(

@@ -128,6 +128,8 @@ class ImageRuntime:
 
     def _load(self, path: Path, device: str, dtype: str) -> None:
         from diffusers import DiffusionPipeline
+
+        from genloom.runtimes.weights import touch_weights
         from diffusers.utils import logging as diffusers_logging
         from transformers.utils import logging as hf_logging
 
@@ -135,6 +137,7 @@ class ImageRuntime:
         hf_logging.disable_progress_bar()
         self.pipe = DiffusionPipeline.from_pretrained(path, dtype=getattr(self._torch, dtype)).to(device)
         self.pipe.set_progress_bar_config(disable=True)
+        touch_weights(*(c for c in self.pipe.components.values() if isinstance(c, self._torch.nn.Module)))
         self._schedulers: dict[str | None, Any] = {None: self.pipe.scheduler}
 
     @property

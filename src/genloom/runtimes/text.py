@@ -12,6 +12,7 @@ import torch
 from genloom.config import RuntimeSettings
 from genloom.config.settings import Device, DType
 from genloom.runtimes.text_batch import DecodeBatch
+from genloom.runtimes.weights import touch_weights
 
 
 class PromptError(ValueError):
@@ -64,6 +65,7 @@ class TextRuntime:
                 path, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
             ).to(device)
             self.model.eval()
+            touch_weights(self.model)
             model_config = self.model.config
             parameters = sum(p.numel() for p in self.model.parameters())
         else:
