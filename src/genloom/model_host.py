@@ -28,6 +28,7 @@ from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.remote import UpstreamSettings
 from genloom.runtimes.text import TextRuntime
 from genloom.telemetry import NO_OBSERVER, Observer
+from genloom.telemetry.tracing import NO_TRACING, Tracing
 from genloom.worker import TextWorker, Worker
 from genloom.worker.embedding_worker import EmbeddingWorker
 from genloom.worker.image_worker import ImageWorker
@@ -58,9 +59,10 @@ class ModelHost:
         images: ImageService, embeddings: EmbeddingService, runtimes: dict[str, TextRuntime],
         remotes: dict[str, RemoteModel], image_runtimes: dict[str, ImageRuntime],
         embedding_runtimes: dict[str, EmbeddingRuntime], breakers: dict[str, CircuitBreaker],
-        runs_here: Callable[[str], bool], observer: Observer = NO_OBSERVER,
+        runs_here: Callable[[str], bool], observer: Observer = NO_OBSERVER, tracing: Tracing = NO_TRACING,
     ) -> None:
         self._observer = observer
+        self._tracing = tracing
         self._settings = settings
         self._registry = registry
         self._queue = queue
@@ -226,6 +228,7 @@ class ModelHost:
         log.info("unloaded %s", key)
 
     def _start(self, entry: Loaded, worker: Worker) -> None:
+        worker.tracing = self._tracing
         worker.start()
         entry.worker = worker
 

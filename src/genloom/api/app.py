@@ -10,7 +10,7 @@ from starlette.middleware import Middleware
 
 from genloom import __version__
 from genloom.api.errors import install_error_handlers
-from genloom.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from genloom.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, RequestIdMiddleware, TracingMiddleware
 from genloom.api.callers import authentication
 from genloom.api.routes_admin import build_admin_router
 from genloom.api.routes_embeddings import build_embeddings_router
@@ -34,6 +34,7 @@ from genloom.gateway.job_service import JobService
 from genloom.gateway.templates import TemplateService
 from genloom.registry.registry import ModelRegistry
 from genloom.registry.rollouts import RolloutService
+from genloom.telemetry.tracing import NO_TRACING, Tracing
 from genloom.gateway.presence import WorkerPresence
 from genloom.gateway.readiness import WorkerStatus
 
@@ -61,13 +62,17 @@ def create_app(
     list_workers: Callable[[], Awaitable[list[dict]]] | None = None,
     metrics: Callable[[], bytes] | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    tracing: Tracing = NO_TRACING,
 ) -> FastAPI:
+    traced = [Middleware(TracingMiddleware, tracing=tracing)] if tracing.enabled else []
     app = FastAPI(
         title="Genloom",
         version=__version__,
         lifespan=lifespan,
         middleware=[
             Middleware(RequestIdMiddleware),
+            *traced,
+            *([Middleware(AccessLogMiddleware)] if settings.logging.access_log else []),
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes),
         ],
     )

@@ -17,6 +17,7 @@ from genloom.config import AuthMode, ClassificationSettings
 from genloom.gateway.auth import Authenticator, PermissionDenied, Principal, Scope
 from genloom.gateway.errors import InvalidRequest
 from genloom.jobs import Tier
+from genloom.telemetry.logs import bind
 
 TIER_HEADER = "x-genloom-tier"
 TENANT_HEADER = "x-genloom-tenant"
@@ -43,8 +44,9 @@ def authentication(
             request.state.principal = Principal(
                 tenant_id=tenant, tenant_name=tenant, tier=tier, scope=Scope.ADMIN, limits={}
             )
-            return
-        request.state.principal = await authenticator.authenticate(request.headers.get("authorization"))
+        else:
+            request.state.principal = await authenticator.authenticate(request.headers.get("authorization"))
+        bind(tenant=request.state.principal.tenant_id)  # on every log line from here on
 
     return authenticate
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genloom.api.errors import error_body
+from genloom.telemetry.logs import close_request, open_request
+from genloom.telemetry.tracing import TRACE_ID_HEADER, Tracing, current, fail, trace_id_of
 
+_UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: many, and all alike
+_ACCESS = logging.getLogger("genloom.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -32,7 +38,42 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = open_request(request_id=request_id)  # every log line while serving it names it
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            close_request(token)
+
+
+class AccessLogMiddleware:
+    """One log line per HTTP request when it ends (streams included): method, path, status and
+    duration, at INFO on `genloom.access` (probes and scrapes at DEBUG)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500  # what the client gets when the app fails before answering
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            path, method = scope.get("path", ""), scope.get("method", "")
+            duration_ms = round(1000 * (time.monotonic() - started), 1)
+            _ACCESS.log(
+                logging.DEBUG if path in _UNTRACED else logging.INFO, "%s %s %d %.1f ms", method, path, status, duration_ms,
+                extra={"method": method, "path": path, "status": status, "duration_ms": duration_ms},
+            )
 
 
 class BodyLimitMiddleware:
@@ -89,3 +130,49 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class TracingMiddleware:
+    """One server span per HTTP request, the caller's W3C `traceparent` its parent, current while
+    the request runs (streamed bodies included) so every span below joins it; the answer names
+    the trace in x-genloom-trace-id. Installed only when tracing is on."""
+
+    def __init__(self, app: ASGIApp, *, tracing: Tracing) -> None:
+        self.app = app
+        self.tracing = tracing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in _UNTRACED:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        method = scope.get("method", "GET")
+        span = self.tracing.server_span(method, headers, {
+            "http.request.method": method, "url.path": scope.get("path", ""), "url.scheme": scope.get("scheme", "http"),
+            "user_agent.original": headers.get("user-agent"), "genloom.request.id": scope.get("state", {}).get("request_id"),
+        })
+        trace_id = (trace_id_of(span) or "").encode()
+
+        async def send_with_trace(message: Message) -> None:
+            if message["type"] == "http.response.start" and span is not None:
+                span.set_attribute("http.response.status_code", message["status"])
+                if message["status"] >= 500:
+                    fail(span, f"HTTP {message['status']}")
+                if trace_id:
+                    message["headers"] = [*message.get("headers", []), (TRACE_ID_HEADER.encode(), trace_id)]
+            await send(message)
+
+        try:
+            with current(span):
+                await self.app(scope, receive, send_with_trace)
+        except BaseException as e:
+            fail(span, e)
+            raise
+        finally:
+            if span is not None:
+                route = scope.get("route")
+                template = getattr(route, "path", None)
+                if template:
+                    span.set_attribute("http.route", template)
+                    span.update_name(f"{method} {template}")
+                span.end()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import runpy
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -116,8 +115,11 @@ def _run(settings: Settings, on_listening, **role) -> int:
 
 
 def _logging(settings: Settings) -> logging.Logger:
-    logging.basicConfig(
-        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    from genloom.config.settings import LogFormat, secret_values
+    from genloom.telemetry.logs import configure_logging
+
+    configure_logging(
+        level=settings.server.log_level, json_lines=settings.logging.format is LogFormat.JSON, secrets=secret_values(settings),
     )
     return logging.getLogger("genloom")
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import difflib
 import os
@@ -140,6 +141,23 @@ class MetricsSettings(_Section):
     token: SecretStr | None = Field(None, description="when set, /metrics needs `Authorization: Bearer <token>`")
     per_tenant: bool = Field(False, description="add a tenant label to genloom_requests_total (for a bounded number of tenants)")
     jobs_refresh_s: float = Field(10.0, gt=0, description="how often the jobs-per-state gauge is counted in the store")
+
+
+class TelemetrySettings(_Section):
+    """Traces are configured by the standard OTEL_* environment variables (off when none names
+    an exporter); these say what goes into them."""
+
+    capture_content: bool = Field(False, description="put prompts and outputs into trace spans (gen_ai.input/output.messages)")
+
+
+class LogFormat(str, Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LoggingSettings(_Section):
+    format: LogFormat = Field(LogFormat.TEXT, description="json: one object per line (time, level, logger, message, request_id, trace_id, tenant, model, version)")
+    access_log: bool = Field(True, description="one line per HTTP request: method, path, status, duration")
 
 
 class RuntimeSettings(_Section):
@@ -359,6 +377,8 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -513,3 +533,33 @@ def _section_fields(annotation: Any) -> set[str] | None:
         return set(annotation.model_fields)
     return None
 
+
+def secret_values(settings: BaseModel) -> list[str]:
+    """Every secret in the settings (keys, tokens, passwords, URL credentials), so the logs can
+    scrub them."""
+    from urllib.parse import urlsplit
+
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, str) and "://" in value and "@" in value:
+            with contextlib.suppress(ValueError):
+                password = urlsplit(value).password
+                if password:
+                    found.append(password)
+
+    walk(settings)
+    if isinstance(settings, Settings):
+        walk(settings.served_models())
+    return [s for s in found if s]

@@ -24,6 +24,7 @@ from genloom.registry.registry import ModelRegistry
 from genloom.telemetry import NO_OBSERVER, Observer
 from genloom.runtimes.embeddings import EmbeddingRuntime
 from genloom.jobs.tasks import DEFAULT_MAX_BATCH_TEXTS
+from genloom.telemetry.tracing import job_trace
 
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 _CHARS_PER_TOKEN = 4  # a rough English average, good enough to order work before it is tokenized
@@ -124,6 +125,7 @@ class EmbeddingService:
             tier=request.tier,
             tenant=request.tenant,
             cost=self.cost(prepared),
+            trace=job_trace(),
         )
         self.presence.require(job.model)
         try:

@@ -35,6 +35,7 @@ from genloom.registry.registry import ModelRegistry
 from genloom.runtimes.image import ImageInputError, ImageRuntime, SCHEDULERS
 from genloom.store.files import FileStore
 from genloom.telemetry import NO_OBSERVER, Observer
+from genloom.telemetry.tracing import job_trace
 
 IMAGES_ENDPOINT = "/v1/images/generations"
 MAX_PROMPT_CHARS = 4000  # OpenAI's limit for its larger image models
@@ -229,7 +230,7 @@ class ImageService:
     def job(self, prepared: PreparedImage, *, id: str, emit, request_class: RequestClass, tier: Tier, tenant: str, **extra) -> Job:
         return Job(
             id=id, model=prepared.model, payload=prepared.task, emit=emit, rows=prepared.task.n,
-            request_class=request_class, tier=tier, tenant=tenant, cost=self.cost(prepared), **extra,
+            request_class=request_class, tier=tier, tenant=tenant, cost=self.cost(prepared), trace=job_trace(), **extra,
         )
 
     async def generate(self, request: ImageRequest, disconnected: DisconnectProbe, base_url: str = "") -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ from genloom.queue.backoff import retry_delay
 from genloom.queue.protocol import JobQueue
 from genloom.store.jobs import JobStore, utc_now
 from genloom.telemetry import NO_OBSERVER, Observer
+from genloom.telemetry.tracing import job_trace
 
 log = logging.getLogger("genloom.jobs")
 Request = TextRequest | ImageRequest
@@ -232,6 +233,7 @@ class JobRunner:
             not_before=time.monotonic() + max(0.0, delay),
             # Aging counts the time it has waited already, across restarts.
             enqueued_at=time.monotonic() - max(0.0, waited),
+            trace=job_trace(),  # the submitting request's trace (none for a recovery or a sweep)
         )
         if self._shared:
             job.emit = _ignore  # whichever worker takes it runs it (adopt)

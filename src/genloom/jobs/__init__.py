@@ -12,6 +12,8 @@ from genloom.jobs.job import (
     RequestClass,
     Tier,
     TokenEvent,
+    Traced,
+    TraceContext,
 )
 from genloom.jobs.sampling import SamplingParams
 from genloom.jobs.tasks import EmbeddingsReady, EmbeddingTask, ImagesReady, ImageTask, RemoteTask, TextTask
@@ -19,4 +21,5 @@ from genloom.jobs.tasks import EmbeddingsReady, EmbeddingTask, ImagesReady, Imag
 __all__ = [
     "ChoiceFinished", "EmbeddingTask", "EmbeddingsReady", "ImageTask", "ImagesReady", "Job", "JobEvent", "JobFailed",
     "JobStarted", "PromptCounted", "RemoteTask", "RequestClass", "SamplingParams", "TextTask", "Tier", "TokenEvent",
+    "TraceContext", "Traced",
 ]

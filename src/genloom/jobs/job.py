@@ -65,6 +65,25 @@ class PromptCounted:
 JobEvent = JobStarted | TokenEvent | ChoiceFinished | JobFailed | PromptCounted
 
 
+@dataclass(frozen=True)
+class TraceContext:
+    """The trace a job belongs to, as W3C trace context, carried with the job through the queue
+    (across processes) so the worker's spans join the request's trace; `queued_ns` (wall clock)
+    is when it was queued, where its wait in the queue began."""
+
+    traceparent: str
+    tracestate: str = ""
+    queued_ns: int = 0
+
+
+@dataclass(frozen=True)
+class Traced:
+    """What a shared queue stores for a job with a trace: its payload and the context."""
+
+    payload: Any
+    trace: TraceContext
+
+
 @dataclass(eq=False)
 class Job:
     """What the queue holds. `payload` is opaque here: the worker for `model` knows its type.
@@ -84,6 +103,7 @@ class Job:
     not_before: float = 0.0
     enqueued_at: float = field(default_factory=time.monotonic)
     deliveries: int = 1  # how many times a shared queue has handed it to a worker, this time included
+    trace: TraceContext | None = None  # the request's trace, when tracing is on
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     _on_cancel: list[Callable[[], None]] = field(default_factory=list, repr=False)
 

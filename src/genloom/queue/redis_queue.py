@@ -42,6 +42,7 @@ from genloom.jobs import (
     RequestClass,
     Tier,
     TokenEvent,
+    Traced,
 )
 from genloom.queue.protocol import UNREACHABLE, QueueClosed, QueueUnavailable, Reservation
 from genloom.queue.scheduler import Entry, QueueFull, Scheduler, SchedulerPolicy, TenantQueueFull
@@ -213,7 +214,7 @@ class RedisQueue:
             self._submitted[job.id] = _Waiting(job)  # before the script: a fast worker may answer at once
         answer = self._call(
             "submit", job.id, job.model, job.request_class.value, job.tier.value, job.tenant, repr(float(job.cost)),
-            job.rows, repr(arrived), repr(not_before), codec.dumps(job.payload), reply, "1" if admit else "0",
+            job.rows, repr(arrived), repr(not_before), codec.dumps(_carried(job)), reply, "1" if admit else "0",
             "1" if requeue else "0", now=now,
         )
         if answer[0] != "ok":
@@ -322,10 +323,13 @@ class RedisQueue:
         self, job_id: str, payload: str, reply: str, deliveries: int, model: str, request_class: str, tier: str,
         tenant: str, cost: str, rows: int,
     ) -> Job:
+        carried, trace = codec.loads(payload), None
+        if isinstance(carried, Traced):
+            carried, trace = carried.payload, carried.trace
         job = Job(
-            id=job_id, model=model, payload=codec.loads(payload), emit=_ignore, rows=int(rows),
+            id=job_id, model=model, payload=carried, emit=_ignore, rows=int(rows),
             request_class=RequestClass(request_class), tier=Tier(tier), tenant=tenant, cost=float(cost),
-            deliveries=int(deliveries),
+            deliveries=int(deliveries), trace=trace,
         )
         if reply:
             job.emit = self._relay(reply, job_id)
@@ -614,3 +618,8 @@ class _Waiting:
             self.finished += 1
             return self.finished >= self.job.rows
         return not isinstance(event, (JobStarted, TokenEvent, PromptCounted))
+
+
+def _carried(job: Job) -> Any:
+    """What is stored for a job: its payload, with its trace context when it has one."""
+    return job.payload if job.trace is None else Traced(job.payload, job.trace)

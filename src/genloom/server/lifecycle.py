@@ -29,6 +29,7 @@ from genloom.server.wiring import BUILTIN_EMBEDDING_MODEL, Components, build_com
 from genloom.telemetry import Observer
 from genloom.telemetry.metrics import Gauges, PrometheusObserver
 from genloom.telemetry.observer import combine
+from genloom.telemetry.tracing import setup_tracing
 
 log = logging.getLogger("genloom.server")
 _DRAIN_POLL_S = 0.05
@@ -49,9 +50,13 @@ class GenloomServer:
         # Prometheus metrics (on by default) hear everything the given observer hears.
         self.metrics = PrometheusObserver(per_tenant=settings.metrics.per_tenant) if settings.metrics.enabled else None
         self.observer = combine(observer, self.metrics)
+        # Traces when the OTEL_* environment asks for them (off otherwise).
+        self.tracing = setup_tracing(
+            service=f"genloom-{self.process.value}", capture_content=settings.telemetry.capture_content
+        )
         self.c: Components = build_components(
             settings, process=self.process, runs_here=lambda model: runs_here(self.process, chosen, model),
-            observer=self.observer, hooks=self, guards=guards or [],
+            observer=self.observer, hooks=self, guards=guards or [], tracing=self.tracing,
         )
         self.on_fatal: Callable[[str], None] = lambda reason: None
         self._listener: asyncio.Task | None = None
@@ -89,6 +94,7 @@ class GenloomServer:
                 local_workers=lambda: statuses(c.models.workers),
                 presence=c.presence if self.process is Process.API else None,
                 list_workers=lambda: list_workers(c.workers, self.card), metrics=exposition, lifespan=self._lifespan,
+                tracing=self.tracing,
             )
 
     def _gauges(self) -> Gauges:
@@ -348,6 +354,7 @@ class GenloomServer:
             await c.aredis.aclose()
         for close in c.closing:
             await close()
+        await asyncio.to_thread(self.tracing.shutdown)  # the last spans go out
 
 
 async def _never_disconnected() -> bool:

@@ -142,6 +142,7 @@ def run(
     on_listening(url)
     config = uvicorn.Config(
         server.app,
+        log_config=None,  # uvicorn's lines go through Genloom's handler (cli: configure_logging)
         log_level=settings.server.log_level,
         # Genloom's own drain decides when streams end; uvicorn's timeout is only a backstop.
         timeout_graceful_shutdown=int(settings.server.drain_timeout_s) + 5,

@@ -62,6 +62,7 @@ from genloom.store.model_registry import RegistryStore
 from genloom.store.templates import TemplateStore
 from genloom.store.tenants import TenantStore
 from genloom.telemetry import Observer
+from genloom.telemetry.tracing import NO_TRACING, Tracing
 
 BUILTIN_EMBEDDING_MODEL = "all-minilm-l6-v2"
 # Longer than any blocking read Genloom makes (BLPOP and XREAD wait at most 0.5 s).
@@ -110,7 +111,7 @@ class Components:
 
 def build_components(
     settings: Settings, *, process: Process, runs_here: Callable[[str], bool], observer: Observer, hooks: Hooks,
-    guards: list[Guard],
+    guards: list[Guard], tracing: Tracing = NO_TRACING,
 ) -> Components:
     readiness = Readiness()
     database = Database(url=settings.resolved_database_url(), echo=settings.store.echo_sql)
@@ -191,6 +192,7 @@ def build_components(
         guard_output=GuardStage(stage="output", guards=guards, observer=observer),
         record=Record(request_log=request_log, observer=observer),
         observer=observer,
+        tracing=tracing,
     )
 
     job_store = SqlJobStore(database=database)
@@ -209,7 +211,7 @@ def build_components(
     models = ModelHost(
         settings=settings, registry=registry, queue=queue, text=service, jobs=jobs, images=images, embeddings=embeddings,
         runtimes=runtimes, remotes=remotes, image_runtimes=image_runtimes, embedding_runtimes=embedding_runtimes,
-        breakers=breakers, runs_here=runs_here, observer=observer,
+        breakers=breakers, runs_here=runs_here, observer=observer, tracing=tracing,
     )
 
     def shared_window(rollout):

@@ -20,6 +20,7 @@ from enum import Enum
 from genloom.jobs import Job, JobFailed, RequestClass
 from genloom.queue.protocol import JobQueue, QueueUnavailable
 from genloom.telemetry import Observer
+from genloom.telemetry.tracing import NO_TRACING, Tracing, trace_job
 
 log = logging.getLogger("genloom.worker")
 
@@ -65,6 +66,7 @@ class Worker(ABC):
         self._last_round = clock()
         self._unavailable: str | None = None  # why the queue cannot be reached, while it cannot
         self._backoff_s = _BACKOFF_FIRST_S
+        self.tracing: Tracing = NO_TRACING  # set by the model host before `start`
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -161,6 +163,13 @@ class Worker(ABC):
             log.info("%s worker for %s: the queue answers again", self.kind, self.model)
             self._unavailable = None
 
+    def _took(self, jobs: list[Job], batch_size: int | None = None) -> list[Job]:
+        """Jobs just taken from the queue: each one that carries a trace is followed in it."""
+        if self.tracing.enabled:
+            for job in jobs:
+                trace_job(self.tracing, job, model=self.model, kind=self.kind, batch_size=batch_size)
+        return jobs
+
     @abstractmethod
     def _round(self, wait_s: float) -> int | None:
         """Take what is queued (waiting up to `wait_s` when nothing is) and run it; the jobs
@@ -195,15 +204,17 @@ class BatchWorker(Worker):
         """What is queued, up to `max_rows`; after a first take, a moment's wait (`batch_wait_s`)
         lets requests arriving together share the batch. Everything taken is held at once, so a
         queue outage during the second take loses nothing: the first take runs."""
-        self._held = jobs = self._queue.take([self.model], max_rows=max_rows, timeout=wait_s, max_async_rows=max_async_rows)
+        self._held = jobs = self._took(
+            self._queue.take([self.model], max_rows=max_rows, timeout=wait_s, max_async_rows=max_async_rows)
+        )
         rows = sum(job.rows for job in jobs)
         if jobs and rows < max_rows and self._batch_wait_s > 0:
             async_rows = sum(job.rows for job in jobs if job.request_class is RequestClass.ASYNC)
             more_async = None if max_async_rows is None else max(0, max_async_rows - async_rows)
             try:
-                jobs = jobs + self._queue.take(
+                jobs = jobs + self._took(self._queue.take(
                     [self.model], max_rows=max_rows - rows, timeout=self._batch_wait_s, max_async_rows=more_async
-                )
+                ))
             except QueueUnavailable as e:
                 log.warning("%s worker for %s: %s; running the %d jobs taken", self.kind, self.model, e, len(jobs))
             self._held = jobs

@@ -49,7 +49,7 @@ class RemoteWorker(Worker):
 
     def _round(self, wait_s: float) -> int | None:
         """Burst mode: the calls for what is queued now, run together to their end."""
-        jobs = self._queue.take([self.model], max_rows=self._max_concurrency, timeout=wait_s)
+        jobs = self._took(self._queue.take([self.model], max_rows=self._max_concurrency, timeout=wait_s))
         if not jobs:
             return None
 
@@ -85,7 +85,7 @@ class RemoteWorker(Worker):
                 self._wake.clear()
                 free = self._max_concurrency - self._busy_rows
                 try:
-                    jobs = self._queue.take([self.model], max_rows=free, timeout=0) if free > 0 else []
+                    jobs = self._took(self._queue.take([self.model], max_rows=free, timeout=0)) if free > 0 else []
                 except QueueUnavailable as e:  # calls running go on; new ones wait for the queue
                     await asyncio.sleep(self._queue_away(e))
                     continue

@@ -109,7 +109,8 @@ class TextWorker(Worker):
         if free <= 0:
             return []
         async_free = self._async_row_limit() - self._async_rows()
-        return self._queue.take([self.model], max_rows=free, timeout=wait_s, max_async_rows=max(0, async_free))
+        jobs = self._queue.take([self.model], max_rows=free, timeout=wait_s, max_async_rows=max(0, async_free))
+        return self._took(jobs, batch_size=len(self._batch) + sum(job.rows for job in jobs)) if jobs else jobs
 
     def _async_row_limit(self) -> int:
         now = self._clock()

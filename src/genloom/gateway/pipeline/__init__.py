@@ -10,6 +10,7 @@ composition root, and passed in; the observer hears from every stage."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -31,6 +32,8 @@ from genloom.jobs import JobEvent
 from genloom.registry import model_name
 from genloom.store import RequestStatus
 from genloom.telemetry import Observer
+from genloom.telemetry.logs import bind
+from genloom.telemetry.tracing import NO_TRACING, Tracing, context_of, fail
 
 __all__ = ["Answer", "CacheOutcome", "TextCall", "TextPipeline"]
 
@@ -50,11 +53,12 @@ class Answer:
 class TextPipeline:
     def __init__(
         self, *, resolve: Resolve, guard_input: GuardStage, cache: Cache, admit: Admit, submit: Submit,
-        guard_output: GuardStage, record: Record, observer: Observer,
+        guard_output: GuardStage, record: Record, observer: Observer, tracing: Tracing = NO_TRACING,
     ) -> None:
         self.resolve, self.guard_input, self.cache, self.admit = resolve, guard_input, cache, admit
         self.submit, self.guard_output, self.record = submit, guard_output, record
         self._observer = observer
+        self._tracing = tracing
         self.in_flight = 0  # accepted requests not finished yet (a drain waits for them)
 
     async def answer(
@@ -64,27 +68,40 @@ class TextPipeline:
         `no_cache` skips the lookups but still stores the fresh answer for the next caller."""
         call = TextCall(request)
         self._started(call)
+        stage = self._tracing.stage
         try:
-            self.resolve.run(call)
-            await self.guard_input.check(call.texts(), tenant=call.request.tenant)
-            hit = None if no_cache else await self.cache.lookup(call, semantic=semantic)
+            with stage(call.span, "resolve"):
+                self.resolve.run(call)
+            with stage(call.span, "guard input"):
+                await self.guard_input.check(call.texts(), tenant=call.request.tenant)
+            with stage(call.span, "cache lookup") as looked:
+                hit = None if no_cache else await self.cache.lookup(call, semantic=semantic)
+                if looked is not None:
+                    looked.set_attribute("genloom.cache.hit", hit is not None)
             if hit is not None:
                 call.status = RequestStatus.COMPLETED
                 body = hit | {"id": call.request.id, "created": int(call.created)}
                 return Answer(body, CacheOutcome.HIT, {"x-genloom-cache": CacheOutcome.HIT.value})
-            self.resolve.prepare(call)
-            call.admission = await self.admit.charge(call.request, call.prepared)  # type: ignore[arg-type]
-            async with aclosing(self.submit.run(call, disconnected)) as events:
-                async for event in events:
-                    self._accepted(event)
+            with stage(call.span, "admit"):
+                self.resolve.prepare(call)
+                call.admission = await self.admit.charge(call.request, call.prepared)  # type: ignore[arg-type]
+            with stage(call.span, "queue and generate"):
+                async with aclosing(self.submit.run(call, disconnected)) as events:
+                    async for event in events:
+                        self._accepted(event)
             completion = call.completion
             assert completion is not None
-            await self.guard_output.check([c.text for c in completion.choices], tenant=call.request.tenant)
+            with stage(call.span, "guard output"):
+                await self.guard_output.check([c.text for c in completion.choices], tenant=call.request.tenant)
             body = completion_body(completion, call.request.endpoint)
-            await self.cache.store(call, body, semantic=semantic)
+            with stage(call.span, "cache store"):
+                await self.cache.store(call, body, semantic=semantic)
             return Answer(body, CacheOutcome.MISS, completion.rate_limit_headers | {"x-genloom-cache": CacheOutcome.MISS.value})
         except asyncio.CancelledError:
             call.status = RequestStatus.CANCELLED
+            raise
+        except BaseException as e:
+            fail(call.span, e)
             raise
         finally:
             await self._finish(call)
@@ -103,20 +120,34 @@ class TextPipeline:
         version that answered is `completion.model` (a fallback may answer for a failed one)."""
         call = TextCall(request)
         self._started(call)
+        stage = self._tracing.stage
         try:
-            self.resolve.run(call)
-            await self.guard_input.check(call.texts(), tenant=call.request.tenant)
-            self.resolve.prepare(call)
-            call.admission = await self.admit.charge(call.request, call.prepared)  # type: ignore[arg-type]
-            async with aclosing(self.submit.run(call, disconnected)) as events:
-                async for event in events:
-                    self._accepted(event)
-                    assert call.completion is not None
-                    yield event, call.completion
+            with stage(call.span, "resolve"):
+                self.resolve.run(call)
+            with stage(call.span, "guard input"):
+                await self.guard_input.check(call.texts(), tenant=call.request.tenant)
+            with stage(call.span, "admit"):
+                self.resolve.prepare(call)
+                call.admission = await self.admit.charge(call.request, call.prepared)  # type: ignore[arg-type]
+            # Spans here are ended by hand, never made current: the generator yields between them.
+            generating = self._tracing.child(call.span, "queue and generate")
+            try:
+                async with aclosing(self.submit.run(call, disconnected)) as events:
+                    async for event in events:
+                        self._accepted(event)
+                        assert call.completion is not None
+                        yield event, call.completion
+            finally:
+                if generating is not None:
+                    generating.end()
             assert call.completion is not None
-            await self.guard_output.check([c.text for c in call.completion.choices], tenant=call.request.tenant)
+            with stage(call.span, "guard output"):
+                await self.guard_output.check([c.text for c in call.completion.choices], tenant=call.request.tenant)
         except (asyncio.CancelledError, GeneratorExit):
             call.status = RequestStatus.CANCELLED
+            raise
+        except BaseException as e:
+            fail(call.span, e)
             raise
         finally:
             await self._finish(call)
@@ -128,6 +159,19 @@ class TextPipeline:
     def _started(self, call: TextCall) -> None:
         r = call.request
         self._observer.request_started(route=r.endpoint, model=model_name(r.model), tier=r.tier.value)
+        bind(model=model_name(r.model))
+        if self._tracing.enabled:
+            operation = "chat" if r.messages is not None else "text_completion"
+            p = r.params
+            call.span = self._tracing.child(None, f"{operation} {model_name(r.model)}", {
+                "gen_ai.operation.name": operation, "gen_ai.request.model": r.model, "gen_ai.response.id": r.id,
+                "gen_ai.request.max_tokens": p.max_tokens, "gen_ai.request.temperature": p.temperature,
+                "gen_ai.request.top_p": p.top_p, "gen_ai.request.seed": p.seed, "gen_ai.request.choice.count": r.n,
+                "genloom.tier": r.tier.value, "genloom.tenant": r.tenant, "genloom.stream": r.stream,
+            })
+            call.trace = context_of(call.span)
+            if self._tracing.capture_content and call.span is not None:
+                call.span.set_attribute("gen_ai.input.messages", json.dumps(r.messages if r.messages is not None else r.prompt))
 
     async def _finish(self, call: TextCall) -> None:
         if call.completion is not None:  # it reached the queue (or tried to)
@@ -140,7 +184,27 @@ class TextPipeline:
             await self.admit.settle(call.admission, tokens_used=0)
         r = call.request
         version = call.completion.model if call.completion is not None else r.model
+        bind(version=version)
         self._observer.request_finished(
             route=r.endpoint, model=model_name(r.model), version=version, tier=r.tier.value, status=call.status.value,
             duration_s=time.monotonic() - call.started, tenant=r.tenant,
         )
+        if call.span is not None:
+            self._end_span(call, version)
+
+    def _end_span(self, call: TextCall, version: str) -> None:
+        span, completion = call.span, call.completion
+        span.set_attribute("gen_ai.response.model", version)
+        span.set_attribute("genloom.status", call.status.value)
+        if completion is not None:
+            usage = completion.usage
+            span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+            reasons = [c.finish_reason for c in completion.choices if c.finish_reason]
+            if reasons:
+                span.set_attribute("gen_ai.response.finish_reasons", reasons)
+            if self._tracing.capture_content:
+                span.set_attribute("gen_ai.output.messages", json.dumps([c.text for c in completion.choices]))
+        if call.error and call.status is not RequestStatus.COMPLETED:
+            fail(span, call.error)
+        span.end()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from genloom.gateway.rate_limit import Admission
 from genloom.gateway.text_service import Completion, PreparedText, TextRequest
-from genloom.jobs import Job
+from genloom.jobs import Job, TraceContext
 from genloom.store import RequestStatus
 
 
@@ -26,6 +27,8 @@ class TextCall:
     created: float = field(default_factory=time.time)
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    span: Any = None  # the request's GenAI span when tracing is on
+    trace: TraceContext | None = None  # what its jobs carry to join that span's trace
 
     def texts(self) -> list[str]:
         return request_texts(self.request)

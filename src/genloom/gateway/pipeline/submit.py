@@ -19,7 +19,7 @@ from genloom.gateway.pipeline.call import TextCall
 from genloom.gateway.presence import WorkerPresence
 from genloom.gateway.queue_io import queue_call, withdraw
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
-from genloom.jobs import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, RequestClass, TokenEvent
+from genloom.jobs import ChoiceFinished, Job, JobEvent, JobFailed, JobStarted, RequestClass, TokenEvent, TraceContext
 from genloom.queue import QueueClosed
 from genloom.queue.backoff import retry_delay
 from genloom.queue.protocol import JobQueue
@@ -111,7 +111,7 @@ class Submit:
         events: asyncio.Queue[JobEvent] = asyncio.Queue()
         if call.job is not None:
             call.job.cancel()
-        call.job = job = self._job(request, prepared, events)
+        call.job = job = self._job(request, prepared, events, call.trace)
         try:
             await queue_call(self._queue, self._queue.submit, job)
         except QueueClosed as e:
@@ -174,11 +174,14 @@ class Submit:
             yield event
         call.status = RequestStatus.COMPLETED
 
-    def _job(self, request: TextRequest, prepared: PreparedText, events: asyncio.Queue[JobEvent]) -> Job:
+    def _job(
+        self, request: TextRequest, prepared: PreparedText, events: asyncio.Queue[JobEvent], trace: TraceContext | None,
+    ) -> Job:
         return Job(
             id=request.id, model=prepared.model, payload=prepared.payload, emit=thread_emitter(events), rows=request.n,
             request_class=RequestClass.ASYNC if request.background else RequestClass.REALTIME,
             tier=request.tier, tenant=request.tenant, cost=self._text.cost(prepared, request.n),
+            trace=None if trace is None else replace(trace, queued_ns=time.time_ns()),  # this attempt's wait starts now
         )
 
     def _backoff(self, tries: int) -> float:
