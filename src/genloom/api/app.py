@@ -34,6 +34,7 @@ from genloom.gateway.job_service import JobService
 from genloom.gateway.templates import TemplateService
 from genloom.registry.registry import ModelRegistry
 from genloom.registry.rollouts import RolloutService
+from genloom.telemetry.monitors import Monitors
 from genloom.telemetry.tracing import NO_TRACING, Tracing
 from genloom.gateway.presence import WorkerPresence
 from genloom.gateway.readiness import WorkerStatus
@@ -63,6 +64,7 @@ def create_app(
     metrics: Callable[[], bytes] | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     tracing: Tracing = NO_TRACING,
+    monitors: Monitors | None = None,
 ) -> FastAPI:
     traced = [Middleware(TracingMiddleware, tracing=tracing)] if tracing.enabled else []
     app = FastAPI(
@@ -94,7 +96,7 @@ def create_app(
         build_embeddings_router(embeddings),
         build_images_router(images),
         build_templates_router(templates, pipeline, settings.api),
-        build_admin_router(admin, breakers, jobs, list_workers=list_workers),
+        build_admin_router(admin, breakers, jobs, list_workers=list_workers, monitors=monitors),
         build_registry_router(
             registry, rollouts, upstream_allow_hosts=frozenset(settings.upstream_allow_hosts), loaded=loaded_models,
             running=running_models, work=model_work,

@@ -6,19 +6,27 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from genloom.api.callers import require_admin
 from genloom.api.schemas import _Body
 from genloom.gateway.auth import Scope, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
+from genloom.gateway.errors import InvalidRequest, ModelNotFound
 from genloom.gateway.job_service import JobService
 from genloom.jobs import Tier
 from genloom.store.tenants import ApiKey, Tenant
+from genloom.telemetry.monitors import Monitors
+
+
+class ReferenceBody(_Body):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: Literal["next", "current"] = Field("next", alias="from")
 
 
 class TenantLimits(_Body):
@@ -50,9 +58,36 @@ class KeyCreate(_Body):
 
 def build_admin_router(
     admin: TenantAdmin, breakers: Mapping[str, CircuitBreaker], jobs: JobService, *,
-    list_workers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+    list_workers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None, monitors: Monitors | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
+
+    def monitored() -> Monitors:
+        if monitors is None:
+            raise InvalidRequest("monitors are off on this server (monitors.enabled: false)", param=None)
+        return monitors
+
+    @router.get("/monitors")
+    async def monitor_list() -> dict[str, Any]:
+        """Quality and drift of every model this replica has answered for."""
+        m = monitored()
+        return {"object": "list", "data": [r for model in m.models() if (r := m.report(model)) is not None]}
+
+    @router.get("/monitors/{model}")
+    async def monitor(model: str) -> dict[str, Any]:
+        """One model's drift (`score`: MMD² of prompt embeddings against the reference window,
+        `p_value`, `threshold`, `alert`, `reference_n`, `current_n`) and quality per version."""
+        report = monitored().report(model)
+        if report is None:
+            raise ModelNotFound(model, monitored().models())
+        return report
+
+    @router.post("/monitors/{model}/reference")
+    async def monitor_reference(model: str, body: ReferenceBody) -> dict[str, Any]:
+        """Start a new drift reference: the next `reference_n` prompts (`from: "next"`, e.g. after
+        a promotion), or the current window pinned as it is (`from: "current"`)."""
+        monitored().reset_reference(model, pin_current=body.from_ == "current")
+        return monitored().report(model) or {"model": model, "drift": None, "quality": {}}
 
     @router.get("/workers")
     async def workers() -> dict[str, Any]:

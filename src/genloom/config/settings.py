@@ -143,6 +143,20 @@ class MetricsSettings(_Section):
     jobs_refresh_s: float = Field(10.0, gt=0, description="how often the jobs-per-state gauge is counted in the store")
 
 
+class MonitorSettings(_Section):
+    """Quality per version and drift of prompts per model (GET /v1/admin/monitors/{model})."""
+
+    enabled: bool = True
+    sample_rate: float = Field(0.2, ge=0, le=1, description="share of prompts embedded for drift (off the request path)")
+    reference_n: int = Field(200, ge=2, description="prompts in the reference window: the first ones seen, or a pinned window")
+    window_n: int = Field(200, ge=2, description="the most recent prompts compared against the reference")
+    min_n: int = Field(50, ge=2, description="prompts each window needs before a test")
+    p_threshold: float = Field(0.01, gt=0, lt=1, description="drift alert when the permutation p-value is below this")
+    permutations: int = Field(200, ge=10, description="permutations of the MMD test")
+    interval_s: float = Field(10.0, gt=0, description="how often sampled prompts are embedded and tested")
+    quality_window: int = Field(500, ge=1, description="recent answers per version that quality figures cover")
+
+
 class TelemetrySettings(_Section):
     """Traces are configured by the standard OTEL_* environment variables (off when none names
     an exporter); these say what goes into them."""
@@ -378,6 +392,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    monitors: MonitorSettings = Field(default_factory=MonitorSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod

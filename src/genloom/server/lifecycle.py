@@ -5,6 +5,7 @@ are built by `wiring.py`; what it runs depends on its role (`roles.py`)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import logging
 import os
 import socket
@@ -70,6 +71,7 @@ class GenloomServer:
         c = self.c
         self._job_counts: dict[str, int] = {}
         self._job_counter: asyncio.Task | None = None
+        self._monitor: asyncio.Task | None = None
         if self.metrics is not None:
             self.metrics.watch(self._gauges())
         exposition = self.metrics.exposition if self.metrics is not None else None
@@ -94,7 +96,7 @@ class GenloomServer:
                 local_workers=lambda: statuses(c.models.workers),
                 presence=c.presence if self.process is Process.API else None,
                 list_workers=lambda: list_workers(c.workers, self.card), metrics=exposition, lifespan=self._lifespan,
-                tracing=self.tracing,
+                tracing=self.tracing, monitors=c.monitors,
             )
 
     def _gauges(self) -> Gauges:
@@ -118,6 +120,8 @@ class GenloomServer:
             workers=workers,
             breakers_open=lambda: {m: b.snapshot().state.value == "open" for m, b in list(c.breakers.items())},
             jobs=lambda: dict(self._job_counts),
+            drift=c.monitors.drift_scores if c.monitors is not None else dict,
+            data_dir=lambda: data_dir_usage(self.settings),
         )
 
     async def _count_jobs(self) -> None:
@@ -237,6 +241,8 @@ class GenloomServer:
         c.rollouts.resume()
         if self.metrics is not None and self.process is not Process.WORKER:
             self._job_counter = asyncio.create_task(self._count_jobs(), name="genloom-job-counts")
+        if c.monitors is not None:
+            self._monitor = asyncio.create_task(c.monitors.run_forever(), name="genloom-monitors")
         every_s = self.settings.queue.heartbeat_s
         if c.workers is not None and self.process is not Process.API:
             self._heartbeat = asyncio.create_task(announce(c.workers, self.card, every_s), name="genloom-heartbeat")
@@ -327,7 +333,7 @@ class GenloomServer:
         c = self.c
         if self._drainer is not None:  # SIGTERM: let the drain finish (it is bounded by drain_timeout_s)
             await asyncio.shield(self._drainer)
-        for task in (self._loader, self._demand, self._presence, self._job_counter):
+        for task in (self._loader, self._demand, self._presence, self._job_counter, self._monitor):
             if task is not None and not task.done():
                 task.cancel()
         if self._heartbeat is not None:  # its card is withdrawn: the API replicas stop sending work here
@@ -355,6 +361,15 @@ class GenloomServer:
         for close in c.closing:
             await close()
         await asyncio.to_thread(self.tracing.shutdown)  # the last spans go out
+
+
+def data_dir_usage(settings: Settings) -> tuple[int, int] | None:
+    """(free, total) bytes of the data dir's filesystem; None when it does not exist here."""
+    try:
+        usage = shutil.disk_usage(settings.resolved_data_dir())
+    except OSError:
+        return None
+    return usage.free, usage.total
 
 
 async def _never_disconnected() -> bool:

@@ -62,6 +62,7 @@ from genloom.store.model_registry import RegistryStore
 from genloom.store.templates import TemplateStore
 from genloom.store.tenants import TenantStore
 from genloom.telemetry import Observer
+from genloom.telemetry.monitors import Monitors, MonitorSettingsView
 from genloom.telemetry.tracing import NO_TRACING, Tracing
 
 BUILTIN_EMBEDDING_MODEL = "all-minilm-l6-v2"
@@ -106,6 +107,7 @@ class Components:
     breakers: dict[str, CircuitBreaker]
     presence: WorkerPresence
     workers: WorkerDirectory | None  # the worker processes' cards, when the queue is shared
+    monitors: Monitors | None  # quality and drift (not on a worker process)
     closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # clients to close at the end
 
 
@@ -177,6 +179,17 @@ def build_components(
     for kind in (images, embeddings):
         kind.presence, kind.wait_bounds = presence, wait_bounds
     request_log = RequestLog(database=database)
+    monitors = None
+    if settings.monitors.enabled and process is not Process.WORKER:
+        m = settings.monitors
+        embedding_served = BUILTIN_EMBEDDING_MODEL in {model.name for model in configured_models(settings)}
+        monitors = Monitors(
+            settings=MonitorSettingsView(
+                sample_rate=m.sample_rate, reference_n=m.reference_n, window_n=m.window_n, min_n=m.min_n,
+                p_threshold=m.p_threshold, permutations=m.permutations, interval_s=m.interval_s, quality_window=m.quality_window,
+            ),
+            embed=hooks.embed if embedding_served else None,
+        )
     admit = Admit(limiter=limiter)
     # The request path, stage by stage, in the order every text request takes.
     pipeline = TextPipeline(
@@ -190,7 +203,7 @@ def build_components(
             presence=presence, wait_bounds=wait_bounds,
         ),
         guard_output=GuardStage(stage="output", guards=guards, observer=observer),
-        record=Record(request_log=request_log, observer=observer),
+        record=Record(request_log=request_log, observer=observer, monitors=monitors),
         observer=observer,
         tracing=tracing,
     )
@@ -233,7 +246,7 @@ def build_components(
         registry=registry, service=service, pipeline=pipeline, embeddings=embeddings, images=images,
         templates=TemplateService(store=TemplateStore(database=database), default_max_tokens=settings.api.default_max_tokens),
         webhooks=webhooks, jobs=jobs, models=models, rollouts=rollouts, shadow=shadow, breakers=breakers, closing=closing,
-        presence=presence,
+        presence=presence, monitors=monitors,
         workers=WorkerDirectory(client=async_redis, prefix=settings.redis_prefix, ttl_s=settings.queue.worker_ttl_s)
         if async_redis is not None else None,
     )

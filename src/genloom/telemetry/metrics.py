@@ -38,6 +38,8 @@ class Gauges:
     workers: Callable[[], Mapping[str, int]] = dict
     breakers_open: Callable[[], Mapping[str, bool]] = dict
     jobs: Callable[[], Mapping[str, int]] = dict
+    drift: Callable[[], Mapping[str, tuple[float, bool]]] = dict  # per model: (MMD², alert)
+    data_dir: Callable[[], tuple[int, int] | None] = lambda: None  # (free, total) bytes
 
 
 class _GaugeCollector:
@@ -57,6 +59,14 @@ class _GaugeCollector:
              lambda: [((m,), int(is_open)) for m, is_open in g.breakers_open().items()]),
             ("genloom_jobs", "Async jobs per state, as last counted in the store.", ["state"],
              lambda: [((s,), n) for s, n in g.jobs().items()]),
+            ("genloom_drift_score", "Drift of prompts from the reference window: MMD² of their embeddings (0: alike).",
+             ["model"], lambda: [((m,), score) for m, (score, _) in g.drift().items()]),
+            ("genloom_drift_alert", "1 while a model's prompt drift test is below its p-value threshold.",
+             ["model"], lambda: [((m,), int(alert)) for m, (_, alert) in g.drift().items()]),
+            ("genloom_data_dir_free_bytes", "Free bytes on the data dir's filesystem.", [],
+             lambda: [((), usage[0])] if (usage := g.data_dir()) else []),
+            ("genloom_data_dir_size_bytes", "Size in bytes of the data dir's filesystem.", [],
+             lambda: [((), usage[1])] if (usage := g.data_dir()) else []),
         ]
         for name, doc, labels, read in families:
             family = GaugeMetricFamily(name, doc, labels=labels)

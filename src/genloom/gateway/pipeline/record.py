@@ -15,7 +15,9 @@ from genloom.gateway.text_service import Completion, TextRequest
 from genloom.registry.catalog import Resolution
 from genloom.registry.rollout import Outcome
 from genloom.store import RequestEntry, RequestLog, RequestStatus
+from genloom.registry import model_name
 from genloom.telemetry import Observer
+from genloom.telemetry.monitors import Monitors
 
 RolloutOutcome = Callable[[Resolution, Outcome], None]
 ShadowMirror = Callable[[TextRequest, Completion], None]
@@ -24,9 +26,10 @@ ShadowMirror = Callable[[TextRequest, Completion], None]
 class Record:
     name = "record"
 
-    def __init__(self, *, request_log: RequestLog, observer: Observer) -> None:
+    def __init__(self, *, request_log: RequestLog, observer: Observer, monitors: Monitors | None = None) -> None:
         self._log = request_log
         self._observer = observer
+        self._monitors = monitors
         self.on_rollout_outcome: RolloutOutcome | None = None  # set by whoever runs rollouts
         self.on_shadow: ShadowMirror | None = None
 
@@ -53,6 +56,12 @@ class Record:
             self._observer.time_per_output_token(model=completion.model, seconds=(now - call.first_token_at) / (per_choice - 1))
         if call.accepted and not call.client_fault:
             self._rollout_outcome(call, now)
+            if self._monitors is not None and call.status in (RequestStatus.COMPLETED, RequestStatus.FAILED):
+                self._monitors.observe(
+                    model=model_name(request.model), version=completion.model, prompt="\n".join(call.texts()),
+                    outputs=[c.text for c in completion.choices], finish_reasons=[c.finish_reason for c in completion.choices],
+                    tokens=completion.usage.completion_tokens, ok=call.status is RequestStatus.COMPLETED,
+                )
         resolution = request.resolution
         if resolution and resolution.shadow and call.status is RequestStatus.COMPLETED and self.on_shadow is not None:
             self.on_shadow(request, completion)  # runs on its own; this answer does not wait for it
