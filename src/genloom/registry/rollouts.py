@@ -36,6 +36,7 @@ from genloom.registry.rollout import (
     shadow_figures,
 )
 from genloom.registry.versions import PRODUCTION, RegistryConflict, UnknownModel, version_key
+from genloom.telemetry import NO_OBSERVER, Observer
 
 log = logging.getLogger("genloom.rollouts")
 _FIGURES_EVERY_S = 5.0  # how often passing figures are written (decisions are written at once)
@@ -68,13 +69,14 @@ class RolloutService:
     def __init__(
         self, *, registry: ModelRegistry, loaded: Callable[[str], bool],
         warm: Callable[[str, int], Awaitable[None]] | None = None, clock: Callable[[], float] = time.time,
-        windows: Callable[[RolloutRecord], Outcomes] | None = None,
+        windows: Callable[[RolloutRecord], Outcomes] | None = None, observer: Observer = NO_OBSERVER,
     ) -> None:
         """`loaded(key)`: whether this process can serve a version now; `warm(key, n)` sends it n
         warm-up requests (blue_green); `windows` makes a rollout's outcome window (in-process by
         default; `RedisOutcomes` to judge every replica's traffic together)."""
         self._registry = registry
         self._loaded = loaded
+        self._observer = observer
         self._warm = warm
         self._clock = clock
         self._new_window = windows or (lambda r: OutcomeWindow(window_s=r.plan.gates.window_s))
@@ -148,6 +150,7 @@ class RolloutService:
     async def _finish(self, record: RolloutRecord, done: RolloutRecord, *, actor: str, alias: tuple[str, int] | None) -> None:
         if not await self._registry.store.update_rollout(done, actor=actor, expect=record.state, alias=alias):
             raise RegistryConflict(f"rollout {record.id} changed meanwhile; read it again")
+        self._observer.rollout_ended(model=record.name, outcome=done.state.value)
         self._forget(record.id)
         await self._registry.changed()
 
@@ -228,6 +231,8 @@ class RolloutService:
         alias = (PRODUCTION, record.candidate) if decision.verdict is Verdict.PROMOTE else None
         written = await self._registry.store.update_rollout(changed, actor="rollout", expect=record.state, alias=alias)
         if changed.state.final:
+            if written:  # counted once, by the replica whose decision stood
+                self._observer.rollout_ended(model=record.name, outcome=changed.state.value)
             self._forget(record.id)
         if moves or not written:  # a decision, or another replica decided first: read it back
             await self._registry.changed()

@@ -106,12 +106,13 @@ class GenloomServer:
             return {m: {k.value: n for k, n in by.items()} for m, by in c.queue.depths().items()}
 
         def workers() -> dict[str, int]:
+            """Per version served: live workers, 0 included (the "no workers" alert needs the zero)."""
             if self.process is Process.API:
-                return c.presence.counts()
+                live = c.presence.counts()
+                return {key: live.get(key, 0) for key in c.models.loaded} | live
             counts: dict[str, int] = {}
             for w in c.models.workers:
-                if w.health().ok:
-                    counts[w.model] = counts.get(w.model, 0) + 1
+                counts[w.model] = counts.get(w.model, 0) + int(w.health().ok)
             return counts
 
         return Gauges(

@@ -235,7 +235,7 @@ def build_components(
 
     rollouts = RolloutService(
         registry=registry, loaded=lambda key: key in models.loaded, warm=hooks.warm,
-        windows=shared_window if shared is not None else None,
+        windows=shared_window if shared is not None else None, observer=observer,
     )
     shadow = ShadowMirror(text=pipeline, observe=rollouts.observe, record_pair=rollouts.record_pair, embed=hooks.embed)
     pipeline.record.on_rollout_outcome = rollouts.observe

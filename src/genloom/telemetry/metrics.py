@@ -110,6 +110,8 @@ class PrometheusObserver:
         self._webhooks = Counter("genloom_webhook_deliveries", "Webhook delivery attempts.", ["result"], registry=r)
         self._rollout = Counter("genloom_rollout_requests", "Requests routed by a rollout, per arm.", ["model", "version", "arm"],
                                registry=r)
+        self._rollouts_ended = Counter("genloom_rollouts_ended", "Rollouts that ended, by outcome (promoted, rolled_back).",
+                                       ["model", "outcome"], registry=r)
         self._guard = Counter("genloom_guard_decisions", "Guard scanner decisions.", ["scanner", "stage", "action"], registry=r)
 
     def watch(self, gauges: Gauges) -> None:
@@ -169,6 +171,9 @@ class PrometheusObserver:
 
     def rollout_arm(self, *, model: str, version: str, arm: str) -> None:
         self._rollout.labels(model, version, arm).inc()
+
+    def rollout_ended(self, *, model: str, outcome: str) -> None:
+        self._rollouts_ended.labels(model, outcome).inc()
 
     def guard_decision(self, *, scanner: str, stage: str, action: str) -> None:
         self._guard.labels(scanner, stage, action).inc()

@@ -49,6 +49,8 @@ class Observer(Protocol):
 
     def webhook_delivery(self, *, result: str) -> None: ...
 
+    def rollout_ended(self, *, model: str, outcome: str) -> None: ...
+
 
 EVENTS = frozenset(name for name in vars(Observer) if not name.startswith("_"))
 
