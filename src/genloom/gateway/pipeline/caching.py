@@ -35,6 +35,11 @@ class Cache:
         self._ttl_s = ttl_s
         self._observer = observer
 
+    @property
+    def active(self) -> bool:
+        """Whether a cache is configured (a trace shows the stage only then)."""
+        return self._exact is not None or self._semantic is not None
+
     async def lookup(self, call: TextCall, *, semantic: bool) -> dict[str, Any] | None:
         """A stored answer body, or None."""
         request = call.request

@@ -52,6 +52,11 @@ class GuardStage:
         self._guards = guards
         self._observer = observer
 
+    @property
+    def active(self) -> bool:
+        """Whether any guard scans here (a trace shows the stage only then)."""
+        return bool(self._guards)
+
     async def check(self, texts: list[str], *, tenant: str) -> None:
         for guard in self._guards:
             verdict = await guard.scan(texts, stage=self._stage, tenant=tenant)
