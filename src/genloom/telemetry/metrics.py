@@ -10,6 +10,7 @@ tiers are fixed sets; a tenant label only with `metrics.per_tenant`."""
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,32 @@ _PER_TOKEN = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+@dataclass(frozen=True)
+class GpuUsage:
+    device: str
+    used_bytes: int  # the whole device's, every process's
+    total_bytes: int
+    allocated_bytes: int  # this process's tensors
+    utilization: float | None  # 0..1 over the driver's last sample period; None without NVML (pynvml)
+
+
+def gpu_usage() -> list[GpuUsage]:
+    """Each CUDA device this process already uses (never the first CUDA call: that would make a
+    context, and take GPU memory, on an API replica that runs no model)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return []
+    found = []
+    for i in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(i)
+        try:
+            utilization: float | None = torch.cuda.utilization(i) / 100
+        except Exception:  # pynvml is not installed, or NVML cannot be read
+            utilization = None
+        found.append(GpuUsage(str(i), total - free, total, torch.cuda.memory_allocated(i), utilization))
+    return found
+
+
 @dataclass
 class Gauges:
     """What the process knows now, read at each scrape (each callable must be cheap and safe
@@ -40,6 +67,7 @@ class Gauges:
     jobs: Callable[[], Mapping[str, int]] = dict
     drift: Callable[[], Mapping[str, tuple[float, bool]]] = dict  # per model: (MMD², alert)
     data_dir: Callable[[], tuple[int, int] | None] = lambda: None  # (free, total) bytes
+    gpus: Callable[[], list[GpuUsage]] = lambda: gpu_usage()
 
 
 class _GaugeCollector:
@@ -63,6 +91,14 @@ class _GaugeCollector:
              ["model"], lambda: [((m,), score) for m, (score, _) in g.drift().items()]),
             ("genloom_drift_alert", "1 while a model's prompt drift test is below its p-value threshold.",
              ["model"], lambda: [((m,), int(alert)) for m, (_, alert) in g.drift().items()]),
+            ("genloom_gpu_memory_used_bytes", "GPU memory in use on the device (every process's).", ["device"],
+             lambda: [((u.device,), u.used_bytes) for u in g.gpus()]),
+            ("genloom_gpu_memory_total_bytes", "GPU memory on the device.", ["device"],
+             lambda: [((u.device,), u.total_bytes) for u in g.gpus()]),
+            ("genloom_gpu_memory_allocated_bytes", "GPU memory held by this process's tensors.", ["device"],
+             lambda: [((u.device,), u.allocated_bytes) for u in g.gpus()]),
+            ("genloom_gpu_utilization_ratio", "Share of time the GPU was busy over the driver's last sample period (needs pynvml).",
+             ["device"], lambda: [((u.device,), u.utilization) for u in g.gpus() if u.utilization is not None]),
             ("genloom_data_dir_free_bytes", "Free bytes on the data dir's filesystem.", [],
              lambda: [((), usage[0])] if (usage := g.data_dir()) else []),
             ("genloom_data_dir_size_bytes", "Size in bytes of the data dir's filesystem.", [],
