@@ -76,3 +76,52 @@ def test_partial_stop_prefix_is_held_back_then_released():
 def test_earliest_of_several_stop_sequences_wins():
     acc = TextAccumulator(tokenizer=CharTokenizer(), stop=("zz", "b"))
     assert feed(acc, "aabzz") == "aa"
+
+
+# -- the logit controls --------------------------------------------------------------------
+
+
+def shaped(logits, prompt=(), output=(), end_ids=frozenset({0}), generated=0, **params):
+    from genloom.runtimes.sampling import shape_logits
+
+    return shape_logits(
+        torch.tensor(logits), SamplingParams(max_tokens=10, **params), prompt_ids=list(prompt), output_ids=list(output),
+        end_ids=set(end_ids), generated=generated,
+    )
+
+
+def test_logit_bias_adds_to_the_named_tokens_only():
+    assert shaped([1.0, 1.0, 1.0], logit_bias=((2, 5.0), (0, -1.0))).tolist() == [0.0, 1.0, 6.0]
+
+
+def test_min_tokens_rules_out_the_end_and_the_stop_ids_until_reached():
+    early = shaped([5.0, 1.0, 4.0], min_tokens=2, stop_token_ids=(2,), generated=1)
+    assert early[0] == float("-inf") and early[2] == float("-inf") and early[1] == 1.0
+    assert shaped([5.0, 1.0, 4.0], min_tokens=2, stop_token_ids=(2,), generated=2).tolist() == [5.0, 1.0, 4.0]
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_seen_tokens():
+    out = shaped([2.0, -2.0, 2.0, -2.0], prompt=[0], output=[1], repetition_penalty=2.0)
+    assert out.tolist() == [1.0, -4.0, 2.0, -2.0]
+
+
+def test_presence_and_frequency_penalties_count_the_output_only():
+    out = shaped([1.0, 1.0, 1.0], prompt=[2, 2], output=[1, 1, 1], presence_penalty=0.5, frequency_penalty=0.25)
+    assert out.tolist() == [1.0, 1.0 - 0.5 - 0.75, 1.0]
+
+
+def test_no_control_is_no_change_and_the_input_is_left_alone():
+    logits = torch.tensor([1.0, 2.0, 3.0])
+    params = SamplingParams(max_tokens=3)
+    assert not params.shapes_logits
+    shaped_copy = shaped([1.0, 2.0, 3.0], logit_bias=((0, 1.0),))
+    assert shaped_copy.tolist() == [2.0, 2.0, 3.0] and logits.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_token_logprobs_are_the_distributions_and_the_top_are_ordered():
+    from genloom.runtimes.sampling import token_logprobs
+
+    chosen, top = token_logprobs(torch.tensor([0.0, 1.0, 2.0]), 1, 2)
+    expected = torch.log_softmax(torch.tensor([0.0, 1.0, 2.0]), -1)
+    assert chosen == pytest.approx(float(expected[1]))
+    assert [i for i, _ in top] == [2, 1] and top[0][1] == pytest.approx(float(expected[2]))

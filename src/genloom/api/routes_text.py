@@ -125,7 +125,7 @@ async def stream_response(pipeline: TextPipeline, text_request: TextRequest, req
                     yield _sse(shape.chunk(completion, opening))
             async for event, _ in events:
                 if isinstance(event, TokenEvent):
-                    yield _sse(shape.chunk(completion, shape.token(event.index, event.delta)))
+                    yield _sse(shape.chunk(completion, shape.token(event.index, event.delta, event.logprobs)))
                 elif isinstance(event, ChoiceFinished):
                     yield _sse(shape.chunk(completion, shape.finish(event.index, event.finish_reason)))
             if shape.include_usage:

@@ -56,6 +56,11 @@ class _Sampling(_Body):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)  # what torch's generators take
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    # vLLM's extensions
+    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    min_tokens: int | None = Field(None, ge=0)
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=64)
     user: str | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
@@ -69,22 +74,42 @@ class _Sampling(_Body):
             raise ValueError("at most 4 stop sequences")
         return stop
 
-    def _refuse_unsupported(self) -> None:
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name):
-                raise InvalidRequest(f"{name} is not supported by Genloom's text runtime; leave it out or 0", name)
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        for key in bias or {}:
+            if not key.isdigit():
+                raise ValueError(f"logit_bias keys are token ids (non-negative integers as strings), not {key!r}")
+        if bias and len(bias) > 1024:
+            raise ValueError("at most 1024 logit_bias entries")
+        return bias
+
+    def _logprobs(self) -> tuple[bool, int]:
+        """(whether to return logprobs, how many alternatives per token)."""
+        return False, 0
 
     def sampling_params(self, max_tokens: int | None, default_max_tokens: int) -> SamplingParams:
-        self._refuse_unsupported()
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        logprobs, top_logprobs = self._logprobs()
+        max_tokens = max_tokens or default_max_tokens
+        if self.min_tokens and self.min_tokens > max_tokens:
+            raise InvalidRequest(f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({max_tokens})", "min_tokens")
         return SamplingParams(
-            max_tokens=max_tokens or default_max_tokens,
+            max_tokens=max_tokens,
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             top_k=self.top_k or 0,
             stop=stop,
             seed=self.seed,
             ignore_eos=bool(self.ignore_eos),
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            logit_bias=tuple(sorted((int(k), float(v)) for k, v in (self.logit_bias or {}).items())),
+            repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
+            min_tokens=self.min_tokens or 0,
+            stop_token_ids=tuple(self.stop_token_ids or ()),
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
         )
 
     @property
@@ -96,11 +121,14 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    def _logprobs(self) -> tuple[bool, int]:
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs: true", "top_logprobs")
+        return bool(self.logprobs), self.top_logprobs or 0
 
     def requested_max_tokens(self) -> int | None:
-        if self.logprobs or self.top_logprobs:
-            raise InvalidRequest("logprobs are not supported yet", "logprobs")
         return self.max_completion_tokens or self.max_tokens
 
 
@@ -108,12 +136,15 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str]
     echo: bool | None = None
     suffix: str | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
     best_of: int | None = None
 
+    def _logprobs(self) -> tuple[bool, int]:
+        return self.logprobs is not None, self.logprobs or 0
+
     def single_prompt(self) -> str:
-        if self.echo or self.suffix or self.logprobs or (self.best_of not in (None, 1)):
-            raise InvalidRequest("echo, suffix, logprobs and best_of are not supported yet", "prompt")
+        if self.echo or self.suffix or (self.best_of not in (None, 1)):
+            raise InvalidRequest("echo, suffix and best_of are not supported yet", "prompt")
         if isinstance(self.prompt, list):
             if len(self.prompt) != 1:
                 raise InvalidRequest("send one prompt per request (a list must hold exactly one string)", "prompt")

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # only for annotations, so text_service can import this modul
     from genloom.gateway.text_service import TextRequest
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
-_KEY_VERSION = 1  # bump when the key's contents change, so old entries are never read as new ones
+_KEY_VERSION = 2  # bump when the key's contents change, so old entries are never read as new ones
 
 
 def _sampling(request: TextRequest) -> dict[str, Any]:
@@ -42,6 +42,10 @@ def _sampling(request: TextRequest) -> dict[str, Any]:
         "temperature": float(p.temperature), "top_p": float(p.top_p), "top_k": int(p.top_k),
         "stop": list(p.stop),  # as sent, not sorted: another spelling costs a miss, never a wrong answer
         "seed": p.seed, "ignore_eos": bool(p.ignore_eos), "n": request.n,
+        "presence_penalty": float(p.presence_penalty), "frequency_penalty": float(p.frequency_penalty),
+        "logit_bias": [[i, float(b)] for i, b in p.logit_bias], "repetition_penalty": float(p.repetition_penalty),
+        "min_tokens": int(p.min_tokens), "stop_token_ids": list(p.stop_token_ids),
+        "logprobs": bool(p.logprobs), "top_logprobs": int(p.top_logprobs),
     }
 
 

@@ -70,9 +70,10 @@ class _Run:
     owner: str | None = None
 
 
-def _completion(job_id: str, model: str, n: int, prompt_tokens: int) -> Completion:
+def _completion(job_id: str, model: str, request: TextRequest, prompt_tokens: int) -> Completion:
     return Completion(
-        id=job_id, model=model, created=int(time.time()), choices=[Choice(i) for i in range(n)], prompt_tokens=prompt_tokens,
+        id=job_id, model=model, created=int(time.time()), choices=[Choice(i) for i in range(request.n)],
+        prompt_tokens=prompt_tokens, logprobs=request.params.logprobs, top_logprobs=request.params.top_logprobs,
     )
 
 
@@ -297,7 +298,7 @@ class JobRunner:
             completion = None
             if isinstance(prepared, PreparedText):
                 assert request is not None
-                completion = _completion(job_id, prepared.model, request.n, prepared.prompt_tokens)
+                completion = _completion(job_id, prepared.model, request, prepared.prompt_tokens)
             run = _Run(job=job, dispatch=dispatch, record=record, request=request, completion=completion)
             self._runs[job_id] = run
             task = asyncio.create_task(self._run(run), name=f"genloom-job-{job_id}")
@@ -324,7 +325,7 @@ class JobRunner:
                 run.request = self._request(started)
                 task = run.job.payload
                 if isinstance(run.request, TextRequest):
-                    run.completion = _completion(job_id, run.job.model, run.request.n, len(task.prompt_ids))
+                    run.completion = _completion(job_id, run.job.model, run.request, len(task.prompt_ids))
             self.notify()
             result = await self._collect(run)
             if result is None:

@@ -3,9 +3,11 @@ or completion (realtime answers and stored job results) and the chunks of a stre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from genloom.gateway.text_service import Completion
+from genloom.jobs import TokenLogprob
 from genloom.registry import model_name
 
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -16,20 +18,44 @@ def usage(completion: Completion) -> dict[str, int]:
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
 
+def chat_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """Chat's `logprobs`: `{"content": [{token, logprob, bytes, top_logprobs}]}`."""
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {"content": [entry(t.token, t.logprob) | {"top_logprobs": [entry(*top) for top in t.top]} for t in tokens],
+            "refusal": None}
+
+
+def completion_logprobs(tokens: Sequence[TokenLogprob], offset: int = 0) -> dict[str, Any]:
+    """Completions' (legacy) `logprobs`: parallel lists of tokens, their logprobs, the top
+    alternatives as {token: logprob}, and each token's character offset in the text."""
+    offsets, at = [], offset
+    for t in tokens:
+        offsets.append(at)
+        at += len(t.token)
+    return {
+        "tokens": [t.token for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [dict(t.top) for t in tokens], "text_offset": offsets,
+    }
+
+
 def completion_body(completion: Completion, endpoint: str) -> dict[str, Any]:
     """The non-streaming body OpenAI's API gives for `endpoint`; `model` is the model's name and
     `system_fingerprint` the version that answered (`name@vN`)."""
+    wanted = completion.logprobs
     if endpoint == CHAT_ENDPOINT:
         obj = "chat.completion"
         choices = [
-            {"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
-             "finish_reason": c.finish_reason}
+            {"index": c.index, "message": {"role": "assistant", "content": c.text},
+             "logprobs": chat_logprobs(c.logprobs) if wanted else None, "finish_reason": c.finish_reason}
             for c in completion.choices
         ]
     else:
         obj = "text_completion"
         choices = [
-            {"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+            {"index": c.index, "text": c.text, "logprobs": completion_logprobs(c.logprobs) if wanted else None,
+             "finish_reason": c.finish_reason}
             for c in completion.choices
         ]
     return {
@@ -60,8 +86,9 @@ class ChatChunks:
     def opening(self, index: int) -> dict[str, Any] | None:
         return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
 
-    def token(self, index: int, text: str) -> dict[str, Any]:
-        return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+    def token(self, index: int, text: str, logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        return {"index": index, "delta": {"content": text}, "logprobs": chat_logprobs(logprobs) if logprobs else None,
+                "finish_reason": None}
 
     def finish(self, index: int, reason: str) -> dict[str, Any]:
         return {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
@@ -75,8 +102,9 @@ class CompletionChunks(ChatChunks):
     def opening(self, index: int) -> None:
         return None
 
-    def token(self, index: int, text: str) -> dict[str, Any]:
-        return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
+    def token(self, index: int, text: str, logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": completion_logprobs(logprobs) if logprobs else None,
+                "finish_reason": None}
 
     def finish(self, index: int, reason: str) -> dict[str, Any]:
         return {"index": index, "text": "", "logprobs": None, "finish_reason": reason}

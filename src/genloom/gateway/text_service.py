@@ -23,6 +23,7 @@ from genloom.jobs import (
     TextTask,
     Tier,
     TokenEvent,
+    TokenLogprob,
 )
 from genloom.queue.protocol import JobQueue
 from genloom.registry import UnknownModel
@@ -114,6 +115,7 @@ class Choice:
     text: str = ""
     tokens: int = 0
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # when the request asked for them
 
 
 @dataclass
@@ -124,6 +126,8 @@ class Completion:
     choices: list[Choice]
     prompt_tokens: int
     rate_limit_headers: dict[str, str] = field(default_factory=dict)
+    logprobs: bool = False  # the request asked for them: the answer carries them (maybe none)
+    top_logprobs: int = 0
 
     @property
     def usage(self) -> Usage:
@@ -141,6 +145,7 @@ class Completion:
         choice.tokens = event.completion_tokens
         if isinstance(event, TokenEvent):
             choice.text += event.delta
+            choice.logprobs.extend(event.logprobs)
             return False
         choice.finish_reason = event.finish_reason
         return True
@@ -254,6 +259,11 @@ class TextService:
         except PromptError as e:
             raise InvalidRequest(str(e), param="messages" if request.messages is not None else "prompt") from e
         params = self._fit(request, runtime.name, runtime.max_context, len(prompt_ids))
+        for token_id in (*(i for i, _ in params.logit_bias), *params.stop_token_ids):
+            if token_id >= runtime.vocab_size:
+                param = "logit_bias" if any(i == token_id for i, _ in params.logit_bias) else "stop_token_ids"
+                raise InvalidRequest(f"token id {token_id} is not in model {runtime.name}'s vocabulary "
+                                     f"(ids 0 to {runtime.vocab_size - 1})", param=param)
         task = TextTask(prompt_ids=tuple(prompt_ids), params=params, n=request.n)
         return PreparedText(runtime.name, params, len(prompt_ids), task, prompt_ids)
 
@@ -269,6 +279,19 @@ class TextService:
             body["stop"] = list(params.stop)
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.logprobs:
+            raise InvalidRequest(f"logprobs are not available from remote model {remote.name} yet", param="logprobs")
+        # The logit controls go to the upstream as they came (the vLLM extensions only when set).
+        for name, value, default in (
+            ("presence_penalty", params.presence_penalty, 0.0), ("frequency_penalty", params.frequency_penalty, 0.0),
+            ("repetition_penalty", params.repetition_penalty, 1.0), ("min_tokens", params.min_tokens, 0),
+        ):
+            if value != default:
+                body[name] = value
+        if params.logit_bias:
+            body["logit_bias"] = {str(i): b for i, b in params.logit_bias}
+        if params.stop_token_ids:
+            body["stop_token_ids"] = list(params.stop_token_ids)
         if request.messages is not None:
             task = RemoteTask(path="/chat/completions", body=body | {"messages": request.messages}, stream=request.stream)
         else:

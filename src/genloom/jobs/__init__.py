@@ -12,6 +12,7 @@ from genloom.jobs.job import (
     RequestClass,
     Tier,
     TokenEvent,
+    TokenLogprob,
     Traced,
     TraceContext,
 )
@@ -21,5 +22,5 @@ from genloom.jobs.tasks import EmbeddingsReady, EmbeddingTask, ImagesReady, Imag
 __all__ = [
     "ChoiceFinished", "EmbeddingTask", "EmbeddingsReady", "ImageTask", "ImagesReady", "Job", "JobEvent", "JobFailed",
     "JobStarted", "PromptCounted", "RemoteTask", "RequestClass", "SamplingParams", "TextTask", "Tier", "TokenEvent",
-    "TraceContext", "Traced",
+    "TokenLogprob", "TraceContext", "Traced",
 ]

@@ -31,12 +31,23 @@ class JobStarted:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One output token's log-probability, and the likeliest tokens at its position (text, logprob)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TokenEvent:
-    """New text for one choice of a job."""
+    """New text for one choice of a job, and the new tokens' log-probabilities when asked for
+    (a token's text may come in a later event: text that could start a stop sequence waits)."""
 
     index: int
     delta: str
     completion_tokens: int
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,51 @@ class, no model and no batching, so they can be tested on their own."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from genloom.jobs import SamplingParams
+
+
+def shape_logits(
+    logits: torch.Tensor, params: SamplingParams, *, prompt_ids: Sequence[int], output_ids: Sequence[int],
+    end_ids: set[int], generated: int,
+) -> torch.Tensor:
+    """One row of logits after the request's logit controls, in vLLM's order: the bias, no end of
+    text before `min_tokens`, the repetition penalty (prompt and output), then the presence and
+    frequency penalties (output). A new tensor; `logits` is left alone."""
+    logits = logits.float().clone()
+    vocab = logits.shape[-1]
+    if params.logit_bias:
+        ids = torch.tensor([i for i, _ in params.logit_bias if i < vocab], dtype=torch.long)
+        if len(ids):
+            logits[ids] += torch.tensor([b for i, b in params.logit_bias if i < vocab])
+    if generated < params.min_tokens:
+        banned = [i for i in (end_ids | set(params.stop_token_ids)) if i < vocab]
+        if banned:
+            logits[torch.tensor(banned, dtype=torch.long)] = float("-inf")
+    if params.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted(set(prompt_ids) | set(output_ids)), dtype=torch.long)
+        if len(seen):
+            values = logits[seen]
+            logits[seen] = torch.where(values > 0, values / params.repetition_penalty, values * params.repetition_penalty)
+    if (params.presence_penalty or params.frequency_penalty) and output_ids:
+        counts = torch.bincount(torch.tensor(output_ids, dtype=torch.long), minlength=vocab)[:vocab].float()
+        logits -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0).float()
+    return logits
+
+
+def token_logprobs(logits: torch.Tensor, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+    """The chosen token's log-probability under `logits` (after the logit controls, before
+    temperature: the model's own distribution, as vLLM reports it) and the `top` likeliest."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    best: list[tuple[int, float]] = []
+    if top:
+        values, ids = torch.topk(logprobs, top)
+        best = list(zip(ids.tolist(), values.tolist()))
+    return float(logprobs[token]), best
 
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:

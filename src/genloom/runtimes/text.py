@@ -76,6 +76,7 @@ class TextRuntime:
         self.device = device
         config = model_config.get_text_config()
         self.max_context = int(getattr(config, "max_position_embeddings", 2048))
+        self.vocab_size = int(getattr(config, "vocab_size", 0) or len(self.tokenizer))
         self.eos_token_ids = self._eos_ids(GenerationConfig, path, model_config)
         self.info = ModelInfo(
             name=name,

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from genloom.jobs import SamplingParams
-from genloom.runtimes.sampling import sample_token, TextAccumulator
+from genloom.jobs import SamplingParams, TokenLogprob
+from genloom.runtimes.sampling import TextAccumulator, sample_token, shape_logits, token_logprobs
 
 
 class FinishReason:
@@ -42,13 +42,14 @@ class StepOutput:
     delta: str
     token_count: int
     finish_reason: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # the token chosen this step, when the request asked
 
 
 @dataclass
 class _Row:
     key: Hashable
     params: SamplingParams
-    prompt_len: int
+    prompt_ids: Sequence[int]
     generator: torch.Generator | None
     text: TextAccumulator
     last_token: int = -1
@@ -101,7 +102,7 @@ class DecodeBatch:
             generator = torch.Generator()
             generator.manual_seed(seq.params.seed if seq.params.seed is not None else random.getrandbits(63))
         text = TextAccumulator(tokenizer=self._tokenizer, stop=seq.params.stop)
-        return _Row(key=seq.key, params=seq.params, prompt_len=len(seq.prompt_ids), generator=generator, text=text)
+        return _Row(key=seq.key, params=seq.params, prompt_ids=seq.prompt_ids, generator=generator, text=text)
 
     def _prefill(self, joining: Sequence[NewSequence]) -> list[StepOutput]:
         lengths = [len(s.prompt_ids) for s in joining]
@@ -163,20 +164,35 @@ class DecodeBatch:
         greedy = torch.argmax(logits, dim=-1).tolist() if any(r.params.greedy for r in rows) else None
         outputs = []
         for i, row in enumerate(rows):
-            token = greedy[i] if row.params.greedy else sample_token(logits[i], row.params, row.generator)
+            params, row_logits = row.params, logits[i]
+            if params.shapes_logits:  # the fast path (no controls) never copies a row
+                row_logits = shape_logits(
+                    row_logits, params, prompt_ids=row.prompt_ids, output_ids=row.text.ids, end_ids=self._eos,
+                    generated=row.generated,
+                )
+                token = int(torch.argmax(row_logits)) if params.greedy else sample_token(row_logits, params, row.generator)
+            else:
+                token = greedy[i] if params.greedy else sample_token(row_logits, params, row.generator)
             row.last_token = token
             row.generated += 1
-            if token in self._eos and not row.params.ignore_eos:
+            ended = (token in self._eos and not params.ignore_eos) or token in params.stop_token_ids
+            logprobs = self._logprobs(row_logits, token, params.top_logprobs) if params.logprobs and not ended else ()
+            if ended:
                 row.finish_reason = FinishReason.STOP
             else:
                 row.text.add(token)
                 if row.text.stopped:
                     row.finish_reason = FinishReason.STOP
-                elif row.generated >= row.params.max_tokens or row.prompt_len + row.generated >= self._max_context:
+                elif row.generated >= params.max_tokens or len(row.prompt_ids) + row.generated >= self._max_context:
                     row.finish_reason = FinishReason.LENGTH
             delta = row.text.take_delta(final=row.finish_reason is not None)
-            outputs.append(StepOutput(row.key, delta, row.generated, row.finish_reason))
+            outputs.append(StepOutput(row.key, delta, row.generated, row.finish_reason, logprobs))
         return outputs
+
+    def _logprobs(self, logits: torch.Tensor, token: int, top: int) -> tuple[TokenLogprob, ...]:
+        chosen, best = token_logprobs(logits, token, top)
+        decode = self._tokenizer.decode
+        return (TokenLogprob(decode([token]), _finite(chosen), tuple((decode([t]), _finite(lp)) for t, lp in best)),)
 
     def _drop_finished(self) -> None:
         keep = [i for i, r in enumerate(self._rows) if r.finish_reason is None]
@@ -193,6 +209,11 @@ class DecodeBatch:
         for layer in self._cache.layers:
             layer.keys = layer.keys[index, :, first_real:]
             layer.values = layer.values[index, :, first_real:]
+
+
+def _finite(logprob: float) -> float:
+    """A token the controls ruled out has logprob -inf, which JSON cannot carry: -9999.0, as OpenAI sends."""
+    return max(logprob, -9999.0)
 
 
 def _roll_rows(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -94,8 +94,8 @@ class TextWorker(Worker):
         for out in outputs:
             job, index = out.key
             open_choices = self._active[job]
-            if out.delta:
-                job.emit(TokenEvent(index, out.delta, out.token_count))
+            if out.delta or out.logprobs:
+                job.emit(TokenEvent(index, out.delta, out.token_count, out.logprobs))
             if out.finish_reason is not None:
                 job.emit(ChoiceFinished(index, out.finish_reason, out.token_count))
                 open_choices.discard(index)

@@ -60,6 +60,7 @@ class Submit:
             id=request.id, model=request.model, created=int(call.created), choices=[Choice(i) for i in range(request.n)],
             prompt_tokens=prepared.prompt_tokens,
             rate_limit_headers=dict(call.admission.headers) if call.admission else {},
+            logprobs=request.params.logprobs, top_logprobs=request.params.top_logprobs,
         )
         plan = FallbackPlan(
             chain=self.chain(request), attempts_per_model=self._attempts_per_model, breakers=self._breakers,
