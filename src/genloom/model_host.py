@@ -35,6 +35,7 @@ from genloom.worker.image_worker import ImageWorker
 from genloom.worker.remote_worker import RemoteWorker
 
 log = logging.getLogger("genloom.models")
+REMOTE_CONTEXT = 8192  # a remote model's context when its settings give none
 
 
 @dataclass
@@ -234,7 +235,8 @@ class ModelHost:
 
     async def _load_text(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:
         runtime = await asyncio.to_thread(
-            TextRuntime, name=key, path=model.path, settings=self._settings.runtime, load_weights=runs_here
+            TextRuntime, name=key, path=model.path, settings=self._settings.runtime, load_weights=runs_here,
+            max_context=model.max_context,
         )
         batch_size = model.max_batch_size or self._settings.runtime.max_batch_size
         policy = row_policy(self._settings, batch_size)
@@ -263,7 +265,7 @@ class ModelHost:
             self._start(entry, RemoteWorker(settings=upstream, queue=self._queue, max_concurrency=model.max_concurrency))
         b = self._settings.breaker
         self._breakers[key] = CircuitBreaker(failure_threshold=b.failure_threshold, window_s=b.window_s, open_s=b.open_s)
-        self._remotes[key] = entry.runtime = RemoteModel(name=key, max_context=model.max_context)
+        self._remotes[key] = entry.runtime = RemoteModel(name=key, max_context=model.max_context or REMOTE_CONTEXT)
         self._text.model_rows[key] = model.max_concurrency
         self._text.fallbacks[key] = list(model.fallbacks)
         entry.forget = [

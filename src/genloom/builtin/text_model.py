@@ -281,6 +281,8 @@ def export(model, tokenizer, out_dir: Path, metrics: dict) -> None:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if not metrics.get("random"):  # a trained model handles the windows it was trained on, not its config's positions
+        (out_dir / "genloom.json").write_text(json.dumps({"max_context": metrics["config"]["context"]}) + "\n")
 
 
 def save_random_model(out_dir: Path, cfg: TextModelConfig, max_context: int = 512, init_std: float = 0.02) -> Path:

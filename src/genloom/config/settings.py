@@ -244,7 +244,12 @@ class ModelSettings(_Section):
     connect_timeout_s: float = Field(5, gt=0)
     read_timeout_s: float = Field(60, gt=0)
     first_token_timeout_s: float = Field(30, gt=0)
-    max_context: int = Field(8192, gt=0, description="remote: prompt + max_tokens allowed, as the upstream serves it")
+    max_context: int | None = Field(
+        None, gt=0,
+        description="prompt + max_tokens allowed. Local text: what the model really handles (e.g. the window it was "
+        "trained on), at most its config's max_position_embeddings, which is the default; remote: as the upstream "
+        "serves it (default 8192)",
+    )
     fallbacks: list[str] = Field(default_factory=list, description="models that answer, in order, when this one fails")
     default_steps: int | None = Field(None, gt=0, description="image: steps when a request gives none (default: images.default_steps)")
     default_guidance_scale: float | None = Field(None, ge=0, description="image: guidance when a request gives none")

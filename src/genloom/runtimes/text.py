@@ -4,6 +4,7 @@ Nothing here knows about queues or HTTP; the worker drives `DecodeBatch.step`.""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,17 @@ class ModelInfo:
     device: str
 
 
+def _declared_context(path: Path) -> int | None:
+    """`max_context` from the model directory's genloom.json, when it has one (the built-in model
+    says there that it was trained on 256-token windows, although its positions go to 1024)."""
+    try:
+        return int(json.loads((path / "genloom.json").read_text())["max_context"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path / 'genloom.json'}: max_context must be a number: {e}") from e
+
+
 def _pick_device(device: Device) -> torch.device:
     if device is Device.AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -44,9 +56,13 @@ def _pick_dtype(dtype: DType, device: torch.device) -> torch.dtype:
 
 
 class TextRuntime:
-    def __init__(self, *, name: str, path: Path, settings: RuntimeSettings, load_weights: bool = True) -> None:
+    def __init__(
+        self, *, name: str, path: Path, settings: RuntimeSettings, load_weights: bool = True, max_context: int | None = None,
+    ) -> None:
         """Without `load_weights`, only the tokenizer and config are read: enough to check and
-        tokenize requests (an API replica), not to generate (`model` is None)."""
+        tokenize requests (an API replica), not to generate (`model` is None). `max_context`: the
+        context the model really handles (prompt and output), when it is less than its config's
+        `max_position_embeddings`; a model's own `genloom.json` may say it too."""
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
         from transformers.utils import logging as hf_logging
 
@@ -75,7 +91,11 @@ class TextRuntime:
             parameters = count_parameters(path)
         self.device = device
         config = model_config.get_text_config()
-        self.max_context = int(getattr(config, "max_position_embeddings", 2048))
+        positions = int(getattr(config, "max_position_embeddings", 2048))
+        declared = max_context or _declared_context(path)
+        if declared is not None and declared > positions:
+            raise ValueError(f"max_context {declared} for model {name} is more than its max_position_embeddings ({positions})")
+        self.max_context = declared or positions
         self.vocab_size = int(getattr(config, "vocab_size", 0) or len(self.tokenizer))
         self.eos_token_ids = self._eos_ids(GenerationConfig, path, model_config)
         self.info = ModelInfo(
