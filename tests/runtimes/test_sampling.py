@@ -125,3 +125,40 @@ def test_token_logprobs_are_the_distributions_and_the_top_are_ordered():
     expected = torch.log_softmax(torch.tensor([0.0, 1.0, 2.0]), -1)
     assert chosen == pytest.approx(float(expected[1]))
     assert [i for i, _ in top] == [2, 1] and top[0][1] == pytest.approx(float(expected[2]))
+
+
+class SpecialTokens(CharTokenizer):
+    """Ids 0 to 9 are special tokens: they decode to nothing, as with skip_special_tokens."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        self.calls = getattr(self, "calls", 0) + 1
+        self.longest = max(getattr(self, "longest", 0), len(ids))
+        return "".join(chr(i) for i in ids if i >= 10)
+
+
+def test_tokens_that_show_nothing_do_not_hold_the_window_open():
+    tokenizer = SpecialTokens()
+    acc = TextAccumulator(tokenizer=tokenizer)
+    for i in range(500):
+        acc.add(1 if i % 50 else ord("a"))
+    assert acc.take_delta(final=True) == "a" * 10
+    assert tokenizer.longest <= 3  # the window never grew with the run of special tokens
+
+
+class InvalidBytes(CharTokenizer):
+    """Id 1 is a stray continuation byte: alone or in a run it never becomes a character."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        self.longest = max(getattr(self, "longest", 0), len(ids))
+        return "".join("\ufffd" if i == 1 else chr(i) for i in ids)
+
+
+def test_bytes_that_never_become_a_character_are_given_up_on():
+    tokenizer = InvalidBytes()
+    acc = TextAccumulator(tokenizer=tokenizer)
+    for _ in range(300):
+        acc.add(1)
+    acc.add(ord("z"))
+    text = acc.take_delta(final=True)
+    assert text.endswith("z") and set(text[:-1]) == {"\ufffd"}
+    assert tokenizer.longest <= 20  # bounded: at most two windows of pending bytes, whatever the run

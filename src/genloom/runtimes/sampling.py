@@ -68,6 +68,9 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+_MAX_PENDING_TOKENS = 8  # a UTF-8 character is at most 4 byte tokens; more that still do not decode are invalid
+
+
 @dataclass
 class TextAccumulator:
     """Turns a growing list of token ids into text deltas that are safe to send.
@@ -88,8 +91,12 @@ class TextAccumulator:
         self.ids.append(token_id)
         prefix = self.tokenizer.decode(self.ids[self._prefix_offset : self._read_offset], skip_special_tokens=True)
         full = self.tokenizer.decode(self.ids[self._prefix_offset :], skip_special_tokens=True)
-        if len(full) > len(prefix) and not full.endswith("\ufffd"):
-            self.text += full[len(prefix) :]
+        complete = len(full) > len(prefix) and not full.endswith("\ufffd")
+        # Tokens that show nothing (special tokens), or bytes that never became a character,
+        # must not hold the window open: it would be decoded whole at every token, and a long
+        # run of them (a model past its context) turns each step's decode quadratic.
+        if complete or full == prefix or len(self.ids) - self._read_offset > _MAX_PENDING_TOKENS:
+            self.text += full[len(prefix) :] if full.startswith(prefix) else ""
             self._prefix_offset, self._read_offset = self._read_offset, len(self.ids)
         if self.stop:
             self._cut_at_stop()
