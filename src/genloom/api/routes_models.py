@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from genloom.gateway import ModelNotFound
+from genloom.gateway.text_service import RemoteModel
 from genloom.registry import UnknownModel
 from genloom.registry.registry import ModelRegistry
 
@@ -47,13 +48,26 @@ def build_models_router(registry: ModelRegistry, loaded: Loaded) -> APIRouter:
 
 def _model_card(model_id: str, key: str, runtime: Any) -> dict[str, Any]:
     info = runtime.info
+    kind = "image" if hasattr(info, "default_size") else "embedding" if hasattr(info, "dimensions") else "text"
     return {
         "id": model_id,
         "object": "model",
         "created": info.created,
         "owned_by": "genloom",
-        "kind": "image" if hasattr(info, "default_size") else "embedding" if hasattr(info, "dimensions") else "text",
+        "kind": kind,
         "version": key,
         "max_context": getattr(info, "max_context", None),
         "parameters": info.parameters,
+        "capabilities": capabilities(kind, info, remote=isinstance(runtime, RemoteModel)),
+    }
+
+
+def capabilities(kind: str, info: Any, *, remote: bool) -> dict[str, Any]:
+    """What a model takes (an extension field of its card): which endpoints, and which request
+    features beyond plain text."""
+    text = kind == "text"
+    return {
+        "chat": text, "completions": text, "embeddings": kind == "embedding", "images": kind == "image",
+        "logprobs": text and not remote, "tools": False, "json_schema": False, "vision": False,
+        "context": getattr(info, "max_context", None),
     }

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from genloom.api.callers import Caller, caller
 from genloom.api.errors import api_error, sse_error
@@ -37,17 +37,31 @@ def build_text_router(pipeline: TextPipeline, templates: TemplateService, settin
             body = await _through_scenario(templates, body)
         text_request = chat_request(body, settings, caller(request))
         if body.stream:
-            return await stream_response(pipeline, text_request, request, ChatChunks(body.include_usage))
-        return await _answer(pipeline, text_request, request)
+            response = await stream_response(pipeline, text_request, request, ChatChunks(body.include_usage))
+        else:
+            response = await _answer(pipeline, text_request, request)
+        return _naming_ignored(response, body.ignored_fields())
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
         text_request = completion_request(body, settings, caller(request))
         if body.stream:
-            return await stream_response(pipeline, text_request, request, CompletionChunks(body.include_usage))
-        return await _answer(pipeline, text_request, request)
+            response = await stream_response(pipeline, text_request, request, CompletionChunks(body.include_usage))
+        else:
+            response = await _answer(pipeline, text_request, request)
+        return _naming_ignored(response, body.ignored_fields())
 
     return router
+
+
+IGNORED_HEADER = "x-genloom-ignored"
+
+
+def _naming_ignored(response: Response, ignored: list[str]) -> Response:
+    """Fields the client sent that change nothing here are named, so nobody mistakes them for honoured."""
+    if ignored:
+        response.headers[IGNORED_HEADER] = ", ".join(ignored)
+    return response
 
 
 async def _through_scenario(templates: TemplateService, body: ChatCompletionRequest) -> ChatCompletionRequest:
@@ -71,6 +85,8 @@ async def _answer(pipeline: TextPipeline, text_request: TextRequest, request: Re
 
 
 def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller) -> TextRequest:
+    body.refuse_what_is_not_done()
+    body.refuse_parts_for(body.model)
     max_tokens = body.requested_max_tokens()
     return TextRequest(
         id=f"chatcmpl-{uuid.uuid4().hex}",
@@ -91,6 +107,7 @@ def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller
 
 
 def completion_request(body: CompletionRequest, settings: ApiSettings, who: Caller) -> TextRequest:
+    body.refuse_what_is_not_done()
     return TextRequest(
         id=f"cmpl-{uuid.uuid4().hex}",
         endpoint="/v1/completions",

@@ -3,7 +3,7 @@ except a few that OpenAI clients send and that change nothing here."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,15 +22,29 @@ class TextPart(_Body):
     text: str
 
 
+class OtherPart(BaseModel):
+    """A content part no model here reads yet (images, audio, files): accepted by the schema so
+    that the answer can say so plainly, naming the model."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["image_url", "input_audio", "file", "refusal"]
+
+
 class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    content: str | list[Annotated[TextPart | OtherPart, Field(discriminator="type")]]
     name: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def other_parts(self) -> list[tuple[int, str]]:
+        """(index, type) of each part that is not text."""
+        if isinstance(self.content, str):
+            return []
+        return [(i, part.type) for i, part in enumerate(self.content) if isinstance(part, OtherPart)]
 
 
 class StreamOptions(_Body):
@@ -64,6 +78,24 @@ class _Sampling(_Body):
     user: str | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
+    # OpenAI's fields that change nothing here: accepted, and named in the x-genloom-ignored header.
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    safety_identifier: str | None = None
+
+    IGNORED: ClassVar[tuple[str, ...]] = ("service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "store")
+    # Fields that would change the answer and that Genloom does not do yet: a clear 400, never ignored.
+    NOT_YET: ClassVar[dict[str, str]] = {}
+
+    def ignored_fields(self) -> list[str]:
+        """The fields the client set that change nothing here (for the x-genloom-ignored header)."""
+        return [name for name in self.IGNORED if getattr(self, name, None) is not None]
+
+    def refuse_what_is_not_done(self) -> None:
+        for name, why in self.NOT_YET.items():
+            if getattr(self, name, None) is not None:
+                raise InvalidRequest(why, name)
 
     @field_validator("stop")
     @classmethod
@@ -122,6 +154,48 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # Accepted and ignored: hints about reasoning, verbosity and predicted output change nothing
+    # for the models served here; `modalities` may only ask for text.
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    prediction: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    modalities: list[Literal["text"]] | None = None
+    # Not done yet (each a clear 400 that says so).
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+
+    IGNORED: ClassVar[tuple[str, ...]] = (*_Sampling.IGNORED, "reasoning_effort", "verbosity", "prediction", "parallel_tool_calls", "modalities")
+    NOT_YET: ClassVar[dict[str, str]] = {
+        "tools": "tools (function calling) are not supported by Genloom yet",
+        "tool_choice": "tool_choice needs tools, which Genloom does not support yet",
+        "functions": "functions (function calling) are not supported by Genloom yet",
+        "function_call": "function_call needs functions, which Genloom does not support yet",
+        "audio": "audio output is not supported by Genloom",
+        "web_search_options": "web search is not supported by Genloom",
+    }
+
+    def refuse_what_is_not_done(self) -> None:
+        super().refuse_what_is_not_done()
+        if self.response_format is not None and self.response_format.get("type") != "text":
+            raise InvalidRequest(
+                f"response_format {self.response_format.get('type')!r} is not supported by Genloom yet (only 'text')",
+                "response_format",
+            )
+
+    def refuse_parts_for(self, model: str) -> None:
+        """Image, audio and file parts, for a model that reads text only: a 400 that names it."""
+        for m, message in enumerate(self.messages):
+            for p, kind in message.other_parts():
+                raise InvalidRequest(
+                    f"model {model} reads text only; this message has an {kind} part (vision and audio are not supported)",
+                    f"messages.{m}.content.{p}",
+                )
 
     def _logprobs(self) -> tuple[bool, int]:
         if self.top_logprobs and not self.logprobs:
