@@ -91,3 +91,45 @@ def test_penalties_make_a_favoured_token_give_way(client, tokenizer, just_enough
     without = favoured_count(client, word, just_enough_bias)
     with_penalty = favoured_count(client, word, just_enough_bias, **penalty)
     assert without >= 10 and with_penalty < without, (without, with_penalty)
+
+
+def test_completions_echo_starts_every_choice_with_the_prompt(client):
+    plain = client.completions.create(model="tiny", prompt="Once upon", max_tokens=4, temperature=0)
+    echoed = client.completions.create(model="tiny", prompt="Once upon", max_tokens=4, temperature=0, echo=True)
+    assert echoed.choices[0].text == "Once upon" + plain.choices[0].text  # and the cache kept them apart
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="tiny", prompt="Once upon", max_tokens=4, temperature=0, echo=True, stream=True) if c.choices)
+    assert streamed == echoed.choices[0].text
+
+
+def test_a_job_answers_with_logprobs_under_its_logit_controls(base_url, tokenizer):
+    import time
+
+    import httpx
+
+    body = {"model": "tiny", "messages": HELLO, "max_tokens": 3, "temperature": 0, "logprobs": True, "top_logprobs": 2,
+            "logit_bias": {str(FAVOURED): 100}}
+    created = httpx.post(f"{base_url}/v1/jobs", json={"url": "/v1/chat/completions", "body": body})
+    assert created.status_code == 202, created.text
+    deadline = time.monotonic() + 30
+    while (job := httpx.get(f"{base_url}/v1/jobs/{created.json()['id']}").json())["status"] != "completed":
+        assert time.monotonic() < deadline and job["status"] not in ("failed", "cancelled"), job
+        time.sleep(0.05)
+    content = job["result"]["choices"][0]["logprobs"]["content"]
+    assert [e["token"] for e in content] == [tokenizer.decode([FAVOURED])] * 3
+    assert all(len(e["top_logprobs"]) == 2 for e in content)
+
+
+def test_a_stored_job_request_comes_back_with_every_control():
+    """What a recovered job runs with (its record is JSON in the store) is what was asked."""
+    import json
+
+    from genloom.gateway.text_service import TextRequest
+    from genloom.jobs import SamplingParams, Tier
+
+    params = SamplingParams(max_tokens=5, stop=("x",), presence_penalty=0.5, frequency_penalty=0.25,
+                            logit_bias=((3, 1.5), (7, -2.0)), repetition_penalty=1.2, min_tokens=2, stop_token_ids=(9,),
+                            logprobs=True, top_logprobs=3)
+    request = TextRequest(endpoint="/v1/completions", model="tiny", params=params, prompt="hi", echo=True)
+    back = TextRequest.from_record(json.loads(json.dumps(request.to_record())), id=request.id, tier=Tier.FREE, tenant="default")
+    assert back.params == params and back.echo

@@ -115,6 +115,7 @@ def completion_request(body: CompletionRequest, settings: ApiSettings, who: Call
         params=body.sampling_params(body.max_tokens, settings.default_max_tokens),
         n=body.n or 1,
         prompt=body.single_prompt(),
+        echo=bool(body.echo),
         max_tokens_given=body.max_tokens is not None,
         tier=who.tier,
         tenant=who.tenant,
@@ -137,7 +138,7 @@ async def stream_response(pipeline: TextPipeline, text_request: TextRequest, req
     async def body() -> AsyncIterator[str]:
         try:
             for index in range(text_request.n):
-                opening = shape.opening(index)
+                opening = shape.opening(index, completion)
                 if opening is not None:
                     yield _sse(shape.chunk(completion, opening))
             async for event, _ in events:

@@ -217,8 +217,12 @@ class CompletionRequest(_Sampling):
         return self.logprobs is not None, self.logprobs or 0
 
     def single_prompt(self) -> str:
-        if self.echo or self.suffix or (self.best_of not in (None, 1)):
-            raise InvalidRequest("echo, suffix and best_of are not supported yet", "prompt")
+        if self.suffix:
+            raise InvalidRequest("suffix (fill in the middle) is not supported by Genloom yet", "suffix")
+        if self.best_of not in (None, 1):
+            raise InvalidRequest("best_of is not supported by Genloom yet (send n and pick)", "best_of")
+        if self.echo and self.logprobs is not None:
+            raise InvalidRequest("echo with logprobs would need the prompt's logprobs, which Genloom does not give yet", "echo")
         if isinstance(self.prompt, list):
             if len(self.prompt) != 1:
                 raise InvalidRequest("send one prompt per request (a list must hold exactly one string)", "prompt")

@@ -70,7 +70,7 @@ def cache_key(request: TextRequest) -> str | None:
         return None
     return _digest({
         "v": _KEY_VERSION, "tenant": request.tenant, "endpoint": request.endpoint, "model": request.model,
-        "messages": request.messages, "prompt": request.prompt, "sampling": _sampling(request),
+        "messages": request.messages, "prompt": request.prompt, "sampling": _sampling(request), "echo": request.echo,
     })
 
 

@@ -54,8 +54,8 @@ def completion_body(completion: Completion, endpoint: str) -> dict[str, Any]:
     else:
         obj = "text_completion"
         choices = [
-            {"index": c.index, "text": c.text, "logprobs": completion_logprobs(c.logprobs) if wanted else None,
-             "finish_reason": c.finish_reason}
+            {"index": c.index, "text": completion.echo + c.text,
+             "logprobs": completion_logprobs(c.logprobs) if wanted else None, "finish_reason": c.finish_reason}
             for c in completion.choices
         ]
     return {
@@ -83,7 +83,7 @@ class ChatChunks:
             payload["usage"] = usage(completion) if final_usage else None
         return payload
 
-    def opening(self, index: int) -> dict[str, Any] | None:
+    def opening(self, index: int, completion: Completion) -> dict[str, Any] | None:
         return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
 
     def token(self, index: int, text: str, logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
@@ -99,8 +99,11 @@ class CompletionChunks(ChatChunks):
 
     object = "text_completion"
 
-    def opening(self, index: int) -> None:
-        return None
+    def opening(self, index: int, completion: Completion) -> dict[str, Any] | None:
+        """With `echo`, each choice opens with the prompt."""
+        if not completion.echo:
+            return None
+        return {"index": index, "text": completion.echo, "logprobs": None, "finish_reason": None}
 
     def token(self, index: int, text: str, logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
         return {"index": index, "text": text, "logprobs": completion_logprobs(logprobs) if logprobs else None,

@@ -53,6 +53,7 @@ class TextRequest:
     user: str | None = None  # OpenAI's `user`: what a rollout sticky by user hashes
     resolution: Resolution | None = None  # set by `route`: the version, and the rollout arm if any
     background: bool = False  # queued as async work (a shadow mirror): it never delays realtime requests
+    echo: bool = False  # completions: the answer's text starts with the prompt
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_record(self) -> dict[str, Any]:
@@ -60,16 +61,20 @@ class TextRequest:
         params = asdict(self.params) | {"stop": list(self.params.stop)}
         return {
             "endpoint": self.endpoint, "model": self.model, "params": params, "n": self.n,
-            "messages": self.messages, "prompt": self.prompt, "max_tokens_given": self.max_tokens_given,
+            "messages": self.messages, "prompt": self.prompt, "max_tokens_given": self.max_tokens_given, "echo": self.echo,
         }
 
     @classmethod
     def from_record(cls, record: dict[str, Any], *, id: str, tier: Tier, tenant: str) -> TextRequest:
-        params = dict(record["params"]) | {"stop": tuple(record["params"]["stop"])}
+        stored = record["params"]
+        params = dict(stored) | {  # JSON has lists where the params hold tuples
+            "stop": tuple(stored["stop"]), "logit_bias": tuple(tuple(pair) for pair in stored.get("logit_bias", ())),
+            "stop_token_ids": tuple(stored.get("stop_token_ids", ())),
+        }
         return cls(
             endpoint=record["endpoint"], model=record["model"], params=SamplingParams(**params), n=record["n"],
             messages=record["messages"], prompt=record["prompt"], max_tokens_given=record["max_tokens_given"],
-            tier=tier, tenant=tenant, id=id,
+            echo=record.get("echo", False), tier=tier, tenant=tenant, id=id,
         )
 
 
@@ -128,6 +133,7 @@ class Completion:
     rate_limit_headers: dict[str, str] = field(default_factory=dict)
     logprobs: bool = False  # the request asked for them: the answer carries them (maybe none)
     top_logprobs: int = 0
+    echo: str = ""  # completions with `echo`: the prompt, which every choice's text starts with
 
     @property
     def usage(self) -> Usage:
