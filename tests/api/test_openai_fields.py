@@ -30,7 +30,9 @@ def test_fields_that_change_nothing_are_accepted_and_named(client):
 @pytest.mark.parametrize(("extra", "param", "words"), [
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools", "not supported"),
     ({"tool_choice": "auto"}, "tool_choice", "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format", "json_object"),
+    ({"response_format": {"type": "xml"}}, "response_format", "not one of"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}},
+     "response_format", "cannot be enforced"),
     ({"audio": {"voice": "alloy", "format": "wav"}}, "audio", "audio"),
     ({"modalities": ["text", "audio"]}, "modalities.1", ""),
     ({"temprature": 0.5}, "temprature", ""),

@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,6 +20,7 @@ from genloom.config import ApiSettings
 from genloom.gateway import TextRequest
 from genloom.gateway.openai_shapes import ChatChunks, CompletionChunks
 from genloom.gateway.pipeline import TextPipeline
+from genloom.gateway.structured import response_grammar
 from genloom.gateway.templates import TemplateService
 from genloom.jobs import ChoiceFinished, TokenEvent
 
@@ -88,11 +90,13 @@ def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller
     body.refuse_what_is_not_done()
     body.refuse_parts_for(body.model)
     max_tokens = body.requested_max_tokens()
+    params = body.sampling_params(max_tokens, settings.default_max_tokens)
     return TextRequest(
         id=f"chatcmpl-{uuid.uuid4().hex}",
         endpoint="/v1/chat/completions",
         model=body.model,
-        params=body.sampling_params(max_tokens, settings.default_max_tokens),
+        params=replace(params, grammar=response_grammar(body.response_format)),
+        response_format=body.response_format,
         n=body.n or 1,
         messages=[{"role": m.role, "content": m.text()} for m in body.messages],
         max_tokens_given=max_tokens is not None,

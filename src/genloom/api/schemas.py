@@ -180,13 +180,6 @@ class ChatCompletionRequest(_Sampling):
         "web_search_options": "web search is not supported by Genloom",
     }
 
-    def refuse_what_is_not_done(self) -> None:
-        super().refuse_what_is_not_done()
-        if self.response_format is not None and self.response_format.get("type") != "text":
-            raise InvalidRequest(
-                f"response_format {self.response_format.get('type')!r} is not supported by Genloom yet (only 'text')",
-                "response_format",
-            )
 
     def refuse_parts_for(self, model: str) -> None:
         """Image, audio and file parts, for a model that reads text only: a 400 that names it."""

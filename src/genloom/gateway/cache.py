@@ -45,7 +45,7 @@ def _sampling(request: TextRequest) -> dict[str, Any]:
         "presence_penalty": float(p.presence_penalty), "frequency_penalty": float(p.frequency_penalty),
         "logit_bias": [[i, float(b)] for i, b in p.logit_bias], "repetition_penalty": float(p.repetition_penalty),
         "min_tokens": int(p.min_tokens), "stop_token_ids": list(p.stop_token_ids),
-        "logprobs": bool(p.logprobs), "top_logprobs": int(p.top_logprobs),
+        "logprobs": bool(p.logprobs), "top_logprobs": int(p.top_logprobs), "grammar": p.grammar,
     }
 
 

@@ -54,6 +54,7 @@ class TextRequest:
     resolution: Resolution | None = None  # set by `route`: the version, and the rollout arm if any
     background: bool = False  # queued as async work (a shadow mirror): it never delays realtime requests
     echo: bool = False  # completions: the answer's text starts with the prompt
+    response_format: dict[str, Any] | None = None  # as sent (a remote model gets it; a local one: params.grammar)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_record(self) -> dict[str, Any]:
@@ -62,6 +63,7 @@ class TextRequest:
         return {
             "endpoint": self.endpoint, "model": self.model, "params": params, "n": self.n,
             "messages": self.messages, "prompt": self.prompt, "max_tokens_given": self.max_tokens_given, "echo": self.echo,
+            "response_format": self.response_format,
         }
 
     @classmethod
@@ -74,7 +76,7 @@ class TextRequest:
         return cls(
             endpoint=record["endpoint"], model=record["model"], params=SamplingParams(**params), n=record["n"],
             messages=record["messages"], prompt=record["prompt"], max_tokens_given=record["max_tokens_given"],
-            echo=record.get("echo", False), tier=tier, tenant=tenant, id=id,
+            echo=record.get("echo", False), response_format=record.get("response_format"), tier=tier, tenant=tenant, id=id,
         )
 
 
@@ -296,6 +298,8 @@ class TextService:
                 body[name] = value
         if params.logit_bias:
             body["logit_bias"] = {str(i): b for i, b in params.logit_bias}
+        if request.response_format is not None:
+            body["response_format"] = request.response_format  # the upstream enforces it its own way
         if params.stop_token_ids:
             body["stop_token_ids"] = list(params.stop_token_ids)
         if request.messages is not None:

@@ -27,6 +27,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     logprobs: bool = False  # each output token's log-probability
     top_logprobs: int = 0  # and this many of the likeliest tokens at each position
+    grammar: str | None = None  # llguidance grammar every output must follow (response_format)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

@@ -12,6 +12,7 @@ import torch
 
 from genloom.config import RuntimeSettings
 from genloom.config.settings import Device, DType
+from genloom.runtimes.constrain import Constrainer
 from genloom.runtimes.text_batch import DecodeBatch
 from genloom.runtimes.weights import touch_weights
 
@@ -70,6 +71,7 @@ class TextRuntime:
 
         self.name = name
         self.path = path
+        self._constrainer: Constrainer | None = None
         device = _pick_device(settings.device)
         dtype = _pick_dtype(settings.dtype, device)
         if settings.torch_threads:
@@ -157,4 +159,11 @@ class TextRuntime:
             eos_token_ids=self.eos_token_ids,
             max_context=self.max_context,
             device=self.device,
+            constrainer=self.constrainer,
         )
+
+    def constrainer(self) -> Constrainer:
+        """The grammar machinery for this model, made on first use (a response_format request)."""
+        if self._constrainer is None:
+            self._constrainer = Constrainer(self.tokenizer, vocab_size=self.vocab_size, eos_token_ids=self.eos_token_ids)
+        return self._constrainer

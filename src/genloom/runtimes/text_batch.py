@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
 from genloom.jobs import SamplingParams, TokenLogprob
+from genloom.runtimes.constrain import Constrainer
 from genloom.runtimes.sampling import TextAccumulator, sample_token, shape_logits, token_logprobs
 
 
@@ -52,14 +54,20 @@ class _Row:
     prompt_ids: Sequence[int]
     generator: torch.Generator | None
     text: TextAccumulator
+    matcher: Any = None  # the row's grammar matcher (llguidance) when its output is constrained
     last_token: int = -1
     generated: int = 0
     finish_reason: str | None = field(default=None)
 
 
 class DecodeBatch:
-    def __init__(self, *, model, tokenizer, eos_token_ids: set[int], max_context: int, device: torch.device) -> None:
+    def __init__(
+        self, *, model, tokenizer, eos_token_ids: set[int], max_context: int, device: torch.device,
+        constrainer: Callable[[], Constrainer] | None = None,
+    ) -> None:
+        """`constrainer` gives the grammar machinery when a row first needs it (response_format)."""
         self._model = model
+        self._constrainer = constrainer
         self._tokenizer = tokenizer
         self._eos = eos_token_ids
         self._max_context = max_context
@@ -102,7 +110,12 @@ class DecodeBatch:
             generator = torch.Generator()
             generator.manual_seed(seq.params.seed if seq.params.seed is not None else random.getrandbits(63))
         text = TextAccumulator(tokenizer=self._tokenizer, stop=seq.params.stop)
-        return _Row(key=seq.key, params=seq.params, prompt_ids=seq.prompt_ids, generator=generator, text=text)
+        matcher = None
+        if seq.params.grammar is not None:
+            if self._constrainer is None:
+                raise RuntimeError("this batch cannot constrain output (no grammar machinery)")
+            matcher = self._constrainer().matcher(seq.params.grammar)
+        return _Row(key=seq.key, params=seq.params, prompt_ids=seq.prompt_ids, generator=generator, text=text, matcher=matcher)
 
     def _prefill(self, joining: Sequence[NewSequence]) -> list[StepOutput]:
         lengths = [len(s.prompt_ids) for s in joining]
@@ -161,6 +174,10 @@ class DecodeBatch:
         return out.logits[:, -1, :]
 
     def _advance(self, rows: list[_Row], logits: torch.Tensor) -> list[StepOutput]:
+        constrained = [(i, r.matcher) for i, r in enumerate(rows) if r.matcher is not None]
+        if constrained:
+            assert self._constrainer is not None
+            self._constrainer().mask(logits, constrained)  # the other rows are left as they are
         greedy = torch.argmax(logits, dim=-1).tolist() if any(r.params.greedy for r in rows) else None
         outputs = []
         for i, row in enumerate(rows):
@@ -176,12 +193,17 @@ class DecodeBatch:
             row.last_token = token
             row.generated += 1
             ended = (token in self._eos and not params.ignore_eos) or token in params.stop_token_ids
+            if row.matcher is not None and not ended:
+                row.matcher.consume_token(token)
+                ended_by_grammar = row.matcher.is_stopped()  # complete: nothing may follow
+            else:
+                ended_by_grammar = False
             logprobs = self._logprobs(row_logits, token, params.top_logprobs) if params.logprobs and not ended else ()
             if ended:
                 row.finish_reason = FinishReason.STOP
             else:
                 row.text.add(token)
-                if row.text.stopped:
+                if row.text.stopped or ended_by_grammar:
                     row.finish_reason = FinishReason.STOP
                 elif row.generated >= params.max_tokens or len(row.prompt_ids) + row.generated >= self._max_context:
                     row.finish_reason = FinishReason.LENGTH
