@@ -200,6 +200,7 @@ for _name, _help in (
     ('rollout', "What a running canary rollout adds to the gateway's latency (bench/rollout_bench.py --help)."),
     ('text', 'Text tokens/s and TTFT against transformers serve and static batches (bench/text_bench.py --help).'),
     ('image', "Images/s batched against one-at-a-time diffusers, and the built-in's accuracy (bench/image_bench.py --help)."),
+    ('structured', 'Tokens/s of a batch with none, half and all rows under a JSON-schema grammar (bench/structured_bench.py --help).'),
     ('telemetry', 'Gateway throughput with metrics and tracing on against off (bench/telemetry_bench.py --help).'),
     ('soak', 'RSS, fds, threads, database and Redis size under steady mixed traffic for N minutes (bench/soak_bench.py --help).'),
 ):
