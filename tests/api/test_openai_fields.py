@@ -28,7 +28,6 @@ def test_fields_that_change_nothing_are_accepted_and_named(client):
 
 
 @pytest.mark.parametrize(("extra", "param", "words"), [
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools", "not supported"),
     ({"tool_choice": "auto"}, "tool_choice", "tools"),
     ({"response_format": {"type": "xml"}}, "response_format", "not one of"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}},
@@ -63,5 +62,6 @@ def test_models_say_what_they_take(base_url):
     card = httpx.get(f"{base_url}/v1/models/tiny").json()
     caps = card["capabilities"]
     assert caps["chat"] and caps["completions"] and caps["logprobs"]
-    assert not caps["embeddings"] and not caps["images"] and not caps["tools"] and not caps["vision"]
+    assert caps["tools"] and caps["json_schema"]
+    assert not caps["embeddings"] and not caps["images"] and not caps["vision"]
     assert caps["context"] == card["max_context"]

@@ -68,6 +68,6 @@ def capabilities(kind: str, info: Any, *, remote: bool) -> dict[str, Any]:
     text = kind == "text"
     return {
         "chat": text, "completions": text, "embeddings": kind == "embedding", "images": kind == "image",
-        "logprobs": text and not remote, "tools": False, "json_schema": text, "vision": False,
+        "logprobs": text and not remote, "tools": text and not remote, "json_schema": text, "vision": False,
         "context": getattr(info, "max_context", None),
     }

@@ -20,7 +20,9 @@ from genloom.config import ApiSettings
 from genloom.gateway import TextRequest
 from genloom.gateway.openai_shapes import ChatChunks, CompletionChunks
 from genloom.gateway.pipeline import TextPipeline
-from genloom.gateway.structured import response_grammar
+from genloom.gateway.errors import InvalidRequest
+from genloom.gateway.structured import json_grammar, response_grammar
+from genloom.gateway.tools import tools_from_request
 from genloom.gateway.templates import TemplateService
 from genloom.jobs import ChoiceFinished, TokenEvent
 
@@ -91,14 +93,21 @@ def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller
     body.refuse_parts_for(body.model)
     max_tokens = body.requested_max_tokens()
     params = body.sampling_params(max_tokens, settings.default_max_tokens)
+    tools = tools_from_request(body.tools, body.tool_choice)
+    grammar = response_grammar(body.response_format)
+    if tools is not None and tools.constrained:
+        if grammar is not None:
+            raise InvalidRequest("a required tool call and a response_format cannot both shape the answer", "tool_choice")
+        grammar = json_grammar(tools.call_schema())  # the answer is a call whose arguments validate
     return TextRequest(
         id=f"chatcmpl-{uuid.uuid4().hex}",
         endpoint="/v1/chat/completions",
         model=body.model,
-        params=replace(params, grammar=response_grammar(body.response_format)),
+        params=replace(params, grammar=grammar),
         response_format=body.response_format,
+        tools=tools,
         n=body.n or 1,
-        messages=[{"role": m.role, "content": m.text()} for m in body.messages],
+        messages=[m.rendered() for m in body.messages],
         max_tokens_given=max_tokens is not None,
         tier=who.tier,
         tenant=who.tenant,
@@ -145,9 +154,13 @@ async def stream_response(pipeline: TextPipeline, text_request: TextRequest, req
                 opening = shape.opening(index, completion)
                 if opening is not None:
                     yield _sse(shape.chunk(completion, opening))
+            held = shape.held(completion)  # tools: each choice's calls are parsed from its whole text
             async for event, _ in events:
-                if isinstance(event, TokenEvent):
+                if isinstance(event, TokenEvent) and not held:
                     yield _sse(shape.chunk(completion, shape.token(event.index, event.delta, event.logprobs)))
+                elif isinstance(event, ChoiceFinished) and held:
+                    for choice in shape.held_out(completion, event.index, event.finish_reason):
+                        yield _sse(shape.chunk(completion, choice))
                 elif isinstance(event, ChoiceFinished):
                     yield _sse(shape.chunk(completion, shape.finish(event.index, event.finish_reason)))
             if shape.include_usage:

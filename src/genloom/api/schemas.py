@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genloom.gateway.errors import InvalidRequest
 from genloom.jobs import SamplingParams
@@ -30,19 +30,54 @@ class OtherPart(BaseModel):
     type: Literal["image_url", "input_audio", "file", "refusal"]
 
 
+class FunctionCall(_Body):
+    name: str
+    arguments: str
+
+
+class ToolCallIn(_Body):
+    """A call an assistant made earlier in the conversation."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[Annotated[TextPart | OtherPart, Field(discriminator="type")]]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[Annotated[TextPart | OtherPart, Field(discriminator="type")]] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None  # assistant
+    tool_call_id: str | None = None  # tool: the call this answers
+    refusal: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (only an assistant message with tool_calls may leave it out)")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content if isinstance(part, TextPart))
 
+    def rendered(self) -> dict[str, Any]:
+        """The message as the gateway passes it on: text content, and the tool fields when set."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
     def other_parts(self) -> list[tuple[int, str]]:
         """(index, type) of each part that is not text."""
-        if isinstance(self.content, str):
+        if self.content is None or isinstance(self.content, str):
             return []
         return [(i, part.type) for i, part in enumerate(self.content) if isinstance(part, OtherPart)]
 
@@ -161,9 +196,9 @@ class ChatCompletionRequest(_Sampling):
     prediction: dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     modalities: list[Literal["text"]] | None = None
-    # Not done yet (each a clear 400 that says so).
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    # Not done (each a clear 400 that says so).
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
@@ -172,10 +207,8 @@ class ChatCompletionRequest(_Sampling):
 
     IGNORED: ClassVar[tuple[str, ...]] = (*_Sampling.IGNORED, "reasoning_effort", "verbosity", "prediction", "parallel_tool_calls", "modalities")
     NOT_YET: ClassVar[dict[str, str]] = {
-        "tools": "tools (function calling) are not supported by Genloom yet",
-        "tool_choice": "tool_choice needs tools, which Genloom does not support yet",
-        "functions": "functions (function calling) are not supported by Genloom yet",
-        "function_call": "function_call needs functions, which Genloom does not support yet",
+        "functions": "functions are OpenAI's deprecated form of tools; send tools instead",
+        "function_call": "function_call is OpenAI's deprecated form of tool_choice; send tool_choice instead",
         "audio": "audio output is not supported by Genloom",
         "web_search_options": "web search is not supported by Genloom",
     }

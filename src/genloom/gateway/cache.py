@@ -71,6 +71,7 @@ def cache_key(request: TextRequest) -> str | None:
     return _digest({
         "v": _KEY_VERSION, "tenant": request.tenant, "endpoint": request.endpoint, "model": request.model,
         "messages": request.messages, "prompt": request.prompt, "sampling": _sampling(request), "echo": request.echo,
+        "tools": request.tools.to_record() if request.tools else None,
     })
 
 
@@ -78,7 +79,8 @@ def semantic_params_key(request: TextRequest) -> str:
     """What must match exactly for a semantic hit: endpoint, sampling parameters and the system
     messages (an instruction such as "answer in French" barely moves an embedding)."""
     system = [m for m in request.messages or [] if m.get("role") in ("system", "developer")]
-    return _digest({"v": _KEY_VERSION, "endpoint": request.endpoint, "system": system, "sampling": _sampling(request)})
+    return _digest({"v": _KEY_VERSION, "endpoint": request.endpoint, "system": system, "sampling": _sampling(request),
+                    "tools": request.tools.to_record() if request.tools else None})
 
 
 def semantic_text(request: TextRequest) -> str:

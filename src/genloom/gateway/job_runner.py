@@ -74,7 +74,7 @@ def _completion(job_id: str, model: str, request: TextRequest, prompt_tokens: in
     return Completion(
         id=job_id, model=model, created=int(time.time()), choices=[Choice(i) for i in range(request.n)],
         prompt_tokens=prompt_tokens, logprobs=request.params.logprobs, top_logprobs=request.params.top_logprobs,
-        echo=(request.prompt or "") if request.echo else "",
+        echo=(request.prompt or "") if request.echo else "", tools=request.tools,
     )
 
 

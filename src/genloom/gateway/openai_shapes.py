@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from genloom.gateway.text_service import Completion
+from genloom.gateway.tools import parse_calls
 from genloom.jobs import TokenLogprob
 from genloom.registry import model_name
 
@@ -40,17 +41,27 @@ def completion_logprobs(tokens: Sequence[TokenLogprob], offset: int = 0) -> dict
     }
 
 
+def assistant_message(completion: Completion, text: str, finish_reason: str | None) -> tuple[dict[str, Any], str | None]:
+    """A chat choice's message and finish reason: with tools, the calls found in its text."""
+    if completion.tools is None or not completion.tools.parsed:
+        return {"role": "assistant", "content": text}, finish_reason
+    content, calls = parse_calls(text, completion.tools)
+    if not calls:
+        return {"role": "assistant", "content": content}, finish_reason
+    return {"role": "assistant", "content": content, "tool_calls": [c.openai() for c in calls]}, "tool_calls"
+
+
 def completion_body(completion: Completion, endpoint: str) -> dict[str, Any]:
     """The non-streaming body OpenAI's API gives for `endpoint`; `model` is the model's name and
     `system_fingerprint` the version that answered (`name@vN`)."""
     wanted = completion.logprobs
     if endpoint == CHAT_ENDPOINT:
         obj = "chat.completion"
-        choices = [
-            {"index": c.index, "message": {"role": "assistant", "content": c.text},
-             "logprobs": chat_logprobs(c.logprobs) if wanted else None, "finish_reason": c.finish_reason}
-            for c in completion.choices
-        ]
+        choices = []
+        for c in completion.choices:
+            message, reason = assistant_message(completion, c.text, c.finish_reason)
+            choices.append({"index": c.index, "message": message, "logprobs": chat_logprobs(c.logprobs) if wanted else None,
+                            "finish_reason": reason})
     else:
         obj = "text_completion"
         choices = [
@@ -93,11 +104,29 @@ class ChatChunks:
     def finish(self, index: int, reason: str) -> dict[str, Any]:
         return {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
 
+    def held(self, completion: Completion) -> bool:
+        """Whether a choice's text waits for its end (tools: calls are parsed from the whole text)."""
+        return completion.tools is not None and completion.tools.parsed
+
+    def held_out(self, completion: Completion, index: int, reason: str) -> list[dict[str, Any]]:
+        """A held choice at its end: its content or its tool calls in one delta, then its finish."""
+        message, reason = assistant_message(completion, completion.choices[index].text, reason)
+        delta: dict[str, Any] = {}
+        if message.get("content"):
+            delta["content"] = message["content"]
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [call | {"index": i} for i, call in enumerate(message["tool_calls"])]
+        chunks = [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}] if delta else []
+        return chunks + [self.finish(index, reason or "stop")]
+
 
 class CompletionChunks(ChatChunks):
     """The chunks of a streamed (legacy) completion."""
 
     object = "text_completion"
+
+    def held(self, completion: Completion) -> bool:
+        return False
 
     def opening(self, index: int, completion: Completion) -> dict[str, Any] | None:
         """With `echo`, each choice opens with the prompt."""

@@ -26,6 +26,7 @@ from genloom.jobs import (
     TokenLogprob,
 )
 from genloom.queue.protocol import JobQueue
+from genloom.gateway.tools import Tools, native_messages, render_history
 from genloom.registry import UnknownModel
 from genloom.registry.catalog import Resolution
 from genloom.registry.registry import ModelRegistry
@@ -41,7 +42,7 @@ class TextRequest:
     model: str
     params: SamplingParams
     n: int = 1
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     max_tokens_given: bool = True
     tier: Tier = Tier.FREE
@@ -55,6 +56,7 @@ class TextRequest:
     background: bool = False  # queued as async work (a shadow mirror): it never delays realtime requests
     echo: bool = False  # completions: the answer's text starts with the prompt
     response_format: dict[str, Any] | None = None  # as sent (a remote model gets it; a local one: params.grammar)
+    tools: Tools | None = None  # the functions the model may call (chat)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_record(self) -> dict[str, Any]:
@@ -63,7 +65,7 @@ class TextRequest:
         return {
             "endpoint": self.endpoint, "model": self.model, "params": params, "n": self.n,
             "messages": self.messages, "prompt": self.prompt, "max_tokens_given": self.max_tokens_given, "echo": self.echo,
-            "response_format": self.response_format,
+            "response_format": self.response_format, "tools": self.tools.to_record() if self.tools else None,
         }
 
     @classmethod
@@ -76,7 +78,8 @@ class TextRequest:
         return cls(
             endpoint=record["endpoint"], model=record["model"], params=SamplingParams(**params), n=record["n"],
             messages=record["messages"], prompt=record["prompt"], max_tokens_given=record["max_tokens_given"],
-            echo=record.get("echo", False), response_format=record.get("response_format"), tier=tier, tenant=tenant, id=id,
+            echo=record.get("echo", False), response_format=record.get("response_format"),
+            tools=Tools.from_record(record.get("tools")), tier=tier, tenant=tenant, id=id,
         )
 
 
@@ -136,6 +139,7 @@ class Completion:
     logprobs: bool = False  # the request asked for them: the answer carries them (maybe none)
     top_logprobs: int = 0
     echo: str = ""  # completions with `echo`: the prompt, which every choice's text starts with
+    tools: Tools | None = None  # chat with tools: each choice's text is parsed for calls at the end
 
     @property
     def usage(self) -> Usage:
@@ -260,8 +264,10 @@ class TextService:
 
     def _prepare_local(self, request: TextRequest, runtime: TextRuntime) -> PreparedText:
         try:
-            if request.messages is not None:
-                prompt_ids = runtime.encode_chat(request.messages)
+            if request.messages is not None and request.tools is not None and runtime.takes_tools:
+                prompt_ids = runtime.encode_chat(native_messages(request.messages), tools=[t.openai() for t in request.tools.specs])
+            elif request.messages is not None:
+                prompt_ids = runtime.encode_chat(render_history(request.messages, request.tools))
             else:
                 prompt_ids = runtime.encode_completion(request.prompt or "")
         except PromptError as e:
@@ -289,6 +295,8 @@ class TextService:
             body["seed"] = params.seed
         if params.logprobs:
             raise InvalidRequest(f"logprobs are not available from remote model {remote.name} yet", param="logprobs")
+        if request.tools is not None:
+            raise InvalidRequest(f"tools are not relayed to remote model {remote.name} yet", param="tools")
         # The logit controls go to the upstream as they came (the vLLM extensions only when set).
         for name, value, default in (
             ("presence_penalty", params.presence_penalty, 0.0), ("frequency_penalty", params.frequency_penalty, 0.0),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -133,10 +134,17 @@ class TextRuntime:
         ids = self.tokenizer.encode(prompt, add_special_tokens=True)
         return self._checked(ids)
 
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+    @property
+    def takes_tools(self) -> bool:
+        """Whether the chat template renders `tools` itself (else the gateway writes them into the messages)."""
+        return bool(self.has_chat_template and "tools" in str(self.tokenizer.chat_template))
+
+    def encode_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
         if not self.has_chat_template:
             raise PromptError(f"model {self.name} has no chat template; use /v1/completions with a plain prompt")
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        ids = self.tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
         if hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
         return self._checked(list(ids))
