@@ -61,7 +61,7 @@ class Tools:
         """The JSON schema of one call to any tool allowed (to the forced one only when named)."""
         allowed = [s for s in self.specs if self.forced in (None, s.name)]
         options = [
-            {"type": "object", "properties": {"name": {"const": s.name}, "arguments": s.parameters or {"type": "object"}},
+            {"type": "object", "properties": {"name": {"const": s.name}, "arguments": _declared_only(s.parameters)},
              "required": ["name", "arguments"], "additionalProperties": False}
             for s in allowed
         ]
@@ -87,6 +87,17 @@ class Tools:
             return None
         specs = tuple(ToolSpec(s["name"], s.get("description") or "", s.get("parameters") or {}) for s in record["specs"])
         return cls(specs=specs, choice=record["choice"], forced=record.get("forced"))
+
+
+def _declared_only(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A call's arguments hold the parameters the function declares: a schema that does not say
+    whether others are allowed gets `additionalProperties: false` (as OpenAI's strict mode
+    requires), so a model cannot wander off into keys nobody reads until max_tokens ends it."""
+    if not parameters:
+        return {"type": "object", "properties": {}, "additionalProperties": False}
+    if parameters.get("type") == "object" and "additionalProperties" not in parameters:
+        return parameters | {"additionalProperties": False}
+    return parameters
 
 
 def tools_from_request(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None) -> Tools | None:
