@@ -248,9 +248,11 @@ class ModelHost:
         self._jobs.async_rows[key] = batch_size - policy["realtime_reserved_rows"]
         self._runtimes[key] = entry.runtime = runtime
         self._text.fallbacks[key] = list(model.fallbacks)
+        self._text.tool_parsers[key] = model.tool_parser
         entry.forget = [
             lambda: self._runtimes.pop(key, None), lambda: self._text.model_rows.pop(key, None),
             lambda: self._jobs.async_rows.pop(key, None), lambda: self._text.fallbacks.pop(key, None),
+            lambda: self._text.tool_parsers.pop(key, None),
         ]
 
     async def _start_remote(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:

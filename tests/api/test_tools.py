@@ -105,3 +105,22 @@ def test_a_template_without_tools_gets_them_in_a_system_message():
     assert rendered[0]["role"] == "system" and "<tools>" in rendered[0]["content"] and "get_weather" in rendered[0]["content"]
     assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "X"}}\n</tool_call>' == rendered[2]["content"]
     assert rendered[3] == {"role": "user", "content": "<tool_response>\nsunny\n</tool_response>"}
+
+
+def test_llama3_json_calls_are_read_when_the_model_says_so():
+    tools = Tools(specs=(ToolSpec("get_weather", "", WEATHER),), choice="auto", parser="llama3_json")
+    content, [call] = parse_calls('<|python_tag|>{"name": "get_weather", "parameters": {"city": "Rome", "unit": "c"}}', tools)
+    assert content is None and call.name == "get_weather" and json.loads(call.arguments) == {"city": "Rome", "unit": "c"}
+    two = '{"name": "get_weather", "parameters": {"city": "A", "unit": "c"}}; {"name": "get_weather", "parameters": {"city": "B", "unit": "f"}}'
+    assert [json.loads(c.arguments)["city"] for c in parse_calls(two, tools)[1]] == ["A", "B"]
+    assert parse_calls("It is sunny.", tools) == ("It is sunny.", [])
+
+
+def test_a_models_tool_parser_is_chosen_in_its_settings(tmp_path, tiny_model_dir):
+    from tests.api.conftest import running_server
+
+    models = [{"name": "tiny", "path": str(tiny_model_dir), "tool_parser": "llama3_json"}]
+    with running_server(tmp_path, tiny_model_dir, models=models) as (base, server):
+        assert server.c.service.tool_parsers == {"tiny@v1": "llama3_json"}
+        bad = httpx.post(f"{base}/v1/admin/models", json={"name": "t2", "path": str(tiny_model_dir), "tool_parser": "xml"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "tool_parser"

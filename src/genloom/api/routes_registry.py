@@ -37,6 +37,7 @@ class ModelRegister(_Body):
     max_batch_size: int | None = None
     max_concurrency: int | None = None
     max_context: int | None = None
+    tool_parser: str | None = None
     fallbacks: list[str] | None = None
     default_steps: int | None = None
     default_guidance_scale: float | None = None

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
@@ -251,6 +251,9 @@ class ModelSettings(_Section):
         "serves it (default 8192)",
     )
     fallbacks: list[str] = Field(default_factory=list, description="models that answer, in order, when this one fails")
+    tool_parser: Literal["hermes", "llama3_json"] = Field(
+        "hermes", description="text: how tool calls are read from the model's answer (tool_choice auto)"
+    )
     default_steps: int | None = Field(None, gt=0, description="image: steps when a request gives none (default: images.default_steps)")
     default_guidance_scale: float | None = Field(None, ge=0, description="image: guidance when a request gives none")
 

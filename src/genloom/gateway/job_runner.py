@@ -70,11 +70,12 @@ class _Run:
     owner: str | None = None
 
 
-def _completion(job_id: str, model: str, request: TextRequest, prompt_tokens: int) -> Completion:
+def _completion(job_id: str, model: str, request: TextRequest, prompt_tokens: int, tool_parser: str) -> Completion:
     return Completion(
         id=job_id, model=model, created=int(time.time()), choices=[Choice(i) for i in range(request.n)],
         prompt_tokens=prompt_tokens, logprobs=request.params.logprobs, top_logprobs=request.params.top_logprobs,
-        echo=(request.prompt or "") if request.echo else "", tools=request.tools,
+        echo=(request.prompt or "") if request.echo else "",
+        tools=replace(request.tools, parser=tool_parser) if request.tools else None,
     )
 
 
@@ -299,7 +300,7 @@ class JobRunner:
             completion = None
             if isinstance(prepared, PreparedText):
                 assert request is not None
-                completion = _completion(job_id, prepared.model, request, prepared.prompt_tokens)
+                completion = _completion(job_id, prepared.model, request, prepared.prompt_tokens, prepared.tool_parser)
             run = _Run(job=job, dispatch=dispatch, record=record, request=request, completion=completion)
             self._runs[job_id] = run
             task = asyncio.create_task(self._run(run), name=f"genloom-job-{job_id}")
@@ -326,7 +327,9 @@ class JobRunner:
                 run.request = self._request(started)
                 task = run.job.payload
                 if isinstance(run.request, TextRequest):
-                    run.completion = _completion(job_id, run.job.model, run.request, len(task.prompt_ids))
+                    run.completion = _completion(
+                        job_id, run.job.model, run.request, len(task.prompt_ids), self._text.tool_parsers.get(run.job.model, "hermes"),
+                    )
             self.notify()
             result = await self._collect(run)
             if result is None:

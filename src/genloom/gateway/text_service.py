@@ -92,6 +92,7 @@ class PreparedText:
     prompt_tokens: int  # counted by a local model's tokenizer; estimated for a remote one
     payload: TextTask | RemoteTask
     prompt_ids: list[int] = field(default_factory=list)  # local models only
+    tool_parser: str = "hermes"  # how this version's tool calls are read from its answer
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class TextService:
         self._runtimes = runtimes
         self._remotes = remotes if remotes is not None else {}
         self.fallbacks: dict[str, list[str]] = fallbacks if fallbacks is not None else {}
+        self.tool_parsers: dict[str, str] = {}  # version -> how its tool calls are read (default hermes)
         self._classification = classification
         self._queue = queue
         self._readiness = readiness
@@ -279,7 +281,7 @@ class TextService:
                 raise InvalidRequest(f"token id {token_id} is not in model {runtime.name}'s vocabulary "
                                      f"(ids 0 to {runtime.vocab_size - 1})", param=param)
         task = TextTask(prompt_ids=tuple(prompt_ids), params=params, n=request.n)
-        return PreparedText(runtime.name, params, len(prompt_ids), task, prompt_ids)
+        return PreparedText(runtime.name, params, len(prompt_ids), task, prompt_ids, self.tool_parsers.get(runtime.name, "hermes"))
 
     def _prepare_remote(self, request: TextRequest, remote: RemoteModel) -> PreparedText:
         text = json.dumps(request.messages) if request.messages is not None else (request.prompt or "")

@@ -46,6 +46,7 @@ class Tools:
     specs: tuple[ToolSpec, ...]
     choice: str  # "none", "auto", "required", or "function" (the one named in `forced`)
     forced: str | None = None
+    parser: str = "hermes"  # how the answering model writes calls (its settings' tool_parser)
 
     @property
     def constrained(self) -> bool:
@@ -79,14 +80,15 @@ class Tools:
         )
 
     def to_record(self) -> dict[str, Any]:
-        return {"specs": [s.openai()["function"] for s in self.specs], "choice": self.choice, "forced": self.forced}
+        return {"specs": [s.openai()["function"] for s in self.specs], "choice": self.choice, "forced": self.forced,
+                "parser": self.parser}
 
     @classmethod
     def from_record(cls, record: dict[str, Any] | None) -> Tools | None:
         if record is None:
             return None
         specs = tuple(ToolSpec(s["name"], s.get("description") or "", s.get("parameters") or {}) for s in record["specs"])
-        return cls(specs=specs, choice=record["choice"], forced=record.get("forced"))
+        return cls(specs=specs, choice=record["choice"], forced=record.get("forced"), parser=record.get("parser", "hermes"))
 
 
 def _declared_only(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +144,13 @@ def parse_calls(text: str, tools: Tools) -> tuple[str | None, list[ToolCall]]:
         except json.JSONDecodeError:  # cut short by max_tokens: what there is stays content
             return text, []
         return None, [_call(call["name"], call["arguments"])]
+    if not tools.parsed:
+        return text, []
+    return PARSERS[tools.parser](text, known)
+
+
+def parse_hermes(text: str, known: set[str]) -> tuple[str | None, list[ToolCall]]:
+    """Hermes (Qwen, Hermes, Mistral-style templates): `<tool_call>{"name", "arguments"}</tool_call>` blocks."""
     calls: list[ToolCall] = []
 
     def take(match: re.Match) -> str:
@@ -154,8 +163,27 @@ def parse_calls(text: str, tools: Tools) -> tuple[str | None, list[ToolCall]]:
         calls.append(_call(call["name"], call.get("arguments", {})))
         return ""
 
-    content = _CALL.sub(take, text).strip() if tools.parsed else text
+    content = _CALL.sub(take, text).strip()
     return (content or None) if calls else text, calls
+
+
+def parse_llama3_json(text: str, known: set[str]) -> tuple[str | None, list[ToolCall]]:
+    """Llama 3.1/3.2: the whole answer is one call, `{"name": …, "parameters": {…}}` (or several
+    separated by ";"), after an optional `<|python_tag|>`; anything else is content."""
+    body = text.strip().removeprefix("<|python_tag|>").strip()
+    calls: list[ToolCall] = []
+    for part in (p.strip() for p in body.split(";")):
+        try:
+            call = json.loads(part)
+        except json.JSONDecodeError:
+            return text, []
+        if not isinstance(call, dict) or call.get("name") not in known:
+            return text, []
+        calls.append(_call(call["name"], call.get("parameters", call.get("arguments", {}))))
+    return (None, calls) if calls else (text, [])
+
+
+PARSERS = {"hermes": parse_hermes, "llama3_json": parse_llama3_json}
 
 
 def _call(name: str, arguments: Any) -> ToolCall:

@@ -61,7 +61,8 @@ class Submit:
             prompt_tokens=prepared.prompt_tokens,
             rate_limit_headers=dict(call.admission.headers) if call.admission else {},
             logprobs=request.params.logprobs, top_logprobs=request.params.top_logprobs,
-            echo=(request.prompt or "") if request.echo else "", tools=request.tools,
+            echo=(request.prompt or "") if request.echo else "",
+            tools=replace(request.tools, parser=prepared.tool_parser) if request.tools else None,
         )
         plan = FallbackPlan(
             chain=self.chain(request), attempts_per_model=self._attempts_per_model, breakers=self._breakers,
