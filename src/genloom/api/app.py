@@ -22,6 +22,7 @@ from genloom.api.routes_jobs import build_jobs_router
 from genloom.api.routes_models import Loaded, build_models_router
 from genloom.api.routes_registry import build_registry_router
 from genloom.api.routes_templates import build_templates_router
+from genloom.api.routes_responses import build_responses_router
 from genloom.api.routes_text import build_text_router
 from genloom.config import Settings
 from genloom.gateway import Readiness, TextService
@@ -34,6 +35,7 @@ from genloom.gateway.job_service import JobService
 from genloom.gateway.templates import TemplateService
 from genloom.registry.registry import ModelRegistry
 from genloom.registry.rollouts import RolloutService
+from genloom.store.responses import ResponseStore
 from genloom.telemetry.monitors import Monitors
 from genloom.telemetry.tracing import NO_TRACING, Tracing
 from genloom.gateway.presence import WorkerPresence
@@ -65,6 +67,7 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     tracing: Tracing = NO_TRACING,
     monitors: Monitors | None = None,
+    responses: ResponseStore | None = None,
 ) -> FastAPI:
     traced = [Middleware(TracingMiddleware, tracing=tracing)] if tracing.enabled else []
     app = FastAPI(
@@ -92,6 +95,7 @@ def create_app(
     routers = (
         build_models_router(registry, loaded_models),
         build_text_router(pipeline, templates, settings.api),
+        *([build_responses_router(pipeline, responses, settings.api)] if responses is not None else []),
         build_jobs_router(jobs, settings.api, settings.jobs),
         build_embeddings_router(embeddings),
         build_images_router(images),

@@ -29,6 +29,7 @@ from genloom.server.roles import Process, check_role, runs_here
 from genloom.server.wiring import BUILTIN_EMBEDDING_MODEL, Components, build_components, configured_models
 from genloom.telemetry import Observer
 from genloom.telemetry.metrics import Gauges, PrometheusObserver
+from genloom.store.responses import ResponseStore
 from genloom.telemetry.observer import combine
 from genloom.telemetry.tracing import setup_tracing
 
@@ -96,7 +97,7 @@ class GenloomServer:
                 local_workers=lambda: statuses(c.models.workers),
                 presence=c.presence if self.process is Process.API else None,
                 list_workers=lambda: list_workers(c.workers, self.card), metrics=exposition, lifespan=self._lifespan,
-                tracing=self.tracing, monitors=c.monitors,
+                tracing=self.tracing, monitors=c.monitors, responses=ResponseStore(database=c.database),
             )
 
     def _gauges(self) -> Gauges:

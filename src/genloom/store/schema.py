@@ -280,3 +280,17 @@ class ModelRolloutRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ResponseRow(Base):
+    """A stored response of the Responses API: its body as returned, and the conversation up to
+    and including it (chat messages), which a later request continues (`previous_response_id`)."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    previous_id: Mapped[str | None] = mapped_column(String(80))
+    conversation: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
