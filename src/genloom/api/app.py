@@ -78,7 +78,8 @@ def create_app(
             Middleware(RequestIdMiddleware),
             *traced,
             *([Middleware(AccessLogMiddleware)] if settings.logging.access_log else []),
-            Middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes),
+            Middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes,
+                       uploads={"/v1/files": settings.api.max_file_bytes}),
         ],
     )
     app.include_router(build_health_router(

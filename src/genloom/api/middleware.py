@@ -79,17 +79,20 @@ class AccessLogMiddleware:
 class BodyLimitMiddleware:
     """Refuse bodies over the limit with 413, by Content-Length or by counting what arrives."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, uploads: dict[str, int] | None = None) -> None:
+        """`uploads`: paths whose bodies may be larger (file uploads), with their own limit."""
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.uploads.get(scope.get("path", ""), self.max_body_bytes)
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await self._reject(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._reject(send, limit)
             return
         received = 0
         too_large = False
@@ -99,7 +102,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     # End the body here; whatever the app answers is replaced by the 413 below.
                     too_large = True
                     return {"type": "http.request", "body": b"", "more_body": False}
@@ -111,12 +114,12 @@ class BodyLimitMiddleware:
 
         await self.app(scope, counting_receive, guarded_send)
         if too_large:
-            await self._reject(send)
+            await self._reject(send, limit)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, limit: int) -> None:
         body = json.dumps(
             error_body(
-                f"the request body is larger than {self.max_body_bytes} bytes",
+                f"the request body is larger than {limit} bytes",
                 "invalid_request_error",
                 None,
                 "request_too_large",

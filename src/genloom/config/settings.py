@@ -44,6 +44,7 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
     default_max_tokens: int = Field(256, gt=0, description="used when a request gives no max_tokens")
     max_n: int = Field(8, gt=0, description="most choices one request may ask for")
+    max_file_bytes: int = Field(104_857_600, gt=0, description="POST /v1/files: larger uploads get 413")
 
 
 class TierSettings(_Section):

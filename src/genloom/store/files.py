@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from genloom.store.database import Database
@@ -151,3 +151,24 @@ class FileStore:
 
     async def content(self, record: FileRecord) -> bytes:
         return await asyncio.to_thread(self._blobs.get, record.sha256)
+
+    async def list(self, *, tenant: str, purpose: str | None, limit: int, after: str | None) -> list[FileRecord]:
+        """A tenant's files, newest first (ties by id), from after the file `after`."""
+        query = select(_files).where(_files.c.tenant == tenant)
+        if purpose is not None:
+            query = query.where(_files.c.purpose == purpose)
+        if after is not None:
+            marker = await self.get(after, tenant=tenant)
+            query = query.where(
+                (_files.c.created_at < marker.created_at) | ((_files.c.created_at == marker.created_at) & (_files.c.id < marker.id))
+            )
+        query = query.order_by(_files.c.created_at.desc(), _files.c.id.desc()).limit(limit)
+        async with self._database.engine.connect() as conn:
+            return [FileRecord(**row) for row in (await conn.execute(query)).mappings()]
+
+    async def delete(self, file_id: str, *, tenant: str) -> None:
+        """The tenant's row goes; the blob stays while another row (another tenant's, same bytes) names it."""
+        async with self._database.engine.begin() as conn:
+            done = await conn.execute(delete(_files).where(_files.c.id == file_id, _files.c.tenant == tenant))
+        if not done.rowcount:
+            raise FileNotFound(file_id)
