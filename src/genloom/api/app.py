@@ -22,11 +22,13 @@ from genloom.api.routes_jobs import build_jobs_router
 from genloom.api.routes_models import Loaded, build_models_router
 from genloom.api.routes_registry import build_registry_router
 from genloom.api.routes_templates import build_templates_router
+from genloom.api.routes_batches import build_batches_router
 from genloom.api.routes_responses import build_responses_router
 from genloom.api.routes_text import build_text_router
 from genloom.config import Settings
 from genloom.gateway import Readiness, TextService
 from genloom.gateway.auth import Authenticator, TenantAdmin
+from genloom.gateway.batches import BatchService
 from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.pipeline import TextPipeline
 from genloom.gateway.embedding_service import EmbeddingService
@@ -68,6 +70,7 @@ def create_app(
     tracing: Tracing = NO_TRACING,
     monitors: Monitors | None = None,
     responses: ResponseStore | None = None,
+    batches: BatchService | None = None,
 ) -> FastAPI:
     traced = [Middleware(TracingMiddleware, tracing=tracing)] if tracing.enabled else []
     app = FastAPI(
@@ -97,6 +100,7 @@ def create_app(
         build_models_router(registry, loaded_models),
         build_text_router(pipeline, templates, settings.api),
         *([build_responses_router(pipeline, responses, settings.api)] if responses is not None else []),
+        *([build_batches_router(batches, settings.api)] if batches is not None else []),
         build_jobs_router(jobs, settings.api, settings.jobs),
         build_embeddings_router(embeddings),
         build_images_router(images),

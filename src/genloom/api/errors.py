@@ -26,6 +26,7 @@ from genloom.jobs.records import IdempotencyConflict, JobNotFound, JobStateConfl
 from genloom.registry import RegistryConflict, UnknownModel
 from genloom.registry.rollouts import InvalidRollout, RolloutNotFound
 from genloom.store.files import FileNotFound
+from genloom.store.batches import BatchNotFound
 from genloom.store.responses import ResponseNotFound
 from genloom.store.templates import ScenarioNotFound, TemplateNotFound
 from genloom.store.tenants import ApiKeyNotFound, TenantExists, TenantNotFound
@@ -85,6 +86,7 @@ _PLAIN: dict[type[Exception], tuple[int, str, str | None, str]] = {
     GenerationFailed: (500, "server_error", None, "generation_failed"),
     FileNotFound: (404, "invalid_request_error", "file_id", "file_not_found"),
     ResponseNotFound: (404, "invalid_request_error", "response_id", "response_not_found"),
+    BatchNotFound: (404, "invalid_request_error", "batch_id", "batch_not_found"),
     RegistryConflict: (409, "invalid_request_error", None, "registry_conflict"),
     RolloutNotFound: (404, "invalid_request_error", None, "rollout_not_found"),
     GuardBlocked: (400, "invalid_request_error", None, "content_policy_violation"),

@@ -29,6 +29,8 @@ from genloom.server.roles import Process, check_role, runs_here
 from genloom.server.wiring import BUILTIN_EMBEDDING_MODEL, Components, build_components, configured_models
 from genloom.telemetry import Observer
 from genloom.telemetry.metrics import Gauges, PrometheusObserver
+from genloom.gateway.batches import BatchService
+from genloom.store.batches import BatchStore
 from genloom.store.responses import ResponseStore
 from genloom.telemetry.observer import combine
 from genloom.telemetry.tracing import setup_tracing
@@ -98,6 +100,8 @@ class GenloomServer:
                 presence=c.presence if self.process is Process.API else None,
                 list_workers=lambda: list_workers(c.workers, self.card), metrics=exposition, lifespan=self._lifespan,
                 tracing=self.tracing, monitors=c.monitors, responses=ResponseStore(database=c.database),
+                batches=BatchService(store=BatchStore(database=c.database), jobs=c.jobs, job_store=c.job_store,
+                                     files=c.images.files),
             )
 
     def _gauges(self) -> Gauges:

@@ -45,6 +45,16 @@ class JobStore(Protocol):
         self, *, tenant: str | None = None, state: JobState | None = None, limit: int = 20, after: str | None = None
     ) -> list[JobRecord]: ...
     async def waiting(self) -> list[JobRecord]: ...
+    async def many(self, job_ids: list[str], *, tenant: str) -> dict[str, JobRecord]:
+        """The tenant's jobs among `job_ids`, without their histories (a batch's progress)."""
+        found: dict[str, JobRecord] = {}
+        async with self._database.engine.connect() as conn:
+            for start in range(0, len(job_ids), 500):  # bounded IN lists
+                chunk = job_ids[start:start + 500]
+                rows = await conn.execute(select(_jobs).where(_jobs.c.id.in_(chunk), _jobs.c.tenant == tenant))
+                found |= {row["id"]: _record(row) for row in rows.mappings()}
+        return found
+
     async def count_by_state(self) -> dict[str, int]: ...
     async def start(self, job_id: str, *, owner: str, lease_until: datetime) -> JobRecord | None: ...
     async def heartbeat(self, leases: Mapping[str, str], *, lease_until: datetime) -> set[str]: ...
@@ -115,6 +125,16 @@ class SqlJobStore:
                 )
                 deliveries = [_delivery(d) for d in sent.mappings()]
         return _record(row, transitions, deliveries)
+
+    async def many(self, job_ids: list[str], *, tenant: str) -> dict[str, JobRecord]:
+        """The tenant's jobs among `job_ids`, without their histories (a batch's progress)."""
+        found: dict[str, JobRecord] = {}
+        async with self._database.engine.connect() as conn:
+            for start in range(0, len(job_ids), 500):  # bounded IN lists
+                chunk = job_ids[start:start + 500]
+                rows = await conn.execute(select(_jobs).where(_jobs.c.id.in_(chunk), _jobs.c.tenant == tenant))
+                found |= {row["id"]: _record(row) for row in rows.mappings()}
+        return found
 
     async def count_by_state(self) -> dict[str, int]:
         """How many jobs are in each state (every state, zero included), for the metrics."""

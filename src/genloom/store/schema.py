@@ -294,3 +294,24 @@ class ResponseRow(Base):
     conversation: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class BatchRow(Base):
+    """A batch of the Batch API: its input file's lines (each a job, or an error found at
+    submission) in `lines`, and the files written when it ended."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(80))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    output_file_id: Mapped[str | None] = mapped_column(String(80))
+    error_file_id: Mapped[str | None] = mapped_column(String(80))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    cancelling_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
