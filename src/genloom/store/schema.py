@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import Index, JSON, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy import ForeignKeyConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -301,6 +301,7 @@ class BatchRow(Base):
     submission) in `lines`, and the files written when it ended."""
 
     __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_tenant_created", "tenant", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(80), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(128))
