@@ -85,10 +85,7 @@ class Traffic:
             with http.stream("POST", "/v1/chat/completions", json=chat | {"stream": True}) as answer:
                 _ok(answer)
                 body = "".join(answer.iter_text())
-                if '"error"' in body:  # an error event: keep it whole, it says what happened
-                    raise RuntimeError("stream ended with " + body[body.index('{"error"'):][:300])
-                if "data: [DONE]" not in body:
-                    raise RuntimeError(f"stream cut before [DONE]: ...{body[-120:]}")
+                check_stream(body)
         elif kind == "job":
             answer = _ok(http.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": chat}))
             with self.lock:
@@ -100,6 +97,21 @@ class Traffic:
             }))
         else:
             _ok(http.post("/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": [f"text {i}", "another"]}))
+
+
+def check_stream(body: str) -> None:
+    """Every event of a chat stream is a chunk, and [DONE] ends it; an error event (a top-level
+    "error" object) is raised whole. (Looking for the text "error" in the body is not enough:
+    the model may write the word, and a delta of "error" is `"content":"error"`.)"""
+    events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+    if not events or events[-1] != "[DONE]":
+        raise RuntimeError(f"stream cut before [DONE]: ...{body[-160:]}")
+    for event in events[:-1]:
+        payload = json.loads(event)
+        if "error" in payload:
+            raise RuntimeError(f"stream ended with an error event: {event[:300]}")
+        if payload.get("object") != "chat.completion.chunk":
+            raise RuntimeError(f"not a chat chunk: {event[:300]}")
 
 
 def _ok(answer: httpx.Response) -> httpx.Response:
