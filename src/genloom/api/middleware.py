@@ -14,6 +14,7 @@ from genloom.api.errors import error_body
 from genloom.telemetry.logs import close_request, open_request
 from genloom.telemetry.tracing import TRACE_ID_HEADER, Tracing, current, fail, trace_id_of
 
+_PROPAGATED = frozenset({b"traceparent", b"tracestate"})  # what W3C trace context reads of a request
 _UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: many, and all alike
 _ACCESS = logging.getLogger("genloom.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -148,17 +149,22 @@ class TracingMiddleware:
         if scope["type"] != "http" or scope.get("path") in _UNTRACED:
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _PROPAGATED}
         method = scope.get("method", "GET")
-        span = self.tracing.server_span(method, headers, {
-            "http.request.method": method, "url.path": scope.get("path", ""), "url.scheme": scope.get("scheme", "http"),
-            "user_agent.original": headers.get("user-agent"), "genloom.request.id": scope.get("state", {}).get("request_id"),
-        })
+        span = self.tracing.server_span(method, headers, {})
+        if span is not None and span.is_recording():  # attributes only for spans that are kept
+            user_agent = dict(scope["headers"]).get(b"user-agent")
+            span.set_attributes({
+                "http.request.method": method, "url.path": scope.get("path", ""), "url.scheme": scope.get("scheme", "http"),
+                "user_agent.original": user_agent.decode("latin-1") if user_agent else "",
+                "genloom.request.id": scope.get("state", {}).get("request_id") or "",
+            })
         trace_id = (trace_id_of(span) or "").encode()
 
         async def send_with_trace(message: Message) -> None:
             if message["type"] == "http.response.start" and span is not None:
-                span.set_attribute("http.response.status_code", message["status"])
+                if span.is_recording():
+                    span.set_attribute("http.response.status_code", message["status"])
                 if message["status"] >= 500:
                     fail(span, f"HTTP {message['status']}")
                 if trace_id:

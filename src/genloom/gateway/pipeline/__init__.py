@@ -167,13 +167,17 @@ class TextPipeline:
         bind(model=model_name(r.model))
         if self._tracing.enabled:
             operation = "chat" if r.messages is not None else "text_completion"
+            span = self._tracing.child(None, f"{operation} {model_name(r.model)}")
+            if span is None or not span.is_recording():  # not sampled: no stage spans, nothing carried
+                return
             p = r.params
-            call.span = self._tracing.child(None, f"{operation} {model_name(r.model)}", {
+            call.span = span
+            span.set_attributes({k: v for k, v in {
                 "gen_ai.operation.name": operation, "gen_ai.request.model": r.model, "gen_ai.response.id": r.id,
                 "gen_ai.request.max_tokens": p.max_tokens, "gen_ai.request.temperature": p.temperature,
                 "gen_ai.request.top_p": p.top_p, "gen_ai.request.seed": p.seed, "gen_ai.request.choice.count": r.n,
                 "genloom.tier": r.tier.value, "genloom.tenant": r.tenant, "genloom.stream": r.stream,
-            })
+            }.items() if v is not None})
             call.trace = context_of(call.span)
             if self._tracing.capture_content and call.span is not None:
                 call.span.set_attribute("gen_ai.input.messages", json.dumps(r.messages if r.messages is not None else r.prompt))
