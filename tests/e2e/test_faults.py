@@ -243,7 +243,9 @@ def test_a_model_without_a_worker_is_refused_at_once_its_jobs_wait_and_a_hung_wo
             assert done["status"] == "completed" and done["waiting_reason"] is None
             assert client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=4).choices[0].message.content
 
-            [card] = admin_workers(api)
+            # The card is as of the last heartbeat: once the last request's row has left, it says so.
+            [card] = wait_until(lambda: (cards := admin_workers(api)) and cards[0]["models"][0]["occupancy"] == 0 and cards,
+                                10, "the worker's card to show its batch empty")
             assert card["live"] and card["state"] == "ready" and card["pid"] == worker.pid
             assert card["health_url"] == worker_base and card["seconds_since_heartbeat"] < 3
             assert card["models"] == [{"model": "tiny@v1", "kind": "text", "state": "running", "capacity": 8,
