@@ -242,7 +242,8 @@ def test_a_shadow_rollout_mirrors_about_percent_of_requests_and_clients_see_only
             while (pairs := admin.get("/models/remote/rollouts/current").json().get("figures", admin.get("/models/remote/rollouts").json()["data"][-1])) is None or pairs.get("shadow", {}).get("pairs", 0) < len(shadow.requests):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            assert 40 <= len(shadow.requests) <= 80, len(shadow.requests)  # about 30% of 200
+            # About 30% of 200 (each request's arm is a hash of its id): 60 ± 5 standard deviations (6.5).
+            assert 28 <= len(shadow.requests) <= 92, len(shadow.requests)
             figures = admin.get("/models/remote/rollouts/current").json()["figures"]
             assert figures["shadow"]["pairs"] == len(shadow.requests) and figures["shadow"]["candidate_errors"] == 0
             assert figures["candidate"]["requests"] == len(shadow.requests) and figures["stable"]["requests"] == 200
