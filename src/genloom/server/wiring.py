@@ -62,7 +62,7 @@ from genloom.store.model_registry import RegistryStore
 from genloom.store.templates import TemplateStore
 from genloom.store.tenants import TenantStore
 from genloom.telemetry import Observer
-from genloom.telemetry.monitors import Monitors, MonitorSettingsView
+from genloom.telemetry.monitors import Monitors
 from genloom.telemetry.tracing import NO_TRACING, Tracing
 
 BUILTIN_EMBEDDING_MODEL = "all-minilm-l6-v2"
@@ -181,13 +181,9 @@ def build_components(
     request_log = RequestLog(database=database)
     monitors = None
     if settings.monitors.enabled and process is not Process.WORKER:
-        m = settings.monitors
         embedding_served = BUILTIN_EMBEDDING_MODEL in {model.name for model in configured_models(settings)}
         monitors = Monitors(
-            settings=MonitorSettingsView(
-                sample_rate=m.sample_rate, reference_n=m.reference_n, window_n=m.window_n, min_n=m.min_n,
-                p_threshold=m.p_threshold, permutations=m.permutations, interval_s=m.interval_s, quality_window=m.quality_window,
-            ),
+            settings=settings.monitors,
             embed=hooks.embed if embedding_served else None,
         )
     admit = Admit(limiter=limiter)

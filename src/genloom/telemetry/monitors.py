@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from genloom.config.settings import MonitorSettings
+
 log = logging.getLogger("genloom.telemetry")
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
@@ -75,20 +77,6 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, permutations: int, rng: np.random.
     observed = statistic(identity)
     exceed = sum(statistic(rng.permutation(identity)) >= observed for _ in range(permutations))
     return observed, (exceed + 1) / (permutations + 1)
-
-
-@dataclass(frozen=True)
-class MonitorSettingsView:
-    """What the monitors need of `monitors.*` (config.MonitorSettings)."""
-
-    sample_rate: float
-    reference_n: int
-    window_n: int
-    min_n: int
-    p_threshold: float
-    permutations: int
-    interval_s: float
-    quality_window: int
 
 
 @dataclass(frozen=True)
@@ -149,7 +137,7 @@ class _Drift:
 
 
 class Monitors:
-    def __init__(self, *, settings: MonitorSettingsView, embed: Embed | None, rng: random.Random | None = None) -> None:
+    def __init__(self, *, settings: MonitorSettings, embed: Embed | None, rng: random.Random | None = None) -> None:
         """Without `embed` (no embedding model served) there is no drift, only quality."""
         self._settings = settings
         self._embed = embed

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -68,12 +68,6 @@ class Tracing:
     @property
     def enabled(self) -> bool:
         return self._tracer is not None
-
-    def span(self, name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None):
-        """A context manager: a span under the current one, current while the block runs."""
-        if self._tracer is None:
-            return nullcontext(None)
-        return self._tracer.start_as_current_span(name, kind=kind, attributes=_clean(attributes))
 
     def start(
         self, name: str, *, parent: TraceContext | None = None, start_ns: int | None = None, kind: SpanKind = SpanKind.INTERNAL,
@@ -183,12 +177,6 @@ def setup_tracing(*, service: str, capture_content: bool = False, environ: Mappi
             log.warning("OTEL_TRACES_EXPORTER=%s is not supported here (otlp, console); ignored", name)
     log.info("tracing on: %s", ", ".join(exporters))
     return Tracing(provider.get_tracer("genloom", __version__), provider=provider, capture_content=capture_content)
-
-
-def current_trace_id() -> str | None:
-    """The current span's trace id as 32 hex digits (for logs and the x-genloom-trace-id header)."""
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
 def trace_id_of(span: Span | None) -> str | None:
