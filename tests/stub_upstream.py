@@ -50,6 +50,8 @@ class Behaviour:
     die_after: int = 1
     delay_s: float = 1.0
     retry_after: str | None = "1"
+    reply: str | None = None  # the answer's text (streamed in `chunks` pieces) instead of "tok0 tok1 ..."
+    echo: bool = False  # the answer is the last message's content (or the prompt), as received
 
 
 @dataclass(frozen=True)
@@ -103,15 +105,16 @@ class StubUpstream:
             return _error(401, "invalid_api_key", f"incorrect API key {said_by}")
         if b.mode is StubMode.SLOW:
             await asyncio.sleep(b.delay_s)
+        pieces = _pieces(b, body, chat)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = self._events(b, body["model"], chat, include_usage)
+            events = self._events(b, body["model"], chat, include_usage, pieces)
             return StreamingResponse(events, media_type="text/event-stream")
         if b.mode is StubMode.BAD_JSON:
             return Response("{this is not json", media_type="application/json")
-        return JSONResponse(_completion(body["model"], chat, "".join(_piece(i) for i in range(b.chunks))))
+        return JSONResponse(_completion(body["model"], chat, "".join(pieces)))
 
-    async def _events(self, b: Behaviour, model: str, chat: bool, include_usage: bool) -> AsyncIterator[str]:
+    async def _events(self, b: Behaviour, model: str, chat: bool, include_usage: bool, pieces: list[str]) -> AsyncIterator[str]:
         if b.mode is StubMode.STREAM_DIES_BEFORE_FIRST_CHUNK:
             raise ConnectionDropped("before the first chunk")
         if b.mode is StubMode.BAD_JSON:
@@ -122,11 +125,11 @@ class StubUpstream:
             while time.monotonic() < deadline:
                 yield ": keep-alive\n\n"
                 await asyncio.sleep(0.02)
-        for i in range(b.chunks):
+        for i, piece in enumerate(pieces):
             if b.mode is StubMode.STREAM_DIES_MIDWAY and i == b.die_after:
                 raise ConnectionDropped(f"after {i} chunks")
-            last = i == b.chunks - 1
-            yield f"data: {json.dumps(_chunk(model, chat, _piece(i), 'stop' if last else None))}\n\n"
+            last = i == len(pieces) - 1
+            yield f"data: {json.dumps(_chunk(model, chat, piece, 'stop' if last else None))}\n\n"
         if include_usage:  # as OpenAI does: a last chunk with no choices, only usage
             usage = {"prompt_tokens": 3, "completion_tokens": 2 * b.chunks, "total_tokens": 3 + 2 * b.chunks}
             yield f"data: {json.dumps({'id': 'stub-1', 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n"
@@ -135,6 +138,17 @@ class StubUpstream:
 
 def _piece(i: int) -> str:
     return f"tok{i} "
+
+
+def _pieces(b: Behaviour, body: dict[str, Any], chat: bool) -> list[str]:
+    """The answer's text in `b.chunks` pieces."""
+    text = b.reply
+    if b.echo:
+        text = body["messages"][-1]["content"] if chat else body["prompt"]
+    if text is None:
+        return [_piece(i) for i in range(b.chunks)]
+    size = max(1, -(-len(text) // b.chunks))
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
 
 
 def _error(

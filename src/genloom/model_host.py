@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from genloom.config import ModelKind, ModelSettings, Settings
 from genloom.gateway import TextService
 from genloom.gateway.breaker import CircuitBreaker
@@ -20,9 +22,10 @@ from genloom.gateway.image_service import ImageService
 from genloom.gateway.job_service import JobService
 from genloom.gateway.queue_io import queue_call
 from genloom.gateway.text_service import RemoteModel
+from genloom.gateway.webhooks import GuardedTransport
 from genloom.queue.protocol import JobQueue
 from genloom.registry import ModelVersion, VersionState
-from genloom.registry.registry import ModelRegistry, settings_of
+from genloom.registry.registry import CONFIG_ACTOR, ModelRegistry, settings_of
 from genloom.runtimes.embeddings import EmbeddingRuntime
 from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.remote import UpstreamSettings
@@ -264,7 +267,8 @@ class ModelHost:
             read_timeout_s=model.read_timeout_s, first_token_timeout_s=model.first_token_timeout_s,
         )
         if runs_here:
-            self._start(entry, RemoteWorker(settings=upstream, queue=self._queue, max_concurrency=model.max_concurrency))
+            self._start(entry, RemoteWorker(settings=upstream, queue=self._queue, max_concurrency=model.max_concurrency,
+                                            transport=self._upstream_transport(entry.version)))
         b = self._settings.breaker
         self._breakers[key] = CircuitBreaker(failure_threshold=b.failure_threshold, window_s=b.window_s, open_s=b.open_s)
         self._remotes[key] = entry.runtime = RemoteModel(name=key, max_context=model.max_context or REMOTE_CONTEXT)
@@ -274,6 +278,17 @@ class ModelHost:
             lambda: self._breakers.pop(key, None), lambda: self._remotes.pop(key, None),
             lambda: self._text.model_rows.pop(key, None), lambda: self._text.fallbacks.pop(key, None),
         ]
+
+    def _upstream_transport(self, version: ModelVersion) -> Callable[[httpx.Limits], httpx.AsyncBaseTransport] | None:
+        """An upstream registered through the API is checked at every call, as at registration
+        (its name may resolve elsewhere since); the operator's own config is trusted as written."""
+        if version.created_by == CONFIG_ACTOR:
+            return None
+        allow = frozenset(self._settings.upstream_allow_hosts)
+        return lambda limits: GuardedTransport(
+            allow_hosts=allow, inner=httpx.AsyncHTTPTransport(limits=limits), what="base_url",
+            allow_setting="GENLOOM_UPSTREAM_ALLOW_HOSTS",
+        )
 
     async def _load_image(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:
         """A diffusers pipeline directory. The built-in ships without its text encoder's weights

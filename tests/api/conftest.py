@@ -20,7 +20,7 @@ from tests.conftest import free_port
 
 
 @contextmanager
-def running_server(tmp_path: Path, model_dir: Path, *, observer=None, guards=None, **sections) -> Iterator[tuple[str, GenloomServer]]:
+def running_server(tmp_path: Path, model_dir: Path, *, observer=None, scanners=None, **sections) -> Iterator[tuple[str, GenloomServer]]:
     # Auth is off unless a test turns it on: most tests are about something else (tests/api/test_auth.py is not).
     config = {
         "builtin_models": False, "data_dir": str(tmp_path / "data"), "models": [{"name": "tiny", "path": str(model_dir)}],
@@ -29,7 +29,7 @@ def running_server(tmp_path: Path, model_dir: Path, *, observer=None, guards=Non
     config.update(sections)
     config_file = tmp_path / "genloom.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    server = GenloomServer(load_settings(config_file), observer=observer, guards=guards)
+    server = GenloomServer(load_settings(config_file), observer=observer, scanners=scanners)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(server.app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)

@@ -1,7 +1,7 @@
 """The guard stages on every kind of request, over HTTP with the official client: a guard that
 blocks a word stops chat (plain and streamed), completions, async jobs, images and embeddings
-with 400 content_policy_violation before anything is queued; an output guard stops an answer.
-(The guards themselves are the guardrails issue's; this proves where they sit.)"""
+with 400 content_blocked before anything is queued; an output guard stops an answer. (A
+deployment's own scanners plug in beside the built-in ones, by name, as these do.)"""
 
 from __future__ import annotations
 
@@ -11,24 +11,29 @@ import httpx
 import openai
 import pytest
 
-from genloom.gateway.pipeline.guard import GuardAction, GuardVerdict
+from genloom.guardrails.scan import Finding, Span
 from genloom.runtimes.embeddings import builtin_embedding_model_path
 from genloom.telemetry import RecordingObserver
 from tests.api.conftest import running_server
 
 WORD = "forbidden-word"
-QUIET_TENANT = "quiet"  # whose answers the output guard blocks
 
 
-class WordGuard:
-    name = "word"
+class WordScanner:
+    name, categories = "word", ("test",)
 
-    async def scan(self, texts: list[str], *, stage: str, tenant: str) -> GuardVerdict:
-        if stage == "input" and any(WORD in t for t in texts):
-            return GuardVerdict(self.name, GuardAction.BLOCK, category="test", message=f"'{WORD}' is not allowed here")
-        if stage == "output" and tenant == QUIET_TENANT:
-            return GuardVerdict(self.name, GuardAction.BLOCK, category="test")
-        return GuardVerdict(self.name, GuardAction.ALLOW)
+    def scan(self, text: str) -> list[Finding]:
+        at = text.find(WORD)
+        return [Finding(self.name, "test", 1.0 if at >= 0 else 0.0, (Span(at, at + len(WORD), "WORD"),) if at >= 0 else ())]
+
+
+class AnythingScanner:
+    """Finds every answer (the tiny random model's text cannot be foreseen)."""
+
+    name, categories = "anything", ("test",)
+
+    def scan(self, text: str) -> list[Finding]:
+        return [Finding(self.name, "test", 1.0 if text else 0.0)]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +43,7 @@ def served(tmp_path_factory, tiny_model_dir, tiny_image_model_dir) -> Iterator[t
               {"name": "tiny-sd", "path": str(tiny_image_model_dir), "kind": "image", "default_steps": 2},
               {"name": "all-minilm-l6-v2", "kind": "embedding", "path": str(builtin_embedding_model_path())}]
     with running_server(tmp_path_factory.mktemp("guards"), tiny_model_dir, models=models, observer=observer,
-                        guards=[WordGuard()]) as (url, _):
+                        scanners={"word": WordScanner()}, guardrails={"input": {"word": {"action": "block"}}}) as (url, _):
         yield url, observer
 
 
@@ -47,35 +52,38 @@ def client(served) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{served[0]}/v1", api_key="unused", max_retries=0)
 
 
-def blocked(call) -> None:
+def blocked(call, param: str) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         call()
-    assert refused.value.code == "content_policy_violation" and WORD in refused.value.message
+    assert refused.value.code == "content_blocked" and refused.value.param == param
+    assert "blocked by the word guard (test)" in refused.value.message
 
 
 def test_a_blocked_input_is_refused_for_every_kind_of_request(client, served):
     said = [{"role": "user", "content": f"please say {WORD}"}]
-    blocked(lambda: client.chat.completions.create(model="tiny", messages=said, max_tokens=2))
-    blocked(lambda: list(client.chat.completions.create(model="tiny", messages=said, max_tokens=2, stream=True)))
-    blocked(lambda: client.completions.create(model="tiny", prompt=f"say {WORD}", max_tokens=2))
-    blocked(lambda: client.images.generate(model="tiny-sd", prompt=f"a {WORD} on a red background"))
-    blocked(lambda: client.embeddings.create(model="all-minilm-l6-v2", input=["fine", f"not {WORD}"]))
+    blocked(lambda: client.chat.completions.create(model="tiny", messages=said, max_tokens=2), "messages")
+    blocked(lambda: list(client.chat.completions.create(model="tiny", messages=said, max_tokens=2, stream=True)), "messages")
+    blocked(lambda: client.completions.create(model="tiny", prompt=f"say {WORD}", max_tokens=2), "prompt")
+    blocked(lambda: client.images.generate(model="tiny-sd", prompt=f"a {WORD} on a red background"), "prompt")
+    blocked(lambda: client.embeddings.create(model="all-minilm-l6-v2", input=["fine", f"not {WORD}"]), "input")
     job = httpx.post(f"{served[0]}/v1/jobs", json={"url": "/v1/chat/completions",
                                                    "body": {"model": "tiny", "messages": said, "max_tokens": 2}})
-    assert job.status_code == 400 and job.json()["error"]["code"] == "content_policy_violation"
+    assert job.status_code == 400 and job.json()["error"]["code"] == "content_blocked"
     assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2).choices
 
 
-def test_an_output_guard_stops_the_answer(client):
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
-                                       extra_headers={"X-Genloom-Tenant": QUIET_TENANT})
-    assert refused.value.code == "content_policy_violation"
-    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
-                                            stream=True, extra_headers={"X-Genloom-Tenant": QUIET_TENANT})
-    with pytest.raises(openai.APIError) as ended:  # a stream's answer is read whole at its end
-        list(stream)
-    assert "blocked by the word guard" in str(ended.value)
+def test_an_output_guard_stops_the_answer(tmp_path, tiny_model_dir):
+    with running_server(tmp_path, tiny_model_dir, scanners={"anything": AnythingScanner()},
+                        guardrails={"output": {"anything": {"action": "block"}}}) as (url, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        said = [{"role": "user", "content": "hi"}]
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="tiny", messages=said, max_tokens=4, temperature=1.0, seed=3)
+        assert refused.value.code == "content_blocked" and refused.value.param is None
+        stream = client.chat.completions.create(model="tiny", messages=said, max_tokens=4, stream=True)
+        with pytest.raises(openai.APIError) as ended:
+            list(stream)
+        assert "blocked by the anything guard" in str(ended.value)
 
 
 def test_images_and_embeddings_report_to_the_observer(client, served):
@@ -88,5 +96,5 @@ def test_images_and_embeddings_report_to_the_observer(client, served):
     finished = {c["route"]: c for c in observer.named("request_finished")}
     assert finished["/v1/images/generations"]["version"] == "tiny-sd@v1" and finished["/v1/images/generations"]["status"] == "completed"
     assert finished["/v1/embeddings"]["version"] == "all-minilm-l6-v2@v1"
-    assert {c["stage"] for c in observer.named("guard_decision")} == {"input"}
+    assert {(c["stage"], c["action"]) for c in observer.named("guard_decision")} == {("input", "allow")}
     assert {c["model"] for c in observer.named("batch_formed")} >= {"tiny-sd@v1", "all-minilm-l6-v2@v1"}

@@ -10,9 +10,12 @@ from starlette.middleware import Middleware
 
 from genloom import __version__
 from genloom.api.errors import install_error_handlers
-from genloom.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, RequestIdMiddleware, TracingMiddleware
+from genloom.api.middleware import (
+    AccessLogMiddleware, BodyLimitMiddleware, JsonDepthMiddleware, RequestIdMiddleware, TracingMiddleware,
+)
 from genloom.api.callers import authentication
 from genloom.api.routes_admin import build_admin_router
+from genloom.api.routes_moderations import build_moderations_router
 from genloom.api.routes_embeddings import build_embeddings_router
 from genloom.api.routes_files import build_files_router
 from genloom.api.routes_health import build_health_router
@@ -35,7 +38,10 @@ from genloom.gateway.embedding_service import EmbeddingService
 from genloom.gateway.image_service import ImageService
 from genloom.gateway.job_service import JobService
 from genloom.gateway.templates import TemplateService
+from genloom.guardrails.engine import Guardrails
+from genloom.guardrails.policy import Policies
 from genloom.registry.registry import ModelRegistry
+from genloom.store.guard_audit import GuardAudit
 from genloom.registry.rollouts import RolloutService
 from genloom.store.responses import ResponseStore
 from genloom.telemetry.monitors import Monitors
@@ -71,6 +77,9 @@ def create_app(
     monitors: Monitors | None = None,
     responses: ResponseStore | None = None,
     batches: BatchService | None = None,
+    guardrails: Guardrails | None = None,
+    policies: Policies | None = None,
+    audit: GuardAudit | None = None,
 ) -> FastAPI:
     traced = [Middleware(TracingMiddleware, tracing=tracing)] if tracing.enabled else []
     app = FastAPI(
@@ -83,6 +92,7 @@ def create_app(
             *([Middleware(AccessLogMiddleware)] if settings.logging.access_log else []),
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes,
                        uploads={"/v1/files": settings.api.max_file_bytes}),
+            Middleware(JsonDepthMiddleware, max_depth=settings.api.max_json_depth),
         ],
     )
     app.include_router(build_health_router(
@@ -105,7 +115,9 @@ def create_app(
         build_embeddings_router(embeddings),
         build_images_router(images),
         build_templates_router(templates, pipeline, settings.api),
-        build_admin_router(admin, breakers, jobs, list_workers=list_workers, monitors=monitors),
+        build_admin_router(admin, breakers, jobs, list_workers=list_workers, monitors=monitors, policies=policies, audit=audit),
+        *([build_moderations_router(guardrails, max_inputs=settings.guardrails.max_moderation_inputs)]
+          if guardrails is not None else []),
         build_registry_router(
             registry, rollouts, upstream_allow_hosts=frozenset(settings.upstream_allow_hosts), loaded=loaded_models,
             running=running_models, work=model_work,

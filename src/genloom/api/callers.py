@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
@@ -31,6 +32,7 @@ class Caller:
     key_id: str | None = None
     limits: dict[str, int] = field(default_factory=dict)
     key_limits: dict[str, int] = field(default_factory=dict)
+    guardrails: dict[str, Any] = field(default_factory=dict)  # the tenant's guard policy overrides
 
 
 def authentication(
@@ -64,7 +66,8 @@ def caller(request: Request) -> Caller:
     """The tier and tenant a request is scheduled and accounted under."""
     who = principal(request)
     return Caller(
-        tier=who.tier, tenant=who.tenant_id, key_id=who.key_id, limits=dict(who.limits), key_limits=dict(who.key_limits)
+        tier=who.tier, tenant=who.tenant_id, key_id=who.key_id, limits=dict(who.limits), key_limits=dict(who.key_limits),
+        guardrails=who.guardrails,
     )
 
 

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genloom.gateway.auth import PermissionDenied, Unauthenticated
 from genloom.gateway.pipeline.guard import GuardBlocked
+from genloom.guardrails.policy import PolicyError
 from genloom.gateway.errors import GenerationFailed, InvalidRequest, ModelNotFound, NotReady, NoWorker, TimedOut
 from genloom.gateway.rate_limit import RateLimited
 from genloom.queue import QueueClosed, QueueFull, QueueUnavailable, TenantQueueFull
@@ -89,7 +90,6 @@ _PLAIN: dict[type[Exception], tuple[int, str, str | None, str]] = {
     BatchNotFound: (404, "invalid_request_error", "batch_id", "batch_not_found"),
     RegistryConflict: (409, "invalid_request_error", None, "registry_conflict"),
     RolloutNotFound: (404, "invalid_request_error", None, "rollout_not_found"),
-    GuardBlocked: (400, "invalid_request_error", None, "content_policy_violation"),
 }
 
 
@@ -159,6 +159,8 @@ _RULES: list[tuple[type[Exception], Callable[[Any], ApiError | None]]] = [
     (UnknownModel, _unknown_model),
     (InvalidRollout, lambda e: ApiError(400, str(e), "invalid_request_error", e.param, "invalid_value")),
     (InvalidRequest, lambda e: ApiError(400, str(e), "invalid_request_error", e.param, "invalid_value")),
+    (GuardBlocked, lambda e: ApiError(400, str(e), "invalid_request_error", e.param, "content_blocked")),
+    (PolicyError, lambda e: ApiError(400, str(e), "invalid_request_error", e.param, "invalid_value")),
     (QueueFull, lambda e: ApiError(503, str(e), "server_error", None, "queue_full", _retry_after(e.retry_after_s))),
     (Unauthenticated, lambda e: ApiError(401, str(e), "invalid_request_error", None, "invalid_api_key",
                                          {"WWW-Authenticate": "Bearer"})),

@@ -11,6 +11,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genloom.api.errors import error_body
+from genloom.gateway.json_depth import JsonNesting, JsonTooDeep
 from genloom.telemetry.logs import close_request, open_request
 from genloom.telemetry.tracing import TRACE_ID_HEADER, Tracing, current, fail, trace_id_of
 
@@ -134,6 +135,53 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class JsonDepthMiddleware:
+    """Refuse a JSON body nested deeper than `max_depth` with 400, measured as it arrives, before
+    anything parses it (bodies of other media types, such as file uploads, pass untouched)."""
+
+    def __init__(self, app: ASGIApp, *, max_depth: int) -> None:
+        self.app = app
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _json_body(scope):
+            await self.app(scope, receive, send)
+            return
+        nesting = JsonNesting()
+        too_deep = False
+
+        async def measuring_receive() -> Message:
+            nonlocal too_deep
+            message = await receive()
+            if message["type"] == "http.request" and nesting.feed(message.get("body", b"")) > self.max_depth:
+                # End the body here; whatever the app answers is replaced by the 400 below.
+                too_deep = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not too_deep:
+                await send(message)
+
+        await self.app(scope, measuring_receive, guarded_send)
+        if too_deep:
+            body = json.dumps(error_body(str(JsonTooDeep(self.max_depth)), "invalid_request_error", None, "json_too_deep"))
+            await send({
+                "type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            })
+            await send({"type": "http.response.body", "body": body.encode()})
+
+
+def _json_body(scope: Scope) -> bool:
+    """Whether FastAPI would parse the body as JSON: no content-type, or a JSON one."""
+    content_type = dict(scope["headers"]).get(b"content-type")
+    if content_type is None:
+        return True
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
 
 
 class TracingMiddleware:

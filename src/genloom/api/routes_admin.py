@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field
 
@@ -19,6 +19,8 @@ from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.errors import InvalidRequest, ModelNotFound
 from genloom.gateway.job_service import JobService
 from genloom.jobs import Tier
+from genloom.guardrails.policy import Policies
+from genloom.store.guard_audit import AuditEntry, GuardAudit
 from genloom.store.tenants import ApiKey, Tenant
 from genloom.telemetry.monitors import Monitors
 
@@ -36,17 +38,20 @@ class TenantLimits(_Body):
     tokens_per_minute: int | None = Field(None, gt=0)
     tokens_per_day: int | None = Field(None, gt=0)
     images_per_day: int | None = Field(None, gt=0)
+    guard_blocks_per_hour: int | None = Field(None, gt=0)  # then every request gets 429 until the hour ends
 
 
 class TenantCreate(_Body):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
     tier: Tier = Tier.FREE
     limits: TenantLimits = Field(default_factory=TenantLimits)
+    guardrails: dict[str, Any] | None = None  # guard policy overrides: {"input": {"pii": {"action": "redact"}}}
 
 
 class TenantUpdate(_Body):
     tier: Tier | None = None
     limits: TenantLimits | None = None
+    guardrails: dict[str, Any] | None = None  # replaces the tenant's overrides ({} clears them)
 
 
 class KeyCreate(_Body):
@@ -59,6 +64,7 @@ class KeyCreate(_Body):
 def build_admin_router(
     admin: TenantAdmin, breakers: Mapping[str, CircuitBreaker], jobs: JobService, *,
     list_workers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None, monitors: Monitors | None = None,
+    policies: Policies | None = None, audit: GuardAudit | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
 
@@ -116,7 +122,8 @@ def build_admin_router(
 
     @router.post("/tenants", status_code=201)
     async def create_tenant(body: TenantCreate) -> dict[str, Any]:
-        tenant = await admin.create_tenant(name=body.name, tier=body.tier, limits=_limits(body.limits))
+        tenant = await admin.create_tenant(name=body.name, tier=body.tier, limits=_limits(body.limits),
+                                           guardrails=checked_guardrails(body.guardrails))
         return _tenant(tenant)
 
     @router.get("/tenants")
@@ -134,7 +141,29 @@ def build_admin_router(
             changes["tier"] = body.tier.value
         if body.limits is not None:
             changes["limits"] = _limits(body.limits)
+        if body.guardrails is not None:
+            changes["guardrails"] = checked_guardrails(body.guardrails)
         return _tenant(await admin.update_tenant(tenant_id, **changes))
+
+    def checked_guardrails(given: dict[str, Any] | None) -> dict[str, Any]:
+        if not given:
+            return {}
+        if policies is None:
+            raise InvalidRequest("guardrails cannot be set on this server", "guardrails")
+        return policies.check_overrides(given, "guardrails")
+
+    @router.get("/audit")
+    async def audit_log(
+        tenant: str | None = None, scanner: str | None = None, action: Literal["flag", "redact", "block"] | None = None,
+        after: int | None = Query(None, ge=0), limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        """The guards' flags, blocks and redactions, newest first; `after` (an id) pages on."""
+        if audit is None:
+            return {"object": "list", "data": [], "has_more": False}
+        entries = await audit.list(tenant=tenant, scanner=scanner, action=action, after=after, limit=limit + 1)
+        page = entries[:limit]
+        return {"object": "list", "data": [_audit_entry(e) for e in page], "has_more": len(entries) > limit,
+                "last_id": page[-1].id if page else None}
 
     @router.post("/tenants/{tenant_id}/keys", status_code=201)
     async def create_key(tenant_id: str, body: KeyCreate) -> JSONResponse:
@@ -166,7 +195,16 @@ def _unix(at: datetime | None) -> int | None:
 
 def _tenant(t: Tenant) -> dict[str, Any]:
     return {"id": t.id, "object": "tenant", "name": t.name, "tier": t.tier, "limits": t.limits,
-            "created_at": _unix(t.created_at), "updated_at": _unix(t.updated_at)}
+            "guardrails": t.guardrails, "created_at": _unix(t.created_at), "updated_at": _unix(t.updated_at)}
+
+
+def _audit_entry(e: AuditEntry) -> dict[str, Any]:
+    entry = {"id": e.id, "object": "guard.audit_entry", "created_at": _unix(e.created_at), "request_id": e.request_id,
+             "tenant": e.tenant, "stage": e.stage, "scanner": e.scanner, "category": e.category, "score": e.score,
+             "action": e.action, "spans": e.spans}
+    if e.content is not None:
+        entry["content"] = e.content
+    return entry
 
 
 def _key(k: ApiKey) -> dict[str, Any]:

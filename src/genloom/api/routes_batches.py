@@ -71,6 +71,7 @@ def build_batches_router(batches: BatchService, api: ApiSettings) -> APIRouter:
         batch = await batches.create(
             tenant=who.tenant, input_file_id=body.input_file_id, endpoint=body.endpoint,
             completion_window=body.completion_window, metadata=body.metadata, request_for=request_for, describe=describe,
+            max_json_depth=api.max_json_depth,
         )
         return await batch_body(batch, batches)
 

@@ -41,7 +41,8 @@ def build_embeddings_router(service: EmbeddingService) -> APIRouter:
     async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
         who = caller(request)
         embedding_request = EmbeddingRequest(
-            model=body.model, input=body.input, dimensions=body.dimensions, tier=who.tier, tenant=who.tenant
+            model=body.model, input=body.input, dimensions=body.dimensions, tier=who.tier, tenant=who.tenant,
+            limits=who.limits, guardrails=who.guardrails,
         )
         result = await service.embed(embedding_request, request.is_disconnected)
         if result is None:

@@ -42,7 +42,7 @@ def image_request(body: ImageGenerationBody, request: Request) -> ImageRequest:
         model=body.model, prompt=body.prompt, n=body.n or 1, size=body.size,
         response_format=body.response_format or "b64_json", negative_prompt=body.negative_prompt, steps=body.steps,
         guidance_scale=body.guidance_scale, seed=body.seed, scheduler=body.scheduler, tier=who.tier, tenant=who.tenant,
-        key_id=who.key_id, limits=who.limits, key_limits=who.key_limits,
+        key_id=who.key_id, limits=who.limits, key_limits=who.key_limits, guardrails=who.guardrails,
     )
 
 

@@ -5,9 +5,9 @@ a chat completion, and /v1/templates/{name}/render shows what a template would s
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
@@ -20,6 +20,9 @@ from genloom.gateway.pipeline import TextPipeline
 from genloom.gateway.templates import PARAMETERS, ScenarioCall, TemplateService
 from genloom.store.templates import ScenarioVersion, TemplateVersion
 
+
+MAX_VERSION = 2**31 - 1  # versions are INTEGER columns: larger numbers cannot name one, and PostgreSQL refuses them
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 class TemplateCreate(_Body):
     """Shapes only; the gateway checks names, roles, Jinja2 and variable declarations."""
@@ -34,7 +37,7 @@ class TemplateCreate(_Body):
 
 class TemplateRef(_Body):
     name: str
-    version: int | None = Field(None, ge=1, description="the template's newest version (pinned now) when left out")
+    version: int | None = Field(None, ge=1, le=MAX_VERSION, description="the template's newest version (pinned now) when left out")
 
 
 class ScenarioCreate(_Body):
@@ -46,12 +49,12 @@ class ScenarioCreate(_Body):
 
 
 class ScenarioActivate(_Body):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class TemplateRender(_Body):
     variables: dict[str, Any] = Field(default_factory=dict)
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=MAX_VERSION)
 
 
 class ScenarioRun(_Body):
@@ -93,7 +96,7 @@ def build_templates_router(templates: TemplateService, pipeline: TextPipeline, s
                 "versions": [_template(t) for t in versions]}
 
     @admin.get("/templates/{name}/versions/{version}")
-    async def get_template_version(name: str, version: int) -> dict[str, Any]:
+    async def get_template_version(name: str, version: VersionNumber) -> dict[str, Any]:
         return _template(await templates.template(name, version))
 
     @admin.post("/scenarios", status_code=201)
@@ -114,7 +117,7 @@ def build_templates_router(templates: TemplateService, pipeline: TextPipeline, s
                 "latest_version": versions[-1].version, "versions": [_scenario(s) for s in versions]}
 
     @admin.get("/scenarios/{name}/versions/{version}")
-    async def get_scenario_version(name: str, version: int) -> dict[str, Any]:
+    async def get_scenario_version(name: str, version: VersionNumber) -> dict[str, Any]:
         return _scenario(await templates.scenario(name, version))
 
     @admin.post("/scenarios/{name}/activate")

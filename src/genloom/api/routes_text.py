@@ -24,6 +24,7 @@ from genloom.gateway.errors import InvalidRequest
 from genloom.gateway.structured import json_grammar, response_grammar
 from genloom.gateway.tools import tools_from_request
 from genloom.gateway.templates import TemplateService
+from genloom.guardrails.policy import layered
 from genloom.jobs import ChoiceFinished, TokenEvent
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-genloom-cache": "miss"}
@@ -37,9 +38,12 @@ def build_text_router(pipeline: TextPipeline, templates: TemplateService, settin
 
     @router.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
+        scenario_guardrails = None
         if body.model.startswith(SCENARIO_PREFIX):
-            body = await _through_scenario(templates, body)
+            body, scenario_guardrails = await _through_scenario(templates, body)
         text_request = chat_request(body, settings, caller(request))
+        if scenario_guardrails:
+            text_request = replace(text_request, guardrails=layered(text_request.guardrails, scenario_guardrails))
         if body.stream:
             response = await stream_response(pipeline, text_request, request, ChatChunks(body.include_usage))
         else:
@@ -68,16 +72,19 @@ def _naming_ignored(response: Response, ignored: list[str]) -> Response:
     return response
 
 
-async def _through_scenario(templates: TemplateService, body: ChatCompletionRequest) -> ChatCompletionRequest:
+async def _through_scenario(
+    templates: TemplateService, body: ChatCompletionRequest
+) -> tuple[ChatCompletionRequest, dict[str, Any] | None]:
     """`model="scenario:NAME"`: the scenario's rendered template (its string variables from the
-    request's `metadata`) goes before the client's messages, on the scenario's model and policy."""
+    request's `metadata`) goes before the client's messages, on the scenario's model and policy;
+    with the scenario's guard policy overrides."""
     name = body.model.removeprefix(SCENARIO_PREFIX)
     given = {key: getattr(body, key) for key in ("max_tokens", "temperature", "top_p", "stop", "seed")}
     call = await templates.prepare_call(name, dict(body.metadata or {}), {k: v for k, v in given.items() if v is not None})
     fields = body.model_dump(exclude_none=True) | call.parameters
     fields |= {"model": call.model, "messages": [*call.messages, *(m.model_dump(exclude_none=True) for m in body.messages)]}
     fields.pop("max_completion_tokens", None)
-    return ChatCompletionRequest.model_validate(fields)
+    return ChatCompletionRequest.model_validate(fields), call.scenario.policy.get("guardrails")
 
 
 async def _answer(pipeline: TextPipeline, text_request: TextRequest, request: Request) -> JSONResponse:
@@ -114,6 +121,7 @@ def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller
         key_id=who.key_id,
         limits=who.limits,
         key_limits=who.key_limits,
+        guardrails=who.guardrails,
         stream=bool(body.stream),
         user=body.user,
     )
@@ -135,6 +143,7 @@ def completion_request(body: CompletionRequest, settings: ApiSettings, who: Call
         key_id=who.key_id,
         limits=who.limits,
         key_limits=who.key_limits,
+        guardrails=who.guardrails,
         stream=bool(body.stream),
         user=body.user,
     )
@@ -177,5 +186,5 @@ async def stream_response(pipeline: TextPipeline, text_request: TextRequest, req
         yield "data: [DONE]\n\n"
 
     # The version chosen when the request was accepted; a fallback before the first token shows in the chunks.
-    headers = _SSE_HEADERS | completion.rate_limit_headers | {VERSION_HEADER: completion.model}
+    headers = _SSE_HEADERS | completion.rate_limit_headers | completion.guard_headers | {VERSION_HEADER: completion.model}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

@@ -183,11 +183,11 @@ def _run_bench(name: str, args: list[str]) -> None:
     raise typer.Exit(module["main"](args))
 
 
-def _bench_command(name: str, help: str) -> None:
-    """`genloom bench <name> [ARGS...]`: the script's own options pass through untouched."""
+def _bench_command(name: str, help: str, script: str | None = None) -> None:
+    """`genloom bench <name> [ARGS...]` runs bench/<script or name>_bench.py: the script's own options pass through untouched."""
 
     def command(ctx: typer.Context) -> None:
-        _run_bench(name, list(ctx.args))
+        _run_bench(script or name, list(ctx.args))
 
     command.__doc__ = help
     bench_app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
@@ -205,3 +205,5 @@ for _name, _help in (
     ('soak', 'RSS, fds, threads, database and Redis size under steady mixed traffic for N minutes (bench/soak_bench.py --help).'),
 ):
     _bench_command(_name, _help)
+_bench_command('guards', 'Gateway throughput with input and output guardrails on against off (bench/guard_cost_bench.py --help).',
+               script='guard_cost')

@@ -38,6 +38,9 @@ class ServerSettings(_Section):
     port: int = Field(8000, ge=0, le=65535)
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
     log_level: str = "info"
+    max_header_bytes: int = Field(65_536, ge=1024, description="a request line and headers larger than this get 431")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request's headers must arrive within this, else 408 (slow clients)")
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body that stops arriving this long ends the connection")
 
 
 class ApiSettings(_Section):
@@ -45,6 +48,7 @@ class ApiSettings(_Section):
     default_max_tokens: int = Field(256, gt=0, description="used when a request gives no max_tokens")
     max_n: int = Field(8, gt=0, description="most choices one request may ask for")
     max_file_bytes: int = Field(104_857_600, gt=0, description="POST /v1/files: larger uploads get 413")
+    max_json_depth: int = Field(64, gt=0, description="JSON bodies (and batch lines) nested deeper than this get 400")
 
 
 class TierSettings(_Section):
@@ -300,6 +304,39 @@ class CacheSettings(_Section):
     semantic_max_entries_per_tenant: int = Field(1_000, gt=0)
 
 
+class GuardMode(str, Enum):
+    """What a scanner's finding above its threshold does: nothing, a record and a header, the
+    found text replaced by placeholders (PII and secrets only), or a refusal."""
+
+    OFF = "off"
+    FLAG = "flag"
+    REDACT = "redact"
+    BLOCK = "block"
+
+
+class ScannerPolicy(_Section):
+    action: GuardMode = GuardMode.OFF
+    threshold: float | None = Field(None, ge=0, le=1, description="score at or above which it acts; default the scanner's calibrated one")
+    restore: bool = Field(False, description="input redaction: put the original values back into the answer for the same caller")
+
+
+class GuardrailSettings(_Section):
+    """Scanners per stage, by name (prompt_injection, pii, secrets, unsafe): input guards run
+    before admission, output guards on the answer (streams in windows). A tenant's
+    `guardrails` (PATCH /v1/admin/tenants/{id}) and a scenario's `policy.guardrails` override
+    these field by field, in that order."""
+
+    input: dict[str, ScannerPolicy] = Field(default_factory=dict)
+    output: dict[str, ScannerPolicy] = Field(default_factory=dict)
+    audit_content: bool = Field(False, description="the audit log keeps the scanned text too (else only scanner, score, action, spans)")
+    blocks_per_hour: int | None = Field(
+        None, gt=0, description="blocked requests a tenant may make in an hour before all its requests get 429 (a tenant's limits.guard_blocks_per_hour overrides)"
+    )
+    stream_window_chars: int = Field(64, gt=0, description="a streamed answer is scanned every this many new characters")
+    stream_holdback_chars: int = Field(48, ge=0, description="the newest characters of a streamed answer are sent only once the text after them is scanned too")
+    max_moderation_inputs: int = Field(256, gt=0, description="POST /v1/moderations: most inputs one request may hold")
+
+
 class TieredRoute(_Section):
     """A model name clients call that picks `simple` or `complex` by the request's complexity score."""
 
@@ -403,6 +440,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     monitors: MonitorSettings = Field(default_factory=MonitorSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
 
     @classmethod
     def settings_customise_sources(

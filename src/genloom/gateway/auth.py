@@ -45,6 +45,7 @@ class Principal:
     limits: dict[str, Any]  # the tenant's
     key_id: str | None = None  # None when auth is disabled
     key_limits: dict[str, Any] = field(default_factory=dict)
+    guardrails: dict[str, Any] = field(default_factory=dict)  # the tenant's policy overrides
 
     @property
     def is_admin(self) -> bool:
@@ -107,7 +108,7 @@ class Authenticator:
             raise Unauthenticated(f"the API key {api_key.prefix}… expired; ask an admin for a new one")
         return Principal(
             tenant_id=tenant.id, tenant_name=tenant.name, tier=Tier(tenant.tier), scope=Scope(api_key.scope),
-            limits=tenant.limits, key_id=api_key.id, key_limits=api_key.limits,
+            limits=tenant.limits, key_id=api_key.id, key_limits=api_key.limits, guardrails=tenant.guardrails,
         )
 
     def forget(self) -> None:
@@ -146,10 +147,12 @@ class TenantAdmin:
         self._default_tier = default_tier
         self._now = wall_clock
 
-    async def create_tenant(self, *, name: str, tier: Tier, limits: dict[str, Any]) -> Tenant:
+    async def create_tenant(
+        self, *, name: str, tier: Tier, limits: dict[str, Any], guardrails: dict[str, Any] | None = None
+    ) -> Tenant:
         now = self._now()
         tenant = Tenant(id=f"ten_{uuid.uuid4().hex[:16]}", name=name, tier=tier.value, limits=limits,
-                        created_at=now, updated_at=now)
+                        created_at=now, updated_at=now, guardrails=guardrails or {})
         return await self._tenants.create_tenant(tenant)
 
     async def list_tenants(self) -> list[Tenant]:

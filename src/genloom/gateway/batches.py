@@ -16,6 +16,7 @@ from typing import Any
 
 from genloom.gateway.errors import InvalidRequest
 from genloom.gateway.job_service import JobService, JobSubmission
+from genloom.gateway.json_depth import DEFAULT_MAX_JSON_DEPTH, JsonTooDeep, json_depth
 from genloom.jobs import Tier
 from genloom.jobs.records import JobState
 from genloom.store.batches import BatchRecord, BatchStore
@@ -36,6 +37,7 @@ class BatchService:
     async def create(
         self, *, tenant: str, input_file_id: str, endpoint: str, completion_window: str, metadata: dict[str, str] | None,
         request_for: RequestFor, describe: Callable[[Exception], tuple[str, str]],
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     ) -> BatchRecord:
         if endpoint not in ENDPOINTS:
             raise InvalidRequest(f"endpoint must be one of {', '.join(ENDPOINTS)}", "endpoint")
@@ -56,6 +58,8 @@ class BatchService:
         for number, line in raw_lines:
             custom_id = None
             try:
+                if json_depth(line) > max_json_depth:  # json.loads recurses once per level
+                    raise InvalidRequest(str(JsonTooDeep(max_json_depth, "the line")), "line")
                 item = json.loads(line)
                 if not isinstance(item, dict):
                     raise InvalidRequest("a line is a JSON object", "line")

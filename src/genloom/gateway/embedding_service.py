@@ -7,9 +7,10 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from genloom.config import ModelKind
-from genloom.gateway.pipeline.guard import GuardStage
+from genloom.gateway.pipeline.guard import Guarded, GuardStage
 from genloom.gateway.events import DisconnectProbe, WaitBounds, final_event, thread_emitter
 from genloom.gateway.presence import WorkerPresence
 from genloom.gateway.errors import InvalidRequest, ModelNotFound, NotReady
@@ -39,6 +40,8 @@ class EmbeddingRequest:
     dimensions: int | None = None
     tier: Tier = Tier.FREE
     tenant: str = "default"
+    limits: dict[str, int] = field(default_factory=dict)  # the tenant's (its guard_blocks_per_hour)
+    guardrails: dict[str, Any] = field(default_factory=dict)  # the tenant's guard policy overrides
     id: str = field(default_factory=lambda: f"emb-{uuid.uuid4().hex}")
 
 
@@ -100,7 +103,8 @@ class EmbeddingService:
             prepared = self.prepare(request)
             version = prepared.runtime.name
             if self._guard_input is not None:
-                await self._guard_input.check(list(prepared.texts), tenant=request.tenant)
+                who = Guarded(tenant=request.tenant, request_id=request.id, overrides=request.guardrails, limits=request.limits)
+                await self._guard_input.check(list(prepared.texts), who=who, param="input")
             result = await self._embed(request, prepared, disconnected)
             status = "completed" if result is not None else "cancelled"
             return result

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from genloom.config import ImageSettings, ModelKind
-from genloom.gateway.pipeline.guard import GuardStage
+from genloom.gateway.pipeline.guard import Guarded, GuardStage
 from genloom.gateway.events import DisconnectProbe, WaitBounds, final_event, thread_emitter
 from genloom.gateway.presence import WorkerPresence
 from genloom.gateway.errors import InvalidRequest, ModelNotFound, NotReady
@@ -63,6 +63,7 @@ class ImageRequest:
     key_id: str | None = None
     limits: dict[str, int] = field(default_factory=dict)
     key_limits: dict[str, int] = field(default_factory=dict)
+    guardrails: dict[str, Any] = field(default_factory=dict)  # the tenant's guard policy overrides
     id: str = field(default_factory=lambda: f"img-{uuid.uuid4().hex}")
 
     def to_record(self) -> dict[str, Any]:
@@ -223,7 +224,7 @@ class ImageService:
             return None
         return await self._limiter.check(
             key_id=request.key_id or f"tenant:{request.tenant}", tenant_id=request.tenant,
-            key_limits=Limits(**request.key_limits), tenant_limits=Limits(**request.limits), tokens=0,
+            key_limits=Limits.of(request.key_limits), tenant_limits=Limits.of(request.limits), tokens=0,
             images=prepared.task.n,
         )
 
@@ -252,7 +253,8 @@ class ImageService:
         """The input guard on what the picture is asked to show (and not to)."""
         if self.guard_input is not None:
             texts = [request.prompt, *([request.negative_prompt] if request.negative_prompt else [])]
-            await self.guard_input.check(texts, tenant=request.tenant)
+            who = Guarded(tenant=request.tenant, request_id=request.id, overrides=request.guardrails, limits=request.limits)
+            await self.guard_input.check(texts, who=who, param="prompt")
 
     async def _generate(self, request: ImageRequest, disconnected: DisconnectProbe, base_url: str) -> dict[str, Any] | None:
         prepared = self.prepare(request)

@@ -21,7 +21,7 @@ from genloom.gateway.errors import InvalidRequest, ModelNotFound
 from genloom.gateway.job_runner import JobRunner, Prepared, Request
 from genloom.gateway.image_service import IMAGES_ENDPOINT, ImageRequest, ImageService
 from genloom.gateway.pipeline.admit import Admit
-from genloom.gateway.pipeline.call import request_texts
+from genloom.gateway.pipeline.call import guarded, request_roles, request_texts, with_texts
 from genloom.gateway.pipeline.guard import GuardStage
 from genloom.gateway.presence import WorkerPresence
 from genloom.telemetry import NO_OBSERVER, Observer
@@ -164,9 +164,12 @@ class JobService:
             charged = request
             return _Checked(request, prepared, images.cost(prepared), lambda: images.admit(charged, prepared), images.refund)
         text = self._text.route(request)
+        if self._guard_input is not None:  # a job's redacted text stays redacted: nothing is kept to restore it
+            param = "messages" if text.messages is not None else "prompt"
+            checked = await self._guard_input.check(request_texts(text), who=guarded(text), roles=request_roles(text), param=param)
+            if checked.texts != request_texts(text):
+                text = with_texts(text, checked.texts)
         prepared_text = self._text.prepare(text)
-        if self._guard_input is not None:
-            await self._guard_input.check(request_texts(text), tenant=text.tenant)
 
         async def refund(admission: Admission | None) -> None:
             await self._admit.settle(admission, tokens_used=0)

@@ -15,7 +15,7 @@ import httpx
 from genloom.config import JobsSettings
 from genloom.gateway.job_body import job_body, unix
 from genloom.gateway.job_service import JobView
-from genloom.gateway.webhooks import Resolver, WebhookTargetRefused, check_target, deliver, resolve_host
+from genloom.gateway.webhooks import GuardedTransport, Resolver, WebhookTargetRefused, check_target, deliver, resolve_host
 from genloom.queue.backoff import retry_delay
 from genloom.jobs.records import JobRecord, WebhookAttempt
 from genloom.store.jobs import JobStore, utc_now
@@ -55,8 +55,14 @@ class WebhookDispatcher:
         self._wake.set()
 
     async def start(self) -> None:
+        # Checked again at connect time, and connected to the address checked (DNS rebinding); no
+        # keep-alive, as pooled connections are keyed by address, not by the name TLS verified.
+        transport = GuardedTransport(
+            allow_hosts=self._allow_hosts, resolve=self._resolve,
+            inner=httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0)),
+        )
         # trust_env=False: a proxy from the environment must not see signed job payloads.
-        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=None)
+        self._client = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False, timeout=None)
         self._task = asyncio.create_task(self._deliver_forever(), name="genloom-webhooks")
 
     async def stop(self) -> None:

@@ -110,7 +110,8 @@ class ChatChunks:
 
     def held_out(self, completion: Completion, index: int, reason: str) -> list[dict[str, Any]]:
         """A held choice at its end: its content or its tool calls in one delta, then its finish."""
-        message, reason = assistant_message(completion, completion.choices[index].text, reason)
+        text = completion.choices[index].text
+        message, reason = assistant_message(completion, completion.restore(text) if completion.restore else text, reason)
         delta: dict[str, Any] = {}
         if message.get("content"):
             delta["content"] = message["content"]

@@ -110,6 +110,12 @@ class Limits:
     tokens_per_day: int | None = None
     images_per_day: int | None = None
 
+    @classmethod
+    def of(cls, limits: Mapping[str, int]) -> Limits:
+        """A tenant's or key's stored limits; others kept beside them (guard_blocks_per_hour) are not these."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in limits.items() if name in names})
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)

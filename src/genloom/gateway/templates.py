@@ -41,7 +41,7 @@ PARAMETERS = ("max_tokens", "temperature", "top_p", "stop", "seed")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _VARIABLE_FIELDS = ("type", "required", "default", "description")
-_POLICY_FIELDS = ("parameters", "max_tokens_cap", "allow_overrides")
+_POLICY_FIELDS = ("parameters", "max_tokens_cap", "allow_overrides", "guardrails")
 _MAX_REPEAT = 100_000  # the longest string or list `*` may build
 _MAX_POWER_BITS = 4096  # the largest integer `**` may build
 
@@ -158,9 +158,10 @@ def check_parameters(parameters: Any, where: str = "parameters") -> dict[str, An
     return dict(parameters)
 
 
-def check_policy(policy: Any) -> dict[str, Any]:
-    """A scenario's policy: fixed `parameters` over the template's, a `max_tokens_cap`, and which
-    parameters a caller may still set (`allow_overrides`)."""
+def check_policy(policy: Any, check_guardrails: Callable[[Any, str], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A scenario's policy: fixed `parameters` over the template's, a `max_tokens_cap`, which
+    parameters a caller may still set (`allow_overrides`), and guard policy overrides
+    (`guardrails`, over its tenant's)."""
     if not isinstance(policy, dict):
         raise TemplateError(f"policy must be an object, got {_shown(policy)}", "policy")
     for key in policy:
@@ -175,7 +176,12 @@ def check_policy(policy: Any) -> dict[str, Any]:
         raise TemplateError(f"policy.allow_overrides must be a list of {', '.join(PARAMETERS)}, got {_shown(allowed)}",
                             "policy.allow_overrides")
     parameters = check_parameters(policy.get("parameters", {}), "policy.parameters")
-    return {"parameters": parameters, "max_tokens_cap": cap, "allow_overrides": list(dict.fromkeys(allowed))}
+    checked = {"parameters": parameters, "max_tokens_cap": cap, "allow_overrides": list(dict.fromkeys(allowed))}
+    if policy.get("guardrails") is not None:
+        if check_guardrails is None:
+            raise TemplateError("guardrails cannot be set on a scenario here", "policy.guardrails")
+        checked["guardrails"] = check_guardrails(policy["guardrails"], "policy.guardrails")
+    return checked
 
 
 def run_parameters(
@@ -224,8 +230,11 @@ class TemplateService:
         store: TemplateStore,
         default_max_tokens: int,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        check_guardrails: Callable[[Any, str], dict[str, Any]] | None = None,
     ) -> None:
+        """`check_guardrails` validates a scenario's guard policy overrides (PolicyError names the field)."""
         self._store = store
+        self._check_guardrails = check_guardrails
         self._default_max_tokens = default_max_tokens
         self._now = wall_clock
 
@@ -266,7 +275,7 @@ class TemplateService:
         `template_version` it pins the template's newest version now."""
         _check_name("scenario", name)
         _check_model(model)
-        policy = check_policy({} if policy is None else policy)
+        policy = check_policy({} if policy is None else policy, self._check_guardrails)
         bound = await self._store.template(template, template_version)
         if model is None and bound.model is None:
             raise TemplateError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -57,6 +58,7 @@ class TextRequest:
     echo: bool = False  # completions: the answer's text starts with the prompt
     response_format: dict[str, Any] | None = None  # as sent (a remote model gets it; a local one: params.grammar)
     tools: Tools | None = None  # the functions the model may call (chat)
+    guardrails: dict[str, Any] = field(default_factory=dict)  # guard policy overrides: the tenant's, then a scenario's
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_record(self) -> dict[str, Any]:
@@ -137,6 +139,8 @@ class Completion:
     choices: list[Choice]
     prompt_tokens: int
     rate_limit_headers: dict[str, str] = field(default_factory=dict)
+    guard_headers: dict[str, str] = field(default_factory=dict)  # what the input guards did (x-genloom-guard)
+    restore: Callable[[str], str] | None = None  # puts redacted input values back (a held choice's whole text)
     logprobs: bool = False  # the request asked for them: the answer carries them (maybe none)
     top_logprobs: int = 0
     echo: str = ""  # completions with `echo`: the prompt, which every choice's text starts with

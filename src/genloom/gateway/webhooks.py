@@ -64,11 +64,25 @@ async def resolve_host(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the last 32 bits are an IPv4 address
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
+    """The IPv4 address an IPv6 one stands for (mapped, 6to4, NAT64), which is where it connects."""
+    if address.ipv4_mapped is not None:
+        return "IPv4-mapped", address.ipv4_mapped
+    if address.sixtofour is not None:
+        return "6to4", address.sixtofour
+    if address in _NAT64:
+        return "NAT64", ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def _non_public_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why an address is not a public one, or None when it is."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        kind = _non_public_kind(address.ipv4_mapped)
-        return f"IPv4-mapped {kind}" if kind else None
+    if isinstance(address, ipaddress.IPv6Address) and (embedded := _embedded_ipv4(address)) is not None:
+        kind = _non_public_kind(embedded[1])
+        return f"{embedded[0]} {kind}" if kind else None
     # Checked in this order because 127.0.0.1, 169.254.x and 0.0.0.0 also count as private.
     checks = [
         ("unspecified", address.is_unspecified),
@@ -77,6 +91,8 @@ def _non_public_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> 
         ("multicast", address.is_multicast),
         ("private", address.is_private),
         ("reserved", address.is_reserved),
+        # e.g. 100.64.0.0/10, shared address space: some clouds serve instance metadata there.
+        ("non-global", not address.is_global),
     ]
     return next((kind for kind, matches in checks if matches), None)
 
@@ -86,7 +102,8 @@ async def check_target(
     allow_setting: str = "GENLOOM_WEBHOOK_ALLOW_HOSTS",
 ) -> None:
     """Refuse URLs that would make Genloom call into its own network (SSRF): webhook callbacks,
-    and the base_url of a remote model registered through the API."""
+    and the base_url of a remote model registered through the API. This answers the client at
+    once; `GuardedTransport` checks again when the call is made, and connects where it checked."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https"):
         raise WebhookTargetRefused(f"{what} must use http or https, not '{parts.scheme}': {url}")
@@ -99,14 +116,20 @@ async def check_target(
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     except ValueError as e:
         raise WebhookTargetRefused(f"{what} has an invalid port: {url}") from e
-    if host in allow_hosts:
-        return
+    if host not in allow_hosts:
+        await public_addresses(host, port, resolve=resolve, what=what, allow_setting=allow_setting)
 
+
+async def public_addresses(
+    host: str, port: int, *, resolve: Resolver = resolve_host, what: str = "the callback URL",
+    allow_setting: str = "GENLOOM_WEBHOOK_ALLOW_HOSTS",
+) -> list[str]:
+    """The addresses `host` resolves to now, all of them public, or WebhookTargetRefused."""
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:
         try:
-            addresses = [ipaddress.ip_address(address) for address in await resolve(host, port)]
+            addresses = [ipaddress.ip_address(address.partition("%")[0]) for address in await resolve(host, port)]
         except OSError as e:
             raise WebhookTargetRefused(f"{what} host '{host}' does not resolve: {e}") from e
     if not addresses:
@@ -119,6 +142,44 @@ async def check_target(
                 f"{what} host '{host}' resolves to {address}, a {kind} address; only public addresses are "
                 f"allowed (an operator can allow this host with {allow_setting})"
             )
+    return [str(address) for address in addresses]
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that resolves each request's host when it is sent, refuses it unless
+    every address is public (or the host is allowed), and connects to the address it checked,
+    the host's name still in Host and in TLS (SNI, certificate check). A name that was public
+    when a URL was accepted and points inside now (DNS rebinding) is refused, not followed.
+    Pooled connections are keyed by address, not name: one that calls many names wants an
+    `inner` transport without keep-alive."""
+
+    def __init__(
+        self, *, allow_hosts: frozenset[str], inner: httpx.AsyncBaseTransport | None = None,
+        resolve: Resolver = resolve_host, what: str = "the callback URL", allow_setting: str = "GENLOOM_WEBHOOK_ALLOW_HOSTS",
+    ) -> None:
+        self._allow_hosts = allow_hosts
+        self._inner = inner or httpx.AsyncHTTPTransport()
+        self._resolve = resolve
+        self._what = what
+        self._allow_setting = allow_setting
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if host.lower() not in self._allow_hosts:
+            port = request.url.port or (443 if request.url.scheme == "https" else 80)
+            try:
+                addresses = await public_addresses(
+                    host, port, resolve=self._resolve, what=self._what, allow_setting=self._allow_setting
+                )
+            except WebhookTargetRefused as e:
+                raise httpx.ConnectError(str(e), request=request) from e
+            # The Host header was set from the URL when the request was built; TLS is told the name.
+            request.url = request.url.copy_with(host=addresses[0])
+            request.extensions = {**request.extensions, "sni_hostname": host}
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 async def deliver(

@@ -33,6 +33,7 @@ def shape_logits(
         if len(seen):
             values = logits[seen]
             logits[seen] = torch.where(values > 0, values / params.repetition_penalty, values * params.repetition_penalty)
+            logits.clamp_(max=torch.finfo(logits.dtype).max)  # a tiny penalty (1e-300) divides past float32's range
     if (params.presence_penalty or params.frequency_penalty) and output_ids:
         counts = torch.bincount(torch.tensor(output_ids, dtype=torch.long), minlength=vocab)[:vocab].float()
         logits -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0).float()
@@ -42,7 +43,8 @@ def shape_logits(
 def token_logprobs(logits: torch.Tensor, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
     """The chosen token's log-probability under `logits` (after the logit controls, before
     temperature: the model's own distribution, as vLLM reports it) and the `top` likeliest."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    # A token that cannot be chosen (-inf) gets -9999.0, as OpenAI reports it: JSON has no infinity.
+    logprobs = torch.log_softmax(logits.float(), dim=-1).clamp(min=-9999.0)
     best: list[tuple[int, float]] = []
     if top:
         values, ids = torch.topk(logprobs, top)
@@ -54,7 +56,10 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
     """Choose the next token from one row of logits (shape [vocab])."""
     if params.greedy:
         return int(torch.argmax(logits))
-    logits = logits.float() / params.temperature
+    scaled = logits.float() / params.temperature
+    if not torch.isfinite(scaled.max()):  # a temperature so small (1e-300) that dividing overflows: its limit
+        return int(torch.argmax(logits))
+    logits = scaled
     if params.top_k and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -63,6 +68,7 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
         sorted_probs, order = torch.sort(probs, descending=True)
         # Keep the smallest prefix whose mass reaches top_p; the first token always stays.
         outside = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) >= params.top_p
+        outside[0] = False  # also when top_p (1e-300) rounds to 0 in float32
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))

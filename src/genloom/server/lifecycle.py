@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 
 import redis.asyncio as aioredis
@@ -22,7 +22,7 @@ from genloom.api.app import create_worker_app
 from genloom.config import AuthMode, ModelKind, Settings
 from genloom.gateway import ServerState, TextRequest
 from genloom.gateway.embedding_service import EmbeddingRequest
-from genloom.gateway.pipeline.guard import Guard
+from genloom.guardrails.scan import Scanner
 from genloom.jobs import Job, JobEvent, JobFailed, SamplingParams, Tier
 from genloom.server.heartbeat import ProcessCard, announce, follow_presence, list_workers, statuses
 from genloom.server.roles import Process, check_role, runs_here
@@ -42,11 +42,11 @@ _DRAIN_POLL_S = 0.05
 class GenloomServer:
     def __init__(
         self, settings: Settings, *, process: Process | None = None, worker_models: list[str] | None = None,
-        observer: Observer | None = None, guards: list[Guard] | None = None,
+        observer: Observer | None = None, scanners: Mapping[str, Scanner] | None = None,
     ) -> None:
         """`worker_models`: the models a worker process runs (default: all it serves); `observer`
-        hears from every pipeline stage and worker (none by default); `guards` scan every request
-        and answer (none by default)."""
+        hears from every pipeline stage and worker (none by default); `scanners` are guards of a
+        deployment's own beside the built-in ones (policies turn them on by name)."""
         self.settings = settings
         self.process = process or Process(settings.server.role.value)
         check_role(self.process, settings)
@@ -60,7 +60,7 @@ class GenloomServer:
         )
         self.c: Components = build_components(
             settings, process=self.process, runs_here=lambda model: runs_here(self.process, chosen, model),
-            observer=self.observer, hooks=self, guards=guards or [], tracing=self.tracing,
+            observer=self.observer, hooks=self, scanners=scanners, tracing=self.tracing,
         )
         self.on_fatal: Callable[[str], None] = lambda reason: None
         self._listener: asyncio.Task | None = None
@@ -102,6 +102,7 @@ class GenloomServer:
                 tracing=self.tracing, monitors=c.monitors, responses=ResponseStore(database=c.database),
                 batches=BatchService(store=BatchStore(database=c.database), jobs=c.jobs, job_store=c.job_store,
                                      files=c.images.files),
+                guardrails=c.guardrails, policies=c.policies, audit=c.audit,
             )
 
     def _gauges(self) -> Gauges:
@@ -236,6 +237,13 @@ class GenloomServer:
         if not c.models.loaded:
             self._fail("no models to serve: set builtin_models: true or list models in the config")
             return
+        if self.process is not Process.WORKER:  # the guards' classifiers load now, not on a first request
+            try:
+                await asyncio.to_thread(c.guardrails.warm)
+            except Exception as e:
+                log.exception("could not load the guard scanners")
+                self._fail(f"loading the guard scanners failed: {type(e).__name__}: {e}")
+                return
         # Jobs accepted before a restart are checked against the loaded models and queued again.
         c.readiness.set(ServerState.READY)
         try:
@@ -353,6 +361,7 @@ class GenloomServer:
         if c.webhooks is not None:
             await c.webhooks.stop()
         await c.request_log.close()
+        await c.audit.close()
         await c.database.dispose()
         if self._listener is not None:
             self._listener.cancel()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from genloom.config import Settings
+from genloom.server.http import uvicorn_config
 
 if TYPE_CHECKING:
     from genloom.server.lifecycle import GenloomServer
@@ -140,8 +141,9 @@ def run(
     url = listening_url(sock)
     server.card.health_url = url
     on_listening(url)
-    config = uvicorn.Config(
+    config = uvicorn_config(
         server.app,
+        settings.server,
         log_config=None,  # uvicorn's lines go through Genloom's handler (cli: configure_logging)
         log_level=settings.server.log_level,
         # Genloom's own drain decides when streams end; uvicorn's timeout is only a backstop.

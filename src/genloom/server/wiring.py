@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -16,7 +16,7 @@ from typing import Protocol
 import redis
 import redis.asyncio as aioredis
 
-from genloom.config import ModelKind, ModelSettings, Settings
+from genloom.config import ConfigError, ModelKind, ModelSettings, Settings
 from genloom.config.settings import BlobBackend
 from genloom.gateway import Readiness, TextService
 from genloom.gateway.auth import Authenticator, TenantAdmin
@@ -30,7 +30,8 @@ from genloom.gateway.job_webhooks import WebhookDispatcher
 from genloom.gateway.pipeline import TextPipeline
 from genloom.gateway.pipeline.admit import Admit
 from genloom.gateway.pipeline.caching import Cache
-from genloom.gateway.pipeline.guard import Guard, GuardStage
+from genloom.gateway.guard_blocks import InMemoryBlockCounter, RedisBlockCounter
+from genloom.gateway.pipeline.guard import GuardStage
 from genloom.gateway.pipeline.record import Record
 from genloom.gateway.pipeline.resolve import Resolve
 from genloom.gateway.pipeline.submit import Submit
@@ -41,6 +42,9 @@ from genloom.gateway.redis_rate_limit import RedisRateLimiter
 from genloom.gateway.routing import Router
 from genloom.gateway.shadow import ShadowMirror
 from genloom.gateway.templates import TemplateService
+from genloom.guardrails.engine import Guardrails, builtin_guardrails
+from genloom.guardrails.policy import Policies, PolicyError
+from genloom.guardrails.scan import Scanner
 from genloom.gateway.text_service import RemoteModel
 from genloom.jobs import Job, JobEvent, RequestClass, Tier
 from genloom.model_host import ModelHost
@@ -56,6 +60,7 @@ from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.text import TextRuntime
 from genloom.server.roles import Process
 from genloom.store import Database, RequestLog
+from genloom.store.guard_audit import GuardAudit
 from genloom.store.files import BlobStore, FileBlobStore, FileStore, S3BlobStore
 from genloom.store.jobs import SqlJobStore
 from genloom.store.model_registry import RegistryStore
@@ -108,12 +113,15 @@ class Components:
     presence: WorkerPresence
     workers: WorkerDirectory | None  # the worker processes' cards, when the queue is shared
     monitors: Monitors | None  # quality and drift (not on a worker process)
+    guardrails: Guardrails  # the scanners (the moderation API runs them all)
+    policies: Policies  # the config's guard policies, and what checks a tenant's or scenario's overrides
+    audit: GuardAudit
     closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # clients to close at the end
 
 
 def build_components(
     settings: Settings, *, process: Process, runs_here: Callable[[str], bool], observer: Observer, hooks: Hooks,
-    guards: list[Guard], tracing: Tracing = NO_TRACING,
+    scanners: Mapping[str, Scanner] | None = None, tracing: Tracing = NO_TRACING,
 ) -> Components:
     readiness = Readiness()
     database = Database(url=settings.resolved_database_url(), echo=settings.store.echo_sql)
@@ -160,7 +168,18 @@ def build_components(
     embedding_runtimes: dict[str, EmbeddingRuntime] = {}
 
     # One input guard for every kind of request (text, images, embeddings; realtime and jobs).
-    guard_input = GuardStage(stage="input", guards=guards, observer=observer)
+    guardrails = builtin_guardrails().with_scanners({name: (lambda s=s: s) for name, s in (scanners or {}).items()})
+    try:
+        policies = guardrails.policies(settings.guardrails)
+    except PolicyError as e:
+        raise ConfigError(str(e)) from None
+    audit = GuardAudit(database=database)
+    blocks = RedisBlockCounter(client=async_redis, prefix=settings.redis_prefix) if async_redis is not None else InMemoryBlockCounter()
+    guard_input, guard_output = (
+        GuardStage(stage=stage, guardrails=guardrails, settings=settings.guardrails, observer=observer, policies=policies,
+                   audit=audit, blocks=blocks)
+        for stage in ("input", "output")
+    )
     embeddings = EmbeddingService(
         runtimes=embedding_runtimes, queue=queue, readiness=readiness, registry=registry, guard_input=guard_input,
         observer=observer,
@@ -198,7 +217,7 @@ def build_components(
             retry_delay_s=(settings.routing.retry_base_s, settings.routing.retry_max_s), observer=observer,
             presence=presence, wait_bounds=wait_bounds,
         ),
-        guard_output=GuardStage(stage="output", guards=guards, observer=observer),
+        guard_output=guard_output,
         record=Record(request_log=request_log, observer=observer, monitors=monitors),
         observer=observer,
         tracing=tracing,
@@ -240,9 +259,10 @@ def build_components(
         readiness=readiness, database=database, request_log=request_log, job_store=job_store, queue=queue,
         shared=shared, redis=sync_redis, aredis=async_redis, limiter=limiter, authenticator=authenticator, admin=admin,
         registry=registry, service=service, pipeline=pipeline, embeddings=embeddings, images=images,
-        templates=TemplateService(store=TemplateStore(database=database), default_max_tokens=settings.api.default_max_tokens),
+        templates=TemplateService(store=TemplateStore(database=database), default_max_tokens=settings.api.default_max_tokens,
+                                  check_guardrails=policies.check_overrides),
         webhooks=webhooks, jobs=jobs, models=models, rollouts=rollouts, shadow=shadow, breakers=breakers, closing=closing,
-        presence=presence, monitors=monitors,
+        presence=presence, monitors=monitors, guardrails=guardrails, policies=policies, audit=audit,
         workers=WorkerDirectory(client=async_redis, prefix=settings.redis_prefix, ttl_s=settings.queue.worker_ttl_s)
         if async_redis is not None else None,
     )

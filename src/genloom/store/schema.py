@@ -132,6 +132,7 @@ class TenantRow(Base):
     limits: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    guardrails: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")  # policy overrides
 
 
 class ApiKeyRow(Base):
@@ -316,3 +317,23 @@ class BatchRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     cancelling_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class GuardAuditRow(Base):
+    """One flag, block or redaction by a guard: who, which scanner, its score and what was done;
+    the scanned text only when the configuration says so (guardrails.audit_content)."""
+
+    __tablename__ = "guard_audit"
+    __table_args__ = (Index("ix_guard_audit_tenant_id", "tenant", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    request_id: Mapped[str] = mapped_column(String(80))
+    tenant: Mapped[str] = mapped_column(String(128))
+    stage: Mapped[str] = mapped_column(String(16))
+    scanner: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(16))
+    spans: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    content: Mapped[str | None] = mapped_column(Text)

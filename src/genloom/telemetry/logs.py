@@ -129,3 +129,6 @@ def configure_logging(*, level: str, json_lines: bool, secrets: Iterable[str] = 
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # aiosqlite logs every statement with its parameters at DEBUG: an upstream key registered
+    # through the API (which no Redactor knows), prompts, outputs. Its INFO and above still show.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -25,10 +26,14 @@ class RemoteWorker(Worker):
     kind = "remote"
 
     def __init__(
-        self, *, settings: UpstreamSettings, queue: JobQueue, max_concurrency: int = 64, idle_wait_s: float = 0.1
+        self, *, settings: UpstreamSettings, queue: JobQueue, max_concurrency: int = 64, idle_wait_s: float = 0.1,
+        transport: Callable[[httpx.Limits], httpx.AsyncBaseTransport] | None = None,
     ) -> None:
+        """`transport(limits)` builds the connection layer of its HTTP client (model_host: the
+        SSRF guard of an upstream registered through the API); None: httpx's own."""
         super().__init__(model=settings.name, queue=queue, idle_wait_s=idle_wait_s)
         self._settings = settings
+        self._transport = transport
         self._max_concurrency = max_concurrency
         self._busy_rows = 0
 
@@ -65,6 +70,8 @@ class RemoteWorker(Worker):
 
     def _client(self) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=self._max_concurrency, max_keepalive_connections=self._max_concurrency)
+        if self._transport is not None:
+            return httpx.AsyncClient(transport=self._transport(limits), trust_env=False)
         return httpx.AsyncClient(limits=limits, trust_env=False)
 
     async def _serve(self) -> None:

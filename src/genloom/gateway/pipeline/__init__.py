@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -23,12 +23,12 @@ from genloom.gateway.openai_shapes import completion_body
 from genloom.gateway.pipeline.admit import Admit
 from genloom.gateway.pipeline.caching import Cache
 from genloom.gateway.pipeline.call import TextCall
-from genloom.gateway.pipeline.guard import GuardStage
+from genloom.gateway.pipeline.guard import GuardBlocked, GuardStage, OutputWatch, guard_header, restore_body
 from genloom.gateway.pipeline.record import Record
 from genloom.gateway.pipeline.resolve import Resolve
 from genloom.gateway.pipeline.submit import Submit
 from genloom.gateway.text_service import Completion, TextRequest
-from genloom.jobs import JobEvent
+from genloom.jobs import ChoiceFinished, JobEvent, TokenEvent
 from genloom.registry import model_name
 from genloom.store import RequestStatus
 from genloom.telemetry import Observer
@@ -71,21 +71,22 @@ class TextPipeline:
         stage, span = self._tracing.stage, call.span
         # Stages that do nothing here (no guards, no cache) and the pure-CPU resolve get no span:
         # a span costs tens of microseconds, on every request.
-        guarded_in = span if self.guard_input.active else None
-        guarded_out = span if self.guard_output.active else None
+        guarded_in = span if self.guard_input.active(call.who) else None
+        guarded_out = span if self.guard_output.active(call.who) else None
         cached = span if self.cache.active else None
         try:
             self.resolve.run(call)
             with stage(guarded_in, "guard input"):
-                await self.guard_input.check(call.texts(), tenant=call.request.tenant)
+                await self._guard_input(call)
             with stage(cached, "cache lookup") as looked:
                 hit = None if no_cache else await self.cache.lookup(call, semantic=semantic)
                 if looked is not None:
                     looked.set_attribute("genloom.cache.hit", hit is not None)
+            restore = call.guarded.restore if call.guarded is not None else None
             if hit is not None:
                 call.status = RequestStatus.COMPLETED
-                body = hit | {"id": call.request.id, "created": int(call.created)}
-                return Answer(body, CacheOutcome.HIT, {"x-genloom-cache": CacheOutcome.HIT.value})
+                body = restore_body(hit | {"id": call.request.id, "created": int(call.created)}, restore)
+                return Answer(body, CacheOutcome.HIT, guard_header(call.guarded) | {"x-genloom-cache": CacheOutcome.HIT.value})
             with stage(span, "admit"):
                 self.resolve.prepare(call)
                 call.admission = await self.admit.charge(call.request, call.prepared)  # type: ignore[arg-type]
@@ -96,11 +97,17 @@ class TextPipeline:
             completion = call.completion
             assert completion is not None
             with stage(guarded_out, "guard output"):
-                await self.guard_output.check([c.text for c in completion.choices], tenant=call.request.tenant)
+                checked = await self.guard_output.check(
+                    [c.text for c in completion.choices], who=call.who, param=None,
+                    placeholders=call.guarded.placeholders if call.guarded is not None else None,
+                )
+            for choice, text in zip(completion.choices, checked.texts):
+                choice.text = text
             body = completion_body(completion, call.request.endpoint)
             with stage(cached, "cache store"):
-                await self.cache.store(call, body, semantic=semantic)
-            return Answer(body, CacheOutcome.MISS, completion.rate_limit_headers | {"x-genloom-cache": CacheOutcome.MISS.value})
+                await self.cache.store(call, body, semantic=semantic)  # as answered, before restoring
+            headers = completion.rate_limit_headers | guard_header(call.guarded, checked) | {"x-genloom-cache": CacheOutcome.MISS.value}
+            return Answer(restore_body(body, restore), CacheOutcome.MISS, headers)
         except asyncio.CancelledError:
             call.status = RequestStatus.CANCELLED
             raise
@@ -125,29 +132,43 @@ class TextPipeline:
         call = TextCall(request)
         self._started(call)
         stage, span = self._tracing.stage, call.span
-        guarded_in = span if self.guard_input.active else None
-        guarded_out = span if self.guard_output.active else None
+        guarded_in = span if self.guard_input.active(call.who) else None
         try:
             self.resolve.run(call)
             with stage(guarded_in, "guard input"):
-                await self.guard_input.check(call.texts(), tenant=call.request.tenant)
+                await self._guard_input(call)
             with stage(span, "admit"):
                 self.resolve.prepare(call)
                 call.admission = await self.admit.charge(call.request, call.prepared)  # type: ignore[arg-type]
             # Spans here are ended by hand, never made current: the generator yields between them.
             generating = self._tracing.child(call.span, "queue and generate")
+            guarded = call.guarded
+            watch = self.guard_output.watch(
+                call.who, choices=call.request.n, placeholders=guarded.placeholders if guarded else None,
+                restore=guarded.restore if guarded else None,
+            )
             try:
                 async with aclosing(self.submit.run(call, disconnected)) as events:
                     async for event in events:
                         self._accepted(event)
                         assert call.completion is not None
-                        yield event, call.completion
+                        if event is None and guarded is not None:
+                            call.completion.guard_headers = guard_header(guarded)
+                            call.completion.restore = guarded.restore.restore if guarded.restore is not None else None
+                        if watch is None:
+                            yield event, call.completion
+                            continue
+                        for watched in await self._watched(watch, event, call.completion):
+                            yield watched, call.completion
+            except GuardBlocked:
+                if watch is not None and call.completion is not None:  # the log keeps what was sent, not what was held
+                    for choice in call.completion.choices:
+                        choice.text = watch.guarded_text(choice.index)
+                raise
             finally:
                 if generating is not None:
                     generating.end()
             assert call.completion is not None
-            with stage(guarded_out, "guard output"):
-                await self.guard_output.check([c.text for c in call.completion.choices], tenant=call.request.tenant)
         except (asyncio.CancelledError, GeneratorExit):
             call.status = RequestStatus.CANCELLED
             raise
@@ -156,6 +177,25 @@ class TextPipeline:
             raise
         finally:
             await self._finish(call)
+
+    async def _guard_input(self, call: TextCall) -> None:
+        param = "messages" if call.request.messages is not None else "prompt"
+        call.guarded = await self.guard_input.check(call.texts(), who=call.who, roles=call.roles(), param=param)
+        if call.guarded.texts != call.texts():
+            call.with_texts(call.guarded.texts)
+
+    async def _watched(self, watch: OutputWatch, event: JobEvent | None, completion: Completion) -> list[JobEvent | None]:
+        """An event as the client may see it once the output guards read it: a token's text
+        may be held back (its log-probabilities wait with it) and come out with a later one."""
+        if isinstance(event, TokenEvent):
+            text, logprobs = await watch.feed(event.index, event.delta, event.logprobs)
+            return [replace(event, delta=text, logprobs=logprobs)] if text or logprobs else []
+        if isinstance(event, ChoiceFinished):
+            rest, logprobs = await watch.end(event.index)
+            completion.choices[event.index].text = watch.guarded_text(event.index)
+            tail = [TokenEvent(event.index, rest, event.completion_tokens, logprobs)] if rest or logprobs else []
+            return [*tail, event]
+        return [event]
 
     def _accepted(self, event: JobEvent | None) -> None:
         if event is None:  # a queue took it: a drain now waits for it

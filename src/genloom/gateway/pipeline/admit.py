@@ -19,7 +19,7 @@ class Admit:
         estimate = (prepared.prompt_tokens + prepared.params.max_tokens) * request.n
         return await self._limiter.check(
             key_id=request.key_id or f"tenant:{request.tenant}", tenant_id=request.tenant,
-            key_limits=Limits(**request.key_limits), tenant_limits=Limits(**request.limits), tokens=estimate,
+            key_limits=Limits.of(request.key_limits), tenant_limits=Limits.of(request.limits), tokens=estimate,
         )
 
     async def settle(self, admission: Admission | None, *, tokens_used: int) -> None:
