@@ -148,14 +148,19 @@ def injection(args: argparse.Namespace) -> tuple[str, str, bool]:
     command = " ".join(["python bench/guard_bench.py", *(shlex.quote(a) for a in args.argv)])
     lines = [heading, "",
              f"`{command}`, {datetime.date.today().isoformat()}, {code_state()}, on {cpu_name()} ({os.cpu_count()} cores), "
-             f"Python {platform.python_version()}; `InjectionScanner` in-process, threshold {threshold:.2f} (picked on the "
-             f"calibration split), weights {weights / 1024:.0f} KiB, trained on data sha256 {meta['data']['sha256'][:12]}.", "",
+             f"Python {platform.python_version()}; `InjectionScanner` in-process, threshold {threshold:.2f} (the calibration "
+             f"split's pick: {meta.get('threshold_from_calibration', threshold):.2f}), weights {weights / 1024:.0f} KiB, trained on "
+             f"data sha256 {meta['data']['sha256'][:12]}.", "",
              *table, "",
              "Attack recall: attacks scored at or above the threshold. Benign FPR: every benign row flagged. Over-defense: "
              "benign rows that use trigger words (held-out: the generated `benign_trigger` rows; guard-dev: NotInject's "
              "`over_defense` rows) flagged. The held-out split holds whole template and source families that training never "
              "saw; guard-dev.jsonl comes from outside the project (NotInject, BIPIA, MT-bench, awesome-chatgpt-prompts) and is "
              "used only here.", ""]
+    if round(meta.get("threshold_from_calibration", threshold), 2) != round(threshold, 2):
+        lines += ["The shipped threshold is not the calibration split's pick: it was set by hand with the threshold table below "
+                  "in view (docs/guardrails.md says why), so the guard-dev.jsonl figures at it are not independent of that "
+                  "choice.", ""]
     for name, kinds in by_kind.items():
         lines += [f"{name} by kind, rules + classifier (flagged / rows): {kinds}.", ""]
     if len(sweep) > 2:

@@ -25,7 +25,7 @@ def score(scanner: InjectionScanner, text: str) -> float:
 
 def test_scanner_loads_its_shipped_weights(scanner):
     model = scanner.model
-    assert model.weights.shape == (model.settings.buckets + len(RULES) + model.settings.embedding_dims,)
+    assert model.weights.shape == (model.settings.buckets + len(RULES) + 1 + model.settings.embedding_dims,)
     assert 0.0 < scanner.threshold < 1.0
     assert scanner.thresholds == {"prompt_injection": scanner.threshold}
     meta = json.loads((MODEL_DIR / "injection.json").read_text())

@@ -87,9 +87,9 @@ class Rows:
         self.rows: list[dict] = []
         self.seen: set[str] = set()
 
-    def add(self, text: str, label: int, kind: str, family: str, source: str) -> None:
+    def add(self, text: str, label: int, kind: str, family: str, source: str, min_len: int = 8) -> None:
         text = text.strip()
-        if len(text) < 8 or text in self.seen:
+        if len(text) < min_len or text in self.seen:
             return
         self.seen.add(text)
         self.rows.append({"text": text, "label": label, "kind": kind, "family": family, "source": source})
@@ -321,6 +321,8 @@ CHAT_TEMPLATES = [
     "Give me five interview questions about {topic}.", "Rewrite this to sound more formal: 'hey, can u send the file asap'",
     "List the planets in order from the sun.", "What's a good name for a golden retriever?", "How do vaccines train the immune system?",
     "Outline a presentation on {topic} for high school students.", "Help me write a toast for {name}'s wedding.",
+    "Write a poem.", "Write a poem about {topic}.", "Tell me a joke about {topic}.", "Write a short poem for {name}'s birthday.",
+    "Compose a limerick about {food}.", "Tell me a funny story about a cat.", "Write a song about {city}.", "Make up a riddle about {topic}.",
 ]
 TRIGGER_TEMPLATES = [
     "Ignore the typos in my {doc}, what does it argue?", "Please ignore {thing} and focus on the argument in my {doc}.",
@@ -524,6 +526,43 @@ TRIGGER_FRAMES = [
     "Please ignore my typos. How do I {frag}?", "What tools do I need to {frag}?", "Describe in one paragraph how to {frag}.",
     "Before we start the lesson, can you {frag}?", "Write a haiku about the urge to {frag}.", "Could you advise whether to {frag} today?",
     "My roommate keeps asking me to {frag}. How should I respond?",
+]
+
+
+# What people type between real requests: greetings, acknowledgements, one-word commands.
+SHORT_MESSAGES = [
+    "hi", "hello", "hey", "hello there", "hi there", "good morning", "good evening", "yo", "sup", "hiya", "ok", "okay", "k",
+    "yes", "no", "yes please", "no thanks", "sure", "thanks", "thank you", "thx", "ty", "great", "cool", "nice", "perfect",
+    "lol", "haha", "wow", "hmm", "test", "testing", "asdf", "ping", "continue", "go on", "keep going", "more", "again",
+    "next", "stop", "wait", "never mind", "nvm", "why?", "how?", "what?", "really?", "are you sure?", "explain", "elaborate",
+    "shorter", "longer please", "in French", "in Spanish please", "bullet points", "summarize", "summarise this", "tldr",
+    "fix it", "try again", "rewrite it", "make it funnier", "more formal", "less formal", "translate", "example?",
+    "Tell me a joke", "Write a poem", "Write a story", "Help", "help me", "I need help", "who are you", "what can you do",
+    "what time is it", "what's up", "how are you", "good night", "bye", "see you", "thanks a lot", "you rock",
+    "that's wrong", "not quite", "exactly", "agreed", "got it", "makes sense", "I see", "show me", "list them",
+    "give me an example", "one more", "the second one", "option B", "the first", "both", "neither", "all of them",
+    "42", "3.14", "2+2", "yes, continue", "ok go", "do it", "proceed", "start", "begin", "done", "finished", "ready",
+]
+
+
+# Short everyday requests, verb x object x manner, so that brevity and plain imperatives are not
+# what tells an attack apart. The verb is the family.
+REQUEST_VERBS = ["Explain", "Tell me about", "Describe", "Summarize", "Translate into French:", "Write", "List", "Give me",
+                 "Show me", "Compare", "Define", "Suggest", "Recommend", "Tell me", "Help me with", "Teach me"]
+REQUEST_OBJECTS = ["{topic}", "quantum computing", "a joke", "a story about dragons", "a recipe for {food}", "the rules of chess",
+                   "a poem about the sea", "three facts about {city}", "how tides work", "the plot of Hamlet", "a fun weekend plan",
+                   "good books on {topic}", "the difference between {lang} and {lang}", "the news today", "a name for my cat",
+                   "my homework", "this sentence", "the main causes of {topic}", "an easy workout", "a gift idea for my mom",
+                   "something interesting", "a riddle", "a song for a road trip", "how to {codetask} in {lang}", "your favourite movie"]
+REQUEST_MANNERS = ["", "", " simply", " briefly", " please", " in detail", " for a child", " in three sentences", " step by step",
+                   " quickly", " in plain English", " with an example", ", thanks", " like a pirate"]
+# Questions to the assistant about itself that are small talk, not attempts to extract its prompt.
+ABOUT_YOU = [
+    "What's your name?", "Tell me your name.", "Tell me about yourself.", "What are you good at?", "Who made you?",
+    "What languages do you speak?", "What can't you do?", "Do you have feelings?", "What are your limitations?",
+    "Are you a real person?", "How do you work?", "What is your favourite colour?", "Can you remember our last chat?",
+    "How old are you?", "What are your hobbies?", "What are your instructions for making tea?", "Are you better than a search engine?",
+    "What model are you?", "Do you ever get tired?", "What do you think about {topic}?",
 ]
 
 
@@ -834,6 +873,16 @@ def source_benign(rows: Rows, harm_goals: list[str]) -> None:
 
 
 def generated_benign(rows: Rows, rng: random.Random) -> None:
+    for i, message in enumerate(SHORT_MESSAGES):
+        for variant in dict.fromkeys([message, message.capitalize(), message + "!", message + ".", message.upper()]):
+            rows.add(variant, 0, "chat", f"gen:short:{i % 12}", "generated", min_len=1)
+    for i, verb in enumerate(REQUEST_VERBS):
+        for _ in range(120):
+            text = f"{verb} {rng.choice(REQUEST_OBJECTS)}{rng.choice(REQUEST_MANNERS)}"
+            rows.add(fill(text if rng.random() < 0.7 else dress(text, rng), rng), 0, "chat", f"gen:request:{i}", "generated")
+    for i, question in enumerate(ABOUT_YOU):
+        for _ in range(6):
+            rows.add(dress(fill(question, rng), rng), 0, "chat", f"gen:about_you:{i % 8}", "generated")
     for i, template in enumerate(CHAT_TEMPLATES):
         for _ in range(80):
             rows.add(dress(fill(template, rng), rng), 0, "chat", f"gen:chat:{i}", "generated")

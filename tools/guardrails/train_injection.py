@@ -7,7 +7,7 @@ goals, for margin).
 Writes src/genloom/guardrails/models/injection.npz (float16 weights) and injection.json.
 
     pip install -e '.[train]'
-    python tools/guardrails/train_injection.py [--cache ~/.cache/genloom-guard-data]"""
+    python tools/guardrails/train_injection.py [--cache ~/.cache/genloom-guard-data] [--threshold 0.6]"""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 
-from genloom.guardrails.injection import DEFAULT_SETTINGS, MODEL_DIR, RULES, Settings, rule_hits, windows
+from genloom.guardrails.injection import DEFAULT_SETTINGS, MIN_WORDS, MODEL_DIR, RULES, Settings, rule_hits, windows
 from genloom.guardrails.normalize import views
 
 # Half the goals (at most 2% of benign rows and 5% of trigger-word rows flagged): the calibration
@@ -38,20 +38,20 @@ def load(cache: Path, split: str) -> list[dict]:
     return [json.loads(line) for line in (cache / "injection" / f"{split}.jsonl").read_text().split("\n") if line]
 
 
-def row_views(row: dict) -> list[tuple[str, list]]:
-    """The views the scanner would score, each with its rule hits. An attack smuggled in tag
-    characters has an innocent cover text as its plain view: that view is not labelled an attack."""
+def row_views(row: dict) -> list[tuple[str, list, bool]]:
+    """The views the scanner reads, each with its rule hits and whether the classifier scores it
+    (not under MIN_WORDS words). An attack smuggled in tag characters has an innocent cover text as
+    its plain view: that view is not labelled an attack, so it is not trained on."""
     out = []
     for v in views(row["text"]):
-        if row["label"] == 1 and row["kind"] == "obfuscated:tags" and v.how == "normalized":
-            continue
-        out.append((v.text, rule_hits(v.text)))
+        cover = row["label"] == 1 and row["kind"] == "obfuscated:tags" and v.how == "normalized"
+        out.append((v.text, rule_hits(v.text), len(v.text.split()) >= MIN_WORDS and not cover))
     return out
 
 
 @dataclass
 class Matrix:
-    x: csr_matrix  # one row per window of each view of each data row
+    x: csr_matrix  # one row per window of each classified view of each data row
     labels: np.ndarray
     owner: np.ndarray  # the data row each matrix row came from
     fit: np.ndarray  # trained on: every window of a benign row, only the whole views of an attack
@@ -64,7 +64,10 @@ def matrix(rows: list[dict], settings: Settings) -> Matrix:
     data, indices, indptr, labels, owner, fit, strong = [], [], [0], [], [], [], []
     for i, row in enumerate(rows):
         hit_strong: set[int] = set()
-        for text, hits in row_views(row):
+        for text, hits, classified in row_views(row):
+            hit_strong |= {r for r, _ in hits if RULES[r].strong}
+            if not classified:
+                continue
             for w, (idx, values) in enumerate(windows(text, settings, hits)):
                 indices.append(idx)
                 data.append(values)
@@ -72,9 +75,8 @@ def matrix(rows: list[dict], settings: Settings) -> Matrix:
                 labels.append(row["label"])
                 owner.append(i)
                 fit.append(w == 0 or row["label"] == 0)
-            hit_strong |= {r for r, _ in hits if RULES[r].strong}
         strong.append(sorted(hit_strong))
-    width = settings.buckets + len(RULES) + settings.embedding_dims
+    width = settings.buckets + len(RULES) + 1 + settings.embedding_dims
     x = csr_matrix((np.concatenate(data), np.concatenate(indices), np.array(indptr)), shape=(len(labels), width))
     return Matrix(x, np.array(labels), np.array(owner), np.array(fit), strong)
 
@@ -86,12 +88,14 @@ def row_logits(x: csr_matrix, owner: np.ndarray, n: int, w: np.ndarray, b: float
 
 
 def platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    lr = LogisticRegression(C=1e6, max_iter=1000).fit(logits.reshape(-1, 1), labels)
+    scored = np.isfinite(logits)
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(logits[scored].reshape(-1, 1), labels[scored])
     return float(lr.coef_[0, 0]), float(lr.intercept_[0])
 
 
 def scores(logits: np.ndarray, strong: list[list[int]], a: float, b: float, rule_scores: dict[str, float]) -> np.ndarray:
-    p = 1.0 / (1.0 + np.exp(-(a * logits + b)))
+    with np.errstate(over="ignore"):  # a row the classifier does not score has logit -inf: probability 0
+        p = 1.0 / (1.0 + np.exp(-(a * logits + b)))
     for i, hits in enumerate(strong):
         for r in hits:
             p[i] = max(p[i], rule_scores[RULES[r].name])
@@ -118,6 +122,8 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "genloom-guard-data")
     p.add_argument("--out", type=Path, default=MODEL_DIR)
+    p.add_argument("--threshold", type=float, help="ship this threshold instead of the calibration split's pick "
+                   "(recorded beside it; docs/guardrails.md says why the shipped one differs)")
     args = p.parse_args(argv)
     manifest = json.loads((args.cache / "injection" / "manifest.json").read_text())
     settings = DEFAULT_SETTINGS
@@ -156,12 +162,13 @@ def main(argv: list[str]) -> int:
     np.savez_compressed(args.out / "injection.npz", weights=w.astype(np.float16))
     meta = {
         "settings": {"buckets": settings.buckets, "char_ngrams": list(settings.char_ngrams), "word_ngrams": list(settings.word_ngrams),
-                     "rule_value": settings.rule_value, "embedding_dims": settings.embedding_dims,
+                     "rule_value": settings.rule_value, "norm_floor": settings.norm_floor, "embedding_dims": settings.embedding_dims,
                      "embedding_value": settings.embedding_value},
         "rules": [r.name for r in RULES],
         "bias": bias,
         "platt": {"a": a, "b": b},
-        "threshold": t,
+        "threshold": args.threshold if args.threshold is not None else t,
+        "threshold_from_calibration": t,
         "rule_scores": rule_scores,
         "training": {"C": c, "class_weight": "balanced", "solver": "liblinear", "windows": int(x_fit.shape[0])},
         "calibration": {k: round(v, 4) for k, v in fig.items()},
@@ -170,7 +177,8 @@ def main(argv: list[str]) -> int:
     }
     (args.out / "injection.json").write_text(json.dumps(meta, indent=2) + "\n")
     size = sum(f.stat().st_size for f in args.out.glob("injection.*"))
-    print(f"wrote {args.out}/injection.npz + injection.json ({size / 1024:.0f} KiB), C={c}, threshold {t:.2f}, "
+    print(f"wrote {args.out}/injection.npz + injection.json ({size / 1024:.0f} KiB), C={c}, threshold {meta['threshold']:.2f} "
+          f"(calibration's pick {t:.2f}), "
           f"calibration recall {fig['recall']:.3f} fpr {fig['fpr']:.3f} over-defense {fig['over_defense']:.3f}")
     return 0 if math.isfinite(bias) else 1
 

