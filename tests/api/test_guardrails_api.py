@@ -7,6 +7,7 @@ the audit log; /v1/moderations answers in OpenAI's shape."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -164,3 +165,47 @@ def test_moderations_in_openais_shape(server):
     with pytest.raises(openai.BadRequestError) as refused:
         client.moderations.create(input=[{"type": "image_url", "image_url": {"url": "https://x/y.png"}}])
     assert refused.value.body["param"] == "input[0]"
+
+
+def test_a_scenario_brings_its_own_policy_over_its_tenants(server, stub):
+    template = {"name": "support", "messages": [{"role": "user", "content": "{{ question }}"}],
+                "variables": {"question": {"type": "string"}}, "model": "remote", "parameters": {"max_tokens": 32}}
+    assert admin(server, "POST", "/templates", json=template).status_code == 201
+    bad = admin(server, "POST", "/scenarios", json={"name": "support", "template": {"name": "support"},
+                                                    "policy": {"guardrails": {"input": {"pii": {"action": "erase"}}}}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "policy.guardrails.input.pii.action"
+    policy = {"guardrails": {"input": {"pii": {"action": "redact", "restore": True}}}}
+    made = admin(server, "POST", "/scenarios", json={"name": "support", "template": {"name": "support"}, "policy": policy})
+    assert made.status_code == 201, made.text
+    client, _ = tenant_client(server, "scenario-user", {})  # its tenant redacts nothing itself
+    said = f"My card {CARD} was charged twice"
+    run = httpx.post(f"{server}/v1/scenarios/support/run", json={"variables": {"question": said}},
+                     headers={"Authorization": f"Bearer {client.api_key}"})
+    assert run.status_code == 200 and run.json()["choices"][0]["message"]["content"] == said, run.text
+    assert stub.requests[-1].body["messages"][-1]["content"] == "My card <CREDIT_CARD_1> was charged twice"
+    assert run.headers["x-genloom-guard"] == "redacted"
+    plain = client.chat.completions.create(model="remote", messages=user(said), max_tokens=32)
+    assert plain.choices[0].message.content == said and "4111" in json.dumps(stub.requests[-1].body)  # no scenario, no policy
+
+
+def test_async_jobs_pass_the_output_guards_of_their_tenant(server):
+    client, _ = tenant_client(server, "job-owner", {"output": {"secrets": {"action": "block"}, "pii": {"action": "redact"}}})
+    auth = {"Authorization": f"Bearer {client.api_key}"}
+
+    def job(text: str) -> dict:
+        body = {"model": "remote", "messages": user(text), "max_tokens": 64}
+        made = httpx.post(f"{server}/v1/jobs", json={"url": "/v1/chat/completions", "body": body}, headers=auth)
+        assert made.status_code == 202, made.text
+        deadline = time.monotonic() + 30
+        while (found := httpx.get(f"{server}/v1/jobs/{made.json()['id']}", headers=auth).json())["status"] not in {
+                "completed", "failed"}:
+            assert time.monotonic() < deadline, found
+            time.sleep(0.05)
+        return found
+
+    leaked = job(f"the key is {LEAKED_KEY}")
+    assert leaked["status"] == "failed" and leaked["error"]["code"] == "content_blocked" and leaked["attempts"] == 1
+    assert LEAKED_KEY not in json.dumps(leaked)
+    mailed = job(f"write to {EMAIL}")
+    assert mailed["status"] == "completed"
+    assert mailed["result"]["choices"][0]["message"]["content"] == "write to <EMAIL_1>"

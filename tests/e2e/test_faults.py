@@ -472,14 +472,15 @@ def small_disk(path: Path, size_mb: int) -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Write a file until the disk is full; the file, to delete to free the space."""
     filler = directory / "filler"
-    chunk = b"\0" * 65536
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(chunk)
-                f.flush()
-        except OSError:
-            pass
+    # Unbuffered: a buffered file keeps the bytes of a refused write and raises ENOSPC again at close.
+    with open(filler, "wb", buffering=0) as f:
+        for size in (65536, 4096, 1):  # down to the last byte
+            chunk = b"\0" * size
+            try:
+                while True:
+                    f.write(chunk)
+            except OSError:
+                pass
     return filler
 
 

@@ -87,7 +87,7 @@ def test_flag_passes_with_a_record_and_redact_replaces_spans_that_can_be_restore
     assert result.actions == {"flagged", "redacted"}
     assert {e.action for e in audit.entries} == {"flag", "redact"} and audit.entries[0].content is not None
     body = {"choices": [{"message": {"content": "wrote to <EMAIL_2> and <EMAIL_9>"}}]}
-    assert restore_body(body, result.restore)["choices"][0]["message"]["content"] == "wrote to c@d.org and <EMAIL_9>"
+    assert restore_body(body, result.restore.restore)["choices"][0]["message"]["content"] == "wrote to c@d.org and <EMAIL_9>"
     assert body["choices"][0]["message"]["content"] == "wrote to <EMAIL_2> and <EMAIL_9>"  # the cached copy keeps them
 
 

@@ -4,6 +4,7 @@ a chat completion, and /v1/templates/{name}/render shows what a template would s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -17,7 +18,9 @@ from genloom.api.schemas import ChatCompletionRequest, StreamOptions, _Body
 from genloom.config import ApiSettings
 from genloom.gateway.openai_shapes import ChatChunks, completion_body
 from genloom.gateway.pipeline import TextPipeline
+from genloom.gateway.pipeline.guard import restore_body
 from genloom.gateway.templates import PARAMETERS, ScenarioCall, TemplateService
+from genloom.guardrails.policy import layered
 from genloom.store.templates import ScenarioVersion, TemplateVersion
 
 
@@ -142,15 +145,19 @@ def build_templates_router(templates: TemplateService, pipeline: TextPipeline, s
             model=call.model, messages=call.messages, stream=body.stream, stream_options=body.stream_options,
             user=body.user, **call.parameters,
         )
-        text_request = chat_request(chat, settings, caller(request))
+        who = caller(request)
+        text_request = chat_request(chat, settings, who)
+        if call.scenario.policy.get("guardrails"):
+            text_request = replace(text_request, guardrails=layered(who.guardrails, call.scenario.policy["guardrails"]))
         headers = _call_headers(call)
         if body.stream:
             response = await stream_response(pipeline, text_request, request, ChatChunks(chat.include_usage))
             response.headers.update(headers)
             return response
         completion = await pipeline.complete(text_request, request.is_disconnected)
-        answer = completion_body(completion, text_request.endpoint) | {"scenario": _called(call)}
-        return JSONResponse(answer, headers=completion.rate_limit_headers | headers)
+        answer = restore_body(completion_body(completion, text_request.endpoint), completion.restore)
+        answer |= {"scenario": _called(call)}
+        return JSONResponse(answer, headers=completion.rate_limit_headers | completion.guard_headers | headers)
 
     router.include_router(admin)
     return router

@@ -25,6 +25,8 @@ from genloom.gateway.errors import InvalidRequest, ModelNotFound
 from genloom.gateway.fallback import job_may_fall_back, job_target
 from genloom.gateway.image_service import IMAGES_ENDPOINT, ImageRequest, ImageService, PreparedImage
 from genloom.gateway.openai_shapes import completion_body
+from genloom.gateway.pipeline.call import guarded
+from genloom.gateway.pipeline.guard import GuardBlocked, GuardStage
 from genloom.gateway.queue_io import queue_call
 from genloom.gateway.text_service import Choice, Completion, PreparedText, TextRequest, TextService
 from genloom.jobs import ImagesReady, Job, JobEvent, JobFailed, JobStarted, RequestClass, Tier
@@ -87,7 +89,7 @@ class JobRunner:
     def __init__(
         self, *, store: JobStore, queue: JobQueue, text: TextService, images: ImageService | None, settings: JobsSettings,
         process_id: str, on_finished: Callable[[], None], rng: random.Random | None = None, shared_queue: bool = False,
-        observer: Observer = NO_OBSERVER,
+        observer: Observer = NO_OBSERVER, guard_output: GuardStage | None = None,
     ) -> None:
         """With `shared_queue`, jobs queued here run on any worker process: this process keeps no
         run for them, and runs the ones its own workers take (`adopt`)."""
@@ -101,6 +103,7 @@ class JobRunner:
         self._rng = rng or random.Random()
         self._shared = shared_queue
         self._observer = observer
+        self._guard_output = guard_output  # a text job's answer passes the output guards before it is stored
         self._runs: dict[str, _Run] = {}
         self._pending: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -366,7 +369,24 @@ class JobRunner:
             if run.completion is not None and run.completion.apply(event):
                 open_choices -= 1
                 if not open_choices:
-                    return completion_body(run.completion, run.request.endpoint)
+                    return await self._guarded_body(run)
+
+    async def _guarded_body(self, run: _Run) -> dict[str, Any] | None:
+        """A text job's result after the output guards (its tenant's policy as it was when it was
+        submitted): redacted in place, or None when they block it (the job fails, not retried)."""
+        assert run.completion is not None and isinstance(run.request, TextRequest) and run.record is not None
+        if self._guard_output is not None:
+            texts = [c.text for c in run.completion.choices]
+            try:
+                checked = await self._guard_output.check(texts, who=guarded(run.request), param=None)
+            except GuardBlocked as e:
+                error = {"message": str(e), "code": "content_blocked"}
+                if await self._store.fail(run.record.id, owner=run.owner or "", error=error, retry_at=None) is not None:
+                    self._on_finished()
+                return None
+            for choice, text in zip(run.completion.choices, checked.texts):
+                choice.text = text
+        return completion_body(run.completion, run.request.endpoint)
 
     async def _attempt_failed(self, run: _Run, failure: JobFailed) -> None:
         assert run.record is not None

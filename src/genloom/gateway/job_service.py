@@ -78,6 +78,7 @@ class JobService:
         admit: Admit,
         settings: JobsSettings,
         guard_input: GuardStage | None = None,
+        guard_output: GuardStage | None = None,
         process_id: str,
         webhooks_enabled: bool,
         webhook_allow_hosts: frozenset[str],
@@ -105,7 +106,7 @@ class JobService:
         self.async_rows: dict[str, int] = {}  # the most rows an async job may take, per model
         self.runner = JobRunner(
             store=store, queue=queue, text=text, images=images, settings=settings, process_id=process_id,
-            on_finished=on_finished, rng=rng, shared_queue=shared_queue, observer=observer,
+            on_finished=on_finished, rng=rng, shared_queue=shared_queue, observer=observer, guard_output=guard_output,
         )
 
     # The runner's lifecycle, as the process drives it.

@@ -68,6 +68,7 @@ class TextRequest:
             "endpoint": self.endpoint, "model": self.model, "params": params, "n": self.n,
             "messages": self.messages, "prompt": self.prompt, "max_tokens_given": self.max_tokens_given, "echo": self.echo,
             "response_format": self.response_format, "tools": self.tools.to_record() if self.tools else None,
+            "guardrails": self.guardrails,
         }
 
     @classmethod
@@ -81,7 +82,8 @@ class TextRequest:
             endpoint=record["endpoint"], model=record["model"], params=SamplingParams(**params), n=record["n"],
             messages=record["messages"], prompt=record["prompt"], max_tokens_given=record["max_tokens_given"],
             echo=record.get("echo", False), response_format=record.get("response_format"),
-            tools=Tools.from_record(record.get("tools")), tier=tier, tenant=tenant, id=id,
+            tools=Tools.from_record(record.get("tools")), guardrails=record.get("guardrails") or {}, tier=tier,
+            tenant=tenant, id=id,
         )
 
 

@@ -230,7 +230,8 @@ def build_components(
         store=job_store, secret=secret, allow_hosts=allow_hosts, settings=settings.jobs, observer=observer
     ) if secret else None
     jobs = JobService(
-        store=job_store, queue=queue, text=service, admit=admit, guard_input=guard_input, settings=settings.jobs,
+        store=job_store, queue=queue, text=service, admit=admit, guard_input=guard_input, guard_output=guard_output,
+        settings=settings.jobs,
         process_id=f"{socket.gethostname()}:{os.getpid()}", webhooks_enabled=webhooks is not None,
         webhook_allow_hosts=allow_hosts, on_finished=webhooks.wake if webhooks else lambda: None, images=images,
         shared_queue=shared is not None, observer=observer,

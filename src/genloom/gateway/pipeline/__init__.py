@@ -82,7 +82,7 @@ class TextPipeline:
                 hit = None if no_cache else await self.cache.lookup(call, semantic=semantic)
                 if looked is not None:
                     looked.set_attribute("genloom.cache.hit", hit is not None)
-            restore = call.guarded.restore if call.guarded is not None else None
+            restore = call.guarded.restore.restore if call.guarded is not None and call.guarded.restore else None
             if hit is not None:
                 call.status = RequestStatus.COMPLETED
                 body = restore_body(hit | {"id": call.request.id, "created": int(call.created)}, restore)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -261,22 +261,22 @@ def guard_header(*results: GuardResult | OutputWatch | None) -> dict[str, str]:
     return {GUARD_HEADER: ", ".join(sorted(actions))} if actions else {}
 
 
-def restore_body(body: dict[str, Any], restore: Placeholders | None) -> dict[str, Any]:
+def restore_body(body: dict[str, Any], restore: Callable[[str], str] | None) -> dict[str, Any]:
     """A chat completion's or completion's body with the input's placeholders restored in its
-    texts (a copy: the cached body keeps them)."""
+    texts by `restore` (a copy: the cached body keeps them)."""
     if restore is None:
         return body
     body = copy.deepcopy(body)
     for choice in body.get("choices", []):
         if isinstance(choice.get("text"), str):
-            choice["text"] = restore.restore(choice["text"])
+            choice["text"] = restore(choice["text"])
         message = choice.get("message") or {}
         if isinstance(message.get("content"), str):
-            message["content"] = restore.restore(message["content"])
+            message["content"] = restore(message["content"])
         for call in message.get("tool_calls") or []:
             function = call.get("function") or {}
             if isinstance(function.get("arguments"), str):
-                function["arguments"] = restore.restore(function["arguments"])
+                function["arguments"] = restore(function["arguments"])
     return body
 
 
