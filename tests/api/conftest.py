@@ -16,6 +16,7 @@ import yaml
 
 from genloom.config import load_settings
 from genloom.server import GenloomServer
+from genloom.server.http import uvicorn_config
 from tests.conftest import free_port
 
 
@@ -29,9 +30,13 @@ def running_server(tmp_path: Path, model_dir: Path, *, observer=None, scanners=N
     config.update(sections)
     config_file = tmp_path / "genloom.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    server = GenloomServer(load_settings(config_file), observer=observer, scanners=scanners)
+    settings = load_settings(config_file)
+    server = GenloomServer(settings, observer=observer, scanners=scanners)
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(server.app, host="127.0.0.1", port=port, log_level="warning"))
+    # As `genloom serve` serves (the bounded protocol of server/http.py), on the plain asyncio loop
+    # (not uvloop), so a test may stand in for DNS by patching socket.getaddrinfo.
+    uv = uvicorn.Server(uvicorn_config(server.app, settings.server, host="127.0.0.1", port=port, loop="asyncio",
+                                       log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

@@ -3,21 +3,15 @@ protocol of server/http.py), in a thread of the test process, with API keys on a
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvicorn
-import yaml
 
-from genloom.config import load_settings
 from genloom.server import GenloomServer
-from genloom.server.http import uvicorn_config
-from tests.conftest import free_port
+from tests.api.conftest import running_server
 
 ADMIN_KEY = "gl-security-suite-admin-key-0123456789abcdef"
 
@@ -34,35 +28,9 @@ class Tenant:
 
 @contextmanager
 def secured_server(tmp_path: Path, model_dir: Path, **sections) -> Iterator[tuple[str, GenloomServer]]:
-    """A real server on 127.0.0.1 with ADMIN_KEY as its admin key. The plain asyncio loop (not
-    uvloop), so a test may stand in for DNS by patching socket.getaddrinfo."""
-    config = {
-        "builtin_models": False, "data_dir": str(tmp_path / "data"), "models": [{"name": "tiny", "path": str(model_dir)}],
-        "auth": "enabled", "admin_key": ADMIN_KEY,
-    } | sections
-    (tmp_path / "genloom.yaml").write_text(yaml.safe_dump(config))
-    settings = load_settings(tmp_path / "genloom.yaml")
-    server = GenloomServer(settings)
-    port = free_port()
-    uv = uvicorn.Server(uvicorn_config(server.app, settings.server, host="127.0.0.1", port=port, loop="asyncio",
-                                       log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the test server did not become ready"
-            time.sleep(0.05)
-        yield base, server
-    finally:
-        uv.should_exit = True
-        thread.join(30)
+    """A real server on 127.0.0.1 with API keys on and ADMIN_KEY as its admin key."""
+    with running_server(tmp_path, model_dir, **({"auth": "enabled", "admin_key": ADMIN_KEY} | sections)) as served:
+        yield served
 
 
 def admin_client(base: str) -> httpx.Client:
