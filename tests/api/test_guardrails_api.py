@@ -91,6 +91,10 @@ def test_pii_is_redacted_on_its_way_upstream_and_restored_for_the_caller(server,
     assert answer.headers["x-genloom-guard"] == "redacted"
     streamed = client.chat.completions.create(model="remote", messages=user(said), max_tokens=32, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == said
+    assert client.responses.create(model="remote", input=said).output_text == said  # the Responses API alike
+    events = list(client.responses.create(model="remote", input=said, stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == said
+    assert events[-1].response.output_text == said
     assert {e["action"] for e in audit(server, tenant_id)} == {"redact"}
 
 

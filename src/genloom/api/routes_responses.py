@@ -19,6 +19,7 @@ from genloom.api.routes_text import IGNORED_HEADER, chat_request
 from genloom.api.schemas import VERSION_HEADER, ChatCompletionRequest, _Body
 from genloom.config import ApiSettings
 from genloom.gateway.openai_shapes import CHAT_ENDPOINT, completion_body
+from genloom.gateway.pipeline.guard import restore_body
 from genloom.gateway.pipeline import TextPipeline
 from genloom.gateway.responses import (
     EventSequence,
@@ -139,7 +140,7 @@ def build_responses_router(pipeline: TextPipeline, store: ResponseStore, setting
                                         delta=event.delta, logprobs=[])
                     elif isinstance(event, ChoiceFinished) and event.index == 0:
                         finish = event.finish_reason
-                chat_body = completion_body(completion, CHAT_ENDPOINT)
+                chat_body = restore_body(completion_body(completion, CHAT_ENDPOINT), completion.restore)
                 output = output_items(chat_body, response_id)
                 if held:
                     for index, item in enumerate(output):
