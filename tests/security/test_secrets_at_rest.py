@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -25,7 +23,7 @@ import pytest
 from genloom.config import Settings
 from genloom.config.settings import secret_values
 from genloom.telemetry.logs import configure_logging
-from tests.security.conftest import ADMIN_KEY, admin_client, secured_server
+from tests.security.conftest import ADMIN_KEY, admin_client, receiver, secured_server
 from tests.stub_upstream import Behaviour, StubMode, running_stub
 
 UPSTREAM_KEY = "sk-upstream-api-registered-never-stored-twice-5151"
@@ -34,32 +32,6 @@ METRICS_TOKEN = "metrics-token-security-suite-never-logged"
 HELLO = [{"role": "user", "content": "hello"}]
 # The one place a secret is stored on purpose: the upstream key a registered remote model is called with.
 STORED_ON_PURPOSE = {("model_versions", "api_key")}
-
-
-class _Receiver:
-    """A webhook receiver on 127.0.0.1 that answers 200 and keeps what it got."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                received.append(dict(self.headers))
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _database_text(path: Path) -> list[tuple[str, str, str]]:
@@ -106,8 +78,7 @@ def production_logging(capsys) -> Iterator[Callable[[Settings], None]]:
 
 def test_no_secret_reaches_logs_answers_or_disk(tmp_path, tiny_model_dir, production_logging, capsys):
     answers: list[str] = []  # every API answer but the ones that show a new key once
-    receiver = _Receiver()
-    try:
+    with receiver() as received:
         with running_stub(Behaviour(mode=StubMode.OK)) as stub, secured_server(
             tmp_path, tiny_model_dir, upstream_allow_hosts=["127.0.0.1"], webhook_allow_hosts=["127.0.0.1"],
             webhook_secret=WEBHOOK_SECRET, metrics={"token": METRICS_TOKEN}, server={"log_level": "debug"},
@@ -147,11 +118,11 @@ def test_no_secret_reaches_logs_answers_or_disk(tmp_path, tiny_model_dir, produc
                 assert refused.status_code >= 400
                 answers.append(refused.text)
 
-            job = as_tenant.post("/v1/jobs", json={"url": "/v1/chat/completions", "callback_url": receiver.url,
+            job = as_tenant.post("/v1/jobs", json={"url": "/v1/chat/completions", "callback_url": received.url,
                                                    "body": {"model": "tiny", "messages": HELLO, "max_tokens": 2}})
             assert job.status_code == 202, job.text
             finished = _wait(as_tenant, job.json()["id"])
-            assert finished["webhook"]["status"] == "delivered" and receiver.received[0]["webhook-signature"]
+            assert finished["webhook"]["status"] == "delivered" and received.headers[0]["webhook-signature"]
             answers.append(httpx.get(f"{base}/v1/jobs/{finished['id']}", headers={"Authorization": f"Bearer {tenant_key}"}).text)
 
             uploaded = as_tenant.post("/v1/files", files={"file": ("in.jsonl", b'{"custom_id": "a"}\n')}, data={"purpose": "batch"})
@@ -174,8 +145,6 @@ def test_no_secret_reaches_logs_answers_or_disk(tmp_path, tiny_model_dir, produc
             assert metrics.status_code == 200
             answers.append(metrics.text)
             as_tenant.close()
-    finally:
-        receiver.close()
 
     logged = capsys.readouterr().err
     lines = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]

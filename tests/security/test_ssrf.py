@@ -7,17 +7,14 @@ the address that was checked (DNS rebinding)."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from genloom.gateway.webhooks import GuardedTransport, WebhookTargetRefused, check_target
-from tests.security.conftest import admin_client, new_tenant, secured_server
+from tests.security.conftest import admin_client, new_tenant, receiver, secured_server
 
 PUBLIC = "93.184.216.34"
 HELLO = [{"role": "user", "content": "hello"}]
@@ -127,32 +124,6 @@ async def test_the_guarded_transport_passes_an_allowed_host_by_name():
     assert seen[0].url.host == "receiver.internal"
 
 
-@contextmanager
-def receiver() -> Iterator[tuple[int, list[str]]]:
-    """A local HTTP receiver on 127.0.0.1 that answers 200 to anything: what SSRF would reach."""
-    hits: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            hits.append(self.path)
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            self.send_response(200)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], hits
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 class FakeDns:
     """Stands in for DNS: `name` resolves to a public address for its first `public_answers`
     lookups, then to 127.0.0.1 (a rebinding attacker's name); every other host resolves as usual."""
@@ -230,11 +201,11 @@ def test_a_webhook_name_that_rebinds_to_loopback_after_the_checks_is_not_called(
     # the connection is made. Connecting by name would reach the receiver; the guard does not.
     dns = FakeDns("rebind.attacker.example", public_answers=2)
     monkeypatch.setattr(socket, "getaddrinfo", dns)
-    with receiver() as (port, hits), httpx.Client(base_url=served, headers=tenant.headers, timeout=30) as http:
-        job = http.post("/v1/jobs", json=_job(f"http://rebind.attacker.example:{port}/hook"))
+    with receiver() as got, httpx.Client(base_url=served, headers=tenant.headers, timeout=30) as http:
+        job = http.post("/v1/jobs", json=_job(f"http://rebind.attacker.example:{got.port}/hook"))
         assert job.status_code == 202, job.text
         finished = _wait_for_webhook(http, job.json()["id"])
-    assert hits == [], "the webhook reached a loopback receiver through a rebinding name"
+    assert got.paths == [], "the webhook reached a loopback receiver through a rebinding name"
     assert dns.lookups >= 3
     [attempt] = finished["webhook"]["deliveries"]
     assert not attempt["delivered"] and "127.0.0.1, a loopback address" in attempt["error"]
@@ -244,9 +215,9 @@ def test_a_remote_model_whose_name_rebinds_to_loopback_is_not_called(served, ten
     # Public when it is registered; loopback when its worker calls it.
     dns = FakeDns("upstream.attacker.example", public_answers=1)
     monkeypatch.setattr(socket, "getaddrinfo", dns)
-    with receiver() as (port, hits), admin_client(served) as admin:
+    with receiver() as got, admin_client(served) as admin:
         registered = admin.post("/v1/admin/models", json={
-            "name": "rebound", "kind": "remote", "base_url": f"http://upstream.attacker.example:{port}/v1",
+            "name": "rebound", "kind": "remote", "base_url": f"http://upstream.attacker.example:{got.port}/v1",
             "upstream_model": "x", "api_key": "sk-upstream-secret-for-ssrf-test", "aliases": ["production"],
         })
         assert registered.status_code == 201, registered.text
@@ -256,6 +227,6 @@ def test_a_remote_model_whose_name_rebinds_to_loopback_is_not_called(served, ten
             time.sleep(0.1)
         answer = httpx.post(f"{served}/v1/chat/completions", headers=tenant.headers, timeout=60,
                             json={"model": "rebound", "messages": HELLO, "max_tokens": 2})
-    assert hits == [], "the upstream call reached a loopback receiver through a rebinding name"
+    assert got.paths == [], "the upstream call reached a loopback receiver through a rebinding name"
     assert answer.status_code >= 500 and "127.0.0.1, a loopback address" in answer.json()["error"]["message"], answer.text
     assert "sk-upstream-secret" not in answer.text
