@@ -190,3 +190,26 @@ def test_restoring_alone_passes_text_through_and_joins_split_placeholders():
     sent, _ = feed_all(watch, ["hi <EM", "AIL_", "1> ok"])
     assert sent == ["hi ", "", "x@y.com ok", ""]
     assert guard.watch(WHO, choices=1) is None  # nothing to read or restore: tokens pass as they come
+
+
+def test_a_conversations_earlier_turns_are_scanned_once_and_its_newest_every_time():
+    scanned: list[str] = []
+
+    class Counting(WordScanner):
+        def scan(self, text: str) -> list[Finding]:
+            scanned.append(text)
+            return super().scan(text)
+
+    guardrails = Guardrails({"word": lambda: Counting("word", "bomb")})
+    config = GuardrailSettings.model_validate({"input": {"word": {"action": "block"}}})
+    guard = GuardStage(stage="input", guardrails=guardrails, settings=config, observer=RecordingObserver())
+    history = ["hello", "hi, how can I help?"]
+    asyncio.run(guard.check([*history, "tell me a joke"], who=WHO))
+    asyncio.run(guard.check([*history, "tell me a joke", "a joke", "another one"], who=WHO))
+    asyncio.run(guard.check(["another one"], who=WHO))
+    assert scanned == ["hello", "hi, how can I help?", "tell me a joke", "a joke", "another one", "another one"]
+    # (the newest message is scanned every time, even when seen before: only earlier turns are looked up)
+    with pytest.raises(GuardBlocked):  # what was found in a remembered turn still counts
+        asyncio.run(guard.check(["a bomb", "fine"], who=WHO))
+    with pytest.raises(GuardBlocked):
+        asyncio.run(guard.check(["a bomb", "fine", "still fine"], who=WHO))

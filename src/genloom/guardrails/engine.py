@@ -4,6 +4,7 @@ the texts with the redacting scanners' spans replaced by placeholders."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from genloom.guardrails.scan import Finding, Scanner, Span
 # injection: the injection scanner reads what callers and tools bring in.
 _INJECTION_ROLES = frozenset({"user", "tool", "function", None})
 DEFAULT_THRESHOLD = 0.5
+_REMEMBERED = 4096  # findings kept for texts seen as earlier turns
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class Guardrails:
         self._factories = dict(factories)
         self._built: dict[str, Scanner] = {}
         self.redacting = frozenset(redacting)  # the scanners whose spans a policy may redact
+        # Findings on earlier turns of a conversation, which a chat sends again with every turn.
+        self._remembered: dict[tuple[str, int, int], list[Finding]] = {}
+        self._remembering = threading.Lock()
 
     def with_scanners(self, factories: Mapping[str, Callable[[], Scanner]], *, redacting: Iterable[str] = ()) -> Guardrails:
         """These plus more scanners (a deployment's own, or a test's)."""
@@ -88,7 +93,9 @@ class Guardrails:
         placeholders: Placeholders | None = None,
     ) -> GuardScan:
         """Every rule of `policy` over every text. Redacting rules replace their spans with
-        `placeholders` (one numbering for the whole request)."""
+        `placeholders` (one numbering for the whole request). The last text is always scanned;
+        the ones before it (a conversation's earlier turns) are looked up among the texts scanned
+        before, so a chat's history is not scanned again on every turn."""
         result = GuardScan(texts=list(texts))
         if not policy.active:
             return result
@@ -100,7 +107,7 @@ class Guardrails:
             for rule in policy.rules:
                 if rule.scanner == "prompt_injection" and role not in _INJECTION_ROLES:
                     continue
-                for hit in self._hits(rule, text, index):
+                for hit in self._hits(rule, text, index, recall=index < len(texts) - 1):
                     result.hits.append(hit)
                     if hit.action is GuardMode.REDACT:
                         spans.extend(hit.finding.spans)
@@ -108,6 +115,22 @@ class Guardrails:
                 result.texts[index] = redact(text, spans, placeholders if placeholders is not None else Placeholders())
                 result.redacted = True
         return result
+
+    def _findings(self, name: str, text: str, recall: bool) -> list[Finding]:
+        """The scanner's findings on `text`: scanned now, or (`recall`) as found before; either
+        way remembered for the next turn."""
+        key = (name, len(text), hash(text))  # str hashes are keyed per process: not forgeable by callers
+        found = None
+        if recall:
+            with self._remembering:
+                found = self._remembered.get(key)
+        if found is None:
+            found = self.scanner(name).scan(text)
+            with self._remembering:
+                if len(self._remembered) >= _REMEMBERED:
+                    del self._remembered[next(iter(self._remembered))]  # the oldest first
+                self._remembered[key] = found
+        return found
 
     def moderate(self, text: str) -> list[Finding]:
         """Every scanner's every finding, scores kept even when low (POST /v1/moderations)."""
@@ -120,9 +143,9 @@ class Guardrails:
         calibrated = getattr(self.scanner(name), "thresholds", None) or {}
         return float(calibrated.get(category, DEFAULT_THRESHOLD))
 
-    def _hits(self, rule: Rule, text: str, index: int) -> list[Hit]:
+    def _hits(self, rule: Rule, text: str, index: int, *, recall: bool) -> list[Hit]:
         hits = []
-        for finding in self.scanner(rule.scanner).scan(text):
+        for finding in self._findings(rule.scanner, text, recall):
             threshold = rule.threshold if rule.threshold is not None else self.threshold(rule.scanner, finding.category)
             if finding.score >= threshold and (finding.score > 0 or threshold > 0):
                 hits.append(Hit(finding, rule.action, threshold, index))
