@@ -213,3 +213,20 @@ def test_async_jobs_pass_the_output_guards_of_their_tenant(server):
     mailed = job(f"write to {EMAIL}")
     assert mailed["status"] == "completed"
     assert mailed["result"]["choices"][0]["message"]["content"] == "write to <EMAIL_1>"
+
+
+def test_a_cached_answer_meets_the_callers_output_policy_of_now(server):
+    client, tenant_id = tenant_client(server, "tightens-later", {})
+    said = f"store this: {LEAKED_KEY}"
+    first = client.chat.completions.with_raw_response.create(model="remote", messages=user(said), max_tokens=64, temperature=0)
+    again = client.chat.completions.with_raw_response.create(model="remote", messages=user(said), max_tokens=64, temperature=0)
+    assert first.headers["x-genloom-cache"] == "miss" and again.headers["x-genloom-cache"] == "hit"
+    assert admin(server, "PATCH", f"/tenants/{tenant_id}",
+                 json={"guardrails": {"output": {"secrets": {"action": "redact"}}}}).status_code == 200
+    redacted = client.chat.completions.with_raw_response.create(model="remote", messages=user(said), max_tokens=64,
+                                                                temperature=0)
+    assert redacted.headers["x-genloom-cache"] == "hit" and redacted.headers["x-genloom-guard"] == "redacted"
+    assert LEAKED_KEY not in redacted.parse().choices[0].message.content
+    assert admin(server, "PATCH", f"/tenants/{tenant_id}", json={"guardrails": {}}).status_code == 200
+    plain = client.chat.completions.create(model="remote", messages=user(said), max_tokens=64, temperature=0)
+    assert plain.choices[0].message.content == said  # the cache's own entry was not changed by the redaction

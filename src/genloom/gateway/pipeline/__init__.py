@@ -10,6 +10,7 @@ composition root, and passed in; the observer hears from every stage."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from genloom.gateway.openai_shapes import completion_body
 from genloom.gateway.pipeline.admit import Admit
 from genloom.gateway.pipeline.caching import Cache
 from genloom.gateway.pipeline.call import TextCall
-from genloom.gateway.pipeline.guard import GuardBlocked, GuardStage, OutputWatch, guard_header, restore_body
+from genloom.gateway.pipeline.guard import GuardBlocked, GuardResult, GuardStage, OutputWatch, guard_header, restore_body
 from genloom.gateway.pipeline.record import Record
 from genloom.gateway.pipeline.resolve import Resolve
 from genloom.gateway.pipeline.submit import Submit
@@ -84,9 +85,13 @@ class TextPipeline:
                     looked.set_attribute("genloom.cache.hit", hit is not None)
             restore = call.guarded.restore.restore if call.guarded is not None and call.guarded.restore else None
             if hit is not None:
+                # The answer passed the output guards of the policy it was stored under; the caller's may be stricter now.
+                with stage(guarded_out, "guard output"):
+                    hit, checked = await self._guard_cached(hit, call)
                 call.status = RequestStatus.COMPLETED
                 body = restore_body(hit | {"id": call.request.id, "created": int(call.created)}, restore)
-                return Answer(body, CacheOutcome.HIT, guard_header(call.guarded) | {"x-genloom-cache": CacheOutcome.HIT.value})
+                headers = guard_header(call.guarded, checked) | {"x-genloom-cache": CacheOutcome.HIT.value}
+                return Answer(body, CacheOutcome.HIT, headers)
             with stage(span, "admit"):
                 self.resolve.prepare(call)
                 call.admission = await self.admit.charge(call.request, call.prepared)  # type: ignore[arg-type]
@@ -177,6 +182,21 @@ class TextPipeline:
             raise
         finally:
             await self._finish(call)
+
+    async def _guard_cached(self, hit: dict[str, Any], call: TextCall) -> tuple[dict[str, Any], GuardResult | None]:
+        """A cached body through the caller's output guards: refused, or a copy with its texts redacted."""
+        if not self.guard_output.active(call.who):
+            return hit, None
+        hit = copy.deepcopy(hit)  # the cache's own entry stays as it was stored
+        fields = [(c["message"], "content") if "message" in c else (c, "text") for c in hit.get("choices", [])]
+        fields = [(holder, key) for holder, key in fields if isinstance(holder.get(key), str)]
+        checked = await self.guard_output.check(
+            [holder[key] for holder, key in fields], who=call.who, param=None,
+            placeholders=call.guarded.placeholders if call.guarded is not None else None,
+        )
+        for (holder, key), text in zip(fields, checked.texts):
+            holder[key] = text
+        return hit, checked
 
     async def _guard_input(self, call: TextCall) -> None:
         param = "messages" if call.request.messages is not None else "prompt"
