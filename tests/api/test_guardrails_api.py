@@ -7,7 +7,6 @@ the audit log; /v1/moderations answers in OpenAI's shape."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -15,6 +14,7 @@ import openai
 import pytest
 
 from tests.api.conftest import running_server
+from tests.api.test_jobs_api import wait_for
 from tests.stub_upstream import Behaviour, running_stub
 
 ADMIN_KEY = "gl-admin-guardrails-test-key-000000000000"
@@ -198,14 +198,10 @@ def test_async_jobs_pass_the_output_guards_of_their_tenant(server):
 
     def job(text: str) -> dict:
         body = {"model": "remote", "messages": user(text), "max_tokens": 64}
-        made = httpx.post(f"{server}/v1/jobs", json={"url": "/v1/chat/completions", "body": body}, headers=auth)
-        assert made.status_code == 202, made.text
-        deadline = time.monotonic() + 30
-        while (found := httpx.get(f"{server}/v1/jobs/{made.json()['id']}", headers=auth).json())["status"] not in {
-                "completed", "failed"}:
-            assert time.monotonic() < deadline, found
-            time.sleep(0.05)
-        return found
+        with httpx.Client(base_url=server, headers=auth, timeout=30) as http:
+            made = http.post("/v1/jobs", json={"url": "/v1/chat/completions", "body": body})
+            assert made.status_code == 202, made.text
+            return wait_for(http, made.json()["id"], {"completed", "failed"})
 
     leaked = job(f"the key is {LEAKED_KEY}")
     assert leaked["status"] == "failed" and leaked["error"]["code"] == "content_blocked" and leaked["attempts"] == 1

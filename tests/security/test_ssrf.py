@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from genloom.gateway.webhooks import GuardedTransport, WebhookTargetRefused, check_target
+from tests.api.test_job_webhooks import finished_job
 from tests.security.conftest import admin_client, new_tenant, receiver, secured_server
 
 PUBLIC = "93.184.216.34"
@@ -186,16 +187,6 @@ def test_an_allowed_webhook_host_is_accepted(served, tenant):
         assert http.post("/v1/jobs", json=_job("http://hooks.allowed.internal:9/hook")).status_code == 202
 
 
-def _wait_for_webhook(http: httpx.Client, job_id: str) -> dict:
-    deadline = time.monotonic() + 60
-    while True:
-        job = http.get(f"/v1/jobs/{job_id}").json()
-        if job.get("webhook", {}).get("status") in {"delivered", "failed"}:
-            return job
-        assert time.monotonic() < deadline, f"webhook still {job.get('webhook')}"
-        time.sleep(0.1)
-
-
 def test_a_webhook_name_that_rebinds_to_loopback_after_the_checks_is_not_called(served, tenant, monkeypatch):
     # Public for the check at submission and the dispatcher's check before sending; loopback when
     # the connection is made. Connecting by name would reach the receiver; the guard does not.
@@ -204,7 +195,7 @@ def test_a_webhook_name_that_rebinds_to_loopback_after_the_checks_is_not_called(
     with receiver() as got, httpx.Client(base_url=served, headers=tenant.headers, timeout=30) as http:
         job = http.post("/v1/jobs", json=_job(f"http://rebind.attacker.example:{got.port}/hook"))
         assert job.status_code == 202, job.text
-        finished = _wait_for_webhook(http, job.json()["id"])
+        finished = finished_job(http, job.json()["id"], timeout_s=60)
     assert got.paths == [], "the webhook reached a loopback receiver through a rebinding name"
     assert dns.lookups >= 3
     [attempt] = finished["webhook"]["deliveries"]

@@ -93,7 +93,8 @@ class Guardrails:
         placeholders: Placeholders | None = None,
     ) -> GuardScan:
         """Every rule of `policy` over every text. Redacting rules replace their spans with
-        `placeholders` (one numbering for the whole request). The last text is always scanned;
+        `placeholders` (one numbering for the whole request); without them the texts stay as
+        given and the hits say what to redact. The last text is always scanned;
         the ones before it (a conversation's earlier turns) are looked up among the texts scanned
         before, so a chat's history is not scanned again on every turn."""
         result = GuardScan(texts=list(texts))
@@ -112,8 +113,9 @@ class Guardrails:
                     if hit.action is GuardMode.REDACT:
                         spans.extend(hit.finding.spans)
             if spans:
-                result.texts[index] = redact(text, spans, placeholders if placeholders is not None else Placeholders())
                 result.redacted = True
+                if placeholders is not None:
+                    result.texts[index] = redact(text, spans, placeholders)
         return result
 
     def _findings(self, name: str, text: str, recall: bool) -> list[Finding]:

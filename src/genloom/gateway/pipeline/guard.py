@@ -44,9 +44,9 @@ class Guarded:
 class GuardBlocked(Exception):
     """A guard refused the request (400 content_blocked) or the answer (the stream's error event)."""
 
-    def __init__(self, message: str, *, stage: str, param: str | None, hit: Hit | None = None) -> None:
+    def __init__(self, message: str, *, stage: str, param: str | None) -> None:
         super().__init__(message)
-        self.stage, self.param, self.hit = stage, param, hit
+        self.stage, self.param = stage, param
 
 
 @dataclass
@@ -143,7 +143,7 @@ class GuardStage:
             what = "the request" if self.stage == "input" else "the answer"
             raise GuardBlocked(
                 f"{what} was blocked by the {blocked.scanner} guard ({blocked.finding.category})",
-                stage=self.stage, param=param, hit=blocked,
+                stage=self.stage, param=param,
             )
 
     async def _scan(self, texts: Sequence[str], policy: StagePolicy, roles: Sequence[str | None] | None,
