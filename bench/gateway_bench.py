@@ -153,11 +153,12 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 async def run_level(target: Target, *, stream: bool, clients: int, total: int, warmup: int,
-                    timeout_s: float) -> Row:
-    """`clients` workers, one keep-alive connection each, share `total` requests after a warm-up that opens them."""
+                    timeout_s: float, request: dict | None = None) -> Row:
+    """`clients` workers, one keep-alive connection each, share `total` requests after a warm-up that opens them.
+    Each sends `request` (REQUEST by default) with the target's model."""
     raws = []
     for model in [target.model] + ([target.alternate] if target.alternate else []):
-        body = REQUEST | {"model": model}
+        body = (REQUEST if request is None else request) | {"model": model}
         if stream:
             body |= {"stream": True, "stream_options": {"include_usage": True}}
         raws.append(request_bytes(host=target.host, port=target.port, path="/v1/chat/completions",

@@ -20,7 +20,6 @@ import shlex
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from statistics import median
 
@@ -96,17 +95,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown := [n for n in args.prompt_names if n not in PROMPTS]:
         p.error(f"--prompts: unknown {', '.join(unknown)}; choose from {', '.join(PROMPTS)}")
     return args
-
-
-@contextmanager
-def prompt(text: str):
-    """run_level sends gateway_bench.REQUEST; this swaps its user message for the time being."""
-    saved = gateway_bench.REQUEST
-    gateway_bench.REQUEST = saved | {"messages": [{"role": "user", "content": text}]}
-    try:
-        yield
-    finally:
-        gateway_bench.REQUEST = saved
 
 
 def probe(target: Target, text: str, *, stream: bool) -> str:
@@ -226,27 +214,27 @@ def main(argv: list[str]) -> int:
             for round_ in range(args.rounds):
                 order = [OFF, ON] if round_ % 2 == 0 else [ON, OFF]
                 for name in args.prompt_names:
-                    with prompt(PROMPTS[name]):
-                        for stream in (False, True):
-                            for clients in args.levels:
-                                for server_name in order:
-                                    key = (name, stream, clients, server_name)
-                                    if key in failed:
-                                        continue
-                                    try:
-                                        row = run_async(run_level(targets[server_name], stream=stream, clients=clients,
-                                                                  total=args.requests, warmup=args.warmup,
-                                                                  timeout_s=args.level_timeout))
-                                    except RuntimeError as e:
-                                        failed[key] = str(e)
-                                        print(f"  {e}", file=sys.stderr, flush=True)
-                                        continue
-                                    rows.setdefault(key, []).append(row)
-                                    print(f"round {round_ + 1} {name} {'stream' if stream else 'plain'} C={clients} "
-                                          f"{server_name}: {row.requests_per_s:,.0f} req/s, p50 {fmt(row.p50_ms, 1)} ms, "
-                                          f"p99 {fmt(row.p99_ms, 1)} ms, server CPU {row.server_cpu_ms_per_request or 0:.3f} "
-                                          f"ms/request, errors {row.errors}"
-                                          + (f" ({row.first_error})" if row.first_error else ""), flush=True)
+                    request = gateway_bench.REQUEST | {"messages": [{"role": "user", "content": PROMPTS[name]}]}
+                    for stream in (False, True):
+                        for clients in args.levels:
+                            for server_name in order:
+                                key = (name, stream, clients, server_name)
+                                if key in failed:
+                                    continue
+                                try:
+                                    row = run_async(run_level(targets[server_name], stream=stream, clients=clients,
+                                                              total=args.requests, warmup=args.warmup,
+                                                              timeout_s=args.level_timeout, request=request))
+                                except RuntimeError as e:
+                                    failed[key] = str(e)
+                                    print(f"  {e}", file=sys.stderr, flush=True)
+                                    continue
+                                rows.setdefault(key, []).append(row)
+                                print(f"round {round_ + 1} {name} {'stream' if stream else 'plain'} C={clients} "
+                                      f"{server_name}: {row.requests_per_s:,.0f} req/s, p50 {fmt(row.p50_ms, 1)} ms, "
+                                      f"p99 {fmt(row.p99_ms, 1)} ms, server CPU {row.server_cpu_ms_per_request or 0:.3f} "
+                                      f"ms/request, errors {row.errors}"
+                                      + (f" ({row.first_error})" if row.first_error else ""), flush=True)
         finally:
             for server in reversed(running):
                 stop(server)

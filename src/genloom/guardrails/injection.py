@@ -44,10 +44,25 @@ class Rule:
     # Groups of lowercase substrings a match needs (one of each group): a cheap test that skips
     # the regex for most texts, since Python's re tries an alternation at every position.
     needs: tuple[tuple[str, ...], ...]
+    # Lowercase literals every match begins with, for a pattern whose leading alternation is slow
+    # to try at every position: the pattern is then matched only where one of them occurs (same
+    # result as a search, since `match` at a position still sees the character before it for `\b`).
+    starts: tuple[str, ...] = ()
 
     def search(self, text: str, lower: str) -> re.Match | None:
-        if all(any(k in lower for k in group) for group in self.needs):
+        if not all(any(k in lower for k in group) for group in self.needs):
+            return None
+        if not self.starts or len(lower) != len(text):  # lowercasing moved offsets (rare non-ASCII)
             return self.pattern.search(text)
+        positions: set[int] = set()
+        for start in self.starts:
+            at = lower.find(start)
+            while at >= 0:
+                positions.add(at)
+                at = lower.find(start, at + 1)
+        for at in sorted(positions):
+            if m := self.pattern.match(text, at):
+                return m
         return None
 
 
@@ -67,7 +82,8 @@ RULES: tuple[Rule, ...] = (
     Rule("new_instructions_marker", re.compile(
         r"(?:\b(?:new|updated|revised|real|actual|true|additional|overriding|secret|hidden)\s+(?:system\s+)?(?:important\s+)?"
         r"(?:instructions?|directives?|orders|task)\s*(?::|!|\*\*|-{2,})|\*{2,}\s*new\b|\bend\s+of\s+(?:system\s+)?(?:prompt|instructions)\b)", _I), False,
-        needs=(("instruction", "directive", "order", "task", "**", "prompt"),)),
+        needs=(("instruction", "directive", "order", "task", "**", "prompt"),),
+        starts=("new", "updated", "revised", "real", "actual", "true", "additional", "overriding", "secret", "hidden", "**", "end")),
     Rule("jailbreak_persona", re.compile(
         r"\b(?:do\s+anything\s+now|DAN\s+mode|developer\s+mode\s+output|"
         r"jailbreak(?:en|broken)?\s+mode|god\s*mode\s+(?:enabled|on|activated)|(?:you\s+are|act\s+as|become)\s+(?:now\s+)?(?:DAN|STAN|DUDE|AIM|"
@@ -107,7 +123,9 @@ RULES: tuple[Rule, ...] = (
         r"translating|that\s+(?:reads?|process(?:es)?|summari[sz]es?)|who\s+(?:reads?|process(?:es)?))\s+(?:this|these|the\s+(?:above|following))|"
         r"(?:note|message|instructions?|attention|notice|memo|reminder)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?(?:AI|LLM|assistant|language\s+model|model|chatbot|agent|bot)s?\b|"
         r"if\s+you\s+are\s+(?:an?\s+)?(?:AI|LLM|language\s+model|assistant|chatbot|automated\s+(?:system|agent))\b)", _I), True,
-        needs=(("ai", "llm", "gpt", "assistant", "model", "chatbot", "agent", "bot", "automated"),)),
+        needs=(("ai", "llm", "gpt", "assistant", "model", "chatbot", "agent", "bot", "automated"),),
+        starts=("ai", "llm", "gpt", "assistant", "language", "chatbot", "agent", "bot", "model", "note", "message", "instruction",
+                "attention", "notice", "memo", "reminder", "if")),
     Rule("when_summarising_also", re.compile(
         r"\bwhen\s+(?:you\s+(?:are\s+)?)?(?:summari[sz]|translat|process|read|analy[sz]|answer|respond|review|rewrit)\w*\s+(?:this|these|the\s+(?:above|following))\b"
         r"[^.\n]{0,80}\b(?:also|instead|make\s+sure|you\s+must|always|include|add|append|insert|ignore|do\s+not|don'?t|mention|tell)\b", _I), False,
@@ -122,7 +140,8 @@ RULES: tuple[Rule, ...] = (
         r"\b(?:send|post|forward|upload|transmit|exfiltrate|leak|e-?mail|submit|copy|append)\b[^.\n]{0,60}?\b(?:conversation|chat\s+(?:history|log)|"
         r"history|messages|context|credentials|passwords?|tokens?|api[\s_-]?keys?|system\s+prompt|secrets?|cookies?|session|personal\s+data|"
         r"user'?s?\s+(?:data|info\w*|details|e-?mails?|files))\b[^\n]{0,80}?(?:https?://|www\.|\bto\s+\S+@\S+\.\w+|webhook)", _I), True,
-        needs=(("http", "www.", "@", "webhook"), ("send", "post", "forward", "upload", "transmit", "exfiltrat", "leak", "mail", "submit", "copy", "append"))),
+        needs=(("http", "www.", "@", "webhook"), ("send", "post", "forward", "upload", "transmit", "exfiltrat", "leak", "mail", "submit", "copy", "append")),
+        starts=("send", "post", "forward", "upload", "transmit", "exfiltrate", "leak", "e-mail", "email", "submit", "copy", "append")),
     Rule("markdown_image_exfil", re.compile(
         r"!\[[^\]\n]*\]\(\s*https?://[^)\s]*\?[^)\s]*=(?:[^)\s]*(?:\[|\{|<|\$|%7B|QUERY|DATA|SECRET|TOKEN|HISTORY|CONVERSATION|base64))", _I), True,
         needs=(("![",),)),
@@ -135,7 +154,8 @@ RULES: tuple[Rule, ...] = (
     Rule("refusal_suppression", re.compile(
         r"\b(?:do\s+not|don'?t|never)\s+(?:apologi[sz]e|include\s+(?:any\s+)?(?:warnings?|disclaimers?|notes?)|add\s+(?:any\s+)?(?:warnings?|disclaimers?))|"
         r"\bnever\s+say\s+(?:the\s+words?\s+)?['\"]?(?:I\s+(?:can'?t|cannot)|sorry|unable)", _I), False,
-        needs=(("apologi", "warning", "disclaimer", "note", "never say"),)),
+        needs=(("apologi", "warning", "disclaimer", "note", "never say"),),
+        starts=("do", "don", "never")),
 )
 
 
@@ -171,33 +191,65 @@ def _mix(h: np.ndarray) -> np.ndarray:
 def ngram_hashes(text: str, settings: Settings = DEFAULT_SETTINGS) -> np.ndarray:
     """64-bit hashes of the character n-grams of the lowercased, whitespace-collapsed text and of
     its word n-grams."""
-    t = " " + " ".join(text.lower().split()) + " "
-    codes = np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    parts = []
+    return ngram_hashes_of([text], settings)[0]
+
+
+def ngram_hashes_of(texts: list[str], settings: Settings = DEFAULT_SETTINGS) -> list[np.ndarray]:
+    """`ngram_hashes` of each text, computed in one pass over them all (a long text's windows:
+    numpy's per-call cost, not the arithmetic, is most of the time for a 256-character window).
+    Each text is padded with spaces, so its n-grams are the slices of the joined arrays that start
+    and end inside it."""
+    padded = [" " + " ".join(t.lower().split()) + " " for t in texts]
+    codes = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    char_ends = np.cumsum([len(t) for t in padded])
+    word_lists = [_WORD.findall(t) for t in padded]
+    words = np.array([zlib.crc32(w.encode()) for ws in word_lists for w in ws], dtype=np.uint64)
+    word_ends = np.cumsum([len(ws) for ws in word_lists])
+    parts: list[list[np.ndarray]] = [[] for _ in texts]
+
+    def slice_into(h: np.ndarray, n: int, ends: np.ndarray, salt: int) -> None:
+        mixed = _mix(h + np.uint64(salt))
+        start = 0
+        for i, end in enumerate(ends):  # h[j] covers items j .. j+n-1: those inside text i
+            parts[i].append(mixed[start:max(start, end - n + 1)])
+            start = end
+
     with np.errstate(over="ignore"):
         h = codes.copy()
         for n in range(2, max(settings.char_ngrams, default=1) + 1):
             h = h[:-1] * _BASE + codes[n - 1:]
             if n in settings.char_ngrams:
-                parts.append(_mix(h + np.uint64(n)))
-        words = np.array([zlib.crc32(w.encode()) for w in _WORD.findall(t)], dtype=np.uint64)
+                slice_into(h, n, char_ends, n)
         w = words
         for n in range(1, max(settings.word_ngrams, default=0) + 1):
             if n > 1:
                 w = w[:-1] * _BASE + words[n - 1:]
             if n in settings.word_ngrams:
-                parts.append(_mix(w + np.uint64(100 + n)))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+                slice_into(w, n, word_ends, 100 + n)
+    return [np.concatenate(p) if p else np.zeros(0, dtype=np.uint64) for p in parts]
 
 
 def ngram_vector(hashes: np.ndarray, settings: Settings = DEFAULT_SETTINGS) -> tuple[np.ndarray, np.ndarray, float]:
     """(bucket indices, values, brevity): log-counts of the hashed n-grams, L2-normalised (see
     `norm_floor`), and how far short of the floor the text's own norm fell (0 for most texts, near
     1 for a word or two), a feature of its own so that the model learns what short texts are."""
-    idx, counts = np.unique(hashes % np.uint64(settings.buckets), return_counts=True)
+    return ngram_vectors([hashes], settings)[0]
+
+
+def ngram_vectors(hash_lists: list[np.ndarray], settings: Settings = DEFAULT_SETTINGS) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """`ngram_vector` of each array of hashes, counted in one sort (keys: window, then bucket)."""
+    buckets = np.uint64(settings.buckets)
+    keys = np.concatenate([h % buckets + np.uint64(i) * buckets for i, h in enumerate(hash_lists)])
+    keys, counts = np.unique(keys, return_counts=True)
     values = np.log1p(counts.astype(np.float32))
-    norm = float(np.sqrt(values @ values))
-    return idx.astype(np.int64), values / max(norm, settings.norm_floor), max(0.0, 1.0 - norm / settings.norm_floor)
+    bounds = np.searchsorted(keys, np.arange(len(hash_lists) + 1, dtype=np.uint64) * buckets)
+    out = []
+    for i in range(len(hash_lists)):
+        v = values[bounds[i]:bounds[i + 1]]
+        norm = float(np.sqrt(v @ v))
+        idx = (keys[bounds[i]:bounds[i + 1]] - np.uint64(i) * buckets).astype(np.int64)
+        out.append((idx, v / max(norm, settings.norm_floor), max(0.0, 1.0 - norm / settings.norm_floor)))
+    return out
 
 
 def rule_hits(text: str) -> list[tuple[int, re.Match]]:
@@ -284,7 +336,7 @@ def features(text: str, settings: Settings = DEFAULT_SETTINGS, hits: list[tuple[
     fires, the text's brevity, then the window's mean word-piece embedding."""
     hits = rule_hits(text) if hits is None else hits
     embedding = word_pieces().sum(text) if settings.embedding_dims else None
-    return _assemble(ngram_hashes(text, settings), [i for i, _ in hits], embedding, settings)
+    return _assemble(ngram_vector(ngram_hashes(text, settings), settings), [i for i, _ in hits], embedding, settings)
 
 
 # A window of a few word pieces has a mean vector far from anything seen in training (one word's
@@ -292,9 +344,9 @@ def features(text: str, settings: Settings = DEFAULT_SETTINGS, hits: list[tuple[
 EMBEDDING_FULL_AT = 16
 
 
-def _assemble(hashes: np.ndarray, fired: list[int], embedding: tuple[np.ndarray, int] | None,
+def _assemble(vector: tuple[np.ndarray, np.ndarray, float], fired: list[int], embedding: tuple[np.ndarray, int] | None,
               settings: Settings) -> tuple[np.ndarray, np.ndarray]:
-    idx, values, brevity = ngram_vector(hashes, settings)
+    idx, values, brevity = vector
     first = settings.buckets
     parts_i = [idx, np.array([first + i for i in fired] + [first + len(RULES)], dtype=np.int64)]
     parts_v = [values, np.array([settings.rule_value] * len(fired) + [brevity], np.float32)]
@@ -343,11 +395,13 @@ def windows(text: str, settings: Settings, hits: list[tuple[int, re.Match]]) -> 
     if not spans:
         return [features(text, settings, hits)]
     pieces = word_pieces() if settings.embedding_dims else None
-    parts = [(ngram_hashes(text[a:b], settings), pieces.sum(text[a:b]) if pieces else None) for a, b in spans]
-    whole_embedding = (np.sum([e[0] for _, e in parts], axis=0), sum(e[1] for _, e in parts)) if pieces else None
-    out = [_assemble(np.concatenate([h for h, _ in parts]), [i for i, _ in hits], whole_embedding, settings)]
-    for (a, b), (hashes, embedding) in zip(spans, parts):
-        out.append(_assemble(hashes, [i for i, m in hits if a <= m.start() < b], embedding, settings))
+    hashes = ngram_hashes_of([text[a:b] for a, b in spans], settings)
+    whole, *vectors = ngram_vectors([np.concatenate(hashes)] + hashes, settings)
+    embeddings = [pieces.sum(text[a:b]) for a, b in spans] if pieces else [None] * len(spans)
+    whole_embedding = (np.sum([e[0] for e in embeddings], axis=0), sum(e[1] for e in embeddings)) if pieces else None
+    out = [_assemble(whole, [i for i, _ in hits], whole_embedding, settings)]
+    for (a, b), vector, embedding in zip(spans, vectors, embeddings):
+        out.append(_assemble(vector, [i for i, m in hits if a <= m.start() < b], embedding, settings))
     return out
 
 
