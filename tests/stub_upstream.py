@@ -17,7 +17,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -52,6 +52,7 @@ class Behaviour:
     retry_after: str | None = "1"
     reply: str | None = None  # the answer's text (streamed in `chunks` pieces) instead of "tok0 tok1 ..."
     echo: bool = False  # the answer is the last message's content (or the prompt), as received
+    answer: Callable[[str], str] | None = None  # the answer made from the last message's content (or the prompt)
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,10 @@ def _piece(i: int) -> str:
 def _pieces(b: Behaviour, body: dict[str, Any], chat: bool) -> list[str]:
     """The answer's text in `b.chunks` pieces."""
     text = b.reply
-    if b.echo:
+    if b.echo or b.answer is not None:
         text = body["messages"][-1]["content"] if chat else body["prompt"]
+        if b.answer is not None:
+            text = b.answer(text)
     if text is None:
         return [_piece(i) for i in range(b.chunks)]
     size = max(1, -(-len(text) // b.chunks))

@@ -54,7 +54,9 @@ def answer(text: str, created_at: float = 1_700_000_000.0) -> CachedCompletion:
 
 def test_the_same_request_gives_the_same_key() -> None:
     key = cache_key(chat())
-    assert key is not None and len(key) == 64 and int(key, 16) >= 0
+    assert key is not None
+    tenant, digest = key.split("/")
+    assert tenant == chat().tenant and len(digest) == 64 and int(digest, 16) >= 0
     assert cache_key(chat()) == key
 
 
@@ -134,6 +136,15 @@ async def test_put_then_get_returns_the_stored_body(make_cache: Callable[..., Re
     cache = make_cache()
     await cache.put("k", answer("a list is ..."), ttl_s=60)
     assert await cache.get("k") == answer("a list is ...")
+
+
+async def test_forgetting_a_tenant_drops_its_entries_and_no_others(make_cache: Callable[..., ResponseCache]) -> None:
+    cache = make_cache()
+    for key in ("acme/1", "acme/2", "acme-two/1", "other/1"):
+        await cache.put(key, answer(key), ttl_s=60)
+    assert await cache.forget_tenant("acme") == 2
+    assert [await cache.get(k) is None for k in ("acme/1", "acme/2", "acme-two/1", "other/1")] == [True, True, False, False]
+    assert await cache.forget_tenant("acme") == 0
 
 
 async def test_a_caller_editing_a_returned_body_does_not_change_the_cache(make_cache: Callable[..., ResponseCache]) -> None:
@@ -301,6 +312,16 @@ async def test_storing_the_same_text_again_replaces_it(make_semantic: Callable[.
     await cache.store("acme", MODEL, "p", "What is a Python list?", answer("newer"), 60)
     hit = await cache.lookup("acme", MODEL, "p", "What is a Python list?")
     assert hit is not None and hit.value == answer("newer")
+    assert (await cache.stats()).entries == 1
+
+
+async def test_forgetting_a_tenant_drops_its_semantic_entries(make_semantic: Callable[..., SemanticCache]) -> None:
+    cache = make_semantic()
+    await store(cache, "How do I bake bread?")
+    await store(cache, "How do I bake bread?", tenant="other")
+    assert await cache.forget_tenant("acme") == 1
+    assert await cache.lookup("acme", MODEL, "p", "How do I bake bread?") is None
+    assert await cache.lookup("other", MODEL, "p", "How do I bake bread?") is not None
     assert (await cache.stats()).entries == 1
 
 

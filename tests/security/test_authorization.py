@@ -35,6 +35,7 @@ TENANT = {
     ("POST", "/v1/files"), ("GET", "/v1/files"), ("GET", "/v1/files/{file_id}"), ("DELETE", "/v1/files/{file_id}"),
     ("GET", "/v1/files/{file_id}/content"),
     ("POST", "/v1/templates/{name}/render"), ("POST", "/v1/scenarios/{name}/run"),
+    ("POST", "/v1/feedback"), ("GET", "/v1/feedback"), ("GET", "/v1/feedback/{feedback_id}"),
 }
 ADMIN_PREFIX = "/v1/admin/"
 _PARAM = re.compile(r"\{[^}]+\}")
@@ -188,3 +189,16 @@ def test_another_tenants_stored_response_is_not_found_nor_continued(base, alice,
                                                   "previous_response_id": response_id})
         assert continued.status_code == 404 and continued.json()["error"]["code"] == "response_not_found"
         assert a.get(f"/v1/responses/{response_id}").status_code == 200
+
+
+def test_another_tenants_answers_cannot_be_rated_nor_their_ratings_read(base, alice, bob):
+    with _client(base, alice) as a, _client(base, bob) as b:
+        made = a.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                                                   "max_tokens": 2})
+        assert made.status_code == 200, made.text
+        rated = b.post("/v1/feedback", json={"response_id": made.json()["id"], "rating": -1})
+        assert rated.status_code == 404 and rated.json()["error"]["code"] == "response_not_found"
+        mine = a.post("/v1/feedback", json={"response_id": made.json()["id"], "rating": 1})
+        assert mine.status_code == 200, mine.text
+        assert b.get(f"/v1/feedback/{mine.json()['id']}").status_code == 404
+        assert mine.json()["id"] not in {f["id"] for f in b.get("/v1/feedback", params={"tenant": alice.id}).json()["data"]}

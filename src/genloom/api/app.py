@@ -17,6 +17,8 @@ from genloom.api.callers import authentication
 from genloom.api.routes_admin import build_admin_router
 from genloom.api.routes_moderations import build_moderations_router
 from genloom.api.routes_embeddings import build_embeddings_router
+from genloom.api.routes_feedback import build_feedback_router
+from genloom.api.routes_datasets import build_datasets_router
 from genloom.api.routes_files import build_files_router
 from genloom.api.routes_health import build_health_router
 from genloom.api.routes_metrics import build_metrics_router
@@ -35,6 +37,9 @@ from genloom.gateway.batches import BatchService
 from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.pipeline import TextPipeline
 from genloom.gateway.embedding_service import EmbeddingService
+from genloom.gateway.feedback import FeedbackService
+from genloom.gateway.datasets import DatasetService
+from genloom.gateway.privacy import DataDeletion
 from genloom.gateway.image_service import ImageService
 from genloom.gateway.job_service import JobService
 from genloom.gateway.templates import TemplateService
@@ -80,6 +85,9 @@ def create_app(
     guardrails: Guardrails | None = None,
     policies: Policies | None = None,
     audit: GuardAudit | None = None,
+    feedback: FeedbackService | None = None,
+    datasets: DatasetService | None = None,
+    deletion: DataDeletion | None = None,
 ) -> FastAPI:
     traced = [Middleware(TracingMiddleware, tracing=tracing)] if tracing.enabled else []
     app = FastAPI(
@@ -111,6 +119,8 @@ def create_app(
         build_text_router(pipeline, templates, settings.api),
         *([build_responses_router(pipeline, responses, settings.api)] if responses is not None else []),
         *([build_batches_router(batches, settings.api)] if batches is not None else []),
+        *([build_feedback_router(feedback)] if feedback is not None else []),
+        *([build_datasets_router(datasets, deletion)] if datasets is not None and deletion is not None else []),
         build_jobs_router(jobs, settings.api, settings.jobs),
         build_embeddings_router(embeddings),
         build_images_router(images),

@@ -33,6 +33,7 @@ class Caller:
     limits: dict[str, int] = field(default_factory=dict)
     key_limits: dict[str, int] = field(default_factory=dict)
     guardrails: dict[str, Any] = field(default_factory=dict)  # the tenant's guard policy overrides
+    keep_content: bool = True  # False: the tenant opted out of keeping prompts and answers
 
 
 def authentication(
@@ -67,7 +68,7 @@ def caller(request: Request) -> Caller:
     who = principal(request)
     return Caller(
         tier=who.tier, tenant=who.tenant_id, key_id=who.key_id, limits=dict(who.limits), key_limits=dict(who.key_limits),
-        guardrails=who.guardrails,
+        guardrails=who.guardrails, keep_content=who.keep_content,
     )
 
 

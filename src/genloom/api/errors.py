@@ -29,6 +29,9 @@ from genloom.registry.rollouts import InvalidRollout, RolloutNotFound
 from genloom.store.files import FileNotFound
 from genloom.store.batches import BatchNotFound
 from genloom.store.responses import ResponseNotFound
+from genloom.store.feedback import FeedbackNotFound
+from genloom.store.datasets import DatasetNotFound
+from genloom.gateway.feedback import AnswerNotFound
 from genloom.store.templates import ScenarioNotFound, TemplateNotFound
 from genloom.store.tenants import ApiKeyNotFound, TenantExists, TenantNotFound
 
@@ -87,6 +90,9 @@ _PLAIN: dict[type[Exception], tuple[int, str, str | None, str]] = {
     GenerationFailed: (500, "server_error", None, "generation_failed"),
     FileNotFound: (404, "invalid_request_error", "file_id", "file_not_found"),
     ResponseNotFound: (404, "invalid_request_error", "response_id", "response_not_found"),
+    AnswerNotFound: (404, "invalid_request_error", "response_id", "response_not_found"),
+    FeedbackNotFound: (404, "invalid_request_error", "feedback_id", "feedback_not_found"),
+    DatasetNotFound: (404, "invalid_request_error", "dataset", "dataset_not_found"),
     BatchNotFound: (404, "invalid_request_error", "batch_id", "batch_not_found"),
     RegistryConflict: (409, "invalid_request_error", None, "registry_conflict"),
     RolloutNotFound: (404, "invalid_request_error", None, "rollout_not_found"),

@@ -46,12 +46,14 @@ class TenantCreate(_Body):
     tier: Tier = Tier.FREE
     limits: TenantLimits = Field(default_factory=TenantLimits)
     guardrails: dict[str, Any] | None = None  # guard policy overrides: {"input": {"pii": {"action": "redact"}}}
+    keep_content: bool = True  # False: the request log keeps no prompts or answers; feedback only what it is sent
 
 
 class TenantUpdate(_Body):
     tier: Tier | None = None
     limits: TenantLimits | None = None
     guardrails: dict[str, Any] | None = None  # replaces the tenant's overrides ({} clears them)
+    keep_content: bool | None = None
 
 
 class KeyCreate(_Body):
@@ -123,7 +125,7 @@ def build_admin_router(
     @router.post("/tenants", status_code=201)
     async def create_tenant(body: TenantCreate) -> dict[str, Any]:
         tenant = await admin.create_tenant(name=body.name, tier=body.tier, limits=_limits(body.limits),
-                                           guardrails=checked_guardrails(body.guardrails))
+                                           guardrails=checked_guardrails(body.guardrails), keep_content=body.keep_content)
         return _tenant(tenant)
 
     @router.get("/tenants")
@@ -143,6 +145,8 @@ def build_admin_router(
             changes["limits"] = _limits(body.limits)
         if body.guardrails is not None:
             changes["guardrails"] = checked_guardrails(body.guardrails)
+        if body.keep_content is not None:
+            changes["keep_content"] = body.keep_content
         return _tenant(await admin.update_tenant(tenant_id, **changes))
 
     def checked_guardrails(given: dict[str, Any] | None) -> dict[str, Any]:
@@ -195,7 +199,7 @@ def _unix(at: datetime | None) -> int | None:
 
 def _tenant(t: Tenant) -> dict[str, Any]:
     return {"id": t.id, "object": "tenant", "name": t.name, "tier": t.tier, "limits": t.limits,
-            "guardrails": t.guardrails, "created_at": _unix(t.created_at), "updated_at": _unix(t.updated_at)}
+            "guardrails": t.guardrails, "keep_content": t.keep_content, "created_at": _unix(t.created_at), "updated_at": _unix(t.updated_at)}
 
 
 def _audit_entry(e: AuditEntry) -> dict[str, Any]:

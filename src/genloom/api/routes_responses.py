@@ -5,6 +5,7 @@ response; `previous_response_id` continues a stored conversation of the same ten
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -90,8 +91,9 @@ def build_responses_router(pipeline: TextPipeline, store: ResponseStore, setting
         raw = body.model_dump(exclude_none=True)
         messages = input_messages(raw, previous.conversation if previous else None)
         chat = ChatCompletionRequest.model_validate(chat_fields(raw, messages))
-        text_request = chat_request(chat, settings, who)
         response_id, created = new_response_id(), now()
+        # The request log's entry carries the response's id, so feedback on the response finds it.
+        text_request = replace(chat_request(chat, settings, who), id=response_id)
         ignored = [name for name in _IGNORED if raw.get(name) is not None]
         headers = {IGNORED_HEADER: ", ".join(ignored)} if ignored else {}
 

@@ -122,6 +122,7 @@ def chat_request(body: ChatCompletionRequest, settings: ApiSettings, who: Caller
         limits=who.limits,
         key_limits=who.key_limits,
         guardrails=who.guardrails,
+        keep_content=who.keep_content,
         stream=bool(body.stream),
         user=body.user,
     )
@@ -144,6 +145,7 @@ def completion_request(body: CompletionRequest, settings: ApiSettings, who: Call
         limits=who.limits,
         key_limits=who.key_limits,
         guardrails=who.guardrails,
+        keep_content=who.keep_content,
         stream=bool(body.stream),
         user=body.user,
     )

@@ -162,6 +162,18 @@ class MonitorSettings(_Section):
     quality_window: int = Field(500, ge=1, description="recent answers per version that quality figures cover")
 
 
+class FeedbackSettings(_Section):
+    """Ratings of answers (POST /v1/feedback) and how long the request log keeps what was asked and answered."""
+
+    enabled: bool = True
+    keep_content_days: float = Field(
+        30.0, ge=0, description="the request log drops prompts and answers older than this (0: never writes them)")
+    purge_interval_s: float = Field(3600.0, gt=0, description="how often expired request content is dropped")
+    max_correction_chars: int = Field(32_768, ge=1, description="longest correction a rating may carry")
+    max_comment_chars: int = Field(4_096, ge=1, description="longest comment a rating may carry")
+    max_tags: int = Field(16, ge=0, description="most tags on one rating")
+
+
 class TelemetrySettings(_Section):
     """Traces are configured by the standard OTEL_* environment variables (off when none names
     an exporter); these say what goes into them."""
@@ -441,6 +453,7 @@ class Settings(BaseSettings):
     monitors: MonitorSettings = Field(default_factory=MonitorSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
     @classmethod
     def settings_customise_sources(

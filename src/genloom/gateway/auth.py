@@ -46,6 +46,7 @@ class Principal:
     key_id: str | None = None  # None when auth is disabled
     key_limits: dict[str, Any] = field(default_factory=dict)
     guardrails: dict[str, Any] = field(default_factory=dict)  # the tenant's policy overrides
+    keep_content: bool = True  # the tenant lets the request log and feedback keep prompts and answers
 
     @property
     def is_admin(self) -> bool:
@@ -109,6 +110,7 @@ class Authenticator:
         return Principal(
             tenant_id=tenant.id, tenant_name=tenant.name, tier=Tier(tenant.tier), scope=Scope(api_key.scope),
             limits=tenant.limits, key_id=api_key.id, key_limits=api_key.limits, guardrails=tenant.guardrails,
+            keep_content=tenant.keep_content,
         )
 
     def forget(self) -> None:
@@ -148,11 +150,12 @@ class TenantAdmin:
         self._now = wall_clock
 
     async def create_tenant(
-        self, *, name: str, tier: Tier, limits: dict[str, Any], guardrails: dict[str, Any] | None = None
+        self, *, name: str, tier: Tier, limits: dict[str, Any], guardrails: dict[str, Any] | None = None,
+        keep_content: bool = True,
     ) -> Tenant:
         now = self._now()
         tenant = Tenant(id=f"ten_{uuid.uuid4().hex[:16]}", name=name, tier=tier.value, limits=limits,
-                        created_at=now, updated_at=now, guardrails=guardrails or {})
+                        created_at=now, updated_at=now, guardrails=guardrails or {}, keep_content=keep_content)
         return await self._tenants.create_tenant(tenant)
 
     async def list_tenants(self) -> list[Tenant]:

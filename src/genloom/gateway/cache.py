@@ -68,7 +68,8 @@ def cache_key(request: TextRequest) -> str | None:
     (`name@vN`), so a new version never answers from an older one's entries."""
     if not is_deterministic(request):
         return None
-    return _digest({
+    # The tenant leads the key, so a tenant's entries can be found and forgotten together.
+    return request.tenant + "/" + _digest({
         "v": _KEY_VERSION, "tenant": request.tenant, "endpoint": request.endpoint, "model": request.model,
         "messages": request.messages, "prompt": request.prompt, "sampling": _sampling(request), "echo": request.echo,
         "tools": request.tools.to_record() if request.tools else None,
@@ -115,6 +116,7 @@ class ResponseCache(Protocol):
     async def get(self, key: str) -> CachedCompletion | None: ...
     async def put(self, key: str, value: CachedCompletion, ttl_s: float) -> None: ...
     async def stats(self) -> CacheStats: ...
+    async def forget_tenant(self, tenant: str) -> int: ...
 
 
 class SemanticCache(Protocol):
@@ -123,6 +125,7 @@ class SemanticCache(Protocol):
         self, tenant: str, model: str, params_key: str, text: str, value: CachedCompletion, ttl_s: float
     ) -> None: ...
     async def stats(self) -> CacheStats: ...
+    async def forget_tenant(self, tenant: str) -> int: ...
 
 
 def _encode(value: CachedCompletion) -> str:
@@ -176,6 +179,13 @@ class InMemoryResponseCache:
     async def stats(self) -> CacheStats:
         self._drop_expired()
         return CacheStats(self._hits, self._misses, len(self._entries))
+
+    async def forget_tenant(self, tenant: str) -> int:
+        """Drop every entry of the tenant's; how many there were."""
+        keys = [k for k in self._entries if k.startswith(tenant + "/")]
+        for key in keys:
+            del self._entries[key]
+        return len(keys)
 
     def _drop_expired(self) -> None:
         now = self._clock()
@@ -264,6 +274,12 @@ class InMemorySemanticCache:
         for tenant in list(self._tenants):
             self._drop_expired(tenant)
         return CacheStats(self._hits, self._misses, sum(len(e) for e in self._tenants.values()))
+
+    async def forget_tenant(self, tenant: str) -> int:
+        ids = list(self._tenants.get(tenant, {}))
+        for entry_id in ids:
+            self._remove(tenant, entry_id)
+        return len(ids)
 
     async def _vector(self, text: str) -> np.ndarray:
         vector = np.asarray((await self._embed([text]))[0], dtype=np.float32)

@@ -139,6 +139,18 @@ class RedisResponseCache:
         counters = await self._redis.hmget(self._counters, "hits", "misses")
         return CacheStats(int(counters[0] or 0), int(counters[1] or 0), int(entries))
 
+    async def forget_tenant(self, tenant: str) -> int:
+        """Drop every entry of the tenant's (keys begin with its id); how many there were."""
+        keys = [k async for k, _ in self._redis.zscan_iter(self._lru, match=tenant + "/*", count=1000)]
+        for chunk in range(0, len(keys), 500):
+            part = keys[chunk:chunk + 500]
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(*(self._entry + (k.decode() if isinstance(k, bytes) else k) for k in part))
+            pipe.zrem(self._lru, *part)
+            pipe.zrem(self._expiry, *part)
+            await pipe.execute()
+        return len(keys)
+
 
 class RedisSemanticCache:
     """Per tenant: a zset of its entries by last use, a zset by expiry; per bucket (tenant,
@@ -214,6 +226,12 @@ class RedisSemanticCache:
             entries += await self._redis.zcard(key)
         counters = await self._redis.hmget(self._p + "stats", "hits", "misses")
         return CacheStats(int(counters[0] or 0), int(counters[1] or 0), entries)
+
+    async def forget_tenant(self, tenant: str) -> int:
+        ids = [i.decode() for i in await self._redis.zrange(self._p + "lru:" + tenant, 0, -1)]
+        for entry_id in ids:
+            await self._remove(tenant, entry_id)
+        return len(ids)
 
     async def _tick(self) -> int:
         return int(await self._redis.incr(self._p + "tick"))

@@ -59,6 +59,7 @@ class TextRequest:
     response_format: dict[str, Any] | None = None  # as sent (a remote model gets it; a local one: params.grammar)
     tools: Tools | None = None  # the functions the model may call (chat)
     guardrails: dict[str, Any] = field(default_factory=dict)  # guard policy overrides: the tenant's, then a scenario's
+    keep_content: bool = True  # False: the request log keeps no prompt or answer (the tenant opted out)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_record(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 
@@ -31,7 +32,6 @@ from genloom.telemetry import Observer
 from genloom.telemetry.metrics import Gauges, PrometheusObserver
 from genloom.gateway.batches import BatchService
 from genloom.store.batches import BatchStore
-from genloom.store.responses import ResponseStore
 from genloom.telemetry.observer import combine
 from genloom.telemetry.tracing import setup_tracing
 
@@ -75,6 +75,7 @@ class GenloomServer:
         self._job_counts: dict[str, int] = {}
         self._job_counter: asyncio.Task | None = None
         self._monitor: asyncio.Task | None = None
+        self._content_purge: asyncio.Task | None = None
         if self.metrics is not None:
             self.metrics.watch(self._gauges())
         exposition = self.metrics.exposition if self.metrics is not None else None
@@ -99,10 +100,11 @@ class GenloomServer:
                 local_workers=lambda: statuses(c.models.workers),
                 presence=c.presence if self.process is Process.API else None,
                 list_workers=lambda: list_workers(c.workers, self.card), metrics=exposition, lifespan=self._lifespan,
-                tracing=self.tracing, monitors=c.monitors, responses=ResponseStore(database=c.database),
+                tracing=self.tracing, monitors=c.monitors, responses=c.responses,
                 batches=BatchService(store=BatchStore(database=c.database), jobs=c.jobs, job_store=c.job_store,
                                      files=c.images.files),
-                guardrails=c.guardrails, policies=c.policies, audit=c.audit,
+                guardrails=c.guardrails, policies=c.policies, audit=c.audit, feedback=c.feedback if settings.feedback.enabled else None,
+                datasets=c.datasets, deletion=c.deletion,
             )
 
     def _gauges(self) -> Gauges:
@@ -257,12 +259,28 @@ class GenloomServer:
             self._job_counter = asyncio.create_task(self._count_jobs(), name="genloom-job-counts")
         if c.monitors is not None:
             self._monitor = asyncio.create_task(c.monitors.run_forever(), name="genloom-monitors")
+        if self.process is not Process.WORKER:
+            self._content_purge = asyncio.create_task(self._drop_old_content(), name="genloom-content-purge")
         every_s = self.settings.queue.heartbeat_s
         if c.workers is not None and self.process is not Process.API:
             self._heartbeat = asyncio.create_task(announce(c.workers, self.card, every_s), name="genloom-heartbeat")
         if self.process is not Process.API and c.models.limited:
             self._demand = asyncio.create_task(c.models.follow_demand(), name="genloom-model-demand")
         log.info("ready: serving %s", ", ".join(c.models.loaded))
+
+    async def _drop_old_content(self) -> None:
+        """Prompts and answers older than feedback.keep_content_days leave the request log (every
+        API process does this; the update is idempotent)."""
+        keep_s = self.settings.feedback.keep_content_days * 86400
+        while True:
+            try:
+                dropped = await self.c.request_log.drop_content(before=datetime.now(UTC) - timedelta(seconds=keep_s))
+                if dropped:
+                    log.info("dropped the content of %d requests older than %g days", dropped,
+                             self.settings.feedback.keep_content_days)
+            except Exception as e:  # the store is down: the next round tries again
+                log.warning("could not drop old request content: %s", e)
+            await asyncio.sleep(self.settings.feedback.purge_interval_s)
 
     async def _listen_changes(self) -> None:
         """Changes made on another replica: a key revoked or a tenant changed (forget cached
@@ -347,7 +365,7 @@ class GenloomServer:
         c = self.c
         if self._drainer is not None:  # SIGTERM: let the drain finish (it is bounded by drain_timeout_s)
             await asyncio.shield(self._drainer)
-        for task in (self._loader, self._demand, self._presence, self._job_counter, self._monitor):
+        for task in (self._loader, self._demand, self._presence, self._job_counter, self._monitor, self._content_purge):
             if task is not None and not task.done():
                 task.cancel()
         if self._heartbeat is not None:  # its card is withdrawn: the API replicas stop sending work here

@@ -60,6 +60,12 @@ from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.text import TextRuntime
 from genloom.server.roles import Process
 from genloom.store import Database, RequestLog
+from genloom.store.feedback import FeedbackStore
+from genloom.store.responses import ResponseStore
+from genloom.gateway.feedback import FeedbackService
+from genloom.gateway.datasets import DatasetService
+from genloom.gateway.privacy import DataDeletion
+from genloom.store.datasets import DatasetStore
 from genloom.store.guard_audit import GuardAudit
 from genloom.store.files import BlobStore, FileBlobStore, FileStore, S3BlobStore
 from genloom.store.jobs import SqlJobStore
@@ -116,6 +122,10 @@ class Components:
     guardrails: Guardrails  # the scanners (the moderation API runs them all)
     policies: Policies  # the config's guard policies, and what checks a tenant's or scenario's overrides
     audit: GuardAudit
+    responses: ResponseStore
+    feedback: FeedbackService
+    datasets: DatasetService
+    deletion: DataDeletion
     closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # clients to close at the end
 
 
@@ -218,7 +228,8 @@ def build_components(
             presence=presence, wait_bounds=wait_bounds,
         ),
         guard_output=guard_output,
-        record=Record(request_log=request_log, observer=observer, monitors=monitors),
+        record=Record(request_log=request_log, observer=observer, monitors=monitors,
+                      keep_content=settings.feedback.keep_content_days > 0),
         observer=observer,
         tracing=tracing,
     )
@@ -256,6 +267,15 @@ def build_components(
     shadow = ShadowMirror(text=pipeline, observe=rollouts.observe, record_pair=rollouts.record_pair, embed=hooks.embed)
     pipeline.record.on_rollout_outcome = rollouts.observe
     pipeline.record.on_shadow = shadow.mirror
+    responses = ResponseStore(database=database)
+    feedback = FeedbackService(
+        store=FeedbackStore(database=database), request_log=request_log, jobs=job_store, responses=responses,
+        settings=settings.feedback, observer=observer, monitors=monitors,
+    )
+    datasets = DatasetService(store=DatasetStore(database=database), feedback=feedback.store, request_log=request_log,
+                              files=images.files)
+    deletion = DataDeletion(request_log=request_log, responses=responses, feedback=feedback.store, datasets=datasets,
+                            cache=pipeline.cache)
     return Components(
         readiness=readiness, database=database, request_log=request_log, job_store=job_store, queue=queue,
         shared=shared, redis=sync_redis, aredis=async_redis, limiter=limiter, authenticator=authenticator, admin=admin,
@@ -264,6 +284,7 @@ def build_components(
                                   check_guardrails=policies.check_overrides),
         webhooks=webhooks, jobs=jobs, models=models, rollouts=rollouts, shadow=shadow, breakers=breakers, closing=closing,
         presence=presence, monitors=monitors, guardrails=guardrails, policies=policies, audit=audit,
+        responses=responses, feedback=feedback, datasets=datasets, deletion=deletion,
         workers=WorkerDirectory(client=async_redis, prefix=settings.redis_prefix, ttl_s=settings.queue.worker_ttl_s)
         if async_redis is not None else None,
     )

@@ -59,10 +59,14 @@ class FileBlobStore:
     def get(self, sha256: str) -> bytes:
         return self._path(sha256).read_bytes()
 
+    def delete(self, sha256: str) -> None:
+        self._path(sha256).unlink(missing_ok=True)
+
 
 class BlobStore(Protocol):
     def put(self, data: bytes) -> str: ...
     def get(self, sha256: str) -> bytes: ...
+    def delete(self, sha256: str) -> None: ...
 
 
 class S3BlobStore:
@@ -97,6 +101,9 @@ class S3BlobStore:
         answer = self._client.get_object(Bucket=self._bucket, Key=self._prefix + sha256)
         return answer["Body"].read()
 
+    def delete(self, sha256: str) -> None:
+        self._client.delete_object(Bucket=self._bucket, Key=self._prefix + sha256)
+
 
 @dataclass(frozen=True, kw_only=True)
 class FileRecord:
@@ -120,6 +127,15 @@ class FileStore:
     def __init__(self, *, database: Database, blobs: BlobStore) -> None:
         self._database = database
         self._blobs = blobs
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self._blobs
+
+    async def names(self, sha256: str) -> bool:
+        """Whether any file row (any tenant's) holds this blob."""
+        async with self._database.engine.connect() as conn:
+            return (await conn.execute(select(_files.c.id).where(_files.c.sha256 == sha256).limit(1))).first() is not None
 
     async def add(
         self, data: bytes, *, tenant: str, content_type: str, purpose: str, job_id: str | None,

@@ -26,7 +26,7 @@ class RequestEntry:
     endpoint: str
     model: str
     params: dict[str, Any]
-    prompt: list[dict[str, Any]] | str
+    prompt: list[dict[str, Any]] | str | None  # None: not kept (the tenant keeps no content, or it expired)
     output: list[str] | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -36,6 +36,9 @@ class RequestEntry:
     error: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
+    tenant: str | None = None
+    user: str | None = None  # OpenAI's `user`: the end user the tenant says it is for
+    version: str | None = None  # the version that answered (name@vN)
 
     def __post_init__(self) -> None:
         for name in ("created_at", "finished_at"):

@@ -6,9 +6,10 @@ import asyncio
 import logging
 from contextlib import suppress
 from dataclasses import fields
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select, update
 
 from genloom.store.database import Database
 from genloom.store.records import RequestEntry, RequestStatus
@@ -81,6 +82,49 @@ class RequestLog:
         async with self._database.session() as session:
             row = await session.get(RequestRow, request_id)
         return None if row is None else _entry(row)
+
+    async def owned(self, request_id: str, *, tenant: str) -> RequestEntry | None:
+        """The entry with this id if the tenant made the request (None otherwise, as if there were none)."""
+        entry = await self.get(request_id)
+        return entry if entry is not None and entry.tenant == tenant else None
+
+    async def find(self, *, tenant: str | None = None, model: str | None = None, since: datetime | None = None,
+                   status: RequestStatus | None = RequestStatus.COMPLETED, with_content: bool = True,
+                   limit: int = 10_000) -> list[RequestEntry]:
+        """Written entries, oldest first: a dataset's source."""
+        query = select(RequestRow)
+        if tenant is not None:
+            query = query.where(RequestRow.tenant == tenant)
+        if model is not None:  # a model's name, or one version of it (name@v3)
+            query = query.where((RequestRow.model == model) | RequestRow.model.startswith(f"{model}@", autoescape=True))
+        if since is not None:
+            query = query.where(RequestRow.created_at >= since)
+        if status is not None:
+            query = query.where(RequestRow.status == RequestStatus(status).value)
+        if with_content:
+            query = query.where(RequestRow.prompt.is_not(None), RequestRow.output.is_not(None))
+        query = query.order_by(RequestRow.created_at, RequestRow.id).limit(limit)
+        async with self._database.session() as session:
+            rows = (await session.scalars(query)).all()
+        return [_entry(row) for row in rows]
+
+    async def drop_content(self, *, before: datetime) -> int:
+        """Forget the prompt and answer of every request made before `before` (the entry, its
+        figures and its links stay); how many were dropped."""
+        async with self._database.session() as session, session.begin():
+            done = await session.execute(
+                update(RequestRow).where(RequestRow.created_at < before, RequestRow.prompt.is_not(None))
+                .values(prompt=None, output=None))
+        return int(done.rowcount or 0)
+
+    async def delete_user(self, *, tenant: str, user: str) -> list[str]:
+        """Delete every request of the tenant's end user; their ids."""
+        async with self._database.session() as session, session.begin():
+            ids = list((await session.scalars(
+                select(RequestRow.id).where(RequestRow.tenant == tenant, RequestRow.user == user))).all())
+            if ids:
+                await session.execute(delete(RequestRow).where(RequestRow.tenant == tenant, RequestRow.user == user))
+        return ids
 
     async def recent(self, limit: int = 50) -> list[RequestEntry]:
         """The newest written entries by created_at, newest first."""

@@ -47,6 +47,13 @@ class ResponseStore:
             raise ResponseNotFound(response_id)
         return StoredResponse(**row)
 
+    async def delete_many(self, response_ids: list[str], *, tenant: str) -> int:
+        if not response_ids:
+            return 0
+        async with self._database.engine.begin() as conn:
+            done = await conn.execute(delete(_responses).where(_responses.c.id.in_(response_ids), _responses.c.tenant == tenant))
+        return int(done.rowcount or 0)
+
     async def delete(self, response_id: str, *, tenant: str) -> None:
         async with self._database.engine.begin() as conn:
             done = await conn.execute(delete(_responses).where(_responses.c.id == response_id, _responses.c.tenant == tenant))

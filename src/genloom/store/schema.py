@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Index, JSON, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import Boolean, Index, JSON, true, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy import ForeignKeyConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -36,12 +36,13 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class RequestRow(Base):
     __tablename__ = "requests"
+    __table_args__ = (Index("ix_requests_tenant_user", "tenant", "user"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     endpoint: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(255), index=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    prompt: Mapped[Any] = mapped_column(JSON)
+    prompt: Mapped[Any | None] = mapped_column(JSON(none_as_null=True))  # None once its content is dropped
     # none_as_null: a missing output is SQL NULL, not the JSON text 'null'.
     output: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
     prompt_tokens: Mapped[int | None]
@@ -53,6 +54,9 @@ class RequestRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    tenant: Mapped[str | None] = mapped_column(String(128))  # None: written before migration 0011
+    user: Mapped[str | None] = mapped_column(String(256))  # OpenAI's `user`: whose data it is
+    version: Mapped[str | None] = mapped_column(String(255))  # the version that answered (name@vN)
 
 
 class JobRow(Base):
@@ -133,6 +137,8 @@ class TenantRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     guardrails: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")  # policy overrides
+    # False: requests are logged without their prompt and answer, and feedback keeps only what its caller sends
+    keep_content: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class ApiKeyRow(Base):
@@ -337,3 +343,67 @@ class GuardAuditRow(Base):
     action: Mapped[str] = mapped_column(String(16))
     spans: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     content: Mapped[str | None] = mapped_column(Text)
+
+
+class FeedbackRow(Base):
+    """A rating of one answer (a chat completion, completion, response or async job of the same
+    tenant), with a snapshot of what was asked and answered unless the tenant keeps no content."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_tenant_created", "tenant", "created_at"),
+                      Index("ix_feedback_model_created", "model", "created_at"),
+                      Index("ix_feedback_response_id", "response_id"))
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    response_id: Mapped[str] = mapped_column(String(80))
+    source: Mapped[str] = mapped_column(String(16))  # request, response or job
+    model: Mapped[str] = mapped_column(String(255))  # the name the caller asked for
+    version: Mapped[str | None] = mapped_column(String(255))  # the version that answered
+    user: Mapped[str | None] = mapped_column(String(256))
+    rating: Mapped[int] = mapped_column(Integer)
+    scale: Mapped[str] = mapped_column(String(8))  # thumbs (-1, 1) or stars (1..5)
+    score: Mapped[float] = mapped_column(Float)  # the rating on 0..1
+    correction: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    comment: Mapped[str | None] = mapped_column(Text)
+    prompt: Mapped[Any | None] = mapped_column(JSON(none_as_null=True))  # chat messages or a completion prompt
+    output: Mapped[str | None] = mapped_column(Text)  # the rated answer (its first choice)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DatasetRow(Base):
+    """One immutable version of a dataset: its files on the blob store (Parquet, and JSON Lines per
+    split), its manifest (counts after each step, the build's settings and sources, lineage), and
+    whether a later version replaced it (then its blobs are gone)."""
+
+    __tablename__ = "datasets"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    tenant: Mapped[str | None] = mapped_column(String(128), index=True)  # None: built from every tenant's data
+    sha256: Mapped[str] = mapped_column(String(64))  # the content hash: rows and splits
+    state: Mapped[str] = mapped_column(String(16))  # active or superseded
+    rows: Mapped[int] = mapped_column(Integer)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    blob: Mapped[str | None] = mapped_column(String(64))  # the Parquet file's sha256 (None once deleted)
+    train_blob: Mapped[str | None] = mapped_column(String(64))
+    eval_blob: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    superseded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    superseded_by: Mapped[int | None] = mapped_column(Integer)
+    superseded_why: Mapped[str | None] = mapped_column(Text)
+
+
+class DataDeletionRow(Base):
+    """A right-to-be-forgotten request carried out: whose (the user id's hash, not the id), when,
+    and what went."""
+
+    __tablename__ = "data_deletions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    user_sha256: Mapped[str] = mapped_column(String(64))
+    removed: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

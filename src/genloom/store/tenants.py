@@ -25,6 +25,7 @@ class Tenant:
     created_at: datetime
     updated_at: datetime
     guardrails: dict[str, Any] = field(default_factory=dict)  # policy overrides over the config's
+    keep_content: bool = True  # False: no prompts or answers in the request log, feedback keeps what it is sent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +128,7 @@ class TenantStore:
 
     async def key_by_hash(self, key_hash: str) -> tuple[ApiKey, Tenant] | None:
         query = select(_keys, _tenants.c.name.label("tenant_name"), _tenants.c.tier, _tenants.c.limits.label("tenant_limits"),
-                       _tenants.c.guardrails.label("tenant_guardrails"),
+                       _tenants.c.guardrails.label("tenant_guardrails"), _tenants.c.keep_content.label("tenant_keep_content"),
                        _tenants.c.created_at.label("tenant_created_at"), _tenants.c.updated_at.label("tenant_updated_at"))
         query = query.join(_tenants, _tenants.c.id == _keys.c.tenant_id).where(_keys.c.key_hash == key_hash)
         async with self._database.engine.connect() as conn:
@@ -137,6 +138,7 @@ class TenantStore:
         tenant = Tenant(
             id=row["tenant_id"], name=row["tenant_name"], tier=row["tier"], limits=row["tenant_limits"],
             created_at=row["tenant_created_at"], updated_at=row["tenant_updated_at"], guardrails=row["tenant_guardrails"],
+            keep_content=row["tenant_keep_content"],
         )
         return _key(row), tenant
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -149,6 +149,10 @@ class PrometheusObserver:
         self._rollouts_ended = Counter("genloom_rollouts_ended", "Rollouts that ended, by outcome (promoted, rolled_back).",
                                        ["model", "outcome"], registry=r)
         self._guard = Counter("genloom_guard_decisions", "Guard scanner decisions.", ["scanner", "stage", "action"], registry=r)
+        self._feedback = Counter("genloom_feedback", "Ratings of answers (POST /v1/feedback), positive when scored 0.5 or more.",
+                                 ["model", "version", "sentiment"], registry=r)
+        self._feedback_score = Summary("genloom_feedback_score", "Ratings' scores on 0..1 (mean: _sum / _count).",
+                                       ["model", "version"], registry=r)
 
     def watch(self, gauges: Gauges) -> None:
         """Add the gauges read at each scrape."""
@@ -213,3 +217,7 @@ class PrometheusObserver:
 
     def guard_decision(self, *, scanner: str, stage: str, action: str) -> None:
         self._guard.labels(scanner, stage, action).inc()
+
+    def feedback(self, *, model: str, version: str, score: float) -> None:
+        self._feedback.labels(model, version, "positive" if score >= 0.5 else "negative").inc()
+        self._feedback_score.labels(model, version).observe(score)

@@ -92,6 +92,7 @@ class _Answer:
 class _Quality:
     def __init__(self, size: int) -> None:
         self.answers: deque[_Answer] = deque(maxlen=size)
+        self.feedback: deque[float] = deque(maxlen=size)  # the latest ratings' scores (0..1)
 
     def summary(self) -> dict[str, Any]:
         answers = list(self.answers)
@@ -110,6 +111,8 @@ class _Quality:
             "p95_output_tokens": tokens[min(len(tokens) - 1, int(0.95 * len(tokens)))] if tokens else None,
             "distinct_2": round(sum(distinct) / len(distinct), 4) if distinct else None,
             "finish_reasons": {r: round(c / total_reasons, 4) for r, c in sorted(reasons.items())},
+            "feedback_n": len(self.feedback),
+            "feedback_mean_score": round(sum(self.feedback) / len(self.feedback), 4) if self.feedback else None,
         }
 
 
@@ -164,6 +167,12 @@ class Monitors:
             self._versions.setdefault(model, set()).add(version)
             if self._embed is not None and prompt.strip() and self._rng.random() < self._settings.sample_rate:
                 self._pending.append((model, prompt[:_MAX_PROMPT_CHARS]))
+
+    def observe_feedback(self, *, model: str, version: str, score: float) -> None:
+        """A rating (0..1) of an answer `version` gave."""
+        with self._lock:
+            self._quality.setdefault(version, _Quality(self._settings.quality_window)).feedback.append(score)
+            self._versions.setdefault(model, set()).add(version)
 
     # -- off the request path ------------------------------------------------------------------
 

@@ -51,6 +51,8 @@ class Observer(Protocol):
 
     def rollout_ended(self, *, model: str, outcome: str) -> None: ...
 
+    def feedback(self, *, model: str, version: str, score: float) -> None: ...
+
 
 EVENTS = frozenset(name for name in vars(Observer) if not name.startswith("_"))
 

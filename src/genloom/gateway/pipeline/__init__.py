@@ -91,6 +91,7 @@ class TextPipeline:
                 call.status = RequestStatus.COMPLETED
                 body = restore_body(hit | {"id": call.request.id, "created": int(call.created)}, restore)
                 headers = guard_header(call.guarded, checked) | {"x-genloom-cache": CacheOutcome.HIT.value}
+                self.record.cached(call, hit)
                 return Answer(body, CacheOutcome.HIT, headers)
             with stage(span, "admit"):
                 self.resolve.prepare(call)

@@ -35,6 +35,14 @@ class Cache:
         self._ttl_s = ttl_s
         self._observer = observer
 
+    async def forget_tenant(self, tenant: str) -> int:
+        """Drop the tenant's cached answers, exact and semantic; how many there were."""
+        dropped = 0
+        for cache in (self._exact, self._semantic):
+            if cache is not None:
+                dropped += await cache.forget_tenant(tenant)
+        return dropped
+
     @property
     def active(self) -> bool:
         """Whether a cache is configured (a trace shows the stage only then)."""

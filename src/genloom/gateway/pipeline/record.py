@@ -26,8 +26,11 @@ ShadowMirror = Callable[[TextRequest, Completion], None]
 class Record:
     name = "record"
 
-    def __init__(self, *, request_log: RequestLog, observer: Observer, monitors: Monitors | None = None) -> None:
+    def __init__(self, *, request_log: RequestLog, observer: Observer, monitors: Monitors | None = None,
+                 keep_content: bool = True) -> None:
+        """Without `keep_content` (feedback.keep_content_days: 0) no prompt or answer is written."""
         self._log = request_log
+        self._keep_content = keep_content
         self._observer = observer
         self._monitors = monitors
         self.on_rollout_outcome: RolloutOutcome | None = None  # set by whoever runs rollouts
@@ -40,14 +43,15 @@ class Record:
         now = time.monotonic()
         request = call.request
         params: dict[str, Any] = asdict(call.prepared.params) | {"n": request.n, "stop": list(call.prepared.params.stop)}
+        keep = request.keep_content and self._keep_content
         self._log.record(RequestEntry(
             id=request.id, endpoint=request.endpoint, model=request.model, params=params,
-            prompt=request.messages if request.messages is not None else request.prompt,
-            output=[c.text for c in completion.choices], prompt_tokens=completion.prompt_tokens,
+            prompt=(request.messages if request.messages is not None else request.prompt) if keep else None,
+            output=[c.text for c in completion.choices] if keep else None, prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.usage.completion_tokens, latency_ms=round((now - call.started) * 1000, 3),
             ttft_ms=round((call.first_token_at - call.started) * 1000, 3) if call.first_token_at else None,
             status=call.status, error=call.error, created_at=datetime.fromtimestamp(call.created, UTC),
-            finished_at=datetime.now(UTC),
+            finished_at=datetime.now(UTC), tenant=request.tenant, user=request.user, version=completion.model or None,
         ))
         self._observer.tokens(model=completion.model, prompt=completion.prompt_tokens,
                               completion=completion.usage.completion_tokens)
@@ -65,6 +69,24 @@ class Record:
         resolution = request.resolution
         if resolution and resolution.shadow and call.status is RequestStatus.COMPLETED and self.on_shadow is not None:
             self.on_shadow(request, completion)  # runs on its own; this answer does not wait for it
+
+    def cached(self, call: TextCall, body: dict[str, Any]) -> None:
+        """A request answered from the cache is logged too (as answered, with `cache: hit` in its
+        params), so it can be found, rated and forgotten like any other."""
+        request = call.request
+        keep = request.keep_content and self._keep_content
+        choices = body.get("choices") or []
+        outputs = [c.get("text") if "text" in c else (c.get("message") or {}).get("content") or "" for c in choices]
+        usage = body.get("usage") or {}
+        self._log.record(RequestEntry(
+            id=request.id, endpoint=request.endpoint, model=request.model,
+            params=asdict(request.params) | {"n": request.n, "stop": list(request.params.stop), "cache": "hit"},
+            prompt=(request.messages if request.messages is not None else request.prompt) if keep else None,
+            output=outputs if keep else None, prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"), latency_ms=round((time.monotonic() - call.started) * 1000, 3),
+            status=RequestStatus.COMPLETED, created_at=datetime.fromtimestamp(call.created, UTC), finished_at=datetime.now(UTC),
+            tenant=request.tenant, user=request.user, version=body.get("system_fingerprint") or body.get("model"),
+        ))
 
     def _rollout_outcome(self, call: TextCall, now: float) -> None:
         """Tell the rollout how its arm did: the candidate failed when another version answered."""

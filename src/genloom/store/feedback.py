@@ -1,0 +1,128 @@
+"""Feedback on answers: one row per rating, with a snapshot of what was asked and answered (unless
+the tenant keeps no content), so a dataset can be built from it after the request log has dropped
+its copy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, case, delete, func, insert, or_, select
+
+from genloom.store.database import Database
+from genloom.store.schema import FeedbackRow
+
+_feedback: Table = FeedbackRow.__table__  # type: ignore[assignment]
+
+
+class FeedbackNotFound(LookupError):
+    def __init__(self, feedback_id: str) -> None:
+        super().__init__(f"no feedback with id '{feedback_id}'")
+        self.feedback_id = feedback_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class Feedback:
+    id: str
+    tenant: str
+    response_id: str
+    source: str  # request (a chat completion or completion), response, or job
+    model: str
+    version: str | None
+    user: str | None
+    rating: int
+    scale: str  # thumbs or stars
+    score: float  # 0..1
+    correction: str | None = None
+    tags: list[str] = field(default_factory=list)
+    comment: str | None = None
+    prompt: list[dict[str, Any]] | str | None = None
+    output: str | None = None
+    params: dict[str, Any] | None = None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class VersionScore:
+    model: str
+    version: str | None
+    count: int
+    mean_score: float
+    positive: int  # score >= 0.5
+    negative: int
+
+
+class FeedbackStore:
+    def __init__(self, *, database: Database) -> None:
+        self._database = database
+
+    async def add(self, feedback: Feedback) -> list[str]:
+        """Store a rating in place of the tenant's earlier ones of the same answer; their ids."""
+        same = (_feedback.c.tenant == feedback.tenant) & (_feedback.c.response_id == feedback.response_id)
+        async with self._database.engine.begin() as conn:
+            replaced = list((await conn.execute(select(_feedback.c.id).where(same))).scalars())
+            if replaced:
+                await conn.execute(delete(_feedback).where(same))
+            await conn.execute(insert(_feedback).values(**feedback.__dict__))
+        return replaced
+
+    async def get(self, feedback_id: str, *, tenant: str | None) -> Feedback:
+        query = select(_feedback).where(_feedback.c.id == feedback_id)
+        if tenant is not None:
+            query = query.where(_feedback.c.tenant == tenant)
+        async with self._database.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            raise FeedbackNotFound(feedback_id)
+        return Feedback(**row)
+
+    async def list(self, *, tenant: str | None, model: str | None = None, version: str | None = None,
+                   since: datetime | None = None, min_score: float | None = None, limit: int = 100,
+                   after: str | None = None, oldest_first: bool = False) -> list[Feedback]:
+        """A tenant's feedback (every tenant's with None), newest first unless `oldest_first`;
+        `after` is the id of the last row of the page before."""
+        query = select(_feedback)
+        if tenant is not None:
+            query = query.where(_feedback.c.tenant == tenant)
+        if model is not None:
+            query = query.where(_feedback.c.model == model)
+        if version is not None:
+            query = query.where(_feedback.c.version == version)
+        if since is not None:
+            query = query.where(_feedback.c.created_at >= since)
+        if min_score is not None:
+            query = query.where(_feedback.c.score >= min_score)
+        order = (_feedback.c.created_at, _feedback.c.id) if oldest_first else (_feedback.c.created_at.desc(), _feedback.c.id.desc())
+        async with self._database.engine.connect() as conn:
+            if after is not None:
+                mark = (await conn.execute(select(_feedback.c.created_at).where(_feedback.c.id == after))).scalar()
+                if mark is None:
+                    raise FeedbackNotFound(after)
+                newer = or_(_feedback.c.created_at > mark, and_(_feedback.c.created_at == mark, _feedback.c.id > after))
+                older = or_(_feedback.c.created_at < mark, and_(_feedback.c.created_at == mark, _feedback.c.id < after))
+                query = query.where(newer if oldest_first else older)
+            rows = (await conn.execute(query.order_by(*order).limit(limit))).mappings().all()
+        return [Feedback(**row) for row in rows]
+
+    async def scores(self, *, model: str | None = None, since: datetime | None = None) -> list[VersionScore]:
+        """Count and mean score per version (of one model, or all)."""
+        c = _feedback.c
+        query = select(c.model, c.version, func.count(), func.avg(c.score),
+                       func.sum(case((c.score >= 0.5, 1), else_=0)), func.sum(case((c.score < 0.5, 1), else_=0)))
+        if model is not None:
+            query = query.where(c.model == model)
+        if since is not None:
+            query = query.where(c.created_at >= since)
+        query = query.group_by(c.model, c.version).order_by(c.model, c.version)
+        async with self._database.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [VersionScore(model=m, version=v, count=int(n), mean_score=round(float(avg), 4), positive=int(pos or 0),
+                             negative=int(neg or 0)) for m, v, n, avg, pos, neg in rows]
+
+    async def delete_user(self, *, tenant: str, user: str) -> int:
+        """Remove every rating of the tenant's end user; how many there were."""
+        async with self._database.engine.begin() as conn:
+            done = await conn.execute(delete(_feedback).where(_feedback.c.tenant == tenant, _feedback.c.user == user))
+        return int(done.rowcount or 0)
+
