@@ -239,7 +239,7 @@ class ModelHost:
     async def _load_text(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:
         runtime = await asyncio.to_thread(
             TextRuntime, name=key, path=model.path, settings=self._settings.runtime, load_weights=runs_here,
-            max_context=model.max_context,
+            max_context=model.max_context, adapter=model.adapter,
         )
         batch_size = model.max_batch_size or self._settings.runtime.max_batch_size
         policy = row_policy(self._settings, batch_size)

@@ -36,6 +36,9 @@ TENANT = {
     ("GET", "/v1/files/{file_id}/content"),
     ("POST", "/v1/templates/{name}/render"), ("POST", "/v1/scenarios/{name}/run"),
     ("POST", "/v1/feedback"), ("GET", "/v1/feedback"), ("GET", "/v1/feedback/{feedback_id}"),
+    ("POST", "/v1/fine_tuning/jobs"), ("GET", "/v1/fine_tuning/jobs"), ("GET", "/v1/fine_tuning/jobs/{job_id}"),
+    ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"), ("GET", "/v1/fine_tuning/jobs/{job_id}/events"),
+    ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"),
 }
 ADMIN_PREFIX = "/v1/admin/"
 _PARAM = re.compile(r"\{[^}]+\}")

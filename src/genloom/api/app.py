@@ -19,6 +19,7 @@ from genloom.api.routes_moderations import build_moderations_router
 from genloom.api.routes_embeddings import build_embeddings_router
 from genloom.api.routes_feedback import build_feedback_router
 from genloom.api.routes_datasets import build_datasets_router
+from genloom.api.routes_fine_tuning import build_fine_tuning_router
 from genloom.api.routes_files import build_files_router
 from genloom.api.routes_health import build_health_router
 from genloom.api.routes_metrics import build_metrics_router
@@ -40,6 +41,7 @@ from genloom.gateway.embedding_service import EmbeddingService
 from genloom.gateway.feedback import FeedbackService
 from genloom.gateway.datasets import DatasetService
 from genloom.gateway.privacy import DataDeletion
+from genloom.gateway.fine_tuning import FineTuningService
 from genloom.gateway.image_service import ImageService
 from genloom.gateway.job_service import JobService
 from genloom.gateway.templates import TemplateService
@@ -88,6 +90,7 @@ def create_app(
     feedback: FeedbackService | None = None,
     datasets: DatasetService | None = None,
     deletion: DataDeletion | None = None,
+    fine_tuning: FineTuningService | None = None,
 ) -> FastAPI:
     traced = [Middleware(TracingMiddleware, tracing=tracing)] if tracing.enabled else []
     app = FastAPI(
@@ -121,6 +124,7 @@ def create_app(
         *([build_batches_router(batches, settings.api)] if batches is not None else []),
         *([build_feedback_router(feedback)] if feedback is not None else []),
         *([build_datasets_router(datasets, deletion)] if datasets is not None and deletion is not None else []),
+        *([build_fine_tuning_router(fine_tuning)] if fine_tuning is not None else []),
         build_jobs_router(jobs, settings.api, settings.jobs),
         build_embeddings_router(embeddings),
         build_images_router(images),

@@ -31,6 +31,7 @@ from genloom.store.batches import BatchNotFound
 from genloom.store.responses import ResponseNotFound
 from genloom.store.feedback import FeedbackNotFound
 from genloom.store.datasets import DatasetNotFound
+from genloom.store.fine_tuning import FineTuningJobConflict, FineTuningJobNotFound
 from genloom.gateway.feedback import AnswerNotFound
 from genloom.store.templates import ScenarioNotFound, TemplateNotFound
 from genloom.store.tenants import ApiKeyNotFound, TenantExists, TenantNotFound
@@ -86,6 +87,8 @@ _PLAIN: dict[type[Exception], tuple[int, str, str | None, str]] = {
     ApiKeyNotFound: (404, "invalid_request_error", "key_id", "api_key_not_found"),
     JobNotFound: (404, "invalid_request_error", "job_id", "job_not_found"),
     JobStateConflict: (409, "invalid_request_error", None, "job_state_conflict"),
+    FineTuningJobNotFound: (404, "invalid_request_error", "fine_tuning_job_id", "fine_tuning_job_not_found"),
+    FineTuningJobConflict: (409, "invalid_request_error", None, "fine_tuning_job_state_conflict"),
     IdempotencyConflict: (409, "invalid_request_error", "Idempotency-Key", "idempotency_key_reused"),
     GenerationFailed: (500, "server_error", None, "generation_failed"),
     FileNotFound: (404, "invalid_request_error", "file_id", "file_not_found"),

@@ -15,7 +15,7 @@ from pydantic import Field
 from genloom.api.callers import require_admin
 from genloom.api.schemas import _Body
 from genloom.datasets.build import BuildSettings
-from genloom.gateway.datasets import DatasetService, Source
+from genloom.gateway.datasets import DatasetService, Source, parse_ref
 from genloom.gateway.errors import InvalidRequest
 from genloom.gateway.privacy import DataDeletion
 from genloom.store.datasets import DatasetVersion
@@ -63,14 +63,6 @@ def dataset_body(v: DatasetVersion) -> dict[str, Any]:
         "superseded_at": int(v.superseded_at.timestamp()) if v.superseded_at else None,
         "superseded_by": f"{v.name}@v{v.superseded_by}" if v.superseded_by else None, "superseded_why": v.superseded_why,
     }
-
-
-def parse_ref(ref: str) -> tuple[str, int | None]:
-    """'name' (its newest active version) or 'name@v3'."""
-    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._\-]{0,127})(?:@v(\d+))?", ref)
-    if m is None:
-        raise InvalidRequest(f"'{ref}' is not a dataset reference: NAME or NAME@vN", "dataset")
-    return m.group(1), int(m.group(2)) if m.group(2) else None
 
 
 def build_datasets_router(datasets: DatasetService, deletion: DataDeletion) -> APIRouter:

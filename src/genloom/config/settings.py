@@ -174,6 +174,21 @@ class FeedbackSettings(_Section):
     max_tags: int = Field(16, ge=0, description="most tags on one rating")
 
 
+class FineTuningSettings(_Section):
+    """LoRA fine-tuning jobs (POST /v1/fine_tuning/jobs), run by the processes that hold the base model."""
+
+    enabled: bool = Field(True, description="the fine-tuning API, and a trainer in every process that runs local text models")
+    default_epochs: int = Field(3, ge=1, le=50, description="n_epochs when a job says auto")
+    default_batch_size: int = Field(4, ge=1, le=256, description="batch_size when a job says auto")
+    base_learning_rate: float = Field(1e-3, gt=0, description="the rate learning_rate_multiplier scales")
+    max_tokens: int = Field(512, ge=8, description="a longer conversation is cut from its start")
+    checkpoint_every: int = Field(20, ge=1, description="steps between checkpoints (a restarted job resumes from the last)")
+    lease_s: float = Field(60.0, gt=0, description="a running job whose trainer stops renewing for this long is taken up again")
+    poll_s: float = Field(1.0, gt=0, description="how often an idle trainer looks for a queued job")
+    max_rows: int = Field(100_000, ge=1, description="most training examples in one job")
+    pause_while_serving: bool = Field(True, description="a training step waits while requests are queued or running here")
+
+
 class TelemetrySettings(_Section):
     """Traces are configured by the standard OTEL_* environment variables (off when none names
     an exporter); these say what goes into them."""
@@ -253,6 +268,7 @@ class ModelSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
     kind: ModelKind = ModelKind.TEXT
     path: Path | None = None
+    adapter: Path | None = Field(None, description="text: a PEFT LoRA adapter directory applied to the model at `path`")
     max_batch_size: int | None = Field(None, gt=0)
     base_url: str | None = Field(None, description="remote: up to the API version, e.g. http://vllm:8000/v1")
     api_key: SecretStr | None = None
@@ -284,6 +300,16 @@ class ModelSettings(_Section):
             raise ValueError(f"{path} is not a model directory (no config.json or diffusers model_index.json there)")
         return path
 
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_is_a_peft_directory(cls, adapter: Path | None) -> Path | None:
+        if adapter is None:
+            return None
+        adapter = adapter.expanduser()
+        if not (adapter / "adapter_config.json").is_file():
+            raise ValueError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json there)")
+        return adapter
+
     @model_validator(mode="after")
     def _kind_has_what_it_needs(self) -> ModelSettings:
         if self.kind in (ModelKind.TEXT, ModelKind.IMAGE, ModelKind.EMBEDDING) and self.path is None:
@@ -292,6 +318,8 @@ class ModelSettings(_Section):
             raise ValueError(f"model {self.name}: {self.path} is not a diffusers pipeline (no model_index.json)")
         if self.kind is ModelKind.TEXT and not (self.path / "config.json").is_file():  # type: ignore[operator]
             raise ValueError(f"model {self.name}: {self.path} is not a transformers model (no config.json)")
+        if self.adapter is not None and self.kind is not ModelKind.TEXT:
+            raise ValueError(f"model {self.name}: an adapter applies to a local text model only")
         if self.kind is ModelKind.REMOTE and not self.base_url:
             raise ValueError(f"model {self.name}: a remote model needs a base_url")
         return self
@@ -454,6 +482,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
 
     @classmethod
     def settings_customise_sources(

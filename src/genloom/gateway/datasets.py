@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -196,6 +197,14 @@ class DatasetService:
             out.examples.append(Example(messages=messages, tenant=record.tenant, user=None,
                                         lineage={"source": "file", "file": record.id, "line": number}))
         return out
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """'name' (its newest active version) or 'name@v3'."""
+    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._\-]{0,127})(?:@v(\d+))?", ref)
+    if m is None:
+        raise InvalidRequest(f"'{ref}' is not a dataset reference: NAME or NAME@vN", "dataset")
+    return m.group(1), int(m.group(2)) if m.group(2) else None
 
 
 def _file_line(line: str) -> tuple[str | None, tuple[dict[str, str], ...]]:

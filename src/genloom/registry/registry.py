@@ -61,16 +61,17 @@ def _digest(settings: ModelSettings, *, contents: bool) -> str:
         digest.update(json.dumps([settings.base_url, settings.upstream_model or settings.name]).encode())
         return digest.hexdigest()
     assert settings.path is not None  # the settings require a path for local kinds
-    root = Path(settings.path)
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(root)).encode() + b"\0")
-        if not contents:
-            stat = file.stat()
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}\0".encode())
-            continue
-        with file.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+    for root in [Path(settings.path)] + ([Path(settings.adapter)] if settings.adapter else []):
+        digest.update(b"\1")  # the base's files, then the adapter's
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(root)).encode() + b"\0")
+            if not contents:
+                stat = file.stat()
+                digest.update(f"{stat.st_size}:{stat.st_mtime_ns}\0".encode())
+                continue
+            with file.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
     return digest.hexdigest()
 
 

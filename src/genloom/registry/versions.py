@@ -48,8 +48,24 @@ def version_key(name: str, version: int) -> str:
 
 
 def model_name(key: str) -> str:
-    """`name@v3` → `name`; a plain name stays as it is."""
-    return key.split("@", 1)[0]
+    """`name@v3` → `name`; a fine-tuned model's `ft:name:suffix:id` → `name`; a plain name stays as it is."""
+    fine_tuned = _fine_tuned(key)
+    return fine_tuned[0] if fine_tuned else key.split("@", 1)[0]
+
+
+def fine_tuned_alias(suffix: str, short_id: str) -> str:
+    """The alias a fine-tuned version gets on its base model: `ft:base:suffix:id` resolves to it."""
+    return f"ft-{suffix}-{short_id}"
+
+
+def _fine_tuned(ref: str) -> tuple[str, str] | None:
+    """(base name, alias) for OpenAI's fine-tuned model name `ft:BASE:SUFFIX:ID`, else None."""
+    if not ref.startswith("ft:"):
+        return None
+    parts = ref.split(":")
+    if len(parts) != 4 or not all(parts[1:]):
+        return None
+    return parts[1], fine_tuned_alias(parts[2], parts[3])
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,9 @@ class ModelRef:
 
     @classmethod
     def parse(cls, ref: str) -> ModelRef:
+        fine_tuned = _fine_tuned(ref)
+        if fine_tuned is not None:
+            return cls(fine_tuned[0], alias=fine_tuned[1])
         name, at, rest = ref.partition("@")
         if not at:
             return cls(name, alias=PRODUCTION)

@@ -44,7 +44,7 @@ def _declared_context(path: Path) -> int | None:
         raise ValueError(f"{path / 'genloom.json'}: max_context must be a number: {e}") from e
 
 
-def _pick_device(device: Device) -> torch.device:
+def pick_device(device: Device) -> torch.device:
     if device is Device.AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device.value)
@@ -60,6 +60,7 @@ def _pick_dtype(dtype: DType, device: torch.device) -> torch.dtype:
 class TextRuntime:
     def __init__(
         self, *, name: str, path: Path, settings: RuntimeSettings, load_weights: bool = True, max_context: int | None = None,
+        adapter: Path | None = None,
     ) -> None:
         """Without `load_weights`, only the tokenizer and config are read: enough to check and
         tokenize requests (an API replica), not to generate (`model` is None). `max_context`: the
@@ -72,8 +73,9 @@ class TextRuntime:
 
         self.name = name
         self.path = path
+        self.adapter = adapter
         self._constrainer: Constrainer | None = None
-        device = _pick_device(settings.device)
+        device = pick_device(settings.device)
         dtype = _pick_dtype(settings.dtype, device)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
@@ -83,6 +85,10 @@ class TextRuntime:
             self.model = AutoModelForCausalLM.from_pretrained(
                 path, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
             ).to(device)
+            if adapter is not None:  # a LoRA adapter's weights merged in: it then serves like any model
+                from genloom.runtimes.lora import merged_model
+
+                self.model = merged_model(self.model, adapter)
             self.model.eval()
             touch_weights(self.model)
             model_config = self.model.config

@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -34,6 +35,12 @@ from genloom.gateway.batches import BatchService
 from genloom.store.batches import BatchStore
 from genloom.telemetry.observer import combine
 from genloom.telemetry.tracing import setup_tracing
+from genloom.gateway.fine_tune_runner import FineTuneRunner, fine_tuned_name, short_id, training_metadata
+from genloom.registry.registry import settings_of
+from genloom.registry.versions import fine_tuned_alias
+from genloom.runtimes.lora import Result
+from genloom.runtimes.text import TextRuntime, pick_device
+from genloom.store.fine_tuning import FineTuningJob
 
 log = logging.getLogger("genloom.server")
 _DRAIN_POLL_S = 0.05
@@ -76,6 +83,7 @@ class GenloomServer:
         self._job_counter: asyncio.Task | None = None
         self._monitor: asyncio.Task | None = None
         self._content_purge: asyncio.Task | None = None
+        self.fine_tune_runner: FineTuneRunner | None = None
         if self.metrics is not None:
             self.metrics.watch(self._gauges())
         exposition = self.metrics.exposition if self.metrics is not None else None
@@ -105,6 +113,7 @@ class GenloomServer:
                                      files=c.images.files),
                 guardrails=c.guardrails, policies=c.policies, audit=c.audit, feedback=c.feedback if settings.feedback.enabled else None,
                 datasets=c.datasets, deletion=c.deletion,
+                fine_tuning=c.fine_tuning if settings.fine_tuning.enabled else None,
             )
 
     def _gauges(self) -> Gauges:
@@ -255,6 +264,13 @@ class GenloomServer:
             self._fail(f"recovering jobs failed: {type(e).__name__}: {e}")
             return
         c.rollouts.resume()
+        if self.process is not Process.API and self.settings.fine_tuning.enabled:
+            self.fine_tune_runner = FineTuneRunner(
+                store=c.fine_tuning.store, blobs=c.images.files.blobs, settings=self.settings.fine_tuning,
+                data_dir=self.settings.resolved_data_dir(), bases=self._trainable_bases, register=self._register_fine_tuned,
+                busy=self._serving_busy, device=str(pick_device(self.settings.runtime.device)),
+            )
+            self.fine_tune_runner.start()
         if self.metrics is not None and self.process is not Process.WORKER:
             self._job_counter = asyncio.create_task(self._count_jobs(), name="genloom-job-counts")
         if c.monitors is not None:
@@ -267,6 +283,25 @@ class GenloomServer:
         if self.process is not Process.API and c.models.limited:
             self._demand = asyncio.create_task(c.models.follow_demand(), name="genloom-model-demand")
         log.info("ready: serving %s", ", ".join(c.models.loaded))
+
+    def _trainable_bases(self) -> dict[str, Path]:
+        """The text versions whose weights this process holds and that are not adapters themselves."""
+        return {key: rt.path for key, rt in self.c.models.runtimes().items()
+                if isinstance(rt, TextRuntime) and rt.model is not None and rt.adapter is None}
+
+    def _serving_busy(self) -> bool:
+        """Requests are queued or running here: a training step waits."""
+        c = self.c
+        return any(w.busy for w in c.models.workers) or any(n for by in c.queue.depths().values() for n in by.values())
+
+    async def _register_fine_tuned(self, job: FineTuningJob, adapter: Path, result: Result) -> tuple[str, str]:
+        """The adapter as a new version of its base model, under the alias its `ft:` name resolves to."""
+        base = settings_of(self.c.registry.catalog.version(job.base_version))
+        added = await self.c.registry.register(
+            base.model_copy(update={"adapter": adapter}), metadata=training_metadata(job, result),
+            actor=f"fine-tuning:{job.id}", aliases=(fine_tuned_alias(job.suffix or "custom", short_id(job.id)),),
+        )
+        return added.key, fine_tuned_name(job)
 
     async def _drop_old_content(self) -> None:
         """Prompts and answers older than feedback.keep_content_days leave the request log (every
@@ -372,6 +407,8 @@ class GenloomServer:
             self._heartbeat.cancel()
             with suppress(asyncio.CancelledError):
                 await self._heartbeat
+        if self.fine_tune_runner is not None:  # a job in training goes back to the queue, resumed by the next start
+            await self.fine_tune_runner.stop()
         await c.rollouts.stop()
         await c.shadow.stop()
         await self._stop_workers()

@@ -66,6 +66,8 @@ from genloom.gateway.feedback import FeedbackService
 from genloom.gateway.datasets import DatasetService
 from genloom.gateway.privacy import DataDeletion
 from genloom.store.datasets import DatasetStore
+from genloom.store.fine_tuning import FineTuningStore
+from genloom.gateway.fine_tuning import FineTuningService
 from genloom.store.guard_audit import GuardAudit
 from genloom.store.files import BlobStore, FileBlobStore, FileStore, S3BlobStore
 from genloom.store.jobs import SqlJobStore
@@ -126,6 +128,7 @@ class Components:
     feedback: FeedbackService
     datasets: DatasetService
     deletion: DataDeletion
+    fine_tuning: FineTuningService
     closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # clients to close at the end
 
 
@@ -276,6 +279,8 @@ def build_components(
                               files=images.files)
     deletion = DataDeletion(request_log=request_log, responses=responses, feedback=feedback.store, datasets=datasets,
                             cache=pipeline.cache)
+    fine_tuning = FineTuningService(store=FineTuningStore(database=database), files=images.files, datasets=datasets,
+                                    registry=registry, settings=settings.fine_tuning)
     return Components(
         readiness=readiness, database=database, request_log=request_log, job_store=job_store, queue=queue,
         shared=shared, redis=sync_redis, aredis=async_redis, limiter=limiter, authenticator=authenticator, admin=admin,
@@ -284,7 +289,7 @@ def build_components(
                                   check_guardrails=policies.check_overrides),
         webhooks=webhooks, jobs=jobs, models=models, rollouts=rollouts, shadow=shadow, breakers=breakers, closing=closing,
         presence=presence, monitors=monitors, guardrails=guardrails, policies=policies, audit=audit,
-        responses=responses, feedback=feedback, datasets=datasets, deletion=deletion,
+        responses=responses, feedback=feedback, datasets=datasets, deletion=deletion, fine_tuning=fine_tuning,
         workers=WorkerDirectory(client=async_redis, prefix=settings.redis_prefix, ttl_s=settings.queue.worker_ttl_s)
         if async_redis is not None else None,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Index, JSON, true, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import Boolean, Index, JSON, false, true, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy import ForeignKeyConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -406,4 +406,65 @@ class DataDeletionRow(Base):
     tenant: Mapped[str] = mapped_column(String(128), index=True)
     user_sha256: Mapped[str] = mapped_column(String(64))
     removed: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FineTuningJobRow(Base):
+    """A fine-tuning job: what to train (its data as blobs, read when it was created), how, its
+    state under a lease while a trainer runs it, and what came of it."""
+
+    __tablename__ = "fine_tuning_jobs"
+    __table_args__ = (Index("ix_fine_tuning_jobs_tenant_created", "tenant", "created_at"),
+                      Index("ix_fine_tuning_jobs_status", "status"))
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(255))  # the base model's name
+    base_version: Mapped[str] = mapped_column(String(255))  # name@vN, fixed when the job was created
+    training_file: Mapped[str] = mapped_column(String(255))  # a file id or a dataset version (name@vN)
+    validation_file: Mapped[str | None] = mapped_column(String(255))
+    training_blob: Mapped[str] = mapped_column(String(64))  # JSONL in OpenAI's chat format
+    validation_blob: Mapped[str | None] = mapped_column(String(64))
+    suffix: Mapped[str | None] = mapped_column(String(64))
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    lora: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # queued, running, succeeded, failed, cancelled
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(255))
+    trained_tokens: Mapped[int | None] = mapped_column(Integer)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON(none_as_null=True))
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    estimated_finish: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class FineTuningEventRow(Base):
+    __tablename__ = "fine_tuning_events"
+    __table_args__ = (Index("ix_fine_tuning_events_job_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    level: Mapped[str] = mapped_column(String(8))  # info, warn, error
+    type: Mapped[str] = mapped_column(String(16))  # message or metrics
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+
+class FineTuningCheckpointRow(Base):
+    __tablename__ = "fine_tuning_checkpoints"
+    __table_args__ = (Index("ix_fine_tuning_checkpoints_job_id", "job_id", "step"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -1,0 +1,205 @@
+"""Runs fine-tuning jobs: a task on the event loop claims the oldest queued job whose base version
+this process holds, and trains it on a thread (`runtimes.lora.LoraTrainer`), one job at a time
+per process, below serving: between steps the trainer waits while requests are queued or running
+here (`busy`), and stops at the next step when the job is cancelled or the process stops.
+
+Progress is written as it comes: a metrics event per step (at most every `event_every_s`), a
+checkpoint row per saved checkpoint, the lease renewed with an estimated finish. A process that
+dies mid-run leaves the job running under a lease that runs out; the next trainer to claim it
+resumes from the last checkpoint on disk (`data_dir/fine_tuning/<job id>`). A process that stops
+normally puts the job back in the queue itself.
+
+On success the adapter is registered as a new version of the base model (`register`, given by
+the composition root) under the alias that `ft:BASE:SUFFIX:ID` resolves to, with the run's figures
+and the data's lineage in its metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from genloom.config import FineTuningSettings
+from genloom.gateway.fine_tuning import conversations
+from genloom.runtimes.lora import LoraSettings, LoraTrainer, Result, Step, TrainingInputError, TrainSettings
+from genloom.store.files import BlobStore
+from genloom.store.fine_tuning import CANCELLED, FAILED, SUCCEEDED, FineTuningJob, FineTuningStore
+
+log = logging.getLogger("genloom.fine_tuning")
+
+Register = Callable[[FineTuningJob, Path, Result], Awaitable[tuple[str, str]]]  # -> (version key, fine_tuned_model)
+
+
+def short_id(job_id: str) -> str:
+    return job_id.removeprefix("ftjob-")[:8]
+
+
+def fine_tuned_name(job: FineTuningJob) -> str:
+    return f"ft:{job.model}:{job.suffix or 'custom'}:{short_id(job.id)}"
+
+
+class FineTuneRunner:
+    def __init__(self, *, store: FineTuningStore, blobs: BlobStore, settings: FineTuningSettings, data_dir: Path,
+                 bases: Callable[[], dict[str, Path]], register: Register, busy: Callable[[], bool] = lambda: False,
+                 device: str = "cpu", event_every_s: float = 0.5) -> None:
+        """`bases`: the base versions this process can train on (name@vN → model directory)."""
+        self._store = store
+        self._blobs = blobs
+        self._settings = settings
+        self._root = Path(data_dir) / "fine_tuning"
+        self._bases = bases
+        self._register = register
+        self._busy = busy if settings.pause_while_serving else (lambda: False)
+        self._device = device
+        self._event_every_s = event_every_s
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+        self.running: str | None = None  # the job id being trained
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run_forever(), name="genloom-fine-tuning")
+
+    async def stop(self) -> None:
+        """The running job stops at its next step and goes back to the queue."""
+        self._stopping = True
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=60)
+            except TimeoutError:
+                self._task.cancel()
+
+    async def _run_forever(self) -> None:
+        while not self._stopping:
+            try:
+                job = await self._store.claim(owner=self._owner, lease_s=self._settings.lease_s, now=datetime.now(UTC),
+                                              models=set(self._bases()))
+            except Exception as e:  # the store is down: try again later
+                log.warning("could not look for fine-tuning jobs: %s", e)
+                job = None
+            if job is None:
+                await asyncio.sleep(self._settings.poll_s)
+                continue
+            self.running = job.id
+            try:
+                await self.run(job)
+            except Exception:
+                log.exception("fine-tuning job %s failed outside training", job.id)
+            finally:
+                self.running = None
+
+    async def run(self, job: FineTuningJob) -> None:
+        loop = asyncio.get_running_loop()
+        now = lambda: datetime.now(UTC)  # noqa: E731
+        base = self._bases().get(job.base_version)
+        if base is None:
+            await self._fail(job, "base_unavailable", f"the base version {job.base_version} is not served here any more")
+            return
+        try:
+            train = conversations(await asyncio.to_thread(self._blobs.get, job.training_blob), "training_file")
+            evals = conversations(await asyncio.to_thread(self._blobs.get, job.validation_blob), "validation_file") \
+                if job.validation_blob else []
+        except Exception as e:
+            await self._fail(job, "invalid_training_data", str(e))
+            return
+        hyper = job.hyperparameters
+        trainer = LoraTrainer(
+            base_path=base, out_dir=self._root / job.id, device=self._device,
+            lora=LoraSettings(r=job.lora["r"], alpha=job.lora["alpha"], dropout=job.lora["dropout"],
+                              target_modules=tuple(job.lora["target_modules"]) if job.lora.get("target_modules") else None),
+            train=TrainSettings(n_epochs=hyper["n_epochs"], batch_size=hyper["batch_size"],
+                                learning_rate=self._settings.base_learning_rate * hyper["learning_rate_multiplier"],
+                                max_tokens=self._settings.max_tokens, checkpoint_every=self._settings.checkpoint_every,
+                                seed=job.seed),
+        )
+        resuming = trainer.latest_checkpoint()
+        await self._store.add_event(job.id, now=now(), message=(
+            f"resuming from the checkpoint at step {resuming}" if resuming else f"training started on {job.base_version}"))
+        state = {"cancelled": False, "lost": False, "last_event": 0.0, "last_renew": time.monotonic(), "checked": 0.0}
+
+        def call(coroutine: Awaitable[Any]) -> Any:
+            return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60)
+
+        def on_step(step: Step) -> None:
+            t = time.monotonic()
+            if t - state["last_event"] >= self._event_every_s or step.step == step.total_steps:
+                state["last_event"] = t
+                call(self._store.add_event(job.id, now=now(), type="metrics", message=f"step {step.step}/{step.total_steps}: "
+                                           f"training loss {step.loss:.4f}", data={
+                                               "step": step.step, "total_steps": step.total_steps, "epoch": step.epoch + 1,
+                                               "train_loss": round(step.loss, 6), "eta_s": round(step.eta_s, 1)}))
+            if t - state["last_renew"] >= self._settings.lease_s / 4:
+                state["last_renew"] = t
+                finish = now() + timedelta(seconds=step.eta_s)
+                if not call(self._store.renew(job.id, owner=self._owner, lease_s=self._settings.lease_s, now=now(),
+                                              estimated_finish=finish)):
+                    state["lost"] = True  # another trainer took it (this one was presumed dead)
+
+        def on_checkpoint(step: int, path: Path) -> None:
+            call(self._store.add_checkpoint(job.id, step=step, now=now(), metrics={"step": step}))
+            call(self._store.add_event(job.id, now=now(), message=f"checkpoint saved at step {step}"))
+
+        def should_stop() -> bool:
+            t = time.monotonic()
+            if t - state["checked"] >= 1.0:
+                state["checked"] = t
+                state["cancelled"] = call(self._store.cancel_requested(job.id))
+            return state["cancelled"] or state["lost"] or self._stopping
+
+        try:
+            result = await asyncio.to_thread(trainer.run, train, evals, on_step=on_step, on_checkpoint=on_checkpoint,
+                                             should_stop=should_stop, should_pause=self._busy)
+        except TrainingInputError as e:
+            await self._fail(job, "invalid_training_data", str(e))
+            return
+        except Exception as e:
+            log.exception("fine-tuning job %s failed", job.id)
+            await self._fail(job, "training_failed", f"{type(e).__name__}: {e}")
+            return
+        if state["lost"]:
+            return
+        if result.stopped:
+            if state["cancelled"]:
+                await self._store.add_event(job.id, now=now(), message=f"cancelled at step {result.steps}")
+                await self._store.finish(job.id, owner=self._owner, status=CANCELLED, now=now(),
+                                         trained_tokens=result.trained_tokens)
+            else:  # this process is stopping: the job waits for the next trainer, which resumes it
+                await self._store.add_event(job.id, now=now(), message=f"paused at step {result.steps}: the server stopped")
+                await self._store.release(job.id, owner=self._owner)
+            return
+        try:
+            version, name = await self._register(job, result.adapter_dir, result)
+        except Exception as e:
+            log.exception("registering the fine-tuned model of %s failed", job.id)
+            await self._fail(job, "registration_failed", f"{type(e).__name__}: {e}")
+            return
+        figures = {"steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss,
+                   "base_eval_loss": result.base_eval_loss, "version": version, "checkpoints": result.checkpoints,
+                   "resumed_from": result.resumed_from, "adapter": str(result.adapter_dir)}
+        await self._store.add_event(job.id, now=now(), message=f"fine-tuned model {name} registered as {version}",
+                                    data={k: v for k, v in figures.items() if k != "adapter"})
+        await self._store.finish(job.id, owner=self._owner, status=SUCCEEDED, now=now(), fine_tuned_model=name,
+                                 trained_tokens=result.trained_tokens, result=figures)
+
+    async def _fail(self, job: FineTuningJob, code: str, message: str) -> None:
+        now = datetime.now(UTC)
+        await self._store.add_event(job.id, now=now, level="error", message=message)
+        await self._store.finish(job.id, owner=self._owner, status=FAILED, now=now,
+                                 error={"code": code, "message": message, "param": None})
+
+
+def training_metadata(job: FineTuningJob, result: Result) -> dict[str, Any]:
+    """What a registered fine-tuned version records of how it was made."""
+    return {"fine_tuning_job": job.id, "fine_tuned_model": fine_tuned_name(job), "base_version": job.base_version,
+            "training_file": job.training_file, "validation_file": job.validation_file, "lineage": job.lineage,
+            "hyperparameters": job.hyperparameters, "lora": job.lora, "seed": job.seed,
+            "figures": {"steps": result.steps, "trained_tokens": result.trained_tokens, "train_loss": result.train_loss,
+                        "eval_loss": result.eval_loss, "base_eval_loss": result.base_eval_loss}}
+
