@@ -69,7 +69,7 @@ def answer(client: openai.OpenAI, model: str, timeout_s: float = 60) -> str:
             time.sleep(0.2)
 
 
-def test_a_job_trains_an_adapter_that_answers_in_the_learned_style(tenant):
+def test_a_job_trains_an_adapter_that_answers_in_the_learned_style(tenant, served):
     client, _ = tenant
     training = client.files.create(file=("train.jsonl", io.BytesIO(jsonl(rows(16)))), purpose="fine-tune")
     validation = client.files.create(file=("valid.jsonl", io.BytesIO(jsonl(rows(4, 100)))), purpose="fine-tune")
@@ -92,7 +92,18 @@ def test_a_job_trains_an_adapter_that_answers_in_the_learned_style(tenant):
     steps = [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id, limit=100).data]
     assert steps == [40, 36, 32, 28, 24, 20, 16, 12, 8, 4]
     assert answer(client, done.fine_tuned_model).startswith("Ahoy!")
-    assert not answer(client, "tiny").startswith("Ahoy!")  # the base's production version is unchanged
+    assert not answer(client, "tiny@v1").startswith("Ahoy!")  # the base is unchanged
+    evaluation = result["evaluation"]
+    assert evaluation["passed"] and evaluation["state"] == "passed" and evaluation["probes"] == 12
+    assert evaluation["eval_perplexity"] < evaluation["base_eval_perplexity"]
+    # It passed the gate, so a canary rollout of it started by itself.
+    assert result["rollout"] and any(e.message.startswith(f"canary rollout {result['rollout']} started for tiny@v2")
+                                     for e in events)
+    with httpx.Client(base_url=served[0], headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as admin:
+        current = admin.get("/v1/admin/models/tiny/rollouts/current").json()
+        version = admin.get("/v1/admin/models/tiny/versions/v2").json()
+    assert (current["id"], current["strategy"], current["candidate"]) == (result["rollout"], "canary", "tiny@v2")
+    assert version["metadata"]["fine_tuning_job"] == job.id and version["metadata"]["evaluation"]["passed"]
 
 
 def test_events_stream_as_server_sent_events_until_the_job_ends(tenant):

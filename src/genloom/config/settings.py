@@ -187,6 +187,9 @@ class FineTuningSettings(_Section):
     poll_s: float = Field(1.0, gt=0, description="how often an idle trainer looks for a queued job")
     max_rows: int = Field(100_000, ge=1, description="most training examples in one job")
     pause_while_serving: bool = Field(True, description="a training step waits while requests are queued or running here")
+    auto_canary: bool = Field(True, description="a tuned version that passes the evaluation gate starts a canary rollout by itself")
+    canary_percent: float = Field(10.0, gt=0, le=100, description="the share of the base's traffic that canary sends to it")
+    gate_max_tokens: int = Field(48, ge=1, description="tokens per answer when the gate compares the tuned model with its base")
 
 
 class TelemetrySettings(_Section):

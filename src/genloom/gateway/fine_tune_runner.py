@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from genloom.config import FineTuningSettings
+from genloom.gateway.fine_tune_gate import PROBES, Evaluation, TaskMetric, judge
 from genloom.gateway.fine_tuning import conversations
-from genloom.runtimes.lora import LoraSettings, LoraTrainer, Result, Step, TrainingInputError, TrainSettings
+from genloom.runtimes.lora import LoraSettings, LoraTrainer, Result, Step, TrainingInputError, TrainSettings, answers, merged_model
 from genloom.store.files import BlobStore
 from genloom.store.fine_tuning import CANCELLED, FAILED, SUCCEEDED, FineTuningJob, FineTuningStore
 
 log = logging.getLogger("genloom.fine_tuning")
 
-Register = Callable[[FineTuningJob, Path, Result], Awaitable[tuple[str, str]]]  # -> (version key, fine_tuned_model)
+# (job, adapter, result, evaluation) -> (version key, fine_tuned_model, rollout id or None)
+Register = Callable[[FineTuningJob, Path, Result, Evaluation], Awaitable[tuple[str, str, str | None]]]
 
 
 def short_id(job_id: str) -> str:
@@ -48,8 +50,10 @@ def fine_tuned_name(job: FineTuningJob) -> str:
 class FineTuneRunner:
     def __init__(self, *, store: FineTuningStore, blobs: BlobStore, settings: FineTuningSettings, data_dir: Path,
                  bases: Callable[[], dict[str, Path]], register: Register, busy: Callable[[], bool] = lambda: False,
-                 device: str = "cpu", event_every_s: float = 0.5) -> None:
-        """`bases`: the base versions this process can train on (name@vN → model directory)."""
+                 flagged: Callable[[list[str]], int] = lambda texts: 0, device: str = "cpu",
+                 event_every_s: float = 0.5) -> None:
+        """`bases`: the base versions this process can train on (name@vN → model directory);
+        `flagged`: how many of some answers the output guards would flag (the evaluation gate)."""
         self._store = store
         self._blobs = blobs
         self._settings = settings
@@ -57,6 +61,7 @@ class FineTuneRunner:
         self._bases = bases
         self._register = register
         self._busy = busy if settings.pause_while_serving else (lambda: False)
+        self._flagged = flagged
         self._device = device
         self._event_every_s = event_every_s
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -174,19 +179,54 @@ class FineTuneRunner:
                 await self._store.add_event(job.id, now=now(), message=f"paused at step {result.steps}: the server stopped")
                 await self._store.release(job.id, owner=self._owner)
             return
+        await self._store.add_event(job.id, now=now(), message="evaluating against the base: eval loss, guarded probes, task metric")
         try:
-            version, name = await self._register(job, result.adapter_dir, result)
+            evaluation = await asyncio.to_thread(self._evaluate, job, base, result, evals)
+        except Exception as e:
+            log.exception("evaluating %s failed", job.id)
+            await self._fail(job, "evaluation_failed", f"{type(e).__name__}: {e}")
+            return
+        await self._store.add_event(
+            job.id, now=now(), level="info" if evaluation.passed else "warn", data=evaluation.as_json(),
+            message="evaluation passed" if evaluation.passed else "evaluation failed: " + "; ".join(evaluation.reasons))
+        try:
+            version, name, rollout = await self._register(job, result.adapter_dir, result, evaluation)
         except Exception as e:
             log.exception("registering the fine-tuned model of %s failed", job.id)
             await self._fail(job, "registration_failed", f"{type(e).__name__}: {e}")
             return
         figures = {"steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss,
                    "base_eval_loss": result.base_eval_loss, "version": version, "checkpoints": result.checkpoints,
-                   "resumed_from": result.resumed_from, "adapter": str(result.adapter_dir)}
+                   "resumed_from": result.resumed_from, "adapter": str(result.adapter_dir),
+                   "evaluation": evaluation.as_json(), "rollout": rollout}
+        if rollout is not None:
+            await self._store.add_event(job.id, now=now(), message=f"canary rollout {rollout} started for {version}")
         await self._store.add_event(job.id, now=now(), message=f"fine-tuned model {name} registered as {version}",
-                                    data={k: v for k, v in figures.items() if k != "adapter"})
+                                    data={k: v for k, v in figures.items() if k not in ("adapter", "evaluation")})
         await self._store.finish(job.id, owner=self._owner, status=SUCCEEDED, now=now(), fine_tuned_model=name,
                                  trained_tokens=result.trained_tokens, result=figures)
+
+    def _evaluate(self, job: FineTuningJob, base: Path, result: Result, evals: list[list[dict[str, str]]]) -> Evaluation:
+        """The gate's figures: the base's answers first, then the same model with the adapter merged in."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True, dtype=torch.float32).to(self._device)
+        probes = [[{"role": "user", "content": p}] for p in PROBES]
+        metric = TaskMetric.of((job.lineage or {}).get("metric"))
+        rows = evals[:50] if metric is not None else []
+        prompts, targets = [r[:-1] for r in rows], [r[-1]["content"] for r in rows]
+        limit = self._settings.gate_max_tokens
+        base_probes = answers(model, tokenizer, probes, max_new_tokens=limit)
+        base_task = answers(model, tokenizer, prompts, max_new_tokens=limit) if rows else []
+        tuned = merged_model(model, result.adapter_dir)  # merges in place: the base's answers come first
+        tuned_probes = answers(tuned, tokenizer, probes, max_new_tokens=limit)
+        tuned_task = answers(tuned, tokenizer, prompts, max_new_tokens=limit) if rows else []
+        return judge(eval_loss=result.eval_loss, base_eval_loss=result.base_eval_loss, probes=len(probes),
+                     flagged=self._flagged(tuned_probes), base_flagged=self._flagged(base_probes), metric=metric,
+                     metric_score=metric.score(tuned_task, targets) if metric and rows else None,
+                     base_metric_score=metric.score(base_task, targets) if metric and rows else None)
 
     async def _fail(self, job: FineTuningJob, code: str, message: str) -> None:
         now = datetime.now(UTC)
@@ -195,9 +235,9 @@ class FineTuneRunner:
                                  error={"code": code, "message": message, "param": None})
 
 
-def training_metadata(job: FineTuningJob, result: Result) -> dict[str, Any]:
-    """What a registered fine-tuned version records of how it was made."""
-    return {"fine_tuning_job": job.id, "fine_tuned_model": fine_tuned_name(job), "base_version": job.base_version,
+def training_metadata(job: FineTuningJob, result: Result, evaluation: Evaluation) -> dict[str, Any]:
+    """What a registered fine-tuned version records of how it was made, and how it did at the gate."""
+    return {"evaluation": evaluation.as_json(), "fine_tuning_job": job.id, "fine_tuned_model": fine_tuned_name(job), "base_version": job.base_version,
             "training_file": job.training_file, "validation_file": job.validation_file, "lineage": job.lineage,
             "hyperparameters": job.hyperparameters, "lora": job.lora, "seed": job.seed,
             "figures": {"steps": result.steps, "trained_tokens": result.trained_tokens, "train_loss": result.train_loss,

@@ -190,4 +190,4 @@ class FineTuningService:
         if not admin and found.tenant != tenant:
             raise InvalidRequest(f"dataset '{ref}' is not this tenant's", param)
         return (await self._datasets.export(found, "train"), await self._datasets.export(found, "eval"),
-                {"dataset": found.ref, "dataset_sha256": found.sha256})
+                {"dataset": found.ref, "dataset_sha256": found.sha256, "metric": found.manifest.get("metric")})

@@ -262,3 +262,17 @@ def merged_model(base: Any, adapter_dir: Path) -> Any:
     from peft import PeftModel
 
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False).merge_and_unload()
+
+
+@torch.no_grad()
+def answers(model: Any, tokenizer: Any, prompts: list[Conversation], *, max_new_tokens: int = 48) -> list[str]:
+    """Greedy answers, one conversation at a time (a gate's few dozen prompts)."""
+    model.eval()
+    out = []
+    for messages in prompts:
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        encoded = {k: v.to(model.device) for k, v in encoded.items()}
+        ids = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+        out.append(tokenizer.decode(ids[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True))
+    return out

@@ -41,6 +41,8 @@ from genloom.registry.versions import fine_tuned_alias
 from genloom.runtimes.lora import Result
 from genloom.runtimes.text import TextRuntime, pick_device
 from genloom.store.fine_tuning import FineTuningJob
+from genloom.gateway.fine_tune_gate import Evaluation
+from genloom.registry.rollout import RolloutPlan, RolloutStrategy
 
 log = logging.getLogger("genloom.server")
 _DRAIN_POLL_S = 0.05
@@ -269,6 +271,7 @@ class GenloomServer:
                 store=c.fine_tuning.store, blobs=c.images.files.blobs, settings=self.settings.fine_tuning,
                 data_dir=self.settings.resolved_data_dir(), bases=self._trainable_bases, register=self._register_fine_tuned,
                 busy=self._serving_busy, device=str(pick_device(self.settings.runtime.device)),
+                flagged=self._guard_flags,
             )
             self.fine_tune_runner.start()
         if self.metrics is not None and self.process is not Process.WORKER:
@@ -289,19 +292,36 @@ class GenloomServer:
         return {key: rt.path for key, rt in self.c.models.runtimes().items()
                 if isinstance(rt, TextRuntime) and rt.model is not None and rt.adapter is None}
 
+    def _guard_flags(self, texts: list[str]) -> int:
+        """How many of these answers the unsafe-content or secrets scanner scores over its threshold."""
+        g = self.c.guardrails
+        return sum(1 for text in texts if any(
+            f.score >= g.threshold(name, f.category) for name in ("unsafe", "secrets") for f in g.scanner(name).scan(text)))
+
     def _serving_busy(self) -> bool:
         """Requests are queued or running here: a training step waits."""
         c = self.c
         return any(w.busy for w in c.models.workers) or any(n for by in c.queue.depths().values() for n in by.values())
 
-    async def _register_fine_tuned(self, job: FineTuningJob, adapter: Path, result: Result) -> tuple[str, str]:
-        """The adapter as a new version of its base model, under the alias its `ft:` name resolves to."""
+    async def _register_fine_tuned(self, job: FineTuningJob, adapter: Path, result: Result,
+                                   evaluation: Evaluation) -> tuple[str, str, str | None]:
+        """The adapter as a new version of its base model, under the alias its `ft:` name resolves
+        to; a canary rollout of it when it passed the evaluation gate (and `auto_canary` is on)."""
         base = settings_of(self.c.registry.catalog.version(job.base_version))
         added = await self.c.registry.register(
-            base.model_copy(update={"adapter": adapter}), metadata=training_metadata(job, result),
+            base.model_copy(update={"adapter": adapter}), metadata=training_metadata(job, result, evaluation),
             actor=f"fine-tuning:{job.id}", aliases=(fine_tuned_alias(job.suffix or "custom", short_id(job.id)),),
         )
-        return added.key, fine_tuned_name(job)
+        rollout = None
+        if evaluation.passed and self.settings.fine_tuning.auto_canary:
+            try:
+                record = await self.c.rollouts.start(
+                    added.name, strategy=RolloutStrategy.CANARY, candidate=added.version,
+                    plan=RolloutPlan(percent=self.settings.fine_tuning.canary_percent), actor=f"fine-tuning:{job.id}")
+                rollout = record.id
+            except Exception as e:  # another rollout of the model is active, say: the version waits
+                log.warning("no canary for %s: %s", added.key, e)
+        return added.key, fine_tuned_name(job), rollout
 
     async def _drop_old_content(self) -> None:
         """Prompts and answers older than feedback.keep_content_days leave the request log (every
