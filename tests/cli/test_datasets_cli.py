@@ -1,4 +1,4 @@
-"""`genloom datasets …` against a real server: build from a local JSONL file (uploaded on the
+"""`genloom datasets …` and `genloom fine-tune …` against a real server: build from a local JSONL file (uploaded on the
 way), list, show and export, and a clear failure for a source that is not one."""
 
 from __future__ import annotations
@@ -53,3 +53,16 @@ def test_build_from_a_file_then_list_show_and_export(base_url, tmp_path):
 def test_a_source_that_is_neither_kind_nor_file_fails_clearly(base_url, tmp_path):
     result = cli(base_url, "datasets", "build", "x", "--from", str(tmp_path / "missing.jsonl"))
     assert result.exit_code != 0 and "--from is 'feedback', 'requests' or a JSONL file" in result.output
+
+
+def test_fine_tune_run_follows_the_job_to_its_model(base_url, tmp_path):
+    data = tmp_path / "ships.jsonl"
+    data.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"ship {i}"},
+                                                       {"role": "assistant", "content": f"Ahoy {i}!"}]}) for i in range(8)))
+    ran = cli(base_url, "fine-tune", "run", "--model", "tiny", "--data", str(data), "--suffix", "cli", "--epochs", "2")
+    assert ran.exit_code == 0, ran.output
+    assert "training started on tiny@v1" in ran.stdout and "succeeded: ft:tiny:cli:" in ran.stdout
+    listed = cli(base_url, "fine-tune", "list")
+    assert "succeeded  tiny  ft:tiny:cli:" in listed.stdout
+    missing = cli(base_url, "fine-tune", "cancel", "ftjob-nothing")
+    assert missing.exit_code != 0 and "no fine-tuning job" in missing.output

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from genloom.cli.models import models_app
 from genloom.cli.datasets import datasets_app
+from genloom.cli.fine_tune import fine_tune_app
 from genloom.cli.workers import workers as workers_command
 from genloom.cli.admin import keys_app, tenants_app
 from genloom.cli.db import db_app
@@ -36,6 +37,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(fine_tune_app, name="fine-tune")
 app.command("workers")(workers_command)
 
 err = Console(stderr=True, soft_wrap=True)

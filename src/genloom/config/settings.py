@@ -189,6 +189,7 @@ class FineTuningSettings(_Section):
     pause_while_serving: bool = Field(True, description="a training step waits while requests are queued or running here")
     auto_canary: bool = Field(True, description="a tuned version that passes the evaluation gate starts a canary rollout by itself")
     canary_percent: float = Field(10.0, gt=0, le=100, description="the share of the base's traffic that canary sends to it")
+    canary_step_requests: int = Field(200, ge=1, description="candidate requests within the gates before the canary promotes it")
     gate_max_tokens: int = Field(48, ge=1, description="tokens per answer when the gate compares the tuned model with its base")
 
 

@@ -201,6 +201,9 @@ class FineTuneRunner:
                    "evaluation": evaluation.as_json(), "rollout": rollout}
         if rollout is not None:
             await self._store.add_event(job.id, now=now(), message=f"canary rollout {rollout} started for {version}")
+        elif evaluation.passed:
+            await self._store.add_event(job.id, now=now(), level="warn", message=(
+                f"no canary started for {version}: fine_tuning.auto_canary is off, or the model has an active rollout"))
         await self._store.add_event(job.id, now=now(), message=f"fine-tuned model {name} registered as {version}",
                                     data={k: v for k, v in figures.items() if k not in ("adapter", "evaluation")})
         await self._store.finish(job.id, owner=self._owner, status=SUCCEEDED, now=now(), fine_tuned_model=name,

@@ -317,7 +317,9 @@ class GenloomServer:
             try:
                 record = await self.c.rollouts.start(
                     added.name, strategy=RolloutStrategy.CANARY, candidate=added.version,
-                    plan=RolloutPlan(percent=self.settings.fine_tuning.canary_percent), actor=f"fine-tuning:{job.id}")
+                    plan=RolloutPlan(percent=self.settings.fine_tuning.canary_percent,
+                                     step_after_requests=self.settings.fine_tuning.canary_step_requests),
+                    actor=f"fine-tuning:{job.id}")
                 rollout = record.id
             except Exception as e:  # another rollout of the model is active, say: the version waits
                 log.warning("no canary for %s: %s", added.key, e)
