@@ -278,3 +278,28 @@ def test_a_version_is_retired_only_when_idle_and_then_unloaded(client, admin, ti
         time.sleep(0.05)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model=f"tiny@{version}", messages=HELLO, max_tokens=1)
+
+
+def test_a_candidate_users_rate_poorly_is_rolled_back_by_the_feedback_gate(client, admin, served, tiny_model_dir):
+    register_tiny_v2(admin, tiny_model_dir)
+    end_rollout(admin, "tiny")
+    started = admin.post("/models/tiny/rollouts", json={"strategy": "canary", "candidate": "v2", "percent": 50,
+                                                         "gates": {"min_feedback_score": 0.5, "min_feedback": 4,
+                                                                   "min_requests": 1000}})
+    assert started.status_code == 201, started.text
+    try:
+        rated = 0
+        with httpx.Client(base_url=served[0], timeout=30) as http:
+            for _ in range(200):
+                answer = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=1)
+                good = answer.system_fingerprint == "tiny@v1"  # users like the stable version, not the candidate
+                assert http.post("/v1/feedback", json={"response_id": answer.id, "rating": 1 if good else -1}).status_code == 200
+                rated += not good
+                if admin.get("/models/tiny/rollouts/current").status_code == 404:
+                    break
+        assert rated >= 4
+        [last] = [r for r in admin.get("/models/tiny/rollouts").json()["data"] if r["id"] == started.json()["id"]]
+        assert last["state"] == "rolled_back" and "below min_feedback_score 0.5" in last["reason"], last
+        assert admin.get("/models/tiny").json()["aliases"]["production"] == "tiny@v1"
+    finally:
+        end_rollout(admin, "tiny")

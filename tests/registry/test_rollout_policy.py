@@ -142,3 +142,22 @@ def test_catalog_resolves_names_versions_and_aliases_and_splits_only_plain_names
             assert "m" in e.known
         else:
             raise AssertionError(f"{ref} resolved")
+
+
+def test_a_feedback_gate_rolls_back_a_poorly_rated_candidate_and_holds_promotion_for_ratings():
+    from dataclasses import replace
+
+    from genloom.registry.rollout import Feedback
+
+    r = rollout(gates=Gates(min_requests=10, min_feedback_score=0.6, min_feedback=5), step_after_requests=10)
+    figures = asyncio.run(window([True] * 20, [True] * 20).snapshot(1.0, 0))
+    few = decide(r, replace(figures, candidate_feedback=Feedback(count=3, mean_score=0.1)))
+    assert few.verdict is Verdict.PASSING and "waiting for 5 ratings" in few.reason  # too few to judge, too few to promote
+    bad = decide(r, replace(figures, candidate_feedback=Feedback(count=8, mean_score=0.4)))
+    assert bad.verdict is Verdict.ROLL_BACK and "mean feedback score 0.400 below min_feedback_score 0.6" in bad.reason
+    good = decide(r, replace(figures, candidate_feedback=Feedback(count=8, mean_score=0.9)))
+    assert good.verdict is Verdict.PROMOTE and good.figures["candidate_feedback"] == {"count": 8, "mean_score": 0.9}
+    early = decide(r, replace(asyncio.run(window([True] * 2, [True] * 2).snapshot(1.0, 0)),
+                              candidate_feedback=Feedback(count=6, mean_score=0.0)))
+    assert early.verdict is Verdict.ROLL_BACK  # ratings decide even before min_requests
+    assert decide(rollout(gates=Gates(min_requests=10), step_after_requests=10), figures).verdict is Verdict.PROMOTE

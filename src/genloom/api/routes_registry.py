@@ -61,6 +61,8 @@ class GatesBody(_Body):
     max_latency_ratio: float | None = Field(_GATES.max_latency_ratio, gt=0)
     min_requests: int = Field(_GATES.min_requests, ge=1, le=100_000)
     window_s: float = Field(_GATES.window_s, gt=0, le=86_400)
+    min_feedback_score: float | None = Field(_GATES.min_feedback_score, ge=0, le=1)
+    min_feedback: int = Field(_GATES.min_feedback, ge=1, le=100_000)
 
 
 class RolloutStart(_Body):

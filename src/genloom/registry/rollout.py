@@ -62,6 +62,11 @@ class Gates:
     max_latency_ratio: float | None = 1.5
     min_requests: int = 50
     window_s: float = 300.0
+    # Users' ratings of the candidate's answers since the rollout began (POST /v1/feedback, scores
+    # on 0..1): below this mean, once `min_feedback` ratings are in, it is rolled back; with it set,
+    # a canary is not promoted before `min_feedback` ratings.
+    min_feedback_score: float | None = None
+    min_feedback: int = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,12 +214,23 @@ class ArmFigures:
 
 
 @dataclass(frozen=True)
+class Feedback:
+    """Ratings of one version's answers: how many, and their mean score (0..1)."""
+
+    count: int = 0
+    mean_score: float | None = None
+
+
+@dataclass(frozen=True)
 class WindowFigures:
-    """What the gates judge: each arm over the window, and the candidate's requests at this step."""
+    """What the gates judge: each arm over the window, the candidate's requests at this step, and
+    the ratings of each arm's answers since the rollout began."""
 
     candidate: ArmFigures
     stable: ArmFigures
     step_requests: int
+    candidate_feedback: Feedback = Feedback()
+    stable_feedback: Feedback = Feedback()
 
 
 class OutcomeWindow:
@@ -327,10 +343,16 @@ def decide(rollout: RolloutRecord, window: WindowFigures) -> Decision:
     for `min_requests` on the candidate (and on the stable arm, for relative gates)."""
     g = rollout.plan.gates
     candidate, stable, step_requests = window.candidate, window.stable, window.step_requests
-    figures = {"candidate": candidate.as_json(), "stable": stable.as_json(), "step_requests": step_requests}
+    figures = {"candidate": candidate.as_json(), "stable": stable.as_json(), "step_requests": step_requests,
+               "candidate_feedback": asdict(window.candidate_feedback), "stable_feedback": asdict(window.stable_feedback)}
     allowed_errors = g.max_error_rate * max(g.min_requests, candidate.requests)
     if candidate.errors > allowed_errors and (candidate.requests >= g.min_requests or candidate.errors > g.max_error_rate * g.min_requests):
         reason = f"candidate error rate {candidate.error_rate:.3f} over max_error_rate {g.max_error_rate} ({candidate.errors} of {candidate.requests})"
+        return Decision(Verdict.ROLL_BACK, reason, figures)
+    rated = window.candidate_feedback
+    if (g.min_feedback_score is not None and rated.count >= g.min_feedback and rated.mean_score is not None
+            and rated.mean_score < g.min_feedback_score):
+        reason = f"candidate mean feedback score {rated.mean_score:.3f} below min_feedback_score {g.min_feedback_score} ({rated.count} ratings)"
         return Decision(Verdict.ROLL_BACK, reason, figures)
     if candidate.requests < g.min_requests:
         return Decision(Verdict.COLLECTING, f"collecting: {candidate.requests} of {g.min_requests} candidate requests", figures)
@@ -343,6 +365,9 @@ def decide(rollout: RolloutRecord, window: WindowFigures) -> Decision:
         if rollout.step < rollout.plan.last_step:
             return Decision(Verdict.ADVANCE, f"step {rollout.step} passed its gates over {step_requests} candidate requests", figures)
         if rollout.plan.auto_promote:
+            if g.min_feedback_score is not None and rated.count < g.min_feedback:
+                return Decision(Verdict.PASSING, f"gates pass; waiting for {g.min_feedback} ratings of the candidate "
+                                f"({rated.count} so far)", figures)
             return Decision(Verdict.PROMOTE, f"the last step passed its gates over {step_requests} candidate requests", figures)
     return Decision(Verdict.PASSING, "gates pass", figures)
 

@@ -16,11 +16,13 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Protocol
 
 from genloom.registry.catalog import Resolution
 from genloom.registry.registry import ModelRegistry, utc_now
 from genloom.registry.rollout import (
+    Feedback,
     Decision,
     Outcome,
     OutcomeWindow,
@@ -40,6 +42,7 @@ from genloom.telemetry import NO_OBSERVER, Observer
 
 log = logging.getLogger("genloom.rollouts")
 _FIGURES_EVERY_S = 5.0  # how often passing figures are written (decisions are written at once)
+_FEEDBACK_EVERY_S = 2.0  # how often a feedback gate's ratings are read again
 _WARM_WAIT_S = 300.0  # how long a blue-green switch waits for its candidate to load
 _MAX_PAIRS = 1000  # shadow pairs kept per rollout (the latest)
 _SHARED_EVERY_S = 0.2  # how often a replica reads a shared (Redis) window while outcomes arrive
@@ -70,11 +73,15 @@ class RolloutService:
         self, *, registry: ModelRegistry, loaded: Callable[[str], bool],
         warm: Callable[[str, int], Awaitable[None]] | None = None, clock: Callable[[], float] = time.time,
         windows: Callable[[RolloutRecord], Outcomes] | None = None, observer: Observer = NO_OBSERVER,
+        feedback: Callable[[str, datetime], Awaitable[Feedback]] | None = None,
     ) -> None:
         """`loaded(key)`: whether this process can serve a version now; `warm(key, n)` sends it n
         warm-up requests (blue_green); `windows` makes a rollout's outcome window (in-process by
-        default; `RedisOutcomes` to judge every replica's traffic together)."""
+        default; `RedisOutcomes` to judge every replica's traffic together); `feedback(key, since)`:
+        the ratings of a version's answers since then (read only for rollouts with a feedback gate)."""
         self._registry = registry
+        self.feedback = feedback
+        self._rated: dict[str, tuple[float, Feedback, Feedback]] = {}  # rollout id -> (read at, candidate, stable)
         self._loaded = loaded
         self._observer = observer
         self._warm = warm
@@ -207,7 +214,8 @@ class RolloutService:
                 if record is None or not record.active or record.strategy is RolloutStrategy.BLUE_GREEN:
                     return
                 window = self._window(record)
-                decision = self._judge(record, await window.snapshot(self._clock(), record.step))
+                figures = await self._with_feedback(record, await window.snapshot(self._clock(), record.step))
+                decision = self._judge(record, figures)
                 await self._apply(record, decision)
                 if name not in self._again:
                     return
@@ -217,6 +225,18 @@ class RolloutService:
             log.exception("could not judge the rollout of %s", name)
         finally:
             self._evaluating.discard(name)
+
+    async def _with_feedback(self, record: RolloutRecord, figures: WindowFigures) -> WindowFigures:
+        """The arms' ratings since the rollout began, for a rollout whose gates ask for them (read
+        from the store at most every `_FEEDBACK_EVERY_S`: every replica sees the same ratings)."""
+        if self.feedback is None or record.plan.gates.min_feedback_score is None:
+            return figures
+        read = self._rated.get(record.id)
+        if read is None or self._clock() - read[0] >= _FEEDBACK_EVERY_S:
+            candidate = await self.feedback(version_key(record.name, record.candidate), record.created_at)
+            stable = await self.feedback(version_key(record.name, record.stable), record.created_at)
+            read = self._rated[record.id] = (self._clock(), candidate, stable)
+        return replace(figures, candidate_feedback=read[1], stable_feedback=read[2])
 
     async def _apply(self, record: RolloutRecord, decision: Decision) -> None:
         now = self._clock()

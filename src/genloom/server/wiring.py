@@ -6,6 +6,7 @@ anything; `lifecycle.py` does."""
 from __future__ import annotations
 
 import os
+from datetime import datetime
 import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
@@ -55,6 +56,7 @@ from genloom.queue.workers import WorkerDirectory
 from genloom.registry.redis_outcomes import RedisOutcomes
 from genloom.registry.registry import ModelRegistry
 from genloom.registry.rollouts import RolloutService
+from genloom.registry.rollout import Feedback as RolloutFeedback
 from genloom.runtimes.embeddings import EmbeddingRuntime, builtin_embedding_model_path
 from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.text import TextRuntime
@@ -271,8 +273,15 @@ def build_components(
     pipeline.record.on_rollout_outcome = rollouts.observe
     pipeline.record.on_shadow = shadow.mirror
     responses = ResponseStore(database=database)
+    feedback_store = FeedbackStore(database=database)
+
+    async def version_feedback(version: str, since: datetime) -> RolloutFeedback:
+        count, mean = await feedback_store.version_score(version, since)
+        return RolloutFeedback(count=count, mean_score=mean)
+
+    rollouts.feedback = version_feedback  # the rollout gate min_feedback_score reads users' ratings
     feedback = FeedbackService(
-        store=FeedbackStore(database=database), request_log=request_log, jobs=job_store, responses=responses,
+        store=feedback_store, request_log=request_log, jobs=job_store, responses=responses,
         settings=settings.feedback, observer=observer, monitors=monitors,
     )
     datasets = DatasetService(store=DatasetStore(database=database), feedback=feedback.store, request_log=request_log,

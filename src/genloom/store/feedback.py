@@ -120,6 +120,14 @@ class FeedbackStore:
         return [VersionScore(model=m, version=v, count=int(n), mean_score=round(float(avg), 4), positive=int(pos or 0),
                              negative=int(neg or 0)) for m, v, n, avg, pos, neg in rows]
 
+    async def version_score(self, version: str, since: datetime) -> tuple[int, float | None]:
+        """How many ratings a version's answers got since then, and their mean score."""
+        c = _feedback.c
+        query = select(func.count(), func.avg(c.score)).where(c.version == version, c.created_at >= since)
+        async with self._database.engine.connect() as conn:
+            count, mean = (await conn.execute(query)).one()
+        return int(count), None if mean is None else round(float(mean), 4)
+
     async def delete_user(self, *, tenant: str, user: str) -> int:
         """Remove every rating of the tenant's end user; how many there were."""
         async with self._database.engine.begin() as conn:
