@@ -191,3 +191,30 @@ def test_forgetting_a_user_removes_their_data_everywhere(admin, rated, served):
     assert again.headers["x-genloom-cache"] == "miss"
     [record] = admin.get(f"/v1/admin/tenants/{tenant}/deletions").json()["data"]
     assert record["id"] == gone.json()["id"] and record["removed"]["requests"] == 7
+
+
+def test_forgetting_covers_ratings_made_by_someone_else_and_older_versions(admin, served):
+    tenant, key = new_tenant(admin, "agency")
+    http = httpx.Client(base_url=served[0], headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    client = openai.OpenAI(base_url=f"{served[0]}/v1", api_key=key, max_retries=0)
+    answers = [client.chat.completions.create(model="tiny", user=user, max_tokens=12, temperature=0,
+                                              messages=[{"role": "user", "content": f"Write two sentences about {topic}."}])
+               for user, topic in (("u9", "quartz"), ("u8", "basalt"), ("u8", "marble"))]
+    # An agent rates u9's answer: the rating names the agent, the content is u9's.
+    for a in answers[:2]:
+        assert http.post("/v1/feedback", json={"response_id": a.id, "rating": 5, "scale": "stars", "user": "agent"}).status_code == 200
+    source = {"type": "feedback", "tenant": tenant}
+    v1 = build(admin, {"name": "agents", "source": source, "settings": {"eval_fraction": 0.0}}).json()
+    assert http.post("/v1/feedback", json={"response_id": answers[2].id, "rating": 5, "scale": "stars"}).status_code == 200
+    v2 = build(admin, {"name": "agents", "source": source, "settings": {"eval_fraction": 0.0}}).json()
+    assert (v1["id"], v1["rows"], v2["id"], v2["rows"]) == ("agents@v1", 2, "agents@v2", 3)
+    gone = admin.delete(f"/v1/admin/tenants/{tenant}/data", params={"user": "u9"}).json()["removed"]
+    assert gone["requests"] == 1 and gone["feedback"] == 1  # the agent's rating of u9's answer went too
+    mine = [d for d in gone["datasets"] if d["superseded"].startswith("agents@")]
+    assert sorted(mine, key=lambda d: d["superseded"]) == [{"superseded": "agents@v1", "by": None},
+                                                           {"superseded": "agents@v2", "by": "agents@v3"}]
+    newest = admin.get("/v1/admin/datasets/agents").json()
+    assert (newest["id"], newest["rows"]) == ("agents@v3", 2)  # the newest is still the newest content, less u9
+    left = [json.loads(x)["messages"][0]["content"] for x in
+            admin.get("/v1/admin/datasets/agents/content", params={"split": "train"}).text.splitlines()]
+    assert sorted(left) == ["Write two sentences about basalt.", "Write two sentences about marble."]

@@ -96,14 +96,20 @@ def test_a_job_trains_an_adapter_that_answers_in_the_learned_style(tenant, serve
     evaluation = result["evaluation"]
     assert evaluation["passed"] and evaluation["state"] == "passed" and evaluation["probes"] == 12
     assert evaluation["eval_perplexity"] < evaluation["base_eval_perplexity"]
-    # It passed the gate, so a canary rollout of it started by itself.
-    assert result["rollout"] and any(e.message.startswith(f"canary rollout {result['rollout']} started for tiny@v2")
-                                     for e in events)
+    # A tenant's job: the version serves that tenant only, and no canary sends anyone else's traffic to it.
+    assert result["rollout"] is None and "tiny@v2 serves this tenant only" in " ".join(e.message for e in events)
     with httpx.Client(base_url=served[0], headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as admin:
-        current = admin.get("/v1/admin/models/tiny/rollouts/current").json()
+        assert admin.get("/v1/admin/models/tiny/rollouts/current").status_code == 404
         version = admin.get("/v1/admin/models/tiny/versions/v2").json()
-    assert (current["id"], current["strategy"], current["candidate"]) == (result["rollout"], "canary", "tiny@v2")
+        _, other_key = new_tenant(admin, "neighbour")
     assert version["metadata"]["fine_tuning_job"] == job.id and version["metadata"]["evaluation"]["passed"]
+    assert version["metadata"]["owner_tenant"] == done.organization_id
+    neighbour = openai.OpenAI(base_url=f"{served[0]}/v1", api_key=other_key, max_retries=0)
+    for name in (done.fine_tuned_model, "tiny@v2"):
+        with pytest.raises(openai.NotFoundError):
+            neighbour.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert neighbour.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                             max_tokens=2).system_fingerprint == "tiny@v1"
 
 
 def test_events_stream_as_server_sent_events_until_the_job_ends(tenant):
@@ -182,3 +188,19 @@ def test_a_job_is_cancelled_and_another_tenant_cannot_see_it(tenant, served):
     assert done.status == "cancelled"
     again = http.post(f"/v1/fine_tuning/jobs/{job.id}/cancel")
     assert again.status_code == 409
+
+
+def test_a_tenant_may_have_only_so_many_jobs_waiting_or_running(served):
+    with httpx.Client(base_url=served[0], headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as admin:
+        _, key = new_tenant(admin, "eager")
+    client = openai.OpenAI(base_url=f"{served[0]}/v1", api_key=key, max_retries=0)
+    training = client.files.create(file=("many.jsonl", io.BytesIO(jsonl(rows(16)))), purpose="fine-tune")
+    long = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 50}}}
+    jobs = [client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=long) for _ in range(4)]
+    try:
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=long)
+        assert refused.value.code == "tenant_queue_full"
+    finally:
+        for job in jobs:
+            client.fine_tuning.jobs.cancel(job.id)

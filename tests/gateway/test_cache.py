@@ -140,8 +140,9 @@ async def test_put_then_get_returns_the_stored_body(make_cache: Callable[..., Re
 
 async def test_forgetting_a_tenant_drops_its_entries_and_no_others(make_cache: Callable[..., ResponseCache]) -> None:
     cache = make_cache()
-    for key in ("acme/1", "acme/2", "acme-two/1", "other/1"):
+    for key in ("acme/1", "acme/2", "acme-two/1", "other/1", "x*/1", "xy/1"):
         await cache.put(key, answer(key), ttl_s=60)
+    assert await cache.forget_tenant("x*") == 1 and await cache.get("xy/1") is not None  # a tenant id is no pattern
     assert await cache.forget_tenant("acme") == 2
     assert [await cache.get(k) is None for k in ("acme/1", "acme/2", "acme-two/1", "other/1")] == [True, True, False, False]
     assert await cache.forget_tenant("acme") == 0

@@ -55,6 +55,10 @@ def test_a_stopped_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path):
     interrupted = trainer(tiny_model_dir, tmp_path / "broken")
     first = interrupted.run(rows(12), [], should_stop=stop_after_six)
     assert first.stopped and first.steps == 6 and interrupted.latest_checkpoint() == 6
+    half_saved = interrupted.checkpoint_dir(9).with_name("step-0000009.tmp")  # a kill in the middle of a save
+    half_saved.mkdir()
+    (half_saved / "trainer_state.pt").write_bytes(b"")
+    assert interrupted.latest_checkpoint() == 6
     resumed = trainer(tiny_model_dir, tmp_path / "broken").run(rows(12), [])
     assert resumed.resumed_from == 6 and resumed.steps == whole.steps == 12
     a = load_file(str(whole.adapter_dir / "adapter_model.safetensors"))

@@ -36,7 +36,7 @@ EXCLUDED: tuple[tuple[str, str], ...] = ()
 # POST routes that take no body: everything they need is in the path.
 NO_BODY = {
     ("POST", "/v1/batches/{batch_id}/cancel"), ("POST", "/v1/jobs/{job_id}/retry"),
-    ("POST", "/v1/admin/scenarios/{name}/rollback"),
+    ("POST", "/v1/admin/scenarios/{name}/rollback"), ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"),
 }
 # Served but not described, on purpose: Prometheus' text format and the docs pages themselves.
 UNDOCUMENTED = {"/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}

@@ -27,7 +27,7 @@ class SourceBody(_Body):
     type: Literal["feedback", "requests", "file"]
     tenant: str | None = None  # one tenant's data (default: every tenant's)
     model: str | None = None
-    since: int | None = Field(None, ge=0)  # unix seconds
+    since: int | None = Field(None, ge=0, le=32_503_680_000)  # unix seconds (before the year 3000)
     min_score: float = Field(0.75, ge=0, le=1)  # feedback: ratings at or above this teach their answer
     file_id: str | None = None
     limit: int = Field(100_000, ge=1, le=1_000_000)

@@ -53,7 +53,7 @@ def build_feedback_router(service: FeedbackService) -> APIRouter:
     @router.get("/feedback")
     async def list_feedback(
         request: Request, model: str | None = None, version: str | None = None,
-        since: int | None = Query(None, ge=0, description="unix seconds: ratings made at or after"),
+        since: int | None = Query(None, ge=0, le=32_503_680_000, description="unix seconds: ratings made at or after"),
         limit: int = Query(100, ge=1, le=1000), after: str | None = None,
         tenant: str | None = Query(None, description="admin keys only: one tenant's (default: every tenant's)"),
     ) -> dict[str, Any]:

@@ -112,7 +112,8 @@ def build_fine_tuning_router(service: FineTuningService) -> APIRouter:
         """Newest first, as OpenAI lists them; `stream=true`: every event from the first, oldest
         first, as server-sent events, until the job has ended (then `data: [DONE]`)."""
         await store.get(job_id, tenant=tenant_of(request))
-        marker = int(after.removeprefix("ftevent-")) if after and after.removeprefix("ftevent-").isdigit() else None
+        digits = (after or "").removeprefix("ftevent-")
+        marker = int(digits) if digits.isdigit() and len(digits) <= 9 else None  # an id out of range marks nothing
         if not stream:
             found = await store.events(job_id, after=marker, limit=limit + 1)
             return {"object": "list", "data": [event_body(e) for e in found[:limit]], "has_more": len(found) > limit}

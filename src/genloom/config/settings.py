@@ -186,6 +186,7 @@ class FineTuningSettings(_Section):
     lease_s: float = Field(60.0, gt=0, description="a running job whose trainer stops renewing for this long is taken up again")
     poll_s: float = Field(1.0, gt=0, description="how often an idle trainer looks for a queued job")
     max_rows: int = Field(100_000, ge=1, description="most training examples in one job")
+    max_jobs_per_tenant: int = Field(4, ge=1, description="a tenant's jobs waiting or running at once (429 beyond)")
     pause_while_serving: bool = Field(True, description="a training step waits while requests are queued or running here")
     auto_canary: bool = Field(True, description="a tuned version that passes the evaluation gate starts a canary rollout by itself")
     canary_percent: float = Field(10.0, gt=0, le=100, description="the share of the base's traffic that canary sends to it")

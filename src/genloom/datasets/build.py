@@ -20,7 +20,7 @@ from typing import Any
 
 from genloom.guardrails.pii import PiiScanner, Placeholders, redact
 
-ROLES = ("system", "user", "assistant", "tool")
+ROLES = ("system", "user", "assistant")  # what fine-tuning reads (tool turns are not trained on)
 _SPACES = re.compile(r"[ \t\f\v]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _WORD = re.compile(r"\w+")

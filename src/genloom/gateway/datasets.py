@@ -61,6 +61,7 @@ class Selection:
 class DatasetService:
     def __init__(self, *, store: DatasetStore, feedback: FeedbackStore, request_log: RequestLog, files: FileStore) -> None:
         self.store = store
+        self._changing = asyncio.Lock()  # one forget at a time in this process (the store guards across replicas)
         self._feedback = feedback
         self._log = request_log
         self._files = files
@@ -82,7 +83,8 @@ class DatasetService:
     async def rows(self, version: DatasetVersion) -> list[Row]:
         if version.blob is None:
             raise InvalidRequest(f"{version.ref} was superseded ({version.superseded_why}); its rows are deleted", "dataset")
-        return from_parquet(await asyncio.to_thread(self._files.blobs.get, version.blob))
+        data = await asyncio.to_thread(self._files.blobs.get, version.blob)
+        return await asyncio.to_thread(from_parquet, data)
 
     async def export(self, version: DatasetVersion, split: Literal["train", "eval"]) -> bytes:
         """The split as JSON Lines in OpenAI's chat fine-tuning format."""
@@ -91,38 +93,57 @@ class DatasetService:
             raise InvalidRequest(f"{version.ref} was superseded ({version.superseded_why}); its files are deleted", "dataset")
         return b"" if blob is None else await asyncio.to_thread(self._files.blobs.get, blob)
 
-    async def forget_user(self, *, tenant: str, user: str, why: str) -> dict[str, Any]:
-        """New versions of every active dataset holding the tenant's user's rows, without them; the
-        old versions superseded and their files deleted."""
+    async def forget_user(self, *, tenant: str, user: str, request_ids: set[str], why: str) -> dict[str, Any]:
+        """Every active dataset version holding rows of the tenant's user (by the row's user, or by
+        its lineage: one of `request_ids`, the user's requests, whoever rated them) is superseded
+        and its files deleted; the newest version of a name is replaced by one without those rows
+        (an older one is not: a derived copy would become the name's newest). A version another
+        change superseded meanwhile is read again from the newest, so no replacement keeps rows
+        another deletion removed."""
+        def theirs(r: Row) -> bool:
+            return r.example.tenant == tenant and (r.example.user == user or r.example.lineage.get("request_id") in request_ids)
+
         replaced, removed = [], 0
-        for version in await self.store.list(active_only=True):
-            if version.tenant not in (None, tenant):
-                continue
-            rows = await self.rows(version)
-            kept = [r for r in rows if not (r.example.tenant == tenant and r.example.user == user)]
-            if len(kept) == len(rows):
-                continue
-            removed += len(rows) - len(kept)
-            new: DatasetVersion | None = None
-            if kept:
-                counts = dict(version.manifest.get("counts", {}))
-                counts.update(train=sum(r.split == "train" for r in kept), eval=sum(r.split == "eval" for r in kept))
-                manifest = version.manifest | {"counts": counts, "derived_from": version.ref,
-                                               "removed_rows": len(rows) - len(kept), "lineage": _lineage_summary(kept)}
-                new, _ = await self._store(version.name, version.tenant, kept, manifest)
-            await self.store.supersede(version.name, version.version, by=new.version if new else None, why=why,
-                                       at=datetime.now(UTC))
-            await self._delete_blobs(version)
-            replaced.append({"superseded": version.ref, "by": new.ref if new else None})
+        async with self._changing:
+            for name in sorted({v.name for v in await self.store.list(active_only=True) if v.tenant in (None, tenant)}):
+                for _ in range(5):  # another replica's change may supersede what this one read: read again
+                    versions = await self.store.list(name=name, active_only=True)
+                    newest = max(v.version for v in versions) if versions else None
+                    raced = False
+                    for version in versions:
+                        rows = await self.rows(version)
+                        kept = [r for r in rows if not theirs(r)]
+                        if len(kept) == len(rows):
+                            continue
+                        new: DatasetVersion | None = None
+                        if kept and version.version == newest:
+                            counts = dict(version.manifest.get("counts", {}))
+                            counts.update(train=sum(r.split == "train" for r in kept), eval=sum(r.split == "eval" for r in kept))
+                            manifest = version.manifest | {"counts": counts, "derived_from": version.ref,
+                                                           "removed_rows": len(rows) - len(kept), "lineage": _lineage_summary(kept)}
+                            new, _ = await self._store(version.name, version.tenant, kept, manifest)
+                        if not await self.store.supersede(version.name, version.version, by=new.version if new else None,
+                                                          why=why, at=datetime.now(UTC)):
+                            if new is not None:  # built from a version that is no longer current
+                                await self.store.supersede(new.name, new.version, by=None, why="superseded while made",
+                                                           at=datetime.now(UTC))
+                                await self._delete_blobs(new)
+                            raced = True
+                            break
+                        removed += len(rows) - len(kept)
+                        await self._delete_blobs(version)
+                        replaced.append({"superseded": version.ref, "by": new.ref if new else None})
+                    if not raced:
+                        break
         return {"dataset_rows": removed, "datasets": replaced}
 
     async def _store(self, name: str, tenant: str | None, rows: list[Row], manifest: dict[str, Any]) -> tuple[DatasetVersion, bool]:
-        parquet, train, eval_ = to_parquet(rows), to_jsonl(rows, "train"), to_jsonl(rows, "eval")
+        parquet, train, eval_, sha256 = await asyncio.to_thread(
+            lambda: (to_parquet(rows), to_jsonl(rows, "train"), to_jsonl(rows, "eval"), content_hash(rows)))
         blobs = self._files.blobs
         blob = await asyncio.to_thread(blobs.put, parquet)
         train_blob = await asyncio.to_thread(blobs.put, train) if train else None
         eval_blob = await asyncio.to_thread(blobs.put, eval_) if eval_ else None
-        sha256 = content_hash(rows)
         manifest = manifest | {"sha256": sha256, "rows": len(rows), "genloom_version": __version__,
                                "files": {"parquet": blob, "train_jsonl": train_blob, "eval_jsonl": eval_blob}}
         return await self.store.add(name=name, tenant=tenant, sha256=sha256, rows=len(rows), manifest=manifest,

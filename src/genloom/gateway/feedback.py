@@ -4,8 +4,9 @@ caller's own tenant, linked to what was asked and answered.
 The rated answer is found where it was recorded: the request log (chat completions, completions,
 and responses, whose log entry carries the response's id), the response store (a stored response
 whose log entry has lost its content), or the job store. Another tenant's id is not found, like
-one that never was (404). A tenant that keeps no content gets only what it sent stored: the
-rating, correction, tags and comment, and the model and version that answered.
+one that never was (404). A tenant that keeps no content gets no prompt or answer stored: only
+what it sent (rating, correction, tags, comment) and the rated request's model, version,
+parameters and end user.
 
 A second rating of the same answer by the same tenant replaces the first (people change their
 minds; a dataset wants one label per answer)."""

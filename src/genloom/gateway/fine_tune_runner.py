@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -34,6 +35,7 @@ from genloom.store.files import BlobStore
 from genloom.store.fine_tuning import CANCELLED, FAILED, SUCCEEDED, FineTuningJob, FineTuningStore
 
 log = logging.getLogger("genloom.fine_tuning")
+MAX_ATTEMPTS = 3  # a job whose trainer died this many times fails
 
 # (job, adapter, result, evaluation) -> (version key, fine_tuned_model, rollout id or None)
 Register = Callable[[FineTuningJob, Path, Result, Evaluation], Awaitable[tuple[str, str, str | None]]]
@@ -66,6 +68,8 @@ class FineTuneRunner:
         self._event_every_s = event_every_s
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stopping = False
+        self._lost: set[str] = set()  # jobs whose lease another trainer took
+        self._eta: datetime | None = None
         self._task: asyncio.Task | None = None
         self.running: str | None = None  # the job id being trained
 
@@ -101,8 +105,34 @@ class FineTuneRunner:
                 self.running = None
 
     async def run(self, job: FineTuningJob) -> None:
+        """Train `job` (leased to this runner), its lease renewed by a task of its own meanwhile."""
+        renewing = asyncio.get_running_loop().create_task(self._renew(job), name=f"genloom-lease-{job.id}")
+        try:
+            await self._run(job)
+        except Exception as e:  # anything outside training itself: the job fails with the reason
+            log.exception("fine-tuning job %s failed", job.id)
+            await self._fail(job, "internal_error", f"{type(e).__name__}: {e}")
+        finally:
+            renewing.cancel()
+
+    async def _renew(self, job: FineTuningJob) -> None:
+        """Keep the lease while the job is here (loading, training, pausing, evaluating, registering)."""
+        while True:
+            await asyncio.sleep(self._settings.lease_s / 4)
+            try:
+                if not await self._store.renew(job.id, owner=self._owner, lease_s=self._settings.lease_s,
+                                               now=datetime.now(UTC), estimated_finish=self._eta):
+                    self._lost.add(job.id)  # another trainer took it (this one was presumed dead): stop
+                    return
+            except Exception as e:  # the store is away for a moment; the lease has some time left
+                log.warning("could not renew the lease of %s: %s", job.id, e)
+
+    async def _run(self, job: FineTuningJob) -> None:
         loop = asyncio.get_running_loop()
         now = lambda: datetime.now(UTC)  # noqa: E731
+        if job.attempts > MAX_ATTEMPTS:
+            await self._fail(job, "too_many_attempts", f"the job was started {job.attempts - 1} times without finishing")
+            return
         base = self._bases().get(job.base_version)
         if base is None:
             await self._fail(job, "base_unavailable", f"the base version {job.base_version} is not served here any more")
@@ -111,6 +141,10 @@ class FineTuneRunner:
             train = conversations(await asyncio.to_thread(self._blobs.get, job.training_blob), "training_file")
             evals = conversations(await asyncio.to_thread(self._blobs.get, job.validation_blob), "validation_file") \
                 if job.validation_blob else []
+        except FileNotFoundError:
+            await self._fail(job, "training_data_gone", "the job's training data is no longer stored (deleted with a "
+                                                        "user's data, or the blob store lost it)")
+            return
         except Exception as e:
             await self._fail(job, "invalid_training_data", str(e))
             return
@@ -127,7 +161,7 @@ class FineTuneRunner:
         resuming = trainer.latest_checkpoint()
         await self._store.add_event(job.id, now=now(), message=(
             f"resuming from the checkpoint at step {resuming}" if resuming else f"training started on {job.base_version}"))
-        state = {"cancelled": False, "lost": False, "last_event": 0.0, "last_renew": time.monotonic(), "checked": 0.0}
+        state = {"cancelled": False, "last_event": 0.0, "checked": 0.0}
 
         def call(coroutine: Awaitable[Any]) -> Any:
             return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60)
@@ -140,12 +174,7 @@ class FineTuneRunner:
                                            f"training loss {step.loss:.4f}", data={
                                                "step": step.step, "total_steps": step.total_steps, "epoch": step.epoch + 1,
                                                "train_loss": round(step.loss, 6), "eta_s": round(step.eta_s, 1)}))
-            if t - state["last_renew"] >= self._settings.lease_s / 4:
-                state["last_renew"] = t
-                finish = now() + timedelta(seconds=step.eta_s)
-                if not call(self._store.renew(job.id, owner=self._owner, lease_s=self._settings.lease_s, now=now(),
-                                              estimated_finish=finish)):
-                    state["lost"] = True  # another trainer took it (this one was presumed dead)
+            self._eta = now() + timedelta(seconds=step.eta_s)
 
         def on_checkpoint(step: int, path: Path) -> None:
             call(self._store.add_checkpoint(job.id, step=step, now=now(), metrics={"step": step}))
@@ -156,11 +185,17 @@ class FineTuneRunner:
             if t - state["checked"] >= 1.0:
                 state["checked"] = t
                 state["cancelled"] = call(self._store.cancel_requested(job.id))
-            return state["cancelled"] or state["lost"] or self._stopping
+            return state["cancelled"] or job.id in self._lost or self._stopping
+
+        def should_pause() -> bool:
+            try:
+                return self._busy()
+            except Exception:  # the queue cannot be read for a moment: train on
+                return False
 
         try:
             result = await asyncio.to_thread(trainer.run, train, evals, on_step=on_step, on_checkpoint=on_checkpoint,
-                                             should_stop=should_stop, should_pause=self._busy)
+                                             should_stop=should_stop, should_pause=should_pause)
         except TrainingInputError as e:
             await self._fail(job, "invalid_training_data", str(e))
             return
@@ -168,7 +203,7 @@ class FineTuneRunner:
             log.exception("fine-tuning job %s failed", job.id)
             await self._fail(job, "training_failed", f"{type(e).__name__}: {e}")
             return
-        if state["lost"]:
+        if job.id in self._lost:
             return
         if result.stopped:
             if state["cancelled"]:
@@ -189,6 +224,8 @@ class FineTuneRunner:
         await self._store.add_event(
             job.id, now=now(), level="info" if evaluation.passed else "warn", data=evaluation.as_json(),
             message="evaluation passed" if evaluation.passed else "evaluation failed: " + "; ".join(evaluation.reasons))
+        if not await self._store.renew(job.id, owner=self._owner, lease_s=self._settings.lease_s, now=now()):
+            return  # another trainer has the job now: it registers what it trains
         try:
             version, name, rollout = await self._register(job, result.adapter_dir, result, evaluation)
         except Exception as e:
@@ -197,17 +234,20 @@ class FineTuneRunner:
             return
         figures = {"steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss,
                    "base_eval_loss": result.base_eval_loss, "version": version, "checkpoints": result.checkpoints,
-                   "resumed_from": result.resumed_from, "adapter": str(result.adapter_dir),
-                   "evaluation": evaluation.as_json(), "rollout": rollout}
+                   "resumed_from": result.resumed_from, "evaluation": evaluation.as_json(), "rollout": rollout}
         if rollout is not None:
             await self._store.add_event(job.id, now=now(), message=f"canary rollout {rollout} started for {version}")
+        elif evaluation.passed and not job.created_by_admin:
+            await self._store.add_event(job.id, now=now(), message=(
+                f"{version} serves this tenant only, as {name}; an admin may roll it out to everyone"))
         elif evaluation.passed:
             await self._store.add_event(job.id, now=now(), level="warn", message=(
                 f"no canary started for {version}: fine_tuning.auto_canary is off, or the model has an active rollout"))
         await self._store.add_event(job.id, now=now(), message=f"fine-tuned model {name} registered as {version}",
-                                    data={k: v for k, v in figures.items() if k not in ("adapter", "evaluation")})
-        await self._store.finish(job.id, owner=self._owner, status=SUCCEEDED, now=now(), fine_tuned_model=name,
-                                 trained_tokens=result.trained_tokens, result=figures)
+                                    data={k: v for k, v in figures.items() if k != "evaluation"})
+        if await self._store.finish(job.id, owner=self._owner, status=SUCCEEDED, now=now(), fine_tuned_model=name,
+                                    trained_tokens=result.trained_tokens, result=figures):
+            shutil.rmtree(trainer.out_dir / "checkpoints", ignore_errors=True)  # done: the optimizer states can go
 
     def _evaluate(self, job: FineTuningJob, base: Path, result: Result, evals: list[list[dict[str, str]]]) -> Evaluation:
         """The gate's figures: the base's answers first, then the same model with the adapter merged in."""
@@ -240,7 +280,8 @@ class FineTuneRunner:
 
 def training_metadata(job: FineTuningJob, result: Result, evaluation: Evaluation) -> dict[str, Any]:
     """What a registered fine-tuned version records of how it was made, and how it did at the gate."""
-    return {"evaluation": evaluation.as_json(), "fine_tuning_job": job.id, "fine_tuned_model": fine_tuned_name(job), "base_version": job.base_version,
+    owner = None if job.created_by_admin else job.tenant
+    return {"evaluation": evaluation.as_json(), "owner_tenant": owner, "fine_tuning_job": job.id, "fine_tuned_model": fine_tuned_name(job), "base_version": job.base_version,
             "training_file": job.training_file, "validation_file": job.validation_file, "lineage": job.lineage,
             "hyperparameters": job.hyperparameters, "lora": job.lora, "seed": job.seed,
             "figures": {"steps": result.steps, "trained_tokens": result.trained_tokens, "train_loss": result.train_loss,

@@ -1,5 +1,5 @@
 """Fine-tuning jobs as clients see them (OpenAI's fine-tuning API): checked and stored at
-creation, run later by a trainer (`genloom.worker.fine_tune`), read, listed and cancelled here.
+creation, run later by a trainer (`genloom.gateway.fine_tune_runner`), read, listed and cancelled here.
 
 A job's training data is read when it is created: an uploaded file (`file-…`, purpose
 fine-tune) or a dataset version (`name@vN`, its train split; its eval split is the validation
@@ -21,6 +21,8 @@ from typing import Any
 from genloom.config import FineTuningSettings, ModelKind
 from genloom.gateway.datasets import DatasetService, parse_ref
 from genloom.gateway.errors import InvalidRequest, ModelNotFound
+from genloom.jobs import RequestClass
+from genloom.queue.scheduler import TenantQueueFull
 from genloom.registry.registry import ModelRegistry, settings_of
 from genloom.registry.versions import UnknownModel
 from genloom.store.datasets import DatasetNotFound
@@ -48,10 +50,12 @@ class Hyperparameters:
             value = given.get(name, "auto")
             if value == "auto" or value is None:
                 return default
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InvalidRequest(f"{name} must be 'auto' or a number", f"{param}.{name}")
             if not low <= value <= high:
-                raise InvalidRequest(f"{name} must be between {low} and {high}, not {value}", f"{param}.{name}")
+                raise InvalidRequest(f"{name} must be between {low} and {high}", f"{param}.{name}")
+            if kind is int and not float(value).is_integer():
+                raise InvalidRequest(f"{name} must be a whole number", f"{param}.{name}")
             return kind(value)
 
         return cls(n_epochs=pick("n_epochs", defaults.default_epochs, int, 1, 50),
@@ -118,9 +122,13 @@ class FineTuningService:
                      hyperparameters: dict[str, Any] | None = None, lora: dict[str, Any] | None = None,
                      seed: int | None = None, metadata: dict[str, str] | None = None) -> FineTuningJob:
         version = self._base(model)
+        if not admin and await self.store.active_count(tenant) >= self._settings.max_jobs_per_tenant:
+            raise TenantQueueFull(tenant, RequestClass.ASYNC, self._settings.max_jobs_per_tenant, retry_after_s=60)
         if suffix is not None and not SUFFIX.match(suffix):
             raise InvalidRequest("suffix is 1 to 40 letters, digits, '-' or '_'", "suffix")
         hyper_param = "hyperparameters"
+        if method is not None and not isinstance(method, dict):
+            raise InvalidRequest("method must be an object", "method")
         if method is not None:
             if method.get("type") != "supervised":
                 raise InvalidRequest(f"method {method.get('type')!r} is not supported; use 'supervised'", "method.type")
@@ -128,12 +136,14 @@ class FineTuningService:
             if not isinstance(supervised, dict):
                 raise InvalidRequest("method.supervised must be an object", "method.supervised")
             hyperparameters, hyper_param = supervised.get("hyperparameters"), "method.supervised.hyperparameters"
+        if hyperparameters is not None and not isinstance(hyperparameters, dict):
+            raise InvalidRequest("hyperparameters must be an object", hyper_param)
         hyper = Hyperparameters.of(hyperparameters, self._settings, hyper_param)
         lora_settings = lora_of(lora)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31):
             raise InvalidRequest("seed must be an integer from 0 to 2147483647", "seed")
         train_data, eval_data, lineage = await self._data(training_file, tenant, admin, "training_file")
-        train_rows = conversations(train_data, "training_file")
+        train_rows = await asyncio.to_thread(conversations, train_data, "training_file")
         if not train_rows:
             raise InvalidRequest("the training file holds no examples", "training_file")
         if len(train_rows) > self._settings.max_rows:
@@ -141,7 +151,7 @@ class FineTuningService:
         if validation_file is not None:
             eval_data, _, _ = await self._data(validation_file, tenant, admin, "validation_file")
         if eval_data:
-            conversations(eval_data, "validation_file")
+            await asyncio.to_thread(conversations, eval_data, "validation_file")
         blobs = self._files.blobs
         now = datetime.now(UTC)
         job = FineTuningJob(
@@ -151,6 +161,7 @@ class FineTuningService:
             validation_blob=await asyncio.to_thread(blobs.put, eval_data) if eval_data else None,
             suffix=suffix, hyperparameters=hyper.__dict__, lora=lora_settings,
             seed=seed if seed is not None else random.randrange(2**31), status=QUEUED, metadata=metadata,
+            created_by_admin=admin,
             lineage=lineage | {"training_rows": len(train_rows)}, created_at=now,
         )
         await self.store.create(job)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -141,7 +142,8 @@ class RedisResponseCache:
 
     async def forget_tenant(self, tenant: str) -> int:
         """Drop every entry of the tenant's (keys begin with its id); how many there were."""
-        keys = [k async for k, _ in self._redis.zscan_iter(self._lru, match=tenant + "/*", count=1000)]
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", tenant) + "/*"  # the tenant's id taken literally
+        keys = [k async for k, _ in self._redis.zscan_iter(self._lru, match=pattern, count=1000)]
         for chunk in range(0, len(keys), 500):
             part = keys[chunk:chunk + 500]
             pipe = self._redis.pipeline(transaction=True)

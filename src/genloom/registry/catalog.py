@@ -56,6 +56,11 @@ class Catalog:
         """The version for one request: an explicit `name@vN` or `name@alias` is taken as asked;
         a plain name is its production alias, split by the model's active rollout."""
         chosen = self.version(ref)
+        owner = chosen.metadata.get("owner_tenant") if isinstance(chosen.metadata, dict) else None
+        if owner is not None and owner != tenant and ModelRef.parse(ref).explicit:
+            # A tenant's own fine-tuned version: only that tenant may name it (it was trained on its
+            # data). Once an admin makes it a production or rollout target, the plain name serves it.
+            raise UnknownModel(ref, self.known())
         rollout = self.rollouts.get(chosen.name)
         if rollout is None or ModelRef.parse(ref).explicit or chosen.version != rollout.stable:
             return Resolution(chosen.key, chosen.name)

@@ -2,7 +2,7 @@
 step can pause for serving, stop for a cancel, and save a checkpoint that a later run resumes
 from exactly (adapter weights, optimizer, scheduler, the data order and the step).
 
-Nothing here knows about jobs or HTTP; `genloom.worker.fine_tune` drives `LoraTrainer.run`.
+Nothing here knows about jobs or HTTP; `genloom.gateway.fine_tune_runner` drives `LoraTrainer.run`.
 
 Conversations are rendered with the model's chat template; only the assistant's final answer is
 learned (the prompt's tokens carry no loss)."""
@@ -113,7 +113,9 @@ class LoraTrainer:
 
     def latest_checkpoint(self) -> int | None:
         root = self.out_dir / "checkpoints"
-        steps = sorted(int(p.name.split("-")[1]) for p in root.glob("step-*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
+        # Only whole checkpoints: a kill mid-save leaves step-….tmp, which is not one.
+        steps = sorted(int(p.name[5:]) for p in root.glob("step-*")
+                       if p.name[5:].isdigit() and (p / STATE_FILE).is_file()) if root.is_dir() else []
         return steps[-1] if steps else None
 
     def _save(self, model: Any, optimizer: Any, scheduler: Any, step: int, epoch: int, order: list[int], losses: list[float]) -> Path:

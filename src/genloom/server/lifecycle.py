@@ -313,7 +313,8 @@ class GenloomServer:
             actor=f"fine-tuning:{job.id}", aliases=(fine_tuned_alias(job.suffix or "custom", short_id(job.id)),),
         )
         rollout = None
-        if evaluation.passed and self.settings.fine_tuning.auto_canary:
+        # A canary sends some of everyone's traffic to the version: only for jobs an admin started.
+        if evaluation.passed and self.settings.fine_tuning.auto_canary and job.created_by_admin:
             try:
                 record = await self.c.rollouts.start(
                     added.name, strategy=RolloutStrategy.CANARY, candidate=added.version,

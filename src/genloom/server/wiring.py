@@ -286,9 +286,10 @@ def build_components(
     )
     datasets = DatasetService(store=DatasetStore(database=database), feedback=feedback.store, request_log=request_log,
                               files=images.files)
+    fine_tuning_store = FineTuningStore(database=database)
     deletion = DataDeletion(request_log=request_log, responses=responses, feedback=feedback.store, datasets=datasets,
-                            cache=pipeline.cache)
-    fine_tuning = FineTuningService(store=FineTuningStore(database=database), files=images.files, datasets=datasets,
+                            cache=pipeline.cache, fine_tuning=fine_tuning_store)
+    fine_tuning = FineTuningService(store=fine_tuning_store, files=images.files, datasets=datasets,
                                     registry=registry, settings=settings.fine_tuning)
     return Components(
         readiness=readiness, database=database, request_log=request_log, job_store=job_store, queue=queue,

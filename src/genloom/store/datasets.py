@@ -95,12 +95,15 @@ class DatasetStore:
             rows = (await conn.execute(query.order_by(_datasets.c.name, _datasets.c.version))).mappings().all()
         return [DatasetVersion(**row) for row in rows]
 
-    async def supersede(self, name: str, version: int, *, by: int | None, why: str, at: datetime) -> None:
-        """Mark a version replaced; its blobs are no longer named (the caller deletes them)."""
+    async def supersede(self, name: str, version: int, *, by: int | None, why: str, at: datetime) -> bool:
+        """Mark an active version replaced (its blobs no longer named: the caller deletes them);
+        False when it was not active any more (another change superseded it first)."""
         async with self._database.engine.begin() as conn:
-            await conn.execute(update(_datasets).where(_datasets.c.name == name, _datasets.c.version == version).values(
+            done = await conn.execute(update(_datasets).where(
+                _datasets.c.name == name, _datasets.c.version == version, _datasets.c.state == ACTIVE).values(
                 state=SUPERSEDED, superseded_at=at, superseded_by=by, superseded_why=why, blob=None, train_blob=None,
                 eval_blob=None))
+        return done.rowcount == 1
 
     async def names_blob(self, sha256: str) -> bool:
         """Whether any dataset version still holds this blob."""

@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy import Table, and_, case, delete, func, insert, or_, select
 
+from sqlalchemy.exc import IntegrityError
+
 from genloom.store.database import Database
 from genloom.store.schema import FeedbackRow
 
@@ -60,12 +62,18 @@ class FeedbackStore:
     async def add(self, feedback: Feedback) -> list[str]:
         """Store a rating in place of the tenant's earlier ones of the same answer; their ids."""
         same = (_feedback.c.tenant == feedback.tenant) & (_feedback.c.response_id == feedback.response_id)
-        async with self._database.engine.begin() as conn:
-            replaced = list((await conn.execute(select(_feedback.c.id).where(same))).scalars())
-            if replaced:
-                await conn.execute(delete(_feedback).where(same))
-            await conn.execute(insert(_feedback).values(**feedback.__dict__))
-        return replaced
+        for attempt in range(3):  # two ratings at once: the unique index refuses one, which tries again
+            try:
+                async with self._database.engine.begin() as conn:
+                    replaced = list((await conn.execute(select(_feedback.c.id).where(same))).scalars())
+                    if replaced:
+                        await conn.execute(delete(_feedback).where(same))
+                    await conn.execute(insert(_feedback).values(**feedback.__dict__))
+                return replaced
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        return []
 
     async def get(self, feedback_id: str, *, tenant: str | None) -> Feedback:
         query = select(_feedback).where(_feedback.c.id == feedback_id)
@@ -96,7 +104,10 @@ class FeedbackStore:
         order = (_feedback.c.created_at, _feedback.c.id) if oldest_first else (_feedback.c.created_at.desc(), _feedback.c.id.desc())
         async with self._database.engine.connect() as conn:
             if after is not None:
-                mark = (await conn.execute(select(_feedback.c.created_at).where(_feedback.c.id == after))).scalar()
+                marked = select(_feedback.c.created_at).where(_feedback.c.id == after)
+                if tenant is not None:
+                    marked = marked.where(_feedback.c.tenant == tenant)
+                mark = (await conn.execute(marked)).scalar()
                 if mark is None:
                     raise FeedbackNotFound(after)
                 newer = or_(_feedback.c.created_at > mark, and_(_feedback.c.created_at == mark, _feedback.c.id > after))
@@ -128,9 +139,14 @@ class FeedbackStore:
             count, mean = (await conn.execute(query)).one()
         return int(count), None if mean is None else round(float(mean), 4)
 
-    async def delete_user(self, *, tenant: str, user: str) -> int:
-        """Remove every rating of the tenant's end user; how many there were."""
+    async def delete_user(self, *, tenant: str, user: str, response_ids: list[str] = ()) -> int:
+        """Remove the tenant's ratings by or of its end user (those naming the user, and those of
+        the user's answers `response_ids`); how many there were."""
+        c = _feedback.c
+        mine = c.user == user
+        for start in range(0, len(response_ids), 500):  # IN lists in bounded pieces
+            mine = mine | c.response_id.in_(list(response_ids[start:start + 500]))
         async with self._database.engine.begin() as conn:
-            done = await conn.execute(delete(_feedback).where(_feedback.c.tenant == tenant, _feedback.c.user == user))
+            done = await conn.execute(delete(_feedback).where(c.tenant == tenant, mine))
         return int(done.rowcount or 0)
 

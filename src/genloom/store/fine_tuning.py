@@ -48,6 +48,7 @@ class FineTuningJob:
     seed: int
     status: str
     cancel_requested: bool = False
+    created_by_admin: bool = False  # an admin key created it: its result may be canaried to everyone
     fine_tuned_model: str | None = None
     trained_tokens: int | None = None
     result: dict[str, Any] | None = None
@@ -120,6 +121,19 @@ class FineTuningStore:
         async with self._database.engine.connect() as conn:
             return [_job(row) for row in (await conn.execute(query)).mappings()]
 
+    async def waiting_or_running(self) -> list[FineTuningJob]:
+        query = select(_jobs).where(_jobs.c.status.in_((QUEUED, RUNNING)))
+        async with self._database.engine.connect() as conn:
+            return [_job(row) for row in (await conn.execute(query)).mappings()]
+
+    async def active_count(self, tenant: str) -> int:
+        """The tenant's jobs waiting or running."""
+        from sqlalchemy import func
+
+        query = select(func.count()).select_from(_jobs).where(_jobs.c.tenant == tenant, _jobs.c.status.in_((QUEUED, RUNNING)))
+        async with self._database.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
     async def claim(self, *, owner: str, lease_s: float, now: datetime, models: set[str]) -> FineTuningJob | None:
         """The oldest queued job on one of `models` (base versions this trainer holds), or a running
         one whose lease expired, now leased to `owner`; None when there is none."""
@@ -132,7 +146,8 @@ class FineTuningStore:
             candidates = (await conn.execute(query)).all()
         for job_id, status, previous_owner in candidates:
             same = and_(_jobs.c.id == job_id, _jobs.c.status == status,
-                        _jobs.c.lease_owner.is_(None) if previous_owner is None else _jobs.c.lease_owner == previous_owner)
+                        _jobs.c.lease_owner.is_(None) if previous_owner is None else _jobs.c.lease_owner == previous_owner,
+                        _jobs.c.lease_until < now if status == RUNNING else True)  # still expired: not renewed meanwhile
             async with self._database.engine.begin() as conn:
                 done = await conn.execute(update(_jobs).where(same).values(
                     status=RUNNING, lease_owner=owner, lease_until=now + timedelta(seconds=lease_s),

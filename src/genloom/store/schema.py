@@ -352,7 +352,8 @@ class FeedbackRow(Base):
     __tablename__ = "feedback"
     __table_args__ = (Index("ix_feedback_tenant_created", "tenant", "created_at"),
                       Index("ix_feedback_model_created", "model", "created_at"),
-                      Index("ix_feedback_response_id", "response_id"))
+                      Index("ix_feedback_response_id", "response_id"),
+                      Index("uq_feedback_tenant_response", "tenant", "response_id", unique=True))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(128))
@@ -431,6 +432,7 @@ class FineTuningJobRow(Base):
     seed: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))  # queued, running, succeeded, failed, cancelled
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_by_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     fine_tuned_model: Mapped[str | None] = mapped_column(String(255))
     trained_tokens: Mapped[int | None] = mapped_column(Integer)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))

@@ -50,6 +50,7 @@ def upgrade() -> None:
     op.create_index("ix_feedback_tenant_created", "feedback", ["tenant", "created_at"])
     op.create_index("ix_feedback_model_created", "feedback", ["model", "created_at"])
     op.create_index("ix_feedback_response_id", "feedback", ["response_id"])
+    op.create_index("uq_feedback_tenant_response", "feedback", ["tenant", "response_id"], unique=True)
     op.create_table(
         "datasets",
         sa.Column("name", sa.String(128), primary_key=True),
@@ -84,6 +85,7 @@ def downgrade() -> None:
     op.drop_table("data_deletions")
     op.drop_index("ix_datasets_tenant", table_name="datasets")
     op.drop_table("datasets")
+    op.drop_index("uq_feedback_tenant_response", table_name="feedback")
     op.drop_index("ix_feedback_response_id", table_name="feedback")
     op.drop_index("ix_feedback_model_created", table_name="feedback")
     op.drop_index("ix_feedback_tenant_created", table_name="feedback")

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("seed", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("created_by_admin", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("fine_tuned_model", sa.String(255), nullable=True),
         sa.Column("trained_tokens", sa.Integer(), nullable=True),
         sa.Column("result", sa.JSON(), nullable=True),
