@@ -29,6 +29,7 @@ from genloom.registry.registry import CONFIG_ACTOR, ModelRegistry, settings_of
 from genloom.runtimes.embeddings import EmbeddingRuntime
 from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.remote import UpstreamSettings
+from genloom.runtimes.lora import unpack_adapter
 from genloom.runtimes.text import TextRuntime
 from genloom.telemetry import NO_OBSERVER, Observer
 from genloom.telemetry.tracing import NO_TRACING, Tracing
@@ -237,9 +238,13 @@ class ModelHost:
         entry.worker = worker
 
     async def _load_text(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:
+        adapter = model.adapter
+        if model.adapter_blob and runs_here:  # a fine-tuned version: its adapter comes from the blob store
+            adapter = await asyncio.to_thread(
+                unpack_adapter, self._images.files.blobs, model.adapter_blob, self._settings.resolved_data_dir() / "adapters")
         runtime = await asyncio.to_thread(
             TextRuntime, name=key, path=model.path, settings=self._settings.runtime, load_weights=runs_here,
-            max_context=model.max_context, adapter=model.adapter,
+            max_context=model.max_context, adapter=adapter,
         )
         batch_size = model.max_batch_size or self._settings.runtime.max_batch_size
         policy = row_policy(self._settings, batch_size)

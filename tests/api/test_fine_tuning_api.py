@@ -104,6 +104,7 @@ def test_a_job_trains_an_adapter_that_answers_in_the_learned_style(tenant, serve
         _, other_key = new_tenant(admin, "neighbour")
     assert version["metadata"]["fine_tuning_job"] == job.id and version["metadata"]["evaluation"]["passed"]
     assert version["metadata"]["owner_tenant"] == done.organization_id
+    assert len(version["source"]["adapter_blob"]) == 64  # on the blob store: every process serving it fetches it
     neighbour = openai.OpenAI(base_url=f"{served[0]}/v1", api_key=other_key, max_retries=0)
     for name in (done.fine_tuned_model, "tiny@v2"):
         with pytest.raises(openai.NotFoundError):

@@ -82,3 +82,21 @@ def test_the_merged_model_answers_in_the_learned_style(tiny_model_dir, tmp_path)
 def test_rows_without_an_answer_are_refused(tiny_model_dir, tmp_path):
     with pytest.raises(TrainingInputError):
         trainer(tiny_model_dir, tmp_path / "none").run([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]] * 0, [])
+
+
+def test_an_adapter_packs_to_the_same_bytes_and_unpacks_once(tmp_path):
+    from genloom.runtimes.lora import pack_adapter, unpack_adapter
+    from genloom.store.files import FileBlobStore
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 4}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    blobs = FileBlobStore(tmp_path / "blobs")
+    sha = blobs.put(pack_adapter(adapter))
+    assert blobs.put(pack_adapter(adapter)) == sha  # the same adapter is one blob
+    unpacked = unpack_adapter(blobs, sha, tmp_path / "adapters")
+    assert sorted(p.name for p in unpacked.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert (unpacked / "adapter_config.json").read_text() == '{"r": 4}'
+    (unpacked / "adapter_config.json").write_text("{}")  # already there: not unpacked again
+    assert (unpack_adapter(blobs, sha, tmp_path / "adapters") / "adapter_config.json").read_text() == "{}"

@@ -274,6 +274,9 @@ class ModelSettings(_Section):
     kind: ModelKind = ModelKind.TEXT
     path: Path | None = None
     adapter: Path | None = Field(None, description="text: a PEFT LoRA adapter directory applied to the model at `path`")
+    adapter_blob: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$",
+        description="text: the same, as a tar archive on the blob store (a fine-tuned version: every process fetches it)")
     max_batch_size: int | None = Field(None, gt=0)
     base_url: str | None = Field(None, description="remote: up to the API version, e.g. http://vllm:8000/v1")
     api_key: SecretStr | None = None
@@ -323,8 +326,10 @@ class ModelSettings(_Section):
             raise ValueError(f"model {self.name}: {self.path} is not a diffusers pipeline (no model_index.json)")
         if self.kind is ModelKind.TEXT and not (self.path / "config.json").is_file():  # type: ignore[operator]
             raise ValueError(f"model {self.name}: {self.path} is not a transformers model (no config.json)")
-        if self.adapter is not None and self.kind is not ModelKind.TEXT:
+        if (self.adapter is not None or self.adapter_blob is not None) and self.kind is not ModelKind.TEXT:
             raise ValueError(f"model {self.name}: an adapter applies to a local text model only")
+        if self.adapter is not None and self.adapter_blob is not None:
+            raise ValueError(f"model {self.name}: give adapter or adapter_blob, not both")
         if self.kind is ModelKind.REMOTE and not self.base_url:
             raise ValueError(f"model {self.name}: a remote model needs a base_url")
         return self

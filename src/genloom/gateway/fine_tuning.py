@@ -177,7 +177,7 @@ class FineTuningService:
         if settings.kind is not ModelKind.TEXT:
             raise InvalidRequest(f"model {model} is a {settings.kind.value} model; only local text models can be fine-tuned",
                                  "model")
-        if settings.adapter is not None:
+        if settings.adapter is not None or settings.adapter_blob is not None:
             base = version.metadata.get("base_version", "its base")
             raise InvalidRequest(f"{version.key} is itself fine-tuned (an adapter on {base}); fine-tune the base with "
                                  "all the data instead", "model")

@@ -61,6 +61,8 @@ def _digest(settings: ModelSettings, *, contents: bool) -> str:
         digest.update(json.dumps([settings.base_url, settings.upstream_model or settings.name]).encode())
         return digest.hexdigest()
     assert settings.path is not None  # the settings require a path for local kinds
+    if settings.adapter_blob:
+        digest.update(f"adapter-blob:{settings.adapter_blob}\0".encode())  # content-addressed already
     for root in [Path(settings.path)] + ([Path(settings.adapter)] if settings.adapter else []):
         digest.update(b"\1")  # the base's files, then the adapter's
         for file in sorted(p for p in root.rglob("*") if p.is_file()):

@@ -119,7 +119,7 @@ class ModelVersion:
 
     def public(self, *, aliases: list[str] | None = None) -> dict[str, Any]:
         """The version as the admin API shows it (no secrets)."""
-        source = {k: v for k, v in self.spec.items() if k in ("path", "adapter", "base_url", "upstream_model")}
+        source = {k: v for k, v in self.spec.items() if k in ("path", "adapter", "adapter_blob", "base_url", "upstream_model")}
         return {
             "object": "model.version", "id": self.key, "model": self.name, "version": f"v{self.version}",
             "kind": self.kind.value, "source": source, "revision": self.revision, "metadata": self.metadata,

@@ -278,3 +278,38 @@ def answers(model: Any, tokenizer: Any, prompts: list[Conversation], *, max_new_
                              pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
         out.append(tokenizer.decode(ids[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True))
     return out
+
+
+def pack_adapter(adapter_dir: Path) -> bytes:
+    """An adapter directory as a tar archive (its files only, sorted, no owners or times), so the
+    same adapter is the same bytes: one blob."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for file in sorted(p for p in Path(adapter_dir).iterdir() if p.is_file()):
+            info = tarfile.TarInfo(file.name)
+            info.size = file.stat().st_size
+            with file.open("rb") as f:
+                tar.addfile(info, f)
+    return buffer.getvalue()
+
+
+def unpack_adapter(blobs: Any, sha256: str, root: Path) -> Path:
+    """The adapter stored as blob `sha256`, unpacked once under `root` (files only, no paths
+    outside it); its directory."""
+    import io
+    import tarfile
+
+    target = Path(root) / sha256
+    if (target / "adapter_config.json").is_file():
+        return target
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(blobs.get(sha256)), mode="r") as tar:
+        tar.extractall(tmp, filter="data")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target

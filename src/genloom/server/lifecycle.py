@@ -38,7 +38,7 @@ from genloom.telemetry.tracing import setup_tracing
 from genloom.gateway.fine_tune_runner import FineTuneRunner, fine_tuned_name, short_id, training_metadata
 from genloom.registry.registry import settings_of
 from genloom.registry.versions import fine_tuned_alias
-from genloom.runtimes.lora import Result
+from genloom.runtimes.lora import Result, pack_adapter
 from genloom.runtimes.text import TextRuntime, pick_device
 from genloom.store.fine_tuning import FineTuningJob
 from genloom.gateway.fine_tune_gate import Evaluation
@@ -308,8 +308,10 @@ class GenloomServer:
         """The adapter as a new version of its base model, under the alias its `ft:` name resolves
         to; a canary rollout of it when it passed the evaluation gate (and `auto_canary` is on)."""
         base = settings_of(self.c.registry.catalog.version(job.base_version))
+        # The adapter goes to the blob store, so every process that serves the version can fetch it.
+        blob = await asyncio.to_thread(lambda: self.c.images.files.blobs.put(pack_adapter(adapter)))
         added = await self.c.registry.register(
-            base.model_copy(update={"adapter": adapter}), metadata=training_metadata(job, result, evaluation),
+            base.model_copy(update={"adapter_blob": blob}), metadata=training_metadata(job, result, evaluation),
             actor=f"fine-tuning:{job.id}", aliases=(fine_tuned_alias(job.suffix or "custom", short_id(job.id)),),
         )
         rollout = None
