@@ -209,5 +209,7 @@ for _name, _help in (
     ('soak', 'RSS, fds, threads, database and Redis size under steady mixed traffic for N minutes (bench/soak_bench.py --help).'),
 ):
     _bench_command(_name, _help)
+_bench_command('fine-tune', 'LoRA fine-tuning speed and effect on the built-in text model (bench/fine_tune_bench.py --help).',
+               script='fine_tune')
 _bench_command('guards', 'Gateway throughput with input and output guardrails on against off (bench/guard_cost_bench.py --help).',
                script='guard_cost')
