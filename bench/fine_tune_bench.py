@@ -91,8 +91,8 @@ def main(argv: list[str]) -> int:
         f"on {cpu_name()} ({os.cpu_count()} cores), Python {platform.python_version()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads. `{args.model.name}` ({parameters / 1e6:.1f} M parameters), LoRA r={args.rank} "
         f"alpha={2 * args.rank} on every linear layer, {args.epochs} epochs of {args.train_rows} generated conversations "
-        f"(batch {args.batch_size}, learning rate {args.learning_rate}), {args.eval_rows} eval conversations of other "
-        "phrasings; the trainer `POST /v1/fine_tuning/jobs` runs, in-process, checkpoints every 10 steps.",
+        f"(batch {args.batch_size}, learning rate {args.learning_rate}), {args.eval_rows} eval conversations drawn with another seed from the same templates "
+        "(so this measures learning a style, not generalising); the trainer `POST /v1/fine_tuning/jobs` runs, in-process, checkpoints every 10 steps.",
         "",
         "| figure | value |",
         "|---|---:|",
