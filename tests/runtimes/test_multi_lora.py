@@ -1,0 +1,91 @@
+"""Several LoRA adapters in one forward pass: each row's logits equal what its own adapter merged
+into the base gives for that row alone, and base rows equal the base's; greedy decoding of a
+mixed batch matches each request run alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from genloom.runtimes.lora import LoraSettings, LoraTrainer, TrainSettings, merged_model
+from genloom.runtimes.multi_lora import LoraWeights, MultiLora
+
+
+def train(tiny_model_dir: Path, out: Path, word: str, seed: int) -> Path:
+    rows = [[{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"{word}! {i}"}] for i in range(8)]
+    settings = TrainSettings(n_epochs=6, batch_size=4, learning_rate=5e-3, checkpoint_every=100, seed=seed)
+    return LoraTrainer(base_path=tiny_model_dir, out_dir=out, lora=LoraSettings(r=4, alpha=8), train=settings).run(rows, []).adapter_dir
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {"ahoy": train(tiny_model_dir, root / "a", "Ahoy", 1), "howdy": train(tiny_model_dir, root / "b", "Howdy", 2)}
+
+
+def base_model(tiny_model_dir: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+@torch.no_grad()
+def test_each_row_gets_its_own_adapters_logits(tiny_model_dir, adapters):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = torch.tensor([tok.encode("question 3 and more words")] * 4)
+    model = base_model(tiny_model_dir)
+    multi = MultiLora(model)
+    for name, path in adapters.items():
+        multi.add(name, LoraWeights.load(path))
+    plan = ["ahoy", None, "howdy", "ahoy"]
+    with multi.rows(plan):
+        mixed = model(input_ids=ids).logits
+    plain = model(input_ids=ids).logits  # outside rows(): the base alone
+    expected = {None: base_model(tiny_model_dir)(input_ids=ids[:1]).logits[0]}
+    for name, path in adapters.items():
+        expected[name] = merged_model(base_model(tiny_model_dir), path)(input_ids=ids[:1]).logits[0]
+    for row, name in enumerate(plan):
+        assert torch.allclose(mixed[row], expected[name], atol=1e-4), (row, name)
+    assert torch.allclose(plain[1], expected[None], atol=1e-6) and not torch.allclose(expected["ahoy"], expected[None], atol=1e-3)
+
+
+@torch.no_grad()
+def test_greedy_answers_of_a_mixed_batch_equal_each_alone(tiny_model_dir, adapters):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "question 5"}], add_generation_prompt=True,
+                                     return_tensors="pt", return_dict=True)["input_ids"]
+    model = base_model(tiny_model_dir)
+    multi = MultiLora(model)
+    for name, path in adapters.items():
+        multi.add(name, LoraWeights.load(path))
+    plan = ["howdy", "ahoy", None]
+    with multi.rows(plan):
+        together = model.generate(input_ids=prompt.repeat(3, 1), max_new_tokens=6, do_sample=False)
+    texts = [tok.decode(row[prompt.shape[1]:], skip_special_tokens=True) for row in together]
+
+    def alone(model) -> str:
+        return tok.decode(model.generate(input_ids=prompt, max_new_tokens=6, do_sample=False)[0, prompt.shape[1]:],
+                          skip_special_tokens=True)
+
+    expected = [alone(merged_model(base_model(tiny_model_dir), adapters["howdy"])),
+                alone(merged_model(base_model(tiny_model_dir), adapters["ahoy"])), alone(base_model(tiny_model_dir))]
+    assert texts == expected and len(set(texts)) == 3
+
+
+def test_unknown_adapters_and_wrong_row_counts_are_refused(tiny_model_dir, adapters):
+    model = base_model(tiny_model_dir)
+    multi = MultiLora(model)
+    multi.add("ahoy", LoraWeights.load(adapters["ahoy"]))
+    with pytest.raises(KeyError):
+        with multi.rows(["nope"]):
+            pass
+    with pytest.raises(ValueError), torch.no_grad(), multi.rows(["ahoy"]):
+        model(input_ids=torch.tensor([[1, 2], [3, 4]]))
+    multi.remove("ahoy")
+    assert multi.names == [] and not multi._hooks
