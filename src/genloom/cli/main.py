@@ -211,5 +211,7 @@ for _name, _help in (
     _bench_command(_name, _help)
 _bench_command('fine-tune', 'LoRA fine-tuning speed and effect on the built-in text model (bench/fine_tune_bench.py --help).',
                script='fine_tune')
+_bench_command('multi-lora', 'Tokens/s of a batch with many LoRA adapters mixed, against base only and PEFT (bench/multi_lora_bench.py --help).',
+               script='multi_lora')
 _bench_command('guards', 'Gateway throughput with input and output guardrails on against off (bench/guard_cost_bench.py --help).',
                script='guard_cost')
