@@ -40,7 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--adapters", type=int, default=8)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--docs", type=Path)
     return p.parse_args(argv)
 
@@ -65,17 +65,13 @@ def main(argv: list[str]) -> int:
     def load():
         return AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
 
-    def timed(model, **extra) -> float:
-        """Median tokens/s over the repeats (one warm-up first)."""
-        def once() -> float:
-            start = time.perf_counter()
-            with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
-                                     min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=pad, **extra)
-            assert out.shape[1] - ids.shape[1] == args.new_tokens
-            return args.rows * args.new_tokens / (time.perf_counter() - start)
-        once()
-        return statistics.median(once() for _ in range(args.repeats))
+    def once(model, **extra) -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
+                                 min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=pad, **extra)
+        assert out.shape[1] - ids.shape[1] == args.new_tokens
+        return args.rows * args.new_tokens / (time.perf_counter() - start)
 
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:  # random, non-zero adapters (init_lora_weights=False)
@@ -83,26 +79,41 @@ def main(argv: list[str]) -> int:
                                                            init_lora_weights=False))
             peft_model.save_pretrained(Path(tmp) / name)
         base = load()
-        base_tps = timed(base)
         multi = MultiLora(base)
         for name in names:
             multi.add(name, LoraWeights.load(Path(tmp) / name))
-        with multi.rows(plan):
-            multi_tps = timed(base)
-        with multi.rows([None] * args.rows):
-            base_through_multi_tps = timed(base)
         peft = PeftModel.from_pretrained(load(), str(Path(tmp) / names[0]), adapter_name=names[0])
         for name in names[1:]:
             peft.load_adapter(str(Path(tmp) / name), adapter_name=name)
         peft.eval()
-        peft_tps = timed(peft, adapter_names=plan)
+        plain = load()  # a model with no hooks at all: the base-only baseline
+
+        def run(config: str) -> float:
+            if config == "base":
+                return once(plain)
+            if config == "none":
+                with multi.rows([None] * args.rows):
+                    return once(base)
+            if config == "multi":
+                with multi.rows(plan):
+                    return once(base)
+            return once(peft, adapter_names=plan)
+
+        configs = ["base", "none", "multi", "peft"]
+        for config in configs:  # warm-up
+            run(config)
+        seen: dict[str, list[float]] = {c: [] for c in configs}
+        for r in range(args.repeats):  # interleaved, the order turning each round, so drift hits all alike
+            for config in configs[r % 4:] + configs[:r % 4]:
+                seen[config].append(run(config))
+        base_tps, base_through_multi_tps, multi_tps, peft_tps = (statistics.median(seen[c]) for c in configs)
     parameters = sum(p.numel() for p in base.parameters())
     ratio = multi_tps / base_tps
     lines = [
         f"`{' '.join(['genloom bench multi-lora', *map(shlex.quote, argv)])}`, {datetime.date.today()}, {code_state()}, on "
         f"{cpu_name()} ({os.cpu_count()} cores), Python {platform.python_version()}, torch {torch.__version__}. "
         f"`{args.model.name}` ({parameters / 1e6:.1f} M parameters), a batch of {args.rows} identical prompts, "
-        f"{args.new_tokens} greedy tokens each, median of {args.repeats} runs after a warm-up; {args.adapters} random LoRA "
+        f"{args.new_tokens} greedy tokens each, median of {args.repeats} rounds (the four batches interleaved, their order turning) after a warm-up; {args.adapters} random LoRA "
         f"adapters (r={args.rank}, every linear layer) assigned to the rows in turn.",
         "",
         "| batch | tokens/s | vs base only |",
