@@ -56,6 +56,7 @@ class MultiLora:
         self._adapters: dict[str, LoraWeights] = {}
         self._hooks: dict[str, Any] = {}
         self._rows: list[str | None] | None = None  # this forward's adapter per row
+        self._groups: list[tuple[LoraWeights, torch.Tensor]] = []  # per adapter present: its rows (worked out once)
 
     @property
     def names(self) -> list[str]:
@@ -83,30 +84,32 @@ class MultiLora:
         if unknown:
             raise KeyError(f"adapters not loaded: {sorted(unknown)}")
         self._rows = list(adapters)
+        by_adapter: dict[str, list[int]] = {}
+        for i, name in enumerate(adapters):
+            if name is not None:
+                by_adapter.setdefault(name, []).append(i)
+        self._groups = [(self._adapters[name], torch.tensor(index)) for name, index in by_adapter.items()]
         try:
             yield
         finally:
-            self._rows = None
+            self._rows, self._groups = None, []
 
     def _hook(self, module: str):
         def add_deltas(layer: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
-            rows = self._rows
-            if rows is None or all(r is None for r in rows):
+            if not self._groups:
                 return output
             x = inputs[0]
-            if x.shape[0] != len(rows):
-                raise ValueError(f"{len(rows)} rows named, the batch has {x.shape[0]}")
-            groups: dict[str, list[int]] = {}
-            for i, name in enumerate(rows):
-                if name is not None and module in self._adapters[name].modules:
-                    groups.setdefault(name, []).append(i)
-            if not groups:
-                return output
-            output = output.clone()
-            for name, index in groups.items():
-                weights = self._adapters[name]
-                a, b = weights.modules[module]
-                at = torch.tensor(index, device=x.device)
+            if self._rows is not None and x.shape[0] != len(self._rows):
+                raise ValueError(f"{len(self._rows)} rows named, the batch has {x.shape[0]}")
+            cloned = False
+            for weights, at in self._groups:
+                pair = weights.modules.get(module)
+                if pair is None:
+                    continue
+                if not cloned:
+                    output, cloned = output.clone(), True
+                a, b = pair
+                at = at.to(x.device)
                 output.index_add_(0, at, ((x.index_select(0, at) @ a.T) @ b.T) * weights.scale)
             return output
 
