@@ -4,7 +4,8 @@ same batch with 8 adapters mixed across its rows through `genloom.runtimes.multi
 and against PEFT's own mixed-adapter generation (`generate(adapter_names=...)`) on the same
 machine. The adapters are random LoRA weights of rank 8 on every linear layer (their values do
 not change the cost). `transformers`' `generate` drives all three, so this measures the adapter
-arithmetic, not Genloom's continuous batcher (which does not use MultiLora yet).
+arithmetic, not Genloom's continuous batcher (which runs adapter rows through MultiLora, but the
+server does not route fine-tuned versions into their base's batch yet).
 
     genloom bench multi-lora --docs docs/benchmarks.md
 """
@@ -125,7 +126,7 @@ def main(argv: list[str]) -> int:
         "",
         f"Target (the issue): mixed adapters keep at least {GOAL}x of base-only tokens/s: "
         f"{'met' if ratio >= GOAL else 'missed'} ({ratio:.2f}x) at the runtime level. Not yet measured through "
-        "`genloom serve`: the continuous batcher does not use MultiLora yet.",
+        "`genloom serve`: the server does not route fine-tuned versions into their base's batch yet.",
     ]
     text = "\n".join([SECTION, "", *lines])
     print(text)

@@ -89,3 +89,37 @@ def test_unknown_adapters_and_wrong_row_counts_are_refused(tiny_model_dir, adapt
         model(input_ids=torch.tensor([[1, 2], [3, 4]]))
     multi.remove("ahoy")
     assert multi.names == [] and not multi._hooks
+
+
+def test_mixed_base_and_adapter_rows_in_one_continuous_batch_each_get_their_own_models_answer(tiny_model_dir, adapters):
+    """The learning-loop issue's check at the batcher: greedy outputs equal the same requests run
+    alone, base rows on the base, adapter rows on their adapter merged in; rows joining a running
+    batch at different steps."""
+    from genloom.config import RuntimeSettings
+    from genloom.jobs import SamplingParams
+    from genloom.runtimes.text import TextRuntime
+    from genloom.runtimes.text_batch import DecodeBatch, NewSequence
+    from tests.runtimes.test_text_batch import PROMPTS, run
+
+    base = TextRuntime(name="tiny", path=tiny_model_dir, settings=RuntimeSettings())
+    merged = {name: TextRuntime(name=name, path=tiny_model_dir, settings=RuntimeSettings(), adapter=path)
+              for name, path in adapters.items()}
+    plan = [None, "ahoy", "howdy", "ahoy", None, "howdy"]
+    params = SamplingParams(max_tokens=12, temperature=0)
+    seqs = [NewSequence(i, base.encode_completion(p), params, adapter=plan[i]) for i, p in enumerate(PROMPTS)]
+    alone = {}
+    for seq in seqs:
+        runtime = base if seq.adapter is None else merged[seq.adapter]
+        alone.update(run(runtime.new_batch(), [NewSequence(seq.key, seq.prompt_ids, params)]))
+    multi = MultiLora(base.model)
+    for name, path in adapters.items():
+        multi.add(name, LoraWeights.load(path))
+
+    def batch() -> DecodeBatch:
+        return DecodeBatch(model=base.model, tokenizer=base.tokenizer, eos_token_ids=base.eos_token_ids,
+                           max_context=base.max_context, device=base.device, adapters=multi)
+
+    assert run(batch(), seqs) == alone
+    for every in (1, 3):
+        assert run(batch(), seqs, join_every=every) == alone
+    assert len({alone[i][0] for i in (0, 1, 2)}) == 3  # base and the two adapters answer differently

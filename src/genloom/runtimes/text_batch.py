@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from genloom.jobs import SamplingParams, TokenLogprob
+from genloom.runtimes.multi_lora import MultiLora
 from genloom.runtimes.constrain import Constrainer
 from genloom.runtimes.sampling import TextAccumulator, sample_token, shape_logits, token_logprobs
 
@@ -34,6 +36,7 @@ class NewSequence:
     key: Hashable
     prompt_ids: Sequence[int]
     params: SamplingParams
+    adapter: str | None = None  # a LoRA adapter of the batch's `adapters` this row runs with (None: the base)
 
 
 @dataclass(frozen=True)
@@ -58,15 +61,18 @@ class _Row:
     last_token: int = -1
     generated: int = 0
     finish_reason: str | None = field(default=None)
+    adapter: str | None = None
 
 
 class DecodeBatch:
     def __init__(
         self, *, model, tokenizer, eos_token_ids: set[int], max_context: int, device: torch.device,
-        constrainer: Callable[[], Constrainer] | None = None,
+        constrainer: Callable[[], Constrainer] | None = None, adapters: MultiLora | None = None,
     ) -> None:
-        """`constrainer` gives the grammar machinery when a row first needs it (response_format)."""
+        """`constrainer` gives the grammar machinery when a row first needs it (response_format);
+        `adapters`: LoRA adapters of this model that rows may name (each row its own, in one pass)."""
         self._model = model
+        self._adapters = adapters
         self._constrainer = constrainer
         self._tokenizer = tokenizer
         self._eos = eos_token_ids
@@ -115,7 +121,8 @@ class DecodeBatch:
             if self._constrainer is None:
                 raise RuntimeError("this batch cannot constrain output (no grammar machinery)")
             matcher = self._constrainer().matcher(seq.params.grammar)
-        return _Row(key=seq.key, params=seq.params, prompt_ids=seq.prompt_ids, generator=generator, text=text, matcher=matcher)
+        return _Row(key=seq.key, params=seq.params, prompt_ids=seq.prompt_ids, generator=generator, text=text, matcher=matcher,
+                    adapter=seq.adapter)
 
     def _prefill(self, joining: Sequence[NewSequence]) -> list[StepOutput]:
         lengths = [len(s.prompt_ids) for s in joining]
@@ -130,13 +137,14 @@ class DecodeBatch:
         last = torch.tensor(lengths) - 1
         keep = torch.unique(last)
         cache = DynamicCache()
-        out = self._model(
-            input_ids=ids.to(self._device),
-            attention_mask=mask.to(self._device),
-            **{self._cache_arg: cache},
-            use_cache=True,
-            logits_to_keep=keep.to(self._device),
-        )
+        with self._with_adapters([s.adapter for s in joining]):
+            out = self._model(
+                input_ids=ids.to(self._device),
+                attention_mask=mask.to(self._device),
+                **{self._cache_arg: cache},
+                use_cache=True,
+                logits_to_keep=keep.to(self._device),
+            )
         column = torch.searchsorted(keep, last)
         logits = out.logits[torch.arange(len(joining)), column.to(self._device)]
         shift = (width - torch.tensor(lengths)).to(self._device)
@@ -163,15 +171,24 @@ class DecodeBatch:
         ids = torch.tensor([[r.last_token] for r in self._rows], dtype=torch.long, device=self._device)
         self._mask = torch.cat([self._mask, torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=self._device)], 1)
         positions = (self._mask.sum(dim=1, keepdim=True) - 1).long()
-        out = self._model(
-            input_ids=ids,
-            attention_mask=self._mask,
-            position_ids=positions,
-            **{self._cache_arg: self._cache},
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        with self._with_adapters([r.adapter for r in self._rows]):
+            out = self._model(
+                input_ids=ids,
+                attention_mask=self._mask,
+                position_ids=positions,
+                **{self._cache_arg: self._cache},
+                use_cache=True,
+                logits_to_keep=1,
+            )
         return out.logits[:, -1, :]
+
+    def _with_adapters(self, adapters: list[str | None]):
+        """The forward pass's rows with their adapters (nothing to do when no row names one)."""
+        if not any(adapters):
+            return nullcontext()
+        if self._adapters is None:
+            raise RuntimeError("a row names an adapter, and this batch has none loaded")
+        return self._adapters.rows(adapters)
 
     def _advance(self, rows: list[_Row], logits: torch.Tensor) -> list[StepOutput]:
         constrained = [(i, r.matcher) for i, r in enumerate(rows) if r.matcher is not None]
