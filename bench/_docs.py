@@ -17,3 +17,12 @@ def write_section(path: Path, heading: str, section: str) -> None:
         lines = lines[:start] + section.splitlines() + tail
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def publish(heading: str, lines: list[str], docs: Path | None) -> None:
+    """Print a benchmark's section and, given a markdown file, put it there in place of the old one."""
+    text = "\n".join([heading, "", *lines])
+    print(text)
+    if docs:
+        write_section(docs, heading, text)
+        print(f"wrote {docs}")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _docs import write_section  # noqa: E402
+from _docs import publish  # noqa: E402
 from jobs_bench import code_state  # noqa: E402
 from text_bench import cpu_name  # noqa: E402
 
@@ -108,11 +108,7 @@ def main(argv: list[str]) -> int:
         "The issue's bar for the whole loop is an eval loss at least 20% below the base's on the style "
         "(`tests/e2e/test_learning_loop.py` asserts it on a tiny random model through the real server).",
     ]
-    text = "\n".join([SECTION, "", *lines])
-    print(text)
-    if args.docs:
-        write_section(args.docs, SECTION, text)
-        print(f"wrote {args.docs}")
+    publish(SECTION, lines, args.docs)
     return 0
 
 

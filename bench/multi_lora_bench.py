@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _docs import write_section  # noqa: E402
+from _docs import publish  # noqa: E402
 from jobs_bench import code_state  # noqa: E402
 from text_bench import cpu_name  # noqa: E402
 
@@ -128,11 +128,7 @@ def main(argv: list[str]) -> int:
         f"{'met' if ratio >= GOAL else 'missed'} ({ratio:.2f}x) at the runtime level. Not yet measured through "
         "`genloom serve`: the server does not route fine-tuned versions into their base's batch yet.",
     ]
-    text = "\n".join([SECTION, "", *lines])
-    print(text)
-    if args.docs:
-        write_section(args.docs, SECTION, text)
-        print(f"wrote {args.docs}")
+    publish(SECTION, lines, args.docs)
     return 0
 
 
