@@ -75,7 +75,7 @@ def build(admin: httpx.Client, body: dict) -> httpx.Response:
     return admin.post("/v1/admin/datasets", json=body)
 
 
-def test_a_dataset_from_feedback_selects_cleans_dedupes_scrubs_and_splits(admin, rated):
+def test_a_dataset_from_feedback_selects_cleans_dedupes_scrubs_and_splits(admin, rated, served):
     r = build(admin, {"name": "from-feedback", "source": {"type": "feedback", "tenant": rated["tenant"]},
                       "settings": {"eval_fraction": 0.25, "seed": 1}, "metric": {"type": "pattern", "pattern": r"\."}})
     assert r.status_code == 201, r.text
@@ -94,12 +94,15 @@ def test_a_dataset_from_feedback_selects_cleans_dedupes_scrubs_and_splits(admin,
     texts = {line["messages"][0]["content"]: line["messages"][-1]["content"] for line in lines}
     assert texts["Write two sentences about bees."] == "Bees are lovely. Everyone should see bees at least once."
     assert any("<EMAIL_1>" in q for q in texts) and not any("ada.lovelace" in q + a for q, a in texts.items())
-    answered = {a.id for a in rated["answers"]}
     assert all(line["messages"][-1]["role"] == "assistant" for line in lines)
+    # Every row's lineage names one of the rated requests and the rating behind it.
+    parquet = served[1].c.images.files.blobs.get(m["files"]["parquet"])
+    lineage = [json.loads(r["lineage"]) for r in pq.read_table(io.BytesIO(parquet)).to_pylist()]
+    assert {row["request_id"] for row in lineage} <= {a.id for a in rated["answers"]} and len(lineage) == 11
+    assert all(row["source"] == "feedback" and row["feedback_id"].startswith("fb_") for row in lineage)
     again = build(admin, {"name": "from-feedback", "source": {"type": "feedback", "tenant": rated["tenant"]},
                           "settings": {"eval_fraction": 0.25, "seed": 1}})
     assert again.status_code == 200 and again.json()["id"] == "from-feedback@v1" and again.json()["created"] is False
-    assert answered  # lineage ids point at the rated answers (checked in the deletion test through the Parquet rows)
 
 
 def test_datasets_from_requests_and_from_a_file(admin, rated, served):

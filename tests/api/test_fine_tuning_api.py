@@ -161,10 +161,10 @@ def test_bad_jobs_are_refused_by_field(tenant, change, status, param):
 
 
 @pytest.mark.parametrize(("content", "needle"), [
-    (b"{not json", "line 1 is not JSON"),
-    (jsonl([{"messages": [{"role": "user", "content": "hi"}]}]), "line 1 needs a 'messages' list of at least two"),
+    (b"{not json", "line 1: not JSON"),
+    (jsonl([{"messages": [{"role": "user", "content": "hi"}]}]), "line 1: needs a 'messages' list of at least two"),
     (jsonl(rows(1) + [{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}]),
-     "line 2 must end with an assistant message"),
+     "line 2: must end with an assistant message"),
 ])
 def test_a_training_file_that_is_not_chat_format_names_its_line(tenant, content, needle):
     client, http = tenant

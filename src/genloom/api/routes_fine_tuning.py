@@ -42,12 +42,11 @@ def _unix(at: datetime | None) -> int | None:
 
 def job_body(job: FineTuningJob) -> dict[str, Any]:
     hyper = job.hyperparameters
-    error = job.error
     return {
         "id": job.id, "object": "fine_tuning.job", "created_at": _unix(job.created_at), "finished_at": _unix(job.finished_at),
         "model": job.model, "fine_tuned_model": job.fine_tuned_model, "organization_id": job.tenant, "status": job.status,
         "hyperparameters": hyper, "training_file": job.training_file, "validation_file": job.validation_file,
-        "result_files": [], "trained_tokens": job.trained_tokens, "error": error, "seed": job.seed,
+        "result_files": [], "trained_tokens": job.trained_tokens, "error": job.error, "seed": job.seed,
         "estimated_finish": _unix(job.estimated_finish), "integrations": [], "user_provided_suffix": job.suffix,
         "metadata": job.metadata,
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},

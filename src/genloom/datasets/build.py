@@ -242,3 +242,22 @@ def chat_messages(prompt: list[dict[str, Any]] | str, answer: str) -> tuple[dict
             return None
         out.append({"role": m["role"], "content": content})
     return (*out, {"role": "assistant", "content": answer})
+
+
+def chat_line(line: str) -> tuple[str | None, tuple[dict[str, str], ...]]:
+    """One line of OpenAI's chat fine-tuning format (`{"messages": [...]}`: system, user and
+    assistant turns with string contents, ending in a non-empty assistant answer), or what is
+    wrong with it. Datasets built from a file and fine-tuning jobs read lines with this alone."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as e:
+        return f"not JSON ({e.msg} at column {e.colno})", ()
+    messages = value.get("messages") if isinstance(value, dict) else None
+    if not isinstance(messages, list) or len(messages) < 2:
+        return "needs a 'messages' list of at least two messages", ()
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            return f"message {i}: a role of system, user or assistant and a string content are needed", ()
+    if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
+        return "must end with an assistant message to learn", ()
+    return None, tuple({"role": m["role"], "content": m["content"]} for m in messages)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from genloom import __version__
-from genloom.datasets.build import BuildSettings, Example, Row, build, chat_messages
+from genloom.datasets.build import BuildSettings, Example, Row, build, chat_line, chat_messages
 from genloom.datasets.files import content_hash, from_parquet, to_jsonl, to_parquet
 from genloom.gateway.errors import InvalidRequest
 from genloom.store.datasets import DatasetStore, DatasetVersion
@@ -209,7 +209,7 @@ class DatasetService:
             if not line.strip():
                 continue
             out.read += 1
-            problem, messages = _file_line(line)
+            problem, messages = chat_line(line)
             if problem is not None:
                 out.drop("invalid_line")
                 if len(out.errors) < MAX_ERRORS:
@@ -226,23 +226,6 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     if m is None:
         raise InvalidRequest(f"'{ref}' is not a dataset reference: NAME or NAME@vN", "dataset")
     return m.group(1), int(m.group(2)) if m.group(2) else None
-
-
-def _file_line(line: str) -> tuple[str | None, tuple[dict[str, str], ...]]:
-    """A line of OpenAI's chat fine-tuning format, or what is wrong with it."""
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as e:
-        return f"not JSON: {e.msg} at column {e.colno}", ()
-    messages = value.get("messages") if isinstance(value, dict) else None
-    if not isinstance(messages, list) or not messages:
-        return "no 'messages' list", ()
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            return f"message {i} needs a string role and content", ()
-        out.append({"role": m["role"], "content": m["content"]})
-    return None, tuple(out)
 
 
 def _lineage_summary(rows: list[Row]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ Pure: `judge` takes the figures; producing them (generation, the guards) is the 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -77,8 +78,6 @@ class Evaluation:
 
 def judge(*, eval_loss: float | None, base_eval_loss: float | None, flagged: int, base_flagged: int, probes: int,
           metric: TaskMetric | None, metric_score: float | None, base_metric_score: float | None) -> Evaluation:
-    import math
-
     reasons = []
     if eval_loss is not None and base_eval_loss is not None and eval_loss > base_eval_loss:
         reasons.append(f"eval loss {eval_loss:.4f} is above the base's {base_eval_loss:.4f}")

@@ -10,7 +10,6 @@ version is fixed at creation."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import uuid
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from genloom.config import FineTuningSettings, ModelKind
+from genloom.datasets.build import chat_line
 from genloom.gateway.datasets import DatasetService, parse_ref
 from genloom.gateway.errors import InvalidRequest, ModelNotFound
 from genloom.jobs import RequestClass
@@ -90,21 +90,10 @@ def conversations(data: bytes, param: str) -> list[list[dict[str, str]]]:
     for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InvalidRequest(f"line {number} is not JSON ({e.msg})", param) from None
-        messages = value.get("messages") if isinstance(value, dict) else None
-        if not isinstance(messages, list) or len(messages) < 2:
-            raise InvalidRequest(f"line {number} needs a 'messages' list of at least two messages", param)
-        for i, m in enumerate(messages):
-            if (not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant")
-                    or not isinstance(m.get("content"), str)):
-                raise InvalidRequest(f"line {number}, message {i}: a role of system, user or assistant and a string "
-                                     "content are needed", param)
-        if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
-            raise InvalidRequest(f"line {number} must end with an assistant message to learn", param)
-        rows.append([{"role": m["role"], "content": m["content"]} for m in messages])
+        problem, messages = chat_line(line)
+        if problem is not None:
+            raise InvalidRequest(f"line {number}: {problem}", param)
+        rows.append(list(messages))
     return rows
 
 

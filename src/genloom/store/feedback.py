@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, case, delete, func, insert, or_, select
+from sqlalchemy import Table, and_, delete, func, insert, or_, select
 
 from sqlalchemy.exc import IntegrityError
 
@@ -43,16 +43,6 @@ class Feedback:
     output: str | None = None
     params: dict[str, Any] | None = None
     created_at: datetime
-
-
-@dataclass(frozen=True)
-class VersionScore:
-    model: str
-    version: str | None
-    count: int
-    mean_score: float
-    positive: int  # score >= 0.5
-    negative: int
 
 
 class FeedbackStore:
@@ -115,21 +105,6 @@ class FeedbackStore:
                 query = query.where(newer if oldest_first else older)
             rows = (await conn.execute(query.order_by(*order).limit(limit))).mappings().all()
         return [Feedback(**row) for row in rows]
-
-    async def scores(self, *, model: str | None = None, since: datetime | None = None) -> list[VersionScore]:
-        """Count and mean score per version (of one model, or all)."""
-        c = _feedback.c
-        query = select(c.model, c.version, func.count(), func.avg(c.score),
-                       func.sum(case((c.score >= 0.5, 1), else_=0)), func.sum(case((c.score < 0.5, 1), else_=0)))
-        if model is not None:
-            query = query.where(c.model == model)
-        if since is not None:
-            query = query.where(c.created_at >= since)
-        query = query.group_by(c.model, c.version).order_by(c.model, c.version)
-        async with self._database.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [VersionScore(model=m, version=v, count=int(n), mean_score=round(float(avg), 4), positive=int(pos or 0),
-                             negative=int(neg or 0)) for m, v, n, avg, pos, neg in rows]
 
     async def version_score(self, version: str, since: datetime) -> tuple[int, float | None]:
         """How many ratings a version's answers got since then, and their mean score."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, insert, or_, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 
 from genloom.store.database import Database
 from genloom.store.schema import FineTuningCheckpointRow, FineTuningEventRow, FineTuningJobRow
@@ -128,8 +128,6 @@ class FineTuningStore:
 
     async def active_count(self, tenant: str) -> int:
         """The tenant's jobs waiting or running."""
-        from sqlalchemy import func
-
         query = select(func.count()).select_from(_jobs).where(_jobs.c.tenant == tenant, _jobs.c.status.in_((QUEUED, RUNNING)))
         async with self._database.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
