@@ -19,6 +19,8 @@ import redis
 
 POSTGRES = os.environ.get("GENLOOM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("GENLOOM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+# A test's own Redis clients give up, as the server's do, rather than wait forever for an answer.
+REDIS_TIMEOUTS = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
 
 
 def _in_own_loop(coroutine_function) -> None:
@@ -89,7 +91,7 @@ def redis_prefix() -> Iterator[str]:
     try:
         yield prefix
     finally:
-        client = redis.Redis.from_url(REDIS)
+        client = redis.Redis.from_url(REDIS, **REDIS_TIMEOUTS)
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         for start in range(0, len(keys), 500):
             client.delete(*keys[start : start + 500])

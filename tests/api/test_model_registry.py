@@ -260,10 +260,14 @@ def test_a_version_is_retired_only_when_idle_and_then_unloaded(client, admin, ti
     long = threading.Thread(target=lambda: client.chat.completions.create(
         model=f"tiny@{version}", messages=HELLO, max_tokens=900, extra_body={"ignore_eos": True}))
     long.start()
-    root = str(admin.base_url).removesuffix("/v1/admin/").removesuffix("/v1/admin")
     try:
-        deadline = time.monotonic() + 10
-        while httpx.get(f"{root}/readyz").json()["in_flight"] < 1:  # the request is on its way
+        deadline = time.monotonic() + 30
+
+        def running() -> int:  # the version's rows its worker holds (a request merely in flight may not be queued yet)
+            workers = admin.get("/workers").json()["data"]
+            return sum(s["occupancy"] for w in workers for s in w["models"] if s["model"] == f"tiny@{version}")
+
+        while running() < 1:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         busy = admin.delete(f"/models/tiny/versions/{version}")

@@ -27,7 +27,7 @@ import yaml
 
 from tests.conftest import free_port
 from tests.e2e.test_job_recovery import TERMINAL, all_jobs
-from tests.services import REDIS
+from tests.services import REDIS, REDIS_TIMEOUTS
 
 ADMIN_KEY = "gl-scale-out-test-admin-key-0123456789"
 HELLO = [{"role": "user", "content": "hello"}]
@@ -278,7 +278,7 @@ def test_jobs_survive_redis_losing_every_key(cluster):
     while sum(j["status"] == "processing" for j in all_jobs(http)) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    client = redis_client.Redis.from_url(REDIS)
+    client = redis_client.Redis.from_url(REDIS, **REDIS_TIMEOUTS)
     lost = list(client.scan_iter(match=f"{prefix}*", count=1000))
     client.delete(*lost)
     assert any(b":j:" in key for key in lost)  # queued jobs were among what was lost

@@ -22,7 +22,7 @@ from genloom.gateway.cache import (
 from genloom.gateway.redis_cache import RedisResponseCache, RedisSemanticCache
 from genloom.gateway.text_service import TextRequest
 from genloom.jobs import SamplingParams, Tier
-from tests.services import REDIS
+from tests.services import REDIS, REDIS_TIMEOUTS
 
 CHAT = "/v1/chat/completions"
 MODEL = "tiny-llama"
@@ -117,7 +117,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def redis_client(redis_prefix: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
     """A client of the real Redis server and a key prefix of this test's own."""
-    client = aioredis.Redis.from_url(REDIS)
+    client = aioredis.Redis.from_url(REDIS, **REDIS_TIMEOUTS)
     yield client, redis_prefix
     await client.aclose()
 

@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from genloom.gateway.guard_blocks import InMemoryBlockCounter, RedisBlockCounter, refuse_if_over
 from genloom.gateway.rate_limit import RateLimited
-from tests.services import REDIS
+from tests.services import REDIS, REDIS_TIMEOUTS
 
 
 @pytest.fixture(params=["in-memory", "redis"])
@@ -20,7 +20,7 @@ async def counters(request, redis_prefix):
         shared = InMemoryBlockCounter(clock=clock)
         yield shared, shared, now
         return
-    client = aioredis.Redis.from_url(REDIS)
+    client = aioredis.Redis.from_url(REDIS, **REDIS_TIMEOUTS)
     yield (RedisBlockCounter(client=client, prefix=redis_prefix, clock=clock),
            RedisBlockCounter(client=client, prefix=redis_prefix, clock=clock), now)
     await client.aclose()

@@ -20,7 +20,7 @@ from genloom.gateway.rate_limit import (
     openai_duration,
 )
 from genloom.gateway.redis_rate_limit import RedisRateLimiter
-from tests.services import REDIS
+from tests.services import REDIS, REDIS_TIMEOUTS
 
 UNLIMITED = Limits()
 
@@ -55,7 +55,7 @@ async def limiter(request: pytest.FixtureRequest, clock: FakeTime) -> AsyncItera
     if request.param == "in-memory":
         yield InMemoryRateLimiter(clock=clock.monotonic, wall_clock=clock.utc)
         return
-    client = aioredis.Redis.from_url(REDIS, decode_responses=True)
+    client = aioredis.Redis.from_url(REDIS, decode_responses=True, **REDIS_TIMEOUTS)
     prefix = request.getfixturevalue("redis_prefix")
     yield RedisRateLimiter(client=client, prefix=prefix, clock=clock.monotonic, wall_clock=clock.utc)
     await client.aclose()
@@ -453,7 +453,7 @@ def other_tenant() -> str:
 
 
 async def test_two_replicas_sharing_redis_admit_the_limit_once_not_twice(clock: FakeTime, redis_prefix: str) -> None:
-    clients = [aioredis.Redis.from_url(REDIS, decode_responses=True) for _ in range(2)]
+    clients = [aioredis.Redis.from_url(REDIS, decode_responses=True, **REDIS_TIMEOUTS) for _ in range(2)]
     replicas = [RedisRateLimiter(client=c, prefix=redis_prefix, clock=clock.monotonic, wall_clock=clock.utc) for c in clients]
     limits = Limits(requests_per_minute=30)
 

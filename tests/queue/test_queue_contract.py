@@ -10,7 +10,7 @@ import redis
 from genloom.queue import InMemoryQueue, QueueClosed, QueueFull, SchedulerPolicy, TenantQueueFull
 from genloom.jobs import Job, RequestClass
 from genloom.queue.redis_queue import RedisQueue
-from tests.services import REDIS
+from tests.services import REDIS, REDIS_TIMEOUTS
 
 REALTIME, ASYNC = RequestClass.REALTIME, RequestClass.ASYNC
 
@@ -31,7 +31,7 @@ def queue(request):
         )
         if request.param == "memory":
             return InMemoryQueue(policy=policy)
-        client = redis.Redis.from_url(REDIS, decode_responses=True)
+        client = redis.Redis.from_url(REDIS, decode_responses=True, **REDIS_TIMEOUTS)
         q = RedisQueue(client=client, policy=policy, prefix=request.getfixturevalue("redis_prefix"))
         made.append(q)
         return q

@@ -15,7 +15,7 @@ from genloom.jobs import ChoiceFinished, Job, JobFailed, RequestClass, SamplingP
 from genloom.queue import InMemoryQueue, SchedulerPolicy
 from genloom.queue.redis_queue import RedisQueue
 from genloom.queue.scheduler import TierPolicy
-from tests.services import REDIS
+from tests.services import REDIS, REDIS_TIMEOUTS
 
 REALTIME, ASYNC = RequestClass.REALTIME, RequestClass.ASYNC
 
@@ -35,7 +35,7 @@ def make(redis_prefix):
     made: list[RedisQueue] = []
 
     def make_queue(policy: SchedulerPolicy | None = None, **options) -> RedisQueue:
-        client = redis.Redis.from_url(REDIS, decode_responses=True)
+        client = redis.Redis.from_url(REDIS, decode_responses=True, **REDIS_TIMEOUTS)
         options.setdefault("adopt", lambda job: lambda event: None)
         q = RedisQueue(client=client, policy=policy or SchedulerPolicy(), prefix=redis_prefix, **options)
         made.append(q)

@@ -10,7 +10,7 @@ import json
 import redis.asyncio as aioredis
 
 from genloom.queue.workers import ModelSlot, WorkerCard, WorkerDirectory
-from tests.services import REDIS
+from tests.services import REDIS, REDIS_TIMEOUTS
 
 
 def card(worker_id: str, *slots: tuple[str, str], state: str = "ready") -> WorkerCard:
@@ -22,7 +22,7 @@ def card(worker_id: str, *slots: tuple[str, str], state: str = "ready") -> Worke
 
 def test_cards_live_counts_and_withdrawal(redis_prefix):
     async def scenario() -> None:
-        client = aioredis.Redis.from_url(REDIS, decode_responses=True)
+        client = aioredis.Redis.from_url(REDIS, decode_responses=True, **REDIS_TIMEOUTS)
         directory = WorkerDirectory(client=client, prefix=redis_prefix, ttl_s=2.0)
         try:
             await directory.announce(card("w1", ("a@v1", "running"), ("b@v1", "on_demand")))

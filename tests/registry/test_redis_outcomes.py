@@ -10,12 +10,12 @@ import redis.asyncio as aioredis
 
 from genloom.registry.redis_outcomes import RedisOutcomes
 from genloom.registry.rollout import Arm, Outcome, OutcomeWindow
-from tests.services import REDIS
+from tests.services import REDIS, REDIS_TIMEOUTS
 
 
 def test_two_replicas_counts_add_up_and_match_the_in_process_window(redis_prefix):
     async def scenario() -> None:
-        clients = [aioredis.Redis.from_url(REDIS), aioredis.Redis.from_url(REDIS)]
+        clients = [aioredis.Redis.from_url(REDIS, **REDIS_TIMEOUTS), aioredis.Redis.from_url(REDIS, **REDIS_TIMEOUTS)]
         replicas = [RedisOutcomes(client=c, prefix=redis_prefix, rollout_id="r1", window_s=300) for c in clients]
         exact = OutcomeWindow(window_s=300)
         rng = random.Random(7)
