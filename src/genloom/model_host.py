@@ -1,7 +1,12 @@
 """What one process holds loaded: for every registry version it serves, a runtime (with weights
 where its workers run, without where it only checks requests) and a worker thread. `reconcile`
 makes what is loaded match the registry's catalog, so a version registered or retired through
-the API, here or on another replica, is loaded or unloaded without a restart."""
+the API, here or on another replica, is loaded or unloaded without a restart.
+
+A fine-tuned version (a LoRA adapter on a base model) whose base this process runs is served in
+the base's batch: its adapter is attached to the base's worker (`AdapterWorker`), not merged into
+a copy of the weights, so many fine-tuned versions cost one model's memory and share its batch.
+Without its base here (or with `runtime.batch_adapters: false`) it loads a merged copy."""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from genloom.runtimes.embeddings import EmbeddingRuntime
 from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.remote import UpstreamSettings
 from genloom.runtimes.lora import unpack_adapter
+from genloom.runtimes.multi_lora import LoraWeights
 from genloom.runtimes.text import TextRuntime
 from genloom.telemetry import NO_OBSERVER, Observer
 from genloom.telemetry.tracing import NO_TRACING, Tracing
@@ -37,6 +43,7 @@ from genloom.worker import TextWorker, Worker
 from genloom.worker.embedding_worker import EmbeddingWorker
 from genloom.worker.image_worker import ImageWorker
 from genloom.worker.remote_worker import RemoteWorker
+from genloom.worker.text_worker import AdapterWorker
 
 log = logging.getLogger("genloom.models")
 REMOTE_CONTEXT = 8192  # a remote model's context when its settings give none
@@ -49,10 +56,14 @@ class Loaded:
     worker: Worker | None = None  # None: described only (an API replica, or weights evicted)
     forget: list[Callable[[], None]] = field(default_factory=list)  # drop it from the services' tables (set by its loader)
     last_used: float = 0.0  # when its worker last had work (monotonic)
+    base: str | None = None  # an adapter version attached to this base version's worker (its batch)
 
     @property
     def weight_bytes(self) -> int:
-        """What its weights take, estimated from its parameters and dtype (0 for a remote model)."""
+        """What its weights take, estimated from its parameters and dtype (0 for a remote model,
+        and for an adapter served in its base's batch: the base holds the weights)."""
+        if self.base is not None:
+            return 0
         info = getattr(self.runtime, "info", None)
         parameters = getattr(info, "parameters", None) or 0
         return parameters * (2 if "16" in str(getattr(info, "dtype", "")) else 4)
@@ -106,8 +117,10 @@ class ModelHost:
         async with self._lock:
             wanted = self._registry.catalog.versions
             for key in [k for k in self.loaded if k not in wanted]:
-                await self._unload(key)
-            for key, version in wanted.items():
+                if key in self.loaded:  # a base's unload takes its attached adapters with it
+                    await self._unload(key)
+            # Bases before the versions fine-tuned on them, so an adapter finds its base's batch.
+            for key, version in sorted(wanted.items(), key=lambda kv: is_adapter(settings_of(kv[1]))):
                 if key in self.loaded or key in self.failed:
                     continue
                 try:
@@ -150,14 +163,33 @@ class ModelHost:
 
     @property
     def limited(self) -> bool:
-        """Whether a limit on loaded models is set (then `follow_demand` must run)."""
+        """Whether a limit on loaded models or adapters is set (then `follow_demand` must run)."""
         rt = self._settings.runtime
-        return rt.max_loaded_models is not None or rt.memory_budget_mb is not None
+        return rt.max_loaded_models is not None or rt.memory_budget_mb is not None or rt.max_loaded_adapters is not None
 
     def _with_weights(self) -> list[Loaded]:
         return [e for e in self.loaded.values() if e.worker is not None and e.weight_bytes]
 
+    def base_of(self, entry: Loaded) -> Loaded | None:
+        """The base version whose batch `entry` (a fine-tuned version) is served in, when this
+        process runs it: a local text version without an adapter, on the same weights and context."""
+        settings = settings_of(entry.version)
+        if not (self._settings.runtime.batch_adapters and is_adapter(settings) and self._runs_here(entry.version.name)):
+            return None
+        candidates = [
+            e for e in self.loaded.values()
+            if e.version.kind is ModelKind.TEXT and not is_adapter(base := settings_of(e.version))
+            and base.path is not None and settings.path is not None and base.path.resolve() == settings.path.resolve()
+            and base.max_context == settings.max_context and self._runs_here(e.version.name)
+        ]
+        # Its own model's versions first, one holding weights first.
+        candidates.sort(key=lambda e: (e.version.name != entry.version.name, e.worker is None))
+        return candidates[0] if candidates else None
+
     def _fits(self, entry: Loaded) -> bool:
+        if (base := self.base_of(entry)) is not None:  # no weights of its own; adapters have their own limit
+            limit = self._settings.runtime.max_loaded_adapters
+            return limit is None or len(self._attached_to(base.version.key)) < limit
         rt, held = self._settings.runtime, self._with_weights()
         if rt.max_loaded_models is not None and len(held) + 1 > rt.max_loaded_models:
             return False
@@ -179,15 +211,31 @@ class ModelHost:
 
     async def work(self, key: str) -> int:
         """Requests and jobs waiting for a version (every replica's, when the queue is shared),
-        plus one while this process's worker runs some."""
+        plus one while this process's worker runs some; a base counts its attached adapters' too."""
         entry = self.loaded.get(key)
         busy = entry is not None and entry.worker is not None and entry.worker.busy
-        return int(busy) + await queue_call(self._queue, self._queue.depth, model=key)
+        waiting = await queue_call(self._queue, self._queue.depth, model=key)
+        for attached in self._attached_to(key):
+            waiting += await queue_call(self._queue, self._queue.depth, model=attached.version.key)
+        return int(busy) + waiting
+
+    def _attached_to(self, key: str) -> list[Loaded]:
+        return [e for e in self.loaded.values() if e.base == key]
+
+    async def _detach(self, entry: Loaded) -> None:
+        """Take an adapter version out of its base's batch (what it held there is retried); it
+        stays described and attaches again when work for it comes."""
+        assert entry.worker is not None
+        await asyncio.to_thread(entry.worker.stop, 30)
+        entry.worker, entry.base = None, None
+        log.info("detached adapter %s from its base's batch", entry.version.key)
 
     async def _evict(self, entry: Loaded) -> None:
         """Free a version's weights and stop its worker; it stays described, so requests for it
         are still checked and queued, and its queued work loads it again."""
         assert entry.worker is not None
+        for attached in self._attached_to(entry.version.key):
+            await self._detach(attached)
         await asyncio.to_thread(entry.worker.stop, 30)
         entry.worker = None
         settings = settings_of(entry.version)
@@ -213,7 +261,18 @@ class ModelHost:
                         if not await self._has_work(entry):
                             continue
                         entry.last_used = now
-                        if entry.worker is None and await self._make_room(entry):
+                        if entry.worker is not None:
+                            continue
+                        base = self.base_of(entry)
+                        if base is None:
+                            if await self._make_room(entry):
+                                await self._give_weights(entry)
+                            continue
+                        # A fine-tuned version's work: its base needs its weights first, then it attaches.
+                        base.last_used = now
+                        if base.worker is None and await self._make_room(base):
+                            await self._give_weights(base)
+                        if base.worker is not None:
                             await self._give_weights(entry)
             except Exception:
                 log.exception("loading models on demand failed; trying again")
@@ -225,6 +284,9 @@ class ModelHost:
             log.warning("could not record %s as %s: %s", version.key, state.value, e)
 
     async def _unload(self, key: str) -> None:
+        # Its attached adapters go too; `reconcile` loads them again on what is left (their own copy).
+        for attached in self._attached_to(key):
+            await self._unload(attached.version.key)
         entry = self.loaded.pop(key)
         for forget in entry.forget:
             forget()
@@ -238,20 +300,64 @@ class ModelHost:
         entry.worker = worker
 
     async def _load_text(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:
+        entry.base = None
+        base = self.base_of(entry) if runs_here else None
+        if base is not None:
+            await self._load_attached(key, model, entry, base)
+            return
         adapter = model.adapter
         if model.adapter_blob and runs_here:  # a fine-tuned version: its adapter comes from the blob store
-            adapter = await asyncio.to_thread(
-                unpack_adapter, self._images.files.blobs, model.adapter_blob, self._settings.resolved_data_dir() / "adapters")
+            adapter = await asyncio.to_thread(self._adapter_dir, model.adapter_blob)
         runtime = await asyncio.to_thread(
             TextRuntime, name=key, path=model.path, settings=self._settings.runtime, load_weights=runs_here,
             max_context=model.max_context, adapter=adapter,
         )
         batch_size = model.max_batch_size or self._settings.runtime.max_batch_size
-        policy = row_policy(self._settings, batch_size)
         if runs_here:
             self._start(entry, TextWorker(
-                runtime=runtime, queue=self._queue, max_batch_size=batch_size, observer=self._observer, **policy
+                runtime=runtime, queue=self._queue, max_batch_size=batch_size, observer=self._observer,
+                **row_policy(self._settings, batch_size),
             ))
+        self._serve_text(key, model, entry, runtime, batch_size)
+
+    def _adapter_dir(self, blob: str):
+        return unpack_adapter(self._images.files.blobs, blob, self._settings.resolved_data_dir() / "adapters")
+
+    async def _load_attached(self, key: str, model: ModelSettings, entry: Loaded, base: Loaded) -> None:
+        """A fine-tuned version in its base's batch: described here (its requests are checked on
+        their own), its adapter attached to the base's worker when the base holds its weights and
+        there is room (`runtime.max_loaded_adapters`); otherwise it attaches when work comes."""
+        runtime = entry.runtime if isinstance(entry.runtime, TextRuntime) else await asyncio.to_thread(
+            TextRuntime, name=key, path=model.path, settings=self._settings.runtime, load_weights=False,
+            max_context=model.max_context, adapter=model.adapter,
+        )
+        base_worker = base.worker
+        batch_size = base_worker.capacity if isinstance(base_worker, TextWorker) else (
+            model.max_batch_size or self._settings.runtime.max_batch_size)
+        if isinstance(base_worker, TextWorker) and await self._room_for_adapter(base):
+            adapter_dir = model.adapter or await asyncio.to_thread(self._adapter_dir, model.adapter_blob)
+            parameter = next(base.runtime.model.parameters())
+            weights = await asyncio.to_thread(LoraWeights.load, adapter_dir, dtype=parameter.dtype, device=parameter.device)
+            worker = AdapterWorker(version=key, base=base_worker, weights=weights, queue=self._queue)
+            await asyncio.to_thread(worker.start)  # waits for the base's step in progress to end
+            entry.worker, entry.base = worker, base.version.key
+            log.info("serving %s in the batch of %s (its LoRA adapter attached)", key, base.version.key)
+        self._serve_text(key, model, entry, runtime, batch_size)
+
+    async def _room_for_adapter(self, base: Loaded) -> bool:
+        """Whether another adapter may attach to `base`'s batch, detaching the least recently used
+        idle one when `runtime.max_loaded_adapters` are attached already."""
+        limit = self._settings.runtime.max_loaded_adapters
+        while limit is not None and len(attached := self._attached_to(base.version.key)) >= limit:
+            idle = [e for e in attached if not await self._has_work(e)]
+            if not idle:
+                return False
+            await self._detach(min(idle, key=lambda e: e.last_used))
+        return True
+
+    def _serve_text(self, key: str, model: ModelSettings, entry: Loaded, runtime: TextRuntime, batch_size: int) -> None:
+        """The services' tables for a text version (its rows, fallbacks, tool parser), and how to forget them."""
+        policy = row_policy(self._settings, batch_size)
         self._text.model_rows[key] = batch_size
         self._jobs.async_rows[key] = batch_size - policy["realtime_reserved_rows"]
         self._runtimes[key] = entry.runtime = runtime
@@ -334,6 +440,11 @@ class ModelHost:
             self._start(entry, EmbeddingWorker(runtime=runtime, queue=self._queue, observer=self._observer))
         self._embedding_runtimes[key] = entry.runtime = runtime
         entry.forget = [lambda: self._embedding_runtimes.pop(key, None)]
+
+
+def is_adapter(model: ModelSettings) -> bool:
+    """Whether a version is a LoRA adapter on a base model (a fine-tuned version)."""
+    return model.kind is ModelKind.TEXT and (model.adapter is not None or model.adapter_blob is not None)
 
 
 def row_policy(settings: Settings, batch_size: int) -> dict:

@@ -101,10 +101,12 @@ def test_a_job_trains_an_adapter_that_answers_in_the_learned_style(tenant, serve
     with httpx.Client(base_url=served[0], headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as admin:
         assert admin.get("/v1/admin/models/tiny/rollouts/current").status_code == 404
         version = admin.get("/v1/admin/models/tiny/versions/v2").json()
+        slots = {s["model"]: s for w in admin.get("/v1/admin/workers").json()["data"] for s in w["models"]}
         _, other_key = new_tenant(admin, "neighbour")
     assert version["metadata"]["fine_tuning_job"] == job.id and version["metadata"]["evaluation"]["passed"]
     assert version["metadata"]["owner_tenant"] == done.organization_id
     assert len(version["source"]["adapter_blob"]) == 64  # on the blob store: every process serving it fetches it
+    assert slots["tiny@v2"]["batch_of"] == "tiny@v1"  # served in the base's batch, not on a merged copy
     neighbour = openai.OpenAI(base_url=f"{served[0]}/v1", api_key=other_key, max_retries=0)
     for name in (done.fine_tuned_model, "tiny@v2"):
         with pytest.raises(openai.NotFoundError):

@@ -229,6 +229,14 @@ class RuntimeSettings(_Section):
     memory_budget_mb: float | None = Field(
         None, gt=0, description="the weights' memory a process may hold (estimated from parameters and dtype); LRU eviction beyond it"
     )
+    batch_adapters: bool = Field(
+        True, description="serve a fine-tuned (LoRA adapter) version in its base's batch when this process runs the base; "
+        "false: each such version loads a merged copy of the weights and batches alone",
+    )
+    max_loaded_adapters: int | None = Field(
+        None, gt=0, description="adapters attached to one base's batch at once; the least recently used idle one is "
+        "detached (it attaches again when work for it comes)",
+    )
 
 
 class ModelKind(str, Enum):

@@ -34,6 +34,7 @@ class ModelSlot:
     capacity: int
     occupancy: int
     reason: str | None = None
+    batch_of: str | None = None  # a fine-tuned version served in this base version's batch (its adapter attached)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import torch
 from genloom.config import RuntimeSettings
 from genloom.config.settings import Device, DType
 from genloom.runtimes.constrain import Constrainer
+from genloom.runtimes.multi_lora import MultiLora
 from genloom.runtimes.text_batch import DecodeBatch
 from genloom.runtimes.weights import touch_weights
 
@@ -81,6 +82,7 @@ class TextRuntime:
             torch.set_num_threads(settings.torch_threads)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = None
+        self._adapters: MultiLora | None = None
         if load_weights:
             self.model = AutoModelForCausalLM.from_pretrained(
                 path, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
@@ -164,6 +166,16 @@ class TextRuntime:
             )
         return ids
 
+    @property
+    def adapters(self) -> MultiLora:
+        """LoRA adapters of this model that its batches' rows may name (fine-tuned versions served
+        in its batch); hooks go on its layers with the first adapter added."""
+        if self.model is None:
+            raise RuntimeError(f"model {self.name} was loaded without its weights and takes no adapters")
+        if self._adapters is None:
+            self._adapters = MultiLora(self.model)
+        return self._adapters
+
     def new_batch(self) -> DecodeBatch:
         if self.model is None:
             raise RuntimeError(f"model {self.name} was loaded without its weights and cannot generate")
@@ -174,6 +186,7 @@ class TextRuntime:
             max_context=self.max_context,
             device=self.device,
             constrainer=self.constrainer,
+            adapters=self.adapters,
         )
 
     def constrainer(self) -> Constrainer:

@@ -21,6 +21,7 @@ from genloom.gateway.presence import WorkerPresence
 from genloom.gateway.readiness import WorkerStatus
 from genloom.queue.workers import ModelSlot, WorkerCard, WorkerDirectory
 from genloom.worker import Worker, WorkerState
+from genloom.worker.text_worker import AdapterWorker
 
 log = logging.getLogger("genloom.server")
 
@@ -46,6 +47,7 @@ class ProcessCard:
             slots.append(ModelSlot(
                 model=worker.model, kind=worker.kind, state=health.state.value, capacity=worker.capacity,
                 occupancy=worker.occupancy, reason=health.reason,
+                batch_of=worker.base.model if isinstance(worker, AdapterWorker) else None,
             ))
         for model, kind in self._on_demand():  # not loaded now: loaded when work for it comes
             slots.append(ModelSlot(model=model, kind=kind, state="on_demand", capacity=0, occupancy=0))
@@ -123,7 +125,7 @@ def describe(card: WorkerCard, *, live: bool) -> dict[str, Any]:
         "health_url": card.health_url,
         "models": [
             {"model": s.model, "kind": s.kind, "state": s.state, "capacity": s.capacity, "occupancy": s.occupancy,
-             "reason": s.reason}
+             "reason": s.reason, "batch_of": s.batch_of}
             for s in card.models
         ],
     }

@@ -1,22 +1,30 @@
 """The loop that turns queued text jobs into batched decoding steps on one model.
 
 It runs on its own thread so model work never blocks the event loop; it talks to the rest of
-Genloom only through the queue (jobs in) and each job's `emit` callback (events out)."""
+Genloom only through the queue (jobs in) and each job's `emit` callback (events out).
+
+Fine-tuned versions of its model (LoRA adapters) can be attached to it: it then takes their
+queued work too, and their rows run in the same batch as the base's, each with its adapter
+(`MultiLora`), instead of each version holding a merged copy of the weights and a batch of its
+own. `AdapterWorker` is such a version as the rest of the process sees it: a worker whose
+health, occupancy and capacity are its share of the base's."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Hashable
 
 from genloom.jobs import ChoiceFinished, Job, JobFailed, JobStarted, RequestClass, TextTask, TokenEvent
 from genloom.queue.protocol import JobQueue, QueueUnavailable
+from genloom.runtimes.multi_lora import LoraWeights
 from genloom.runtimes.text import TextRuntime
 from genloom.runtimes.text_batch import NewSequence
 from genloom.telemetry import NO_OBSERVER, Observer
-from genloom.worker.base import Worker
+from genloom.worker.base import Worker, WorkerHealth, WorkerState
 
 log = logging.getLogger("genloom.worker")
 
@@ -52,6 +60,46 @@ class TextWorker(Worker):
         self._active: dict[Job, set[int]] = {}  # running jobs and their unfinished choices
         self._batch = runtime.new_batch()
         self._observer = observer
+        # The versions whose work it takes: its own, then the attached adapters' (replaced whole,
+        # never changed in place, so a round reads one consistent tuple).
+        self._models: tuple[str, ...] = (self.model,)
+        # Held while a round runs, and by attach/detach, so the adapters never change mid-step.
+        self._round_lock = threading.Lock()
+
+    # -- attached adapters (called from other threads) ----------------------------------------
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """The versions attached to it, in the order they were attached."""
+        return self._models[1:]
+
+    def attach(self, version: str, weights: LoraWeights) -> None:
+        """Take `version`'s work from now on, its rows running with `weights` (an adapter of this model)."""
+        with self._round_lock:
+            self._runtime.adapters.add(version, weights)
+            if version not in self._models:
+                self._models = (*self._models, version)
+
+    def detach(self, version: str, message: str) -> None:
+        """Stop taking `version`'s work; what it holds of it is failed retryable with `message`
+        (it runs again wherever the version goes next), and its adapter weights are dropped."""
+        with self._round_lock:
+            self._models = tuple(m for m in self._models if m != version)
+            held = [job for job in self._active if job.model == version]
+            if held:
+                self._batch.remove({(job, i) for job in held for i in self._active[job]})
+            for job in held:
+                del self._active[job]
+                job.emit(JobFailed(message, retryable=True))
+                self._queue.finish(job)
+            self._runtime.adapters.remove(version)
+
+    def rows_of(self, version: str) -> int:
+        """Rows `version`'s jobs hold in the batch now."""
+        return sum(len(rows) for job, rows in list(self._active.items()) if job.model == version)
+
+    def holds(self, version: str) -> bool:
+        return any(job.model == version for job in list(self._active))
 
     @property
     def busy(self) -> bool:
@@ -70,6 +118,10 @@ class TextWorker(Worker):
         return self._max_batch_size
 
     def _round(self, wait_s: float) -> int | None:
+        with self._round_lock:
+            return self._locked_round(wait_s)
+
+    def _locked_round(self, wait_s: float) -> int | None:
         batch = self._batch
         self._drop_cancelled(batch)
         free = self._max_batch_size - len(batch)
@@ -109,13 +161,13 @@ class TextWorker(Worker):
         if free <= 0:
             return []
         async_free = self._async_row_limit() - self._async_rows()
-        jobs = self._queue.take([self.model], max_rows=free, timeout=wait_s, max_async_rows=max(0, async_free))
+        jobs = self._queue.take(self._models, max_rows=free, timeout=wait_s, max_async_rows=max(0, async_free))
         return self._took(jobs, batch_size=len(self._batch) + sum(job.rows for job in jobs)) if jobs else jobs
 
     def _async_row_limit(self) -> int:
         now = self._clock()
-        if any(job.request_class is RequestClass.REALTIME for job in self._active) or self._queue.depth(
-            RequestClass.REALTIME, model=self.model
+        if any(job.request_class is RequestClass.REALTIME for job in self._active) or any(
+            self._queue.depth(RequestClass.REALTIME, model=model) for model in self._models
         ):
             self._last_realtime = now
         if now - self._last_realtime < self._realtime_grace_s:
@@ -131,13 +183,14 @@ class TextWorker(Worker):
         if job.request_class is RequestClass.REALTIME:
             self._last_realtime = self._clock()
         job.emit(JobStarted())
+        adapter = job.model if job.model != self.model else None  # an attached version runs with its adapter
         seqs = []
         for i in range(task.n):
             params = task.params
             if params.seed is not None and i:
                 params = dataclasses.replace(params, seed=params.seed + i)
             # Keyed by the Job object, not its id: a retried job may join while its old run is being dropped.
-            seqs.append(NewSequence(key=(job, i), prompt_ids=task.prompt_ids, params=params))
+            seqs.append(NewSequence(key=(job, i), prompt_ids=task.prompt_ids, params=params, adapter=adapter))
         return seqs
 
     def _drop_cancelled(self, batch) -> None:
@@ -156,3 +209,56 @@ class TextWorker(Worker):
             self._queue.finish(job)
         self._active.clear()
         self._batch = self._runtime.new_batch()
+
+
+class AdapterWorker(Worker):
+    """A fine-tuned version served in its base's batch: started, it attaches its adapter to the
+    base's `TextWorker`; stopped, it detaches it. It has no thread of its own."""
+
+    kind = "text"
+
+    def __init__(self, *, version: str, base: TextWorker, weights: LoraWeights, queue: JobQueue) -> None:
+        super().__init__(model=version, queue=queue, idle_wait_s=0.0)
+        self.base = base
+        self._weights: LoraWeights | None = weights
+        self._started = False
+
+    def start(self) -> None:
+        assert self._weights is not None, "an adapter worker starts once"
+        self.base.attach(self.model, self._weights)
+        self._weights = None  # the base's MultiLora holds them now
+        self._started = True
+
+    def stop(self, timeout: float | None = None) -> None:
+        if self._started and not self._stop.is_set():
+            self._stop.set()
+            self.base.detach(self.model, f"model {self.model} was unloaded from this process; retry the request")
+
+    @property
+    def alive(self) -> bool:
+        return self._started and not self._stop.is_set() and self.base.alive
+
+    def health(self) -> WorkerHealth:
+        if self._stop.is_set():
+            return WorkerHealth(WorkerState.STOPPED)
+        if not self._started:
+            return WorkerHealth(WorkerState.STARTING)
+        return self.base.health()
+
+    @property
+    def busy(self) -> bool:
+        return self.base.holds(self.model)
+
+    @property
+    def occupancy(self) -> int:
+        return self.base.rows_of(self.model)
+
+    @property
+    def capacity(self) -> int:
+        return self.base.capacity
+
+    def _round(self, wait_s: float) -> int | None:  # the base's rounds run its work
+        return None
+
+    def _fail_held(self, message: str, shutdown: bool = False) -> None:  # the base holds its jobs
+        pass
