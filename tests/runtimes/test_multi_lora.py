@@ -123,3 +123,41 @@ def test_mixed_base_and_adapter_rows_in_one_continuous_batch_each_get_their_own_
     for every in (1, 3):
         assert run(batch(), seqs, join_every=every) == alone
     assert len({alone[i][0] for i in (0, 1, 2)}) == 3  # base and the two adapters answer differently
+
+
+@pytest.mark.parametrize("path", ["dense", "gather"])
+@torch.no_grad()
+def test_adapters_of_different_ranks_and_layers_mix_by_either_path(tiny_model_dir, tmp_path, monkeypatch, path):
+    """Both ways of computing a mixed batch (every adapter's columns masked per row, or each row's
+    weights gathered) give each row its merged adapter's logits, with ranks padded and layers an
+    adapter does not touch left to the base."""
+    from peft import LoraConfig, get_peft_model
+
+    import genloom.runtimes.multi_lora as multi_lora
+
+    monkeypatch.setattr(multi_lora, "DENSE_COLUMNS", 10_000 if path == "dense" else 0)
+    shapes = {"wide": (8, "all-linear"), "narrow": (2, ["q_proj", "v_proj"]), "mlp": (4, ["up_proj", "down_proj"])}
+    dirs = {}
+    for i, (name, (rank, targets)) in enumerate(shapes.items()):
+        torch.manual_seed(i)
+        model = get_peft_model(base_model(tiny_model_dir), LoraConfig(r=rank, lora_alpha=3 * rank, target_modules=targets,
+                                                                     init_lora_weights=False))
+        model.save_pretrained(tmp_path / name)
+        dirs[name] = tmp_path / name
+    ids = torch.tensor([[5, 9, 14, 3, 7]] * 5)
+    model = base_model(tiny_model_dir)
+    multi = MultiLora(model)
+    for name, adapter in dirs.items():
+        multi.add(name, LoraWeights.load(adapter))
+    plan = ["narrow", None, "wide", "mlp", "narrow"]
+    with multi.rows(plan):
+        mixed = model(input_ids=ids).logits
+    with multi.rows(["mlp"] * 5):  # one adapter on every row: the plain-matmul path
+        single = model(input_ids=ids).logits
+    expected = {None: base_model(tiny_model_dir)(input_ids=ids[:1]).logits[0]}
+    for name, adapter in dirs.items():
+        expected[name] = merged_model(base_model(tiny_model_dir), adapter)(input_ids=ids[:1]).logits[0]
+    for row, name in enumerate(plan):
+        assert torch.allclose(mixed[row], expected[name], atol=1e-4), (row, name)
+    assert all(torch.allclose(single[row], expected["mlp"], atol=1e-4) for row in range(5))
+    assert len({round(float(v.sum()), 3) for v in expected.values()}) == 4  # four different models

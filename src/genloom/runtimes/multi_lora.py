@@ -1,11 +1,16 @@
 """Many LoRA adapters of one base in one forward pass: each row of a batch names its adapter (or
-none), and every adapted linear layer adds, per adapter present, `scale * (x @ A.T) @ B.T` to
-that adapter's rows only. The base's weights are never changed, so base-only rows compute exactly
-what the base computes, and an adapter costs two thin matmuls over its own rows.
+none), and every adapted linear layer adds `scale * (x @ A.T) @ B.T` with that row's adapter's A
+and B. The base's weights are never changed, so base-only rows compute exactly what the base
+computes.
 
-This is the building block for serving many fine-tuned versions from one continuous batch (the
-learning-loop issue); the batcher sets each step's rows with `MultiLora.rows(...)`. Grouping by
-adapter suits the CPU; a gather kernel (one matmul over all rows' adapters) is the GPU's way."""
+The adapters' weights are kept stacked per layer (slot 0 all zeros, for rows on the base; ranks
+padded with zeros to the largest), so a forward pass costs the same few operations per layer
+however many adapters its rows name: each row's A and B gathered by its slot, then two batched
+matmuls (the gather-then-matmul shape of Punica's BGMV kernels, in plain torch). When every row
+names the same adapter, it is two plain matmuls.
+
+The batcher (`DecodeBatch`) sets each step's rows with `MultiLora.rows(...)`; the server attaches
+fine-tuned versions to their base's worker (`worker.text_worker.AdapterWorker`)."""
 
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ from typing import Any
 import torch
 
 _SUFFIXES = (".lora_A.weight", ".lora_B.weight")
+# Up to this many adapter columns (adapters x rank), every row is multiplied by every adapter's A
+# and masked (two plain matmuls); beyond, each row's A and B are gathered (batched matmuls).
+DENSE_COLUMNS = 256
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,16 @@ class LoraWeights:
         return cls(modules=modules, scale=float(config.get("lora_alpha", config.get("r", 1))) / float(config["r"]))
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One forward pass's rows: each row's slot in the stacks, or the one slot every row uses."""
+
+    rows: int
+    index: torch.Tensor | None  # [rows] slots (gather); None when `single` is set
+    single: int | None
+    mask: torch.Tensor | None = None  # [rows, adapters * rank]: 1 on each row's own adapter's columns (dense)
+
+
 class MultiLora:
     """Adapters of one base model, applied per row through forward hooks on its linear layers."""
 
@@ -55,8 +73,14 @@ class MultiLora:
         self._named = dict(model.named_modules())
         self._adapters: dict[str, LoraWeights] = {}
         self._hooks: dict[str, Any] = {}
-        self._rows: list[str | None] | None = None  # this forward's adapter per row
-        self._groups: list[tuple[LoraWeights, torch.Tensor]] = []  # per adapter present: its rows (worked out once)
+        self._slots: dict[str, int] = {}  # adapter → its slot in the stacks (0: the base alone)
+        # Per adapted layer: A.T stacked [slots, in, r] and scale * B.T stacked [slots, r, out], and
+        # the same side by side: [in, adapters * r] and [adapters * r, out]; None: to be built.
+        self._stacks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._wide: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rank = 0
+        self._plan: _Plan | None = None  # this forward's rows
+        self._last: tuple[tuple[int, ...], _Plan] | None = None  # the last plan made, by its rows' slots
 
     @property
     def names(self) -> list[str]:
@@ -67,15 +91,41 @@ class MultiLora:
             if not isinstance(self._named.get(module), torch.nn.Linear):
                 raise ValueError(f"adapter {name}: the base has no linear layer {module!r}")
         self._adapters[name] = weights
+        self._stacks, self._last = None, None
         for module in weights.modules:
             if module not in self._hooks:
                 self._hooks[module] = self._named[module].register_forward_hook(self._hook(module))
 
     def remove(self, name: str) -> None:
         self._adapters.pop(name, None)
+        self._stacks, self._last = None, None
         still = {m for w in self._adapters.values() for m in w.modules}
         for module in [m for m in self._hooks if m not in still]:
             self._hooks.pop(module).remove()
+
+    def _build(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The stacked weights of every adapted layer, slot i+1 for the i-th adapter by name."""
+        names = self.names
+        self._slots = {name: i + 1 for i, name in enumerate(names)}
+        stacks = {}
+        for module in self._hooks:
+            pairs = {name: self._adapters[name].modules[module] for name in names if module in self._adapters[name].modules}
+            some_a, some_b = next(iter(pairs.values()))
+            rank = max(a.shape[0] for a, _ in pairs.values())
+            a_t = some_a.new_zeros((len(names) + 1, some_a.shape[1], rank))
+            b_t = some_b.new_zeros((len(names) + 1, rank, some_b.shape[0]))
+            for name, (a, b) in pairs.items():
+                slot, r = self._slots[name], a.shape[0]
+                a_t[slot, :, :r] = a.T
+                b_t[slot, :r, :] = b.T * self._adapters[name].scale
+            stacks[module] = (a_t, b_t)
+        self._rank = max((a.shape[2] for a, _ in stacks.values()), default=0)
+        self._wide = {}
+        for module, (a_t, b_t) in stacks.items():  # every layer padded to the largest rank, so one mask fits all
+            a_t = torch.nn.functional.pad(a_t[1:], (0, self._rank - a_t.shape[2]))
+            b_t = torch.nn.functional.pad(b_t[1:], (0, 0, 0, self._rank - b_t.shape[1]))
+            self._wide[module] = (a_t.permute(1, 0, 2).reshape(a_t.shape[1], -1), b_t.reshape(-1, b_t.shape[2]))
+        return stacks
 
     @contextmanager
     def rows(self, adapters: list[str | None]) -> Iterator[None]:
@@ -83,34 +133,49 @@ class MultiLora:
         unknown = {a for a in adapters if a is not None} - set(self._adapters)
         if unknown:
             raise KeyError(f"adapters not loaded: {sorted(unknown)}")
-        self._rows = list(adapters)
-        by_adapter: dict[str, list[int]] = {}
-        for i, name in enumerate(adapters):
-            if name is not None:
-                by_adapter.setdefault(name, []).append(i)
-        self._groups = [(self._adapters[name], torch.tensor(index)) for name, index in by_adapter.items()]
+        if self._stacks is None:
+            self._stacks = self._build()
+        slots = tuple(0 if name is None else self._slots[name] for name in adapters)
+        if any(slots):
+            # A running batch names the same adapters step after step: its plan is made once.
+            if self._last is None or self._last[0] != slots:
+                self._last = (slots, self._make_plan(slots))
+            self._plan = self._last[1]
         try:
             yield
         finally:
-            self._rows, self._groups = None, []
+            self._plan = None
+
+    def _make_plan(self, slots: tuple[int, ...]) -> _Plan:
+        assert self._stacks is not None
+        a_t = next(iter(self._stacks.values()))[0]
+        if len(set(slots)) == 1:
+            return _Plan(rows=len(slots), index=None, single=slots[0])
+        index = torch.tensor(slots, device=a_t.device)
+        if len(self._adapters) * self._rank > DENSE_COLUMNS:
+            return _Plan(rows=len(slots), index=index, single=None)
+        # Row i keeps the columns of its own adapter (none for a base row).
+        own = torch.nn.functional.one_hot(index, len(self._adapters) + 1)[:, 1:].to(a_t.dtype)
+        return _Plan(rows=len(slots), index=None, single=None, mask=own.repeat_interleave(self._rank, dim=1))
 
     def _hook(self, module: str):
         def add_deltas(layer: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
-            if not self._groups:
+            plan = self._plan
+            if plan is None:
                 return output
             x = inputs[0]
-            if self._rows is not None and x.shape[0] != len(self._rows):
-                raise ValueError(f"{len(self._rows)} rows named, the batch has {x.shape[0]}")
-            cloned = False
-            for weights, at in self._groups:
-                pair = weights.modules.get(module)
-                if pair is None:
-                    continue
-                if not cloned:
-                    output, cloned = output.clone(), True
-                a, b = pair
-                at = at.to(x.device)
-                output.index_add_(0, at, ((x.index_select(0, at) @ a.T) @ b.T) * weights.scale)
-            return output
+            if x.shape[0] != plan.rows:
+                raise ValueError(f"{plan.rows} rows named, the batch has {x.shape[0]}")
+            assert self._stacks is not None
+            a_t, b_t = self._stacks[module]
+            if plan.single is not None:
+                return output + (x @ a_t[plan.single]) @ b_t[plan.single]
+            if plan.mask is not None:  # every adapter's columns for every row, then each row keeps its own
+                a_wide, b_wide = self._wide[module]
+                mask = plan.mask if x.dim() == 2 else plan.mask.unsqueeze(1)
+                return output + ((x @ a_wide) * mask) @ b_wide
+            x3 = x.reshape(x.shape[0], -1, x.shape[-1])  # [rows, tokens, in]
+            delta = torch.bmm(torch.bmm(x3, a_t.index_select(0, plan.index)), b_t.index_select(0, plan.index))
+            return output + delta.view(output.shape)
 
         return add_deltas
