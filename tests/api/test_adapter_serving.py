@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from genloom.worker import TextWorker
-from genloom.worker.text_worker import AdapterWorker
+from genloom.worker.adapter_worker import AdapterWorker
 from tests.api.conftest import running_server
 from tests.runtimes.test_multi_lora import train
 

@@ -17,7 +17,7 @@ from genloom.runtimes.text import TextRuntime
 from genloom.telemetry import RecordingObserver
 from genloom.worker import TextWorker
 from genloom.worker.base import WorkerState
-from genloom.worker.text_worker import AdapterWorker
+from genloom.worker.adapter_worker import AdapterWorker
 from tests.runtimes.test_multi_lora import train
 
 QUESTION = [{"role": "user", "content": "question 5"}]
@@ -62,7 +62,7 @@ def test_attached_versions_share_one_batch_and_each_answers_as_its_own_model(tin
     runtime = TextRuntime(name="tiny", path=tiny_model_dir, settings=RuntimeSettings())
     queue, answers, observer = InMemoryQueue(policy=SchedulerPolicy()), Answers(), RecordingObserver()
     base = TextWorker(runtime=runtime, queue=queue, max_batch_size=8, observer=observer)
-    attached = [AdapterWorker(version=v, base=base, weights=LoraWeights.load(path), queue=queue) for v, path in adapters.items()]
+    attached = [AdapterWorker(version=v, base=base, adapter=LoraWeights.load(path), queue=queue) for v, path in adapters.items()]
     for worker in attached:
         worker.start()
     assert base.adapters == ("tiny@ahoy", "tiny@howdy") and runtime.adapters.names == ["tiny@ahoy", "tiny@howdy"]
@@ -84,7 +84,7 @@ def test_a_detached_version_hands_back_what_it_held_and_its_queue_waits(tiny_mod
     runtime = TextRuntime(name="tiny", path=tiny_model_dir, settings=RuntimeSettings())
     queue, answers = InMemoryQueue(policy=SchedulerPolicy()), Answers()
     base = TextWorker(runtime=runtime, queue=queue, max_batch_size=4)
-    ahoy = AdapterWorker(version="tiny@ahoy", base=base, weights=LoraWeights.load(adapters["tiny@ahoy"]), queue=queue)
+    ahoy = AdapterWorker(version="tiny@ahoy", base=base, adapter=LoraWeights.load(adapters["tiny@ahoy"]), queue=queue)
     ahoy.start()
     prompt = runtime.encode_chat(QUESTION)
     queue.submit(answers.job("tuned", "tiny@ahoy", prompt, max_tokens=40, ignore_eos=True))

@@ -17,7 +17,7 @@ _CLIENT_CLOSED = 499
 
 class ImageGenerationBody(_Body):
     """OpenAI's image request plus Genloom's own fields (negative_prompt, steps, guidance_scale,
-    seed, scheduler), which the openai client sends through `extra_body`. OpenAI's style and
+    seed, scheduler, lora_scale), which the openai client sends through `extra_body`. OpenAI's style and
     quality knobs are accepted and change nothing: they name features of OpenAI's own models."""
 
     model: str = Field(min_length=1)
@@ -34,6 +34,7 @@ class ImageGenerationBody(_Body):
     guidance_scale: float | None = Field(None, ge=0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     scheduler: str | None = None
+    lora_scale: float | None = Field(None, ge=0, le=2, description="a LoRA version only: how strongly its adapter applies (default 1)")
 
 
 def image_request(body: ImageGenerationBody, request: Request) -> ImageRequest:
@@ -41,7 +42,8 @@ def image_request(body: ImageGenerationBody, request: Request) -> ImageRequest:
     return ImageRequest(
         model=body.model, prompt=body.prompt, n=body.n or 1, size=body.size,
         response_format=body.response_format or "b64_json", negative_prompt=body.negative_prompt, steps=body.steps,
-        guidance_scale=body.guidance_scale, seed=body.seed, scheduler=body.scheduler, tier=who.tier, tenant=who.tenant,
+        guidance_scale=body.guidance_scale, seed=body.seed, scheduler=body.scheduler, lora_scale=body.lora_scale,
+        tier=who.tier, tenant=who.tenant,
         key_id=who.key_id, limits=who.limits, key_limits=who.key_limits, guardrails=who.guardrails,
     )
 

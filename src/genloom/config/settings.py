@@ -277,11 +277,21 @@ class ImageSettings(_Section):
         return self
 
 
+def diffusers_lora_file(adapter: Path) -> Path | None:
+    """The weights file of a diffusers LoRA given as a file or a directory (None: it is not one)."""
+    if adapter.is_file():
+        return adapter if adapter.suffix == ".safetensors" else None
+    weights = adapter / "pytorch_lora_weights.safetensors"
+    return weights if weights.is_file() else None
+
+
 class ModelSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
     kind: ModelKind = ModelKind.TEXT
     path: Path | None = None
-    adapter: Path | None = Field(None, description="text: a PEFT LoRA adapter directory applied to the model at `path`")
+    adapter: Path | None = Field(
+        None, description="a LoRA adapter on the model at `path`: text, a PEFT adapter directory; image, a diffusers "
+        "LoRA (a .safetensors file, or a directory holding pytorch_lora_weights.safetensors)")
     adapter_blob: str | None = Field(
         None, pattern=r"^[0-9a-f]{64}$",
         description="text: the same, as a tar archive on the blob store (a fine-tuned version: every process fetches it)")
@@ -318,12 +328,12 @@ class ModelSettings(_Section):
 
     @field_validator("adapter")
     @classmethod
-    def _adapter_is_a_peft_directory(cls, adapter: Path | None) -> Path | None:
+    def _adapter_exists(cls, adapter: Path | None) -> Path | None:
         if adapter is None:
             return None
         adapter = adapter.expanduser()
-        if not (adapter / "adapter_config.json").is_file():
-            raise ValueError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json there)")
+        if not adapter.exists():
+            raise ValueError(f"{adapter} does not exist")
         return adapter
 
     @model_validator(mode="after")
@@ -334,8 +344,15 @@ class ModelSettings(_Section):
             raise ValueError(f"model {self.name}: {self.path} is not a diffusers pipeline (no model_index.json)")
         if self.kind is ModelKind.TEXT and not (self.path / "config.json").is_file():  # type: ignore[operator]
             raise ValueError(f"model {self.name}: {self.path} is not a transformers model (no config.json)")
-        if (self.adapter is not None or self.adapter_blob is not None) and self.kind is not ModelKind.TEXT:
-            raise ValueError(f"model {self.name}: an adapter applies to a local text model only")
+        if self.adapter_blob is not None and self.kind is not ModelKind.TEXT:
+            raise ValueError(f"model {self.name}: adapter_blob applies to a local text model only")
+        if self.adapter is not None and self.kind is ModelKind.TEXT and not (self.adapter / "adapter_config.json").is_file():
+            raise ValueError(f"model {self.name}: {self.adapter} is not a PEFT adapter directory (no adapter_config.json there)")
+        if self.adapter is not None and self.kind is ModelKind.IMAGE and diffusers_lora_file(self.adapter) is None:
+            raise ValueError(f"model {self.name}: {self.adapter} is not a diffusers LoRA (a .safetensors file, or a "
+                             "directory holding pytorch_lora_weights.safetensors)")
+        if self.adapter is not None and self.kind not in (ModelKind.TEXT, ModelKind.IMAGE):
+            raise ValueError(f"model {self.name}: an adapter applies to a local text or image model only")
         if self.adapter is not None and self.adapter_blob is not None:
             raise ValueError(f"model {self.name}: give adapter or adapter_blob, not both")
         if self.kind is ModelKind.REMOTE and not self.base_url:

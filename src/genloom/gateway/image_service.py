@@ -44,6 +44,9 @@ MAX_SEED = 2**63 - 1
 _SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})", re.ASCII)
 
 
+MAX_LORA_SCALE = 2.0
+
+
 @dataclass(frozen=True)
 class ImageRequest:
     """An image request as sent; the service checks every field against the model."""
@@ -58,6 +61,7 @@ class ImageRequest:
     guidance_scale: float | None = None
     seed: int | None = None
     scheduler: str | None = None
+    lora_scale: float | None = None  # a LoRA version only; None: 1
     tier: Tier = Tier.FREE
     tenant: str = "default"
     key_id: str | None = None
@@ -69,7 +73,10 @@ class ImageRequest:
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready form, so a stored job can be run again without the API layer."""
         keys = ("model", "prompt", "n", "size", "response_format", "negative_prompt", "steps", "guidance_scale", "seed", "scheduler")
-        return {"endpoint": IMAGES_ENDPOINT, **{k: getattr(self, k) for k in keys}}
+        record = {"endpoint": IMAGES_ENDPOINT, **{k: getattr(self, k) for k in keys}}
+        if self.lora_scale is not None:  # only when given: records stored before it existed read the same
+            record["lora_scale"] = self.lora_scale
+        return record
 
     @classmethod
     def from_record(cls, record: dict[str, Any], *, id: str, tier: Tier, tenant: str) -> ImageRequest:
@@ -141,6 +148,7 @@ class ImageService:
         self.model_defaults = model_defaults if model_defaults is not None else {}
         self._rng = rng or random.SystemRandom()
         self.batch_limits: dict[str, int] = {}  # a model's batch size: a request's images run in one batch
+        self.lora_versions: set[str] = set()  # versions that are a LoRA on a base pipeline (they take lora_scale)
         self.in_flight = 0
 
     def prepare(self, request: ImageRequest, *, accepted: bool = False) -> PreparedImage:
@@ -179,10 +187,19 @@ class ImageService:
             raise InvalidRequest(f"seed must be between 0 and {MAX_SEED - request.n}", param="seed")
         # Without a seed one is drawn here, so the provenance of every picture can make it again.
         seed = request.seed if request.seed is not None else self._rng.randrange(2**31)
+        provenance: dict[str, Any] = {"request_id": request.id}
+        lora_scale = 1.0
+        if request.model in self.lora_versions:  # the base's pipeline may draw it: the PNG names the version
+            lora_scale = 1.0 if request.lora_scale is None else float(request.lora_scale)
+            provenance |= {"model": request.model, "lora_scale": lora_scale}
+        elif request.lora_scale is not None:
+            raise InvalidRequest(f"lora_scale applies to a LoRA version; model {request.model} is not one", param="lora_scale")
+        if not 0 <= lora_scale <= MAX_LORA_SCALE:
+            raise InvalidRequest(f"lora_scale must be between 0 and {MAX_LORA_SCALE:g}", param="lora_scale")
         task = ImageTask(
             prompt=request.prompt, negative_prompt=request.negative_prompt or None, n=request.n, width=width,
             height=height, steps=steps, guidance_scale=float(guidance), scheduler=request.scheduler, seed=seed,
-            provenance={"request_id": request.id},
+            provenance=provenance, lora_scale=lora_scale,
         )
         try:
             runtime.check(task)

@@ -46,11 +46,12 @@ class ImageTask:
     scheduler: str | None  # None: the pipeline's own
     seed: int
     provenance: dict[str, Any] = field(default_factory=dict)  # written into every PNG with the parameters
+    lora_scale: float = 1.0  # how strongly a LoRA version's adapter applies (0: the base's picture)
 
     @property
     def batch_key(self) -> tuple:
-        """Tasks with the same key can share one denoising batch."""
-        return (self.width, self.height, self.steps, self.guidance_scale, self.scheduler)
+        """Tasks with the same key can share one denoising batch (and one adapter strength)."""
+        return (self.width, self.height, self.steps, self.guidance_scale, self.scheduler, self.lora_scale)
 
 
 @dataclass(frozen=True)

@@ -73,11 +73,12 @@ def _fingerprint(path: Path) -> str:
 class ImageRuntime:
     def __init__(
         self, *, name: str, path: Path, device: str = "auto", dtype: str = "auto", torch_threads: int = 0,
-        load_weights: bool = True,
+        load_weights: bool = True, adapter: Path | None = None,
     ) -> None:
         """`device` is a torch device or "auto" (CUDA when there is one); `dtype` "auto" is float32
         on CPU and float16 on CUDA. Without `load_weights` only the pipeline's configs are read:
-        enough to check requests (an API replica), not to generate (`pipe` is None)."""
+        enough to check requests (an API replica), not to generate (`pipe` is None). `adapter`: a
+        diffusers LoRA this model always applies (a LoRA version loaded on its own)."""
         import torch
 
         if torch_threads:
@@ -89,8 +90,12 @@ class ImageRuntime:
         self._torch = torch
         self._lock = threading.Lock()  # one call at a time: the scheduler is swapped per call
         self.pipe: Any = None
+        self.adapter = adapter
+        self._loras: set[str] = set()  # LoRA adapters loaded into the pipeline, by name
         if load_weights:
             self._load(Path(path), device, dtype)
+            if adapter is not None:
+                self.add_lora(name, adapter)
             pipe = self.pipe
             unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
             unet_config = dict(getattr(unet, "config", None) or {})
@@ -153,11 +158,44 @@ class ImageRuntime:
         if task.scheduler is not None and task.scheduler not in SCHEDULERS:
             raise ImageInputError(f"unknown scheduler {task.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
 
-    def generate(self, tasks: list[ImageTask], should_stop: Callable[[], bool] | None = None) -> list[list[Any]]:
+    def add_lora(self, name: str, adapter: Path) -> None:
+        """Load a diffusers LoRA into the pipeline under `name`; calls that name it apply it."""
+        from genloom.config.settings import diffusers_lora_file
+
+        weights = diffusers_lora_file(Path(adapter))
+        if weights is None:
+            raise ValueError(f"{adapter} is not a diffusers LoRA")
+        with self._lock:
+            self.pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=name)
+            self._loras.add(name)
+            self._apply(None, 1.0)  # loading one activates it: back to the base until a call names it
+
+    def remove_lora(self, name: str) -> None:
+        with self._lock:
+            if name in self._loras:
+                self.pipe.delete_adapters([name])
+                self._loras.discard(name)
+
+    @property
+    def loras(self) -> list[str]:
+        return sorted(self._loras)
+
+    def _apply(self, lora: str | None, scale: float) -> None:
+        """The pipeline's LoRA state for the next call: `lora` at `scale`, or none (the base alone)."""
+        if lora is not None:
+            self.pipe.enable_lora()
+            self.pipe.set_adapters([lora], adapter_weights=[scale])
+        elif self._loras:
+            self.pipe.disable_lora()
+
+    def generate(self, tasks: list[ImageTask], should_stop: Callable[[], bool] | None = None,
+                 lora: str | None = None) -> list[list[Any]]:
         """Run tasks that share a batch_key as one pipeline call; PIL images per task, in order.
 
         `should_stop` is asked after every denoising step, where the pipeline supports step
-        callbacks; when it says yes the call ends early with GenerationStopped."""
+        callbacks; when it says yes the call ends early with GenerationStopped. `lora`: a LoRA
+        added with `add_lora` to apply (at the tasks' `lora_scale`); by default this model's own
+        `adapter`, if it has one, else none."""
         if not tasks:
             return []
         key = tasks[0].batch_key
@@ -193,7 +231,11 @@ class ImageRuntime:
                 return callback_kwargs
 
             kwargs["callback_on_step_end"] = on_step_end
+        lora = lora if lora is not None else (self.name if self.adapter is not None else None)
+        if lora is not None and lora not in self._loras:
+            raise ValueError(f"LoRA {lora} is not loaded on model {self.name}")
         with self._lock, self._torch.inference_mode():
+            self._apply(lora, first.lora_scale)
             self.pipe.scheduler = self._scheduler(first.scheduler)
             images = self.pipe(**kwargs).images
         if stopped:

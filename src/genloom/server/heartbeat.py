@@ -21,7 +21,7 @@ from genloom.gateway.presence import WorkerPresence
 from genloom.gateway.readiness import WorkerStatus
 from genloom.queue.workers import ModelSlot, WorkerCard, WorkerDirectory
 from genloom.worker import Worker, WorkerState
-from genloom.worker.text_worker import AdapterWorker
+from genloom.worker.adapter_worker import AdapterWorker
 
 log = logging.getLogger("genloom.server")
 

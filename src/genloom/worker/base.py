@@ -200,12 +200,15 @@ class BatchWorker(Worker):
     def occupancy(self) -> int:
         return sum(job.rows for job in self._held)
 
-    def _take_batch(self, wait_s: float, *, max_rows: int, max_async_rows: int | None = None) -> list[Job]:
-        """What is queued, up to `max_rows`; after a first take, a moment's wait (`batch_wait_s`)
-        lets requests arriving together share the batch. Everything taken is held at once, so a
-        queue outage during the second take loses nothing: the first take runs."""
+    def _take_batch(self, wait_s: float, *, max_rows: int, max_async_rows: int | None = None,
+                    models: tuple[str, ...] | None = None) -> list[Job]:
+        """What is queued for `models` (its own by default), up to `max_rows`; after a first take,
+        a moment's wait (`batch_wait_s`) lets requests arriving together share the batch.
+        Everything taken is held at once, so a queue outage during the second take loses nothing:
+        the first take runs."""
+        models = models or (self.model,)
         self._held = jobs = self._took(
-            self._queue.take([self.model], max_rows=max_rows, timeout=wait_s, max_async_rows=max_async_rows)
+            self._queue.take(models, max_rows=max_rows, timeout=wait_s, max_async_rows=max_async_rows)
         )
         rows = sum(job.rows for job in jobs)
         if jobs and rows < max_rows and self._batch_wait_s > 0:
@@ -213,7 +216,7 @@ class BatchWorker(Worker):
             more_async = None if max_async_rows is None else max(0, max_async_rows - async_rows)
             try:
                 jobs = jobs + self._took(self._queue.take(
-                    [self.model], max_rows=max_rows - rows, timeout=self._batch_wait_s, max_async_rows=more_async
+                    models, max_rows=max_rows - rows, timeout=self._batch_wait_s, max_async_rows=more_async
                 ))
             except QueueUnavailable as e:
                 log.warning("%s worker for %s: %s; running the %d jobs taken", self.kind, self.model, e, len(jobs))

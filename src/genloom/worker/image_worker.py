@@ -3,12 +3,18 @@
 It takes what is queued (in the scheduler's order, up to `max_batch_images` images), waits a
 few milliseconds for company, groups the jobs that can share a denoising batch (same size,
 steps, guidance scale and scheduler) and runs each group as one call. Every job gets
-`JobStarted` when its group starts, then exactly one `ImagesReady` or `JobFailed`."""
+`JobStarted` when its group starts, then exactly one `ImagesReady` or `JobFailed`.
+
+LoRA versions of its model can be attached (`attach`, through `AdapterWorker`): it then takes
+their work too and runs their groups on its pipeline with their adapter applied, so LoRA
+versions share one copy of the pipeline's weights."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
+from pathlib import Path
 
 from genloom.jobs import ImagesReady, ImageTask, Job, JobFailed, JobStarted
 from genloom.queue.protocol import JobQueue
@@ -45,12 +51,41 @@ class ImageWorker(BatchWorker):
         self._runtime = runtime
         self.max_batch_images = max_batch_images
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # images per recent pipeline call, so tests and metrics can see batching
+        self._models: tuple[str, ...] = (self.model,)  # its own work, then the attached LoRA versions'
+        self._round_lock = threading.Lock()  # LoRAs are attached and detached between rounds only
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        return self._models[1:]
+
+    def attach(self, version: str, adapter: Path) -> None:
+        """Take `version`'s work from now on, run with its diffusers LoRA `adapter` on this pipeline."""
+        with self._round_lock:
+            self._runtime.add_lora(version, adapter)
+            if version not in self._models:
+                self._models = (*self._models, version)
+
+    def detach(self, version: str, message: str) -> None:
+        """Stop taking `version`'s work and drop its LoRA (nothing of it is held between rounds)."""
+        with self._round_lock:
+            self._models = tuple(m for m in self._models if m != version)
+            self._runtime.remove_lora(version)
+
+    def holds(self, version: str) -> bool:
+        return any(job.model == version for job in list(self._held))
+
+    def rows_of(self, version: str) -> int:
+        return sum(job.rows for job in list(self._held) if job.model == version)
 
     @property
     def capacity(self) -> int:
         return self.max_batch_images
 
     def _round(self, wait_s: float) -> int | None:
+        with self._round_lock:
+            return self._locked_round(wait_s)
+
+    def _locked_round(self, wait_s: float) -> int | None:
         jobs = self._take(wait_s)
         if not jobs:
             return None
@@ -61,12 +96,13 @@ class ImageWorker(BatchWorker):
         return answered
 
     def _take(self, wait_s: float) -> list[Job]:
-        return self._take_batch(wait_s, max_rows=self.max_batch_images, max_async_rows=self.max_async_images)
+        return self._take_batch(wait_s, max_rows=self.max_batch_images, max_async_rows=self.max_async_images,
+                                models=self._models)
 
     def _run_jobs(self, jobs: list[Job]) -> int:
         groups: dict[tuple, list[Job]] = {}
         for job in jobs:
-            groups.setdefault(job.payload.batch_key, []).append(job)
+            groups.setdefault((job.model, job.payload.batch_key), []).append(job)  # one LoRA per call
         answered = 0
         for taken in groups.values():
             if self._stop.is_set():
@@ -90,9 +126,10 @@ class ImageWorker(BatchWorker):
     def _generate(self, jobs: list[Job]) -> bool:
         """Run `jobs` as one batch and answer each; False when it failed (a lone job is told why)."""
         tasks: list[ImageTask] = [job.payload for job in jobs]
+        lora = jobs[0].model if jobs[0].model != self.model else None  # an attached LoRA version's group
         try:
             images = self._runtime.generate(
-                tasks, should_stop=lambda: self._stop.is_set() or all(job.cancelled for job in jobs)
+                tasks, should_stop=lambda: self._stop.is_set() or all(job.cancelled for job in jobs), lora=lora,
             )
             answers = []
             for task, pictures in zip(tasks, images):

@@ -3,11 +3,10 @@
 It runs on its own thread so model work never blocks the event loop; it talks to the rest of
 Genloom only through the queue (jobs in) and each job's `emit` callback (events out).
 
-Fine-tuned versions of its model (LoRA adapters) can be attached to it: it then takes their
-queued work too, and their rows run in the same batch as the base's, each with its adapter
-(`MultiLora`), instead of each version holding a merged copy of the weights and a batch of its
-own. `AdapterWorker` is such a version as the rest of the process sees it: a worker whose
-health, occupancy and capacity are its share of the base's."""
+Fine-tuned versions of its model (LoRA adapters) can be attached to it (through
+`worker.adapter_worker.AdapterWorker`): it then takes their queued work too, and their rows run
+in the same batch as the base's, each with its adapter (`MultiLora`), instead of each version
+holding a merged copy of the weights and a batch of its own."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from genloom.runtimes.multi_lora import LoraWeights
 from genloom.runtimes.text import TextRuntime
 from genloom.runtimes.text_batch import NewSequence
 from genloom.telemetry import NO_OBSERVER, Observer
-from genloom.worker.base import Worker, WorkerHealth, WorkerState
+from genloom.worker.base import Worker
 
 log = logging.getLogger("genloom.worker")
 
@@ -210,55 +209,3 @@ class TextWorker(Worker):
         self._active.clear()
         self._batch = self._runtime.new_batch()
 
-
-class AdapterWorker(Worker):
-    """A fine-tuned version served in its base's batch: started, it attaches its adapter to the
-    base's `TextWorker`; stopped, it detaches it. It has no thread of its own."""
-
-    kind = "text"
-
-    def __init__(self, *, version: str, base: TextWorker, weights: LoraWeights, queue: JobQueue) -> None:
-        super().__init__(model=version, queue=queue, idle_wait_s=0.0)
-        self.base = base
-        self._weights: LoraWeights | None = weights
-        self._started = False
-
-    def start(self) -> None:
-        assert self._weights is not None, "an adapter worker starts once"
-        self.base.attach(self.model, self._weights)
-        self._weights = None  # the base's MultiLora holds them now
-        self._started = True
-
-    def stop(self, timeout: float | None = None) -> None:
-        if self._started and not self._stop.is_set():
-            self._stop.set()
-            self.base.detach(self.model, f"model {self.model} was unloaded from this process; retry the request")
-
-    @property
-    def alive(self) -> bool:
-        return self._started and not self._stop.is_set() and self.base.alive
-
-    def health(self) -> WorkerHealth:
-        if self._stop.is_set():
-            return WorkerHealth(WorkerState.STOPPED)
-        if not self._started:
-            return WorkerHealth(WorkerState.STARTING)
-        return self.base.health()
-
-    @property
-    def busy(self) -> bool:
-        return self.base.holds(self.model)
-
-    @property
-    def occupancy(self) -> int:
-        return self.base.rows_of(self.model)
-
-    @property
-    def capacity(self) -> int:
-        return self.base.capacity
-
-    def _round(self, wait_s: float) -> int | None:  # the base's rounds run its work
-        return None
-
-    def _fail_held(self, message: str, shutdown: bool = False) -> None:  # the base holds its jobs
-        pass
