@@ -108,6 +108,12 @@ def test_a_job_trains_an_adapter_that_answers_in_the_learned_style(tenant, serve
     assert len(version["source"]["adapter_blob"]) == 64  # on the blob store: every process serving it fetches it
     assert slots["tiny@v2"]["batch_of"] == "tiny@v1"  # served in the base's batch, not on a merged copy
     neighbour = openai.OpenAI(base_url=f"{served[0]}/v1", api_key=other_key, max_retries=0)
+    listed = {m.id: m for m in client.models.list().data}  # listed under its OpenAI name, for its tenant only
+    assert listed[done.fine_tuned_model].model_extra["parent"] == "tiny@v1"
+    assert listed[done.fine_tuned_model].owned_by == done.organization_id
+    assert done.fine_tuned_model not in {m.id for m in neighbour.models.list().data}
+    with pytest.raises(openai.NotFoundError):
+        neighbour.models.retrieve(done.fine_tuned_model)
     for name in (done.fine_tuned_model, "tiny@v2"):
         with pytest.raises(openai.NotFoundError):
             neighbour.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
