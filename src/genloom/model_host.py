@@ -35,7 +35,7 @@ from genloom.runtimes.embeddings import EmbeddingRuntime
 from genloom.runtimes.image import ImageRuntime
 from genloom.runtimes.remote import UpstreamSettings
 from genloom.runtimes.lora import unpack_adapter
-from genloom.runtimes.multi_lora import LoraWeights
+from genloom.runtimes.multi_lora import LoraWeights, UnsupportedAdapter
 from genloom.runtimes.text import TextRuntime
 from genloom.telemetry import NO_OBSERVER, Observer
 from genloom.telemetry.tracing import NO_TRACING, Tracing
@@ -47,6 +47,7 @@ from genloom.worker.adapter_worker import AdapterWorker
 
 log = logging.getLogger("genloom.models")
 REMOTE_CONTEXT = 8192  # a remote model's context when its settings give none
+DETACH_TIMEOUT_S = 30.0  # how long detaching an adapter waits for its base's round in progress
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Loaded:
     forget: list[Callable[[], None]] = field(default_factory=list)  # drop it from the services' tables (set by its loader)
     last_used: float = 0.0  # when its worker last had work (monotonic)
     base: str | None = None  # an adapter version attached to this base version's worker (its batch)
+    settings: ModelSettings | None = None  # as validated when it was loaded
+    merged_only: bool = False  # an adapter that cannot run per row in its base's batch (UnsupportedAdapter)
 
     @property
     def weight_bytes(self) -> int:
@@ -120,7 +123,7 @@ class ModelHost:
                 if key in self.loaded:  # a base's unload takes its attached adapters with it
                     await self._unload(key)
             # Bases before the versions fine-tuned on them, so an adapter finds its base's batch.
-            for key, version in sorted(wanted.items(), key=lambda kv: is_adapter(settings_of(kv[1]))):
+            for key, version in sorted(wanted.items(), key=lambda kv: names_adapter(kv[1].spec)):
                 if key in self.loaded or key in self.failed:
                     continue
                 try:
@@ -138,7 +141,7 @@ class ModelHost:
         started = time.monotonic()
         if version.state is VersionState.REGISTERED:
             await self._report(version, VersionState.LOADING)
-        entry = Loaded(version, last_used=started)
+        entry = Loaded(version, last_used=started, settings=settings)
         runs_here = self._runs_here(version.name)
         # With a limit on loaded models, a local version is described first and given weights
         # only when there is room; otherwise they load on demand (`follow_demand`).
@@ -174,12 +177,13 @@ class ModelHost:
         """The base version whose batch `entry` (a LoRA version) is served in, when this process
         runs it: a local version of the same kind without an adapter, on the same weights (and,
         for text, context)."""
-        settings = settings_of(entry.version)
-        if not (self._settings.runtime.batch_adapters and is_adapter(settings) and self._runs_here(entry.version.name)):
+        settings = entry.settings
+        if settings is None or entry.merged_only or not (self._settings.runtime.batch_adapters and is_adapter(settings)
+                                                         and self._runs_here(entry.version.name)):
             return None
         candidates = [
             e for e in self.loaded.values()
-            if e.version.kind is entry.version.kind and not is_adapter(base := settings_of(e.version))
+            if e.version.kind is entry.version.kind and (base := e.settings) is not None and not is_adapter(base)
             and base.path is not None and settings.path is not None and base.path.resolve() == settings.path.resolve()
             and base.max_context == settings.max_context and self._runs_here(e.version.name)
         ]
@@ -202,9 +206,8 @@ class ModelHost:
         they cannot (everything else is busy), and it waits for demand to try again."""
         while not self._fits(entry):
             idle = [e for e in self._with_weights() if e is not entry and not await self._has_work(e)]
-            if not idle:
+            if not idle or not await self._evict(min(idle, key=lambda e: e.last_used)):
                 return False
-            await self._evict(min(idle, key=lambda e: e.last_used))
         return True
 
     async def _has_work(self, entry: Loaded) -> bool:
@@ -223,25 +226,39 @@ class ModelHost:
     def _attached_to(self, key: str) -> list[Loaded]:
         return [e for e in self.loaded.values() if e.base == key]
 
-    async def _detach(self, entry: Loaded) -> None:
-        """Take an adapter version out of its base's batch (what it held there is retried); it
-        stays described and attaches again when work for it comes."""
-        assert entry.worker is not None
-        await asyncio.to_thread(entry.worker.stop, 30)
+    async def _detach(self, entry: Loaded, *, only_if_idle: bool = False) -> bool:
+        """Take an adapter version out of its base's batch (what it held there is retried; with
+        `only_if_idle`, not while any of its rows runs); it stays described and attaches again when
+        work for it comes. False when it stays attached (busy, or the base's round hung)."""
+        worker = entry.worker
+        assert isinstance(worker, AdapterWorker)
+        try:
+            if only_if_idle:
+                if not await asyncio.to_thread(worker.stop_if_idle, DETACH_TIMEOUT_S):
+                    return False
+            else:
+                await asyncio.to_thread(worker.stop, DETACH_TIMEOUT_S)
+        except TimeoutError as e:
+            log.error("could not detach %s: %s", entry.version.key, e)
+            return False
         entry.worker, entry.base = None, None
         log.info("detached adapter %s from its base's batch", entry.version.key)
+        return True
 
-    async def _evict(self, entry: Loaded) -> None:
+    async def _evict(self, entry: Loaded) -> bool:
         """Free a version's weights and stop its worker; it stays described, so requests for it
-        are still checked and queued, and its queued work loads it again."""
+        are still checked and queued, and its queued work loads it again. False when it could
+        not (an attached adapter's base round hangs)."""
         assert entry.worker is not None
         for attached in self._attached_to(entry.version.key):
-            await self._detach(attached)
+            if not await self._detach(attached):
+                return False
         await asyncio.to_thread(entry.worker.stop, 30)
         entry.worker = None
         settings = settings_of(entry.version)
         await self._loader(settings.kind)(entry.version.key, settings, entry, False)
         log.info("evicted model %s (least recently used; it loads again when a request needs it)", entry.version.key)
+        return True
 
     async def _give_weights(self, entry: Loaded) -> None:
         settings = settings_of(entry.version)
@@ -292,7 +309,10 @@ class ModelHost:
         for forget in entry.forget:
             forget()
         if entry.worker is not None:
-            await asyncio.to_thread(entry.worker.stop, 30)
+            try:
+                await asyncio.to_thread(entry.worker.stop, 30)
+            except TimeoutError as e:  # an adapter whose base's round hangs: the base still takes its work
+                log.error("unloading %s: %s", key, e)
         log.info("unloaded %s", key)
 
     def _start(self, entry: Loaded, worker: Worker) -> None:
@@ -304,8 +324,12 @@ class ModelHost:
         entry.base = None
         base = self.base_of(entry) if runs_here else None
         if base is not None:
-            await self._load_attached(key, model, entry, base)
-            return
+            try:
+                await self._load_attached(key, model, entry, base)
+                return
+            except UnsupportedAdapter as e:  # applied per row it would not be what was evaluated: merge it
+                log.warning("%s is served on a merged copy of its base: %s", key, e)
+                entry.merged_only = True
         adapter = model.adapter
         if model.adapter_blob and runs_here:  # a fine-tuned version: its adapter comes from the blob store
             adapter = await asyncio.to_thread(self._adapter_dir, model.adapter_blob)
@@ -328,17 +352,20 @@ class ModelHost:
         """A fine-tuned version in its base's batch: described here (its requests are checked on
         their own), its adapter attached to the base's worker when the base holds its weights and
         there is room (`runtime.max_loaded_adapters`); otherwise it attaches when work comes."""
+        base_worker = base.worker
+        holds_weights = isinstance(base_worker, TextWorker) and base.runtime.model is not None
+        # Read first (nothing changed yet if it cannot be applied per row), where the base's weights are.
+        adapter_dir = model.adapter or await asyncio.to_thread(self._adapter_dir, model.adapter_blob)
+        parameter = next(base.runtime.model.parameters()) if holds_weights else None
+        weights = await asyncio.to_thread(
+            LoraWeights.load, adapter_dir, **({"dtype": parameter.dtype, "device": parameter.device} if parameter is not None else {}))
         runtime = entry.runtime if isinstance(entry.runtime, TextRuntime) else await asyncio.to_thread(
             TextRuntime, name=key, path=model.path, settings=self._settings.runtime, load_weights=False,
             max_context=model.max_context, adapter=model.adapter,
         )
-        base_worker = base.worker
         batch_size = base_worker.capacity if isinstance(base_worker, TextWorker) else (
             model.max_batch_size or self._settings.runtime.max_batch_size)
-        if isinstance(base_worker, TextWorker) and await self._room_for_adapter(base):
-            adapter_dir = model.adapter or await asyncio.to_thread(self._adapter_dir, model.adapter_blob)
-            parameter = next(base.runtime.model.parameters())
-            weights = await asyncio.to_thread(LoraWeights.load, adapter_dir, dtype=parameter.dtype, device=parameter.device)
+        if holds_weights and await self._room_for_adapter(base):
             worker = AdapterWorker(version=key, base=base_worker, adapter=weights, queue=self._queue)
             await asyncio.to_thread(worker.start)  # waits for the base's step in progress to end
             entry.worker, entry.base = worker, base.version.key
@@ -350,10 +377,9 @@ class ModelHost:
         idle one when `runtime.max_loaded_adapters` are attached already."""
         limit = self._settings.runtime.max_loaded_adapters
         while limit is not None and len(attached := self._attached_to(base.version.key)) >= limit:
-            idle = [e for e in attached if not await self._has_work(e)]
-            if not idle:
-                return False
-            await self._detach(min(idle, key=lambda e: e.last_used))
+            idle = sorted([e for e in attached if not await self._has_work(e)], key=lambda e: e.last_used)
+            if not any([await self._detach(e, only_if_idle=True) for e in idle[:1]]):
+                return False  # all busy (or one took work meanwhile): it attaches when room comes
         return True
 
     def _serve_text(self, key: str, model: ModelSettings, entry: Loaded, runtime: TextRuntime, batch_size: int) -> None:
@@ -455,6 +481,11 @@ class ModelHost:
             self._start(entry, EmbeddingWorker(runtime=runtime, queue=self._queue, observer=self._observer))
         self._embedding_runtimes[key] = entry.runtime = runtime
         entry.forget = [lambda: self._embedding_runtimes.pop(key, None)]
+
+
+def names_adapter(spec: dict) -> bool:
+    """Whether a version's stored settings name an adapter (read as stored, not validated)."""
+    return bool(spec.get("adapter") or spec.get("adapter_blob"))
 
 
 def is_adapter(model: ModelSettings) -> bool:

@@ -41,7 +41,8 @@ def random_lora(pipeline_dir: Path, out: Path, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def loras(tiny_image_model_dir, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("image-loras")
-    return {"sd-ink": random_lora(tiny_image_model_dir, root / "ink", 1), "sd-neon": random_lora(tiny_image_model_dir, root / "neon", 2)}
+    # A '.' in a version name (which PEFT's adapter names may not hold) is fine.
+    return {"sd-1.5-ink": random_lora(tiny_image_model_dir, root / "ink", 1), "sd-neon": random_lora(tiny_image_model_dir, root / "neon", 2)}
 
 
 def models(image_dir: Path, tiny_model_dir: Path, loras: dict[str, Path]) -> list[dict]:
@@ -59,7 +60,7 @@ def picture(base_url: str, model: str, **extra) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(out.data[0].b64_json))).convert("RGB"), dtype=np.int16)
 
 
-REQUESTS = [("sd", {}), ("sd-ink", {}), ("sd-neon", {}), ("sd-ink", {"lora_scale": 0.5})]
+REQUESTS = [("sd", {}), ("sd-1.5-ink", {}), ("sd-neon", {}), ("sd-1.5-ink", {"lora_scale": 0.5})]
 
 
 def all_at_once(base_url: str) -> list[np.ndarray]:
@@ -81,14 +82,14 @@ def test_lora_versions_are_drawn_by_the_base_pipeline_with_their_own_pictures(tm
     with running_server(tmp_path_factory.mktemp("shared"), tiny_model_dir,
                         models=models(tiny_image_model_dir, tiny_model_dir, loras)) as (base_url, server):
         [base] = [w for w in server.workers if isinstance(w, ImageWorker)]  # one pipeline for the three versions
-        assert base.model == "sd@v1" and set(base.adapters) == {"sd-ink@v1", "sd-neon@v1"}
-        assert {w.model for w in server.workers if isinstance(w, AdapterWorker)} == {"sd-ink@v1", "sd-neon@v1"}
+        assert base.model == "sd@v1" and set(base.adapters) == {"sd-1.5-ink@v1", "sd-neon@v1"}
+        assert {w.model for w in server.workers if isinstance(w, AdapterWorker)} == {"sd-1.5-ink@v1", "sd-neon@v1"}
         got = all_at_once(base_url)
         at_zero = picture(base_url, "sd-neon", lora_scale=0)
         http = httpx.Client(base_url=base_url, timeout=30)
         bad = http.post("/v1/images/generations", json={"model": "sd", "prompt": "x", "lora_scale": 0.5})
-        too_strong = http.post("/v1/images/generations", json={"model": "sd-ink", "prompt": "x", "lora_scale": 3})
-        png = http.post("/v1/images/generations", json={"model": "sd-ink", "prompt": "x", "size": "32x32", "seed": 1,
+        too_strong = http.post("/v1/images/generations", json={"model": "sd-1.5-ink", "prompt": "x", "lora_scale": 3})
+        png = http.post("/v1/images/generations", json={"model": "sd-1.5-ink", "prompt": "x", "size": "32x32", "seed": 1,
                                                         "steps": 2, "lora_scale": 0.25})
     for mine, theirs in zip(got, reference):
         assert np.abs(mine - theirs).max() <= 1  # the same picture (PNG rounding aside)
@@ -97,8 +98,8 @@ def test_lora_versions_are_drawn_by_the_base_pipeline_with_their_own_pictures(tm
     assert np.abs(half_ink - ink).mean() > 1 and np.abs(half_ink - base_picture).mean() > 1  # the scale is applied
     assert np.abs(at_zero - base_picture).max() <= 1  # at 0, the base's picture
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "lora_scale"
-    assert too_strong.status_code in (400, 422) and "lora_scale" in too_strong.text and "Traceback" not in too_strong.text
+    assert too_strong.status_code == 400 and too_strong.json()["error"]["param"] == "lora_scale"
     from genloom.runtimes.image import read_provenance
 
     provenance = read_provenance(base64.b64decode(png.json()["data"][0]["b64_json"]))
-    assert provenance["model"] == "sd-ink@v1" and provenance["lora_scale"] == 0.25
+    assert provenance["model"] == "sd-1.5-ink@v1" and provenance["lora_scale"] == 0.25

@@ -249,7 +249,7 @@ def test_a_model_without_a_worker_is_refused_at_once_its_jobs_wait_and_a_hung_wo
             assert card["live"] and card["state"] == "ready" and card["pid"] == worker.pid
             assert card["health_url"] == worker_base and card["seconds_since_heartbeat"] < 3
             assert card["models"] == [{"model": "tiny@v1", "kind": "text", "state": "running", "capacity": 8,
-                                       "occupancy": 0, "reason": None}]
+                                       "occupancy": 0, "reason": None, "batch_of": None}]
             listed = subprocess.run(
                 [sys.executable, "-m", "genloom.cli", "workers", "--url", api, "--api-key", ADMIN_KEY, "--json"],
                 capture_output=True, text=True, timeout=60,

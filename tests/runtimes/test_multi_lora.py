@@ -161,3 +161,30 @@ def test_adapters_of_different_ranks_and_layers_mix_by_either_path(tiny_model_di
         assert torch.allclose(mixed[row], expected[name], atol=1e-4), (row, name)
     assert all(torch.allclose(single[row], expected["mlp"], atol=1e-4) for row in range(5))
     assert len({round(float(v.sum()), 3) for v in expected.values()}) == 4  # four different models
+
+
+def test_an_adapter_that_does_not_fit_is_refused_at_attach_and_the_others_keep_working(tiny_model_dir, adapters):
+    model = base_model(tiny_model_dir)
+    multi = MultiLora(model)
+    multi.add("ahoy", LoraWeights.load(adapters["ahoy"]))
+    good = LoraWeights.load(adapters["howdy"])
+    module, (a, b) = next(iter(good.modules.items()))
+    misfit = LoraWeights(modules={module: (torch.zeros(a.shape[0], a.shape[1] + 1), b)}, scale=1.0)
+    with pytest.raises(ValueError, match="do not fit"):
+        multi.add("misfit", misfit)
+    assert multi.names == ["ahoy"]
+    with torch.no_grad(), multi.rows(["ahoy", None]):  # a mixed batch still runs
+        model(input_ids=torch.tensor([[1, 2], [3, 4]]))
+
+
+@pytest.mark.parametrize("config", [{"use_dora": True}, {"target_modules": ["embed_tokens", "q_proj"]}])
+def test_what_cannot_be_applied_per_row_is_unsupported(tiny_model_dir, tmp_path, config):
+    """DoRA and LoRA on embeddings would not give what PEFT's merge gives: the loader says so."""
+    from peft import LoraConfig, get_peft_model
+
+    from genloom.runtimes.multi_lora import UnsupportedAdapter
+
+    peft_model = get_peft_model(base_model(tiny_model_dir), LoraConfig(**{"r": 2, "target_modules": ["q_proj"], **config}))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(UnsupportedAdapter):
+        LoraWeights.load(tmp_path / "adapter")

@@ -5,6 +5,7 @@ Detaching a version hands back what it held, retryable, and leaves its queued wo
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,28 @@ def test_a_detached_version_hands_back_what_it_held_and_its_queue_waits(tiny_mod
     base.run_burst()  # the base finishes its own job and leaves the detached version's queued work alone
     assert isinstance(answers.ended["plain"], ChoiceFinished) and len(answers.text["plain"]) > 0
     assert "later" not in answers.ended and queue.depth(model="tiny@ahoy") == 1
+
+
+def test_an_idle_only_detach_leaves_a_running_version_alone_while_the_worker_thread_runs(tiny_model_dir, adapters):
+    runtime = TextRuntime(name="tiny", path=tiny_model_dir, settings=RuntimeSettings())
+    queue, answers = InMemoryQueue(policy=SchedulerPolicy()), Answers()
+    base = TextWorker(runtime=runtime, queue=queue, max_batch_size=4)
+    base.start()
+    try:
+        ahoy = AdapterWorker(version="tiny@ahoy", base=base, adapter=LoraWeights.load(adapters["tiny@ahoy"]), queue=queue)
+        ahoy.start()  # attached while the worker's thread runs
+        prompt = runtime.encode_chat(QUESTION)
+        queue.submit(answers.job("long", "tiny@ahoy", prompt, max_tokens=400, ignore_eos=True))
+        deadline = time.monotonic() + 10
+        while not ahoy.busy:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        assert not ahoy.stop_if_idle(timeout=10) and base.adapters == ("tiny@ahoy",)  # its row runs: it stays
+        deadline = time.monotonic() + 60
+        while "long" not in answers.ended:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert isinstance(answers.ended["long"], ChoiceFinished)
+        assert ahoy.stop_if_idle(timeout=10) and base.adapters == () and runtime.adapters.names == []
+    finally:
+        base.stop(10)

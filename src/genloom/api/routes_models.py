@@ -1,6 +1,6 @@
 """/v1/models: every model this server serves, whatever its kind: one card per model name (its
 production version), one per fine-tuned version under its OpenAI name (`ft:BASE:SUFFIX:ID`, with
-`parent` its base; a tenant's own fine-tunes for that tenant only), and any `name@vN` or
+`parent` the base version it was trained on; a tenant's own fine-tunes for that tenant only), and any `name@vN` or
 `name@alias` on request."""
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def build_models_router(registry: ModelRegistry, loaded: Loaded) -> APIRouter:
                     suffix, _, short_id = alias.removeprefix("ft-").rpartition("-")
                     card = _model_card(f"ft:{name}:{suffix}:{short_id}", tuned.key, runtimes[tuned.key])
                     owner = _owner(tuned)
-                    card |= {"owned_by": owner or "genloom", "parent": version.key if version is not None else None}
+                    parent = tuned.metadata.get("base_version") if isinstance(tuned.metadata, dict) else None
+                    card |= {"owned_by": owner or "genloom", "parent": parent}
                     cards.append(card)
         return {"object": "list", "data": cards}
 
@@ -63,9 +64,10 @@ def _owner(version: ModelVersion) -> str | None:
 
 
 def _visible(version: ModelVersion, who) -> bool:
-    """A tenant's own fine-tuned version is listed and described for that tenant (and admins) only."""
+    """A tenant's own fine-tuned version is listed and described for that tenant only: the one
+    that may name it (`Catalog.resolve`); an admin manages it through /v1/admin/models."""
     owner = _owner(version)
-    return owner is None or who.is_admin or owner == who.tenant_id
+    return owner is None or owner == who.tenant_id
 
 
 def _model_card(model_id: str, key: str, runtime: Any) -> dict[str, Any]:

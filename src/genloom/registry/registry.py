@@ -65,8 +65,9 @@ def _digest(settings: ModelSettings, *, contents: bool) -> str:
         digest.update(f"adapter-blob:{settings.adapter_blob}\0".encode())  # content-addressed already
     for root in [Path(settings.path)] + ([Path(settings.adapter)] if settings.adapter else []):
         digest.update(b"\1")  # the base's files, then the adapter's
-        for file in sorted(p for p in root.rglob("*") if p.is_file()):
-            digest.update(str(file.relative_to(root)).encode() + b"\0")
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())  # a LoRA may be one file
+        for file in files:
+            digest.update(str(file.relative_to(root) if file != root else file.name).encode() + b"\0")
             if not contents:
                 stat = file.stat()
                 digest.update(f"{stat.st_size}:{stat.st_mtime_ns}\0".encode())

@@ -166,15 +166,23 @@ class ImageRuntime:
         if weights is None:
             raise ValueError(f"{adapter} is not a diffusers LoRA")
         with self._lock:
-            self.pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=name)
+            try:
+                self.pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=_peft_name(name))
+            except Exception:
+                self._drop(name)  # nothing half-loaded may stay active or keep the name taken
+                raise
             self._loras.add(name)
             self._apply(None, 1.0)  # loading one activates it: back to the base until a call names it
 
     def remove_lora(self, name: str) -> None:
         with self._lock:
-            if name in self._loras:
-                self.pipe.delete_adapters([name])
-                self._loras.discard(name)
+            self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        if any(_peft_name(name) in names for names in self.pipe.get_list_adapters().values()):
+            self.pipe.delete_adapters([_peft_name(name)])
+        self._loras.discard(name)
+        self._apply(None, 1.0)
 
     @property
     def loras(self) -> list[str]:
@@ -184,7 +192,7 @@ class ImageRuntime:
         """The pipeline's LoRA state for the next call: `lora` at `scale`, or none (the base alone)."""
         if lora is not None:
             self.pipe.enable_lora()
-            self.pipe.set_adapters([lora], adapter_weights=[scale])
+            self.pipe.set_adapters([_peft_name(lora)], adapter_weights=[scale])
         elif self._loras:
             self.pipe.disable_lora()
 
@@ -271,6 +279,12 @@ class ImageRuntime:
             "scheduler": task.scheduler or self.info.default_scheduler,
             **task.provenance,
         }
+
+
+def _peft_name(version: str) -> str:
+    """The adapter's name inside the pipeline: PEFT keeps adapters in module dicts, whose keys may
+    not hold '.', which version names may."""
+    return "lora_" + hashlib.sha256(version.encode()).hexdigest()[:16]
 
 
 def encode_png(image, provenance: dict[str, Any]) -> bytes:

@@ -10,7 +10,7 @@ matmuls (the gather-then-matmul shape of Punica's BGMV kernels, in plain torch).
 names the same adapter, it is two plain matmuls.
 
 The batcher (`DecodeBatch`) sets each step's rows with `MultiLora.rows(...)`; the server attaches
-fine-tuned versions to their base's worker (`worker.text_worker.AdapterWorker`)."""
+fine-tuned versions to their base's worker (`worker.adapter_worker.AdapterWorker`)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ _SUFFIXES = (".lora_A.weight", ".lora_B.weight")
 DENSE_COLUMNS = 256
 
 
+class UnsupportedAdapter(ValueError):
+    """An adapter that MultiLora would not apply exactly as PEFT's merge does (serve a merged copy)."""
+
+
 @dataclass(frozen=True)
 class LoraWeights:
     """One adapter: per adapted module (its name in the base model) its A (r x in) and B (out x r)."""
@@ -38,21 +42,38 @@ class LoraWeights:
 
     @classmethod
     def load(cls, adapter_dir: Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> LoraWeights:
-        """A PEFT adapter directory (adapter_config.json, adapter_model.safetensors)."""
+        """A PEFT adapter directory (adapter_config.json, adapter_model.safetensors) of plain LoRA
+        on linear layers; anything else (DoRA, per-module ranks or alphas, biases, extra trained
+        modules, LoRA on embeddings, a .bin file) is UnsupportedAdapter: its merged copy serves it."""
         from safetensors.torch import load_file
 
-        config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-        tensors = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+        adapter_dir = Path(adapter_dir)
+        config = json.loads((adapter_dir / "adapter_config.json").read_text())
+        unsupported = [name for name, present in (
+            ("use_dora", config.get("use_dora")), ("rank_pattern", config.get("rank_pattern")),
+            ("alpha_pattern", config.get("alpha_pattern")), ("modules_to_save", config.get("modules_to_save")),
+            ("bias", config.get("bias", "none") not in (None, "none")),
+        ) if present]
+        if unsupported:
+            raise UnsupportedAdapter(f"{adapter_dir}: {', '.join(unsupported)} is not applied per row")
+        if not (adapter_dir / "adapter_model.safetensors").is_file():
+            raise UnsupportedAdapter(f"{adapter_dir} has no adapter_model.safetensors")
+        tensors = load_file(str(adapter_dir / "adapter_model.safetensors"))
         pairs: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             for i, suffix in enumerate(_SUFFIXES):
                 if key.endswith(suffix):
                     module = key[: -len(suffix)].removeprefix("base_model.model.")
                     pairs.setdefault(module, {})["AB"[i]] = value.to(device=device, dtype=dtype)
+                    break
+            else:
+                raise UnsupportedAdapter(f"{adapter_dir}: {key} is not a linear layer's LoRA weight")
         modules = {name: (ab["A"], ab["B"]) for name, ab in pairs.items() if "A" in ab and "B" in ab}
-        if not modules:
-            raise ValueError(f"{adapter_dir} holds no LoRA A/B weights")
-        return cls(modules=modules, scale=float(config.get("lora_alpha", config.get("r", 1))) / float(config["r"]))
+        if not modules or len(modules) != len(pairs):
+            raise UnsupportedAdapter(f"{adapter_dir} holds no complete LoRA A/B pairs")
+        rank, alpha = float(config["r"]), float(config.get("lora_alpha", config["r"]))
+        scale = alpha / rank ** 0.5 if config.get("use_rslora") else alpha / rank
+        return cls(modules=modules, scale=scale)
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,7 @@ class MultiLora:
         self._stacks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._wide: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._rank = 0
+        self._like = torch.zeros(0)  # a tensor of the adapters' dtype and device
         self._plan: _Plan | None = None  # this forward's rows
         self._last: tuple[tuple[int, ...], _Plan] | None = None  # the last plan made, by its rows' slots
 
@@ -87,44 +109,57 @@ class MultiLora:
         return sorted(self._adapters)
 
     def add(self, name: str, weights: LoraWeights) -> None:
-        for module in weights.modules:
-            if not isinstance(self._named.get(module), torch.nn.Linear):
+        """Attach an adapter (checked against the base's layers here, so a bad one never reaches a batch)."""
+        for module, (a, b) in weights.modules.items():
+            layer = self._named.get(module)
+            if not isinstance(layer, torch.nn.Linear):
                 raise ValueError(f"adapter {name}: the base has no linear layer {module!r}")
+            if a.dim() != 2 or b.dim() != 2 or a.shape[1] != layer.in_features or b.shape[0] != layer.out_features \
+                    or a.shape[0] != b.shape[1]:
+                raise ValueError(f"adapter {name}: {module} has A {tuple(a.shape)} and B {tuple(b.shape)}, which do not "
+                                 f"fit a {layer.in_features} -> {layer.out_features} layer")
         self._adapters[name] = weights
-        self._stacks, self._last = None, None
         for module in weights.modules:
             if module not in self._hooks:
                 self._hooks[module] = self._named[module].register_forward_hook(self._hook(module))
+        self._rebuild()
 
     def remove(self, name: str) -> None:
         self._adapters.pop(name, None)
-        self._stacks, self._last = None, None
         still = {m for w in self._adapters.values() for m in w.modules}
         for module in [m for m in self._hooks if m not in still]:
             self._hooks.pop(module).remove()
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._last, self._wide = None, {}
+        self._stacks = self._build() if self._adapters else {}
 
     def _build(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """The stacked weights of every adapted layer, slot i+1 for the i-th adapter by name."""
+        """The adapters' weights per adapted layer, slot i+1 for the i-th adapter by name, in the one
+        form the mixed batches will use: stacked (gather) or, up to DENSE_COLUMNS, side by side
+        (`_wide`, every layer padded to the largest rank so one row mask fits all); B scaled."""
         names = self.names
         self._slots = {name: i + 1 for i, name in enumerate(names)}
-        stacks = {}
+        self._rank = max(a.shape[0] for w in self._adapters.values() for a, _ in w.modules.values())
+        dense = len(names) * self._rank <= DENSE_COLUMNS
+        stacks, self._wide = {}, {}
         for module in self._hooks:
             pairs = {name: self._adapters[name].modules[module] for name in names if module in self._adapters[name].modules}
             some_a, some_b = next(iter(pairs.values()))
-            rank = max(a.shape[0] for a, _ in pairs.values())
+            self._like = some_a
+            rank = self._rank if dense else max(a.shape[0] for a, _ in pairs.values())
             a_t = some_a.new_zeros((len(names) + 1, some_a.shape[1], rank))
             b_t = some_b.new_zeros((len(names) + 1, rank, some_b.shape[0]))
             for name, (a, b) in pairs.items():
                 slot, r = self._slots[name], a.shape[0]
                 a_t[slot, :, :r] = a.T
                 b_t[slot, :r, :] = b.T * self._adapters[name].scale
-            stacks[module] = (a_t, b_t)
-        self._rank = max((a.shape[2] for a, _ in stacks.values()), default=0)
-        self._wide = {}
-        for module, (a_t, b_t) in stacks.items():  # every layer padded to the largest rank, so one mask fits all
-            a_t = torch.nn.functional.pad(a_t[1:], (0, self._rank - a_t.shape[2]))
-            b_t = torch.nn.functional.pad(b_t[1:], (0, 0, 0, self._rank - b_t.shape[1]))
-            self._wide[module] = (a_t.permute(1, 0, 2).reshape(a_t.shape[1], -1), b_t.reshape(-1, b_t.shape[2]))
+            if dense:  # [in, adapters * rank] and [adapters * rank, out]
+                self._wide[module] = (a_t[1:].permute(1, 0, 2).reshape(a_t.shape[1], -1).contiguous(),
+                                      b_t[1:].reshape(-1, b_t.shape[2]).contiguous())
+            else:
+                stacks[module] = (a_t, b_t)
         return stacks
 
     @contextmanager
@@ -134,7 +169,7 @@ class MultiLora:
         if unknown:
             raise KeyError(f"adapters not loaded: {sorted(unknown)}")
         if self._stacks is None:
-            self._stacks = self._build()
+            self._rebuild()
         slots = tuple(0 if name is None else self._slots[name] for name in adapters)
         if any(slots):
             # A running batch names the same adapters step after step: its plan is made once.
@@ -147,15 +182,14 @@ class MultiLora:
             self._plan = None
 
     def _make_plan(self, slots: tuple[int, ...]) -> _Plan:
-        assert self._stacks is not None
-        a_t = next(iter(self._stacks.values()))[0]
+        like = self._like
         if len(set(slots)) == 1:
             return _Plan(rows=len(slots), index=None, single=slots[0])
-        index = torch.tensor(slots, device=a_t.device)
-        if len(self._adapters) * self._rank > DENSE_COLUMNS:
+        index = torch.tensor(slots, device=like.device)
+        if not self._wide:
             return _Plan(rows=len(slots), index=index, single=None)
         # Row i keeps the columns of its own adapter (none for a base row).
-        own = torch.nn.functional.one_hot(index, len(self._adapters) + 1)[:, 1:].to(a_t.dtype)
+        own = torch.nn.functional.one_hot(index, len(self._adapters) + 1)[:, 1:].to(like.dtype)
         return _Plan(rows=len(slots), index=None, single=None, mask=own.repeat_interleave(self._rank, dim=1))
 
     def _hook(self, module: str):
@@ -166,14 +200,18 @@ class MultiLora:
             x = inputs[0]
             if x.shape[0] != plan.rows:
                 raise ValueError(f"{plan.rows} rows named, the batch has {x.shape[0]}")
+            if self._wide:
+                a_wide, b_wide = self._wide[module]
+                if plan.single is not None:  # one adapter on every row: its own columns
+                    cols = slice((plan.single - 1) * self._rank, plan.single * self._rank)
+                    return output + (x @ a_wide[:, cols]) @ b_wide[cols]
+                # Every adapter's columns for every row, then each row keeps its own.
+                mask = plan.mask if x.dim() == 2 else plan.mask.unsqueeze(1)
+                return output + ((x @ a_wide) * mask) @ b_wide
             assert self._stacks is not None
             a_t, b_t = self._stacks[module]
             if plan.single is not None:
                 return output + (x @ a_t[plan.single]) @ b_t[plan.single]
-            if plan.mask is not None:  # every adapter's columns for every row, then each row keeps its own
-                a_wide, b_wide = self._wide[module]
-                mask = plan.mask if x.dim() == 2 else plan.mask.unsqueeze(1)
-                return output + ((x @ a_wide) * mask) @ b_wide
             x3 = x.reshape(x.shape[0], -1, x.shape[-1])  # [rows, tokens, in]
             delta = torch.bmm(torch.bmm(x3, a_t.index_select(0, plan.index)), b_t.index_select(0, plan.index))
             return output + delta.view(output.shape)

@@ -43,6 +43,7 @@ from genloom.runtimes.text import TextRuntime, pick_device
 from genloom.store.fine_tuning import FineTuningJob
 from genloom.gateway.fine_tune_gate import Evaluation
 from genloom.registry.rollout import RolloutPlan, RolloutStrategy
+from genloom.worker.adapter_worker import AdapterWorker
 
 log = logging.getLogger("genloom.server")
 _DRAIN_POLL_S = 0.05
@@ -416,7 +417,11 @@ class GenloomServer:
     async def _stop_workers(self) -> None:
         for job in self.c.queue.close():
             job.emit(JobFailed("the server shut down before this request started", retryable=True, shutdown=True))
-        await asyncio.gather(*(asyncio.to_thread(w.stop, 30) for w in self.c.models.workers))
+        # Workers with threads first: a base fails what its batch holds, adapters' rows included, as a
+        # shutdown; then the versions attached to them detach, with nothing left to fail.
+        workers = self.c.models.workers
+        await asyncio.gather(*(asyncio.to_thread(w.stop, 30) for w in workers if not isinstance(w, AdapterWorker)))
+        await asyncio.gather(*(asyncio.to_thread(_quietly, w.stop, 30) for w in workers if isinstance(w, AdapterWorker)))
 
     async def stop(self) -> None:
         if self._stopped:
@@ -469,3 +474,10 @@ def data_dir_usage(settings: Settings) -> tuple[int, int] | None:
 
 async def _never_disconnected() -> bool:
     return False
+
+
+def _quietly(stop: Callable[[float], None], timeout: float) -> None:
+    try:
+        stop(timeout)
+    except TimeoutError as e:  # shutting down anyway
+        log.warning("%s", e)

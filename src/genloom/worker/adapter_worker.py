@@ -1,5 +1,6 @@
 """A LoRA version served by its base's worker, as the rest of the process sees it: a worker with
-no thread of its own, whose health, occupancy and capacity are its share of the base's. Started,
+no thread of its own, with the base's health and capacity (the batch its rows share) and the rows
+of its own jobs as occupancy. Started,
 it attaches its adapter to the base's worker (a `TextWorker`, whose batch rows then run with it, or
 an `ImageWorker`, whose pipeline calls for it apply it); stopped, it detaches it."""
 
@@ -17,8 +18,9 @@ class AdapterHost(Protocol):
     model: str
     kind: str
 
-    def attach(self, version: str, adapter: Any) -> None: ...
-    def detach(self, version: str, message: str) -> None: ...
+    def attach(self, version: str, adapter: Any, timeout: float | None = None) -> None: ...
+    def detach(self, version: str, message: str, timeout: float | None = None) -> None: ...
+    def detach_if_idle(self, version: str, message: str, timeout: float | None = None) -> bool: ...
     def holds(self, version: str) -> bool: ...
     def rows_of(self, version: str) -> int: ...
     def health(self) -> WorkerHealth: ...
@@ -46,9 +48,24 @@ class AdapterWorker(Worker):
         self._started = True
 
     def stop(self, timeout: float | None = None) -> None:
+        """Detach from the base, failing what it holds there (retryable); TimeoutError when the
+        base's round does not end within `timeout` (then it stays attached)."""
         if self._started and not self._stop.is_set():
+            self.base.detach(self.model, self._unloaded, timeout)
             self._stop.set()
-            self.base.detach(self.model, f"model {self.model} was unloaded from this process; retry the request")
+
+    def stop_if_idle(self, timeout: float | None = None) -> bool:
+        """Detach only if none of its rows is in the base's batch now; whether it did."""
+        if not self._started or self._stop.is_set():
+            return True
+        if not self.base.detach_if_idle(self.model, self._unloaded, timeout):
+            return False
+        self._stop.set()
+        return True
+
+    @property
+    def _unloaded(self) -> str:
+        return f"model {self.model} was unloaded from this process; retry the request"
 
     @property
     def alive(self) -> bool:

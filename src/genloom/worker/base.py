@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 
@@ -27,6 +28,18 @@ log = logging.getLogger("genloom.worker")
 SHUTDOWN_MESSAGE = "the server shut down before this request finished"
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 2.0
+
+
+@contextmanager
+def between_rounds(lock: threading.RLock, timeout: float | None, what: str) -> Iterator[None]:
+    """Hold a worker's round lock (waiting for the round in progress to end), or raise
+    TimeoutError after `timeout` seconds (a hung model call must not hang its callers too)."""
+    if not lock.acquire(timeout=-1 if timeout is None else timeout):
+        raise TimeoutError(f"{what}: the worker's round did not end within {timeout} s")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class WorkerState(str, Enum):

@@ -20,7 +20,7 @@ from genloom.jobs import ImagesReady, ImageTask, Job, JobFailed, JobStarted
 from genloom.queue.protocol import JobQueue
 from genloom.runtimes.image import GenerationStopped, ImageInputError, ImageRuntime, encode_png
 from genloom.telemetry import NO_OBSERVER, Observer
-from genloom.worker.base import BatchWorker
+from genloom.worker.base import BatchWorker, between_rounds
 
 log = logging.getLogger("genloom.worker")
 
@@ -52,24 +52,28 @@ class ImageWorker(BatchWorker):
         self.max_batch_images = max_batch_images
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # images per recent pipeline call, so tests and metrics can see batching
         self._models: tuple[str, ...] = (self.model,)  # its own work, then the attached LoRA versions'
-        self._round_lock = threading.Lock()  # LoRAs are attached and detached between rounds only
+        self._round_lock = threading.RLock()  # LoRAs are attached and detached between rounds only
 
     @property
     def adapters(self) -> tuple[str, ...]:
         return self._models[1:]
 
-    def attach(self, version: str, adapter: Path) -> None:
+    def attach(self, version: str, adapter: Path, timeout: float | None = None) -> None:
         """Take `version`'s work from now on, run with its diffusers LoRA `adapter` on this pipeline."""
-        with self._round_lock:
+        with between_rounds(self._round_lock, timeout, f"attaching {version} to {self.model}"):
             self._runtime.add_lora(version, adapter)
             if version not in self._models:
                 self._models = (*self._models, version)
 
-    def detach(self, version: str, message: str) -> None:
+    def detach(self, version: str, message: str, timeout: float | None = None) -> None:
         """Stop taking `version`'s work and drop its LoRA (nothing of it is held between rounds)."""
-        with self._round_lock:
+        with between_rounds(self._round_lock, timeout, f"detaching {version} from {self.model}"):
             self._models = tuple(m for m in self._models if m != version)
             self._runtime.remove_lora(version)
+
+    def detach_if_idle(self, version: str, message: str, timeout: float | None = None) -> bool:
+        self.detach(version, message, timeout)  # between rounds it holds nothing
+        return True
 
     def holds(self, version: str) -> bool:
         return any(job.model == version for job in list(self._held))

@@ -23,7 +23,7 @@ from genloom.runtimes.multi_lora import LoraWeights
 from genloom.runtimes.text import TextRuntime
 from genloom.runtimes.text_batch import NewSequence
 from genloom.telemetry import NO_OBSERVER, Observer
-from genloom.worker.base import Worker
+from genloom.worker.base import Worker, between_rounds
 
 log = logging.getLogger("genloom.worker")
 
@@ -62,8 +62,10 @@ class TextWorker(Worker):
         # The versions whose work it takes: its own, then the attached adapters' (replaced whole,
         # never changed in place, so a round reads one consistent tuple).
         self._models: tuple[str, ...] = (self.model,)
-        # Held while a round runs, and by attach/detach, so the adapters never change mid-step.
-        self._round_lock = threading.Lock()
+        # Held while a round runs, and by attach/detach and failing what is held, so the adapters
+        # and the batch never change mid-step (re-entrant: a round may fail what it holds).
+        self._round_lock = threading.RLock()
+        self._realtime_seen = (-math.inf, False)  # when the attached versions' realtime queues were last read
 
     # -- attached adapters (called from other threads) ----------------------------------------
 
@@ -72,17 +74,25 @@ class TextWorker(Worker):
         """The versions attached to it, in the order they were attached."""
         return self._models[1:]
 
-    def attach(self, version: str, weights: LoraWeights) -> None:
+    def attach(self, version: str, weights: LoraWeights, timeout: float | None = None) -> None:
         """Take `version`'s work from now on, its rows running with `weights` (an adapter of this model)."""
-        with self._round_lock:
+        with between_rounds(self._round_lock, timeout, f"attaching {version} to {self.model}"):
             self._runtime.adapters.add(version, weights)
             if version not in self._models:
                 self._models = (*self._models, version)
 
-    def detach(self, version: str, message: str) -> None:
+    def detach_if_idle(self, version: str, message: str, timeout: float | None = None) -> bool:
+        """Detach `version` unless its rows are in the batch now (checked and done in one step)."""
+        with between_rounds(self._round_lock, timeout, f"detaching {version} from {self.model}"):
+            if self.holds(version):
+                return False
+            self.detach(version, message)
+            return True
+
+    def detach(self, version: str, message: str, timeout: float | None = None) -> None:
         """Stop taking `version`'s work; what it holds of it is failed retryable with `message`
         (it runs again wherever the version goes next), and its adapter weights are dropped."""
-        with self._round_lock:
+        with between_rounds(self._round_lock, timeout, f"detaching {version} from {self.model}"):
             self._models = tuple(m for m in self._models if m != version)
             held = [job for job in self._active if job.model == version]
             if held:
@@ -165,13 +175,24 @@ class TextWorker(Worker):
 
     def _async_row_limit(self) -> int:
         now = self._clock()
-        if any(job.request_class is RequestClass.REALTIME for job in self._active) or any(
-            self._queue.depth(RequestClass.REALTIME, model=model) for model in self._models
-        ):
+        if any(job.request_class is RequestClass.REALTIME for job in self._active) or self._queue.depth(
+            RequestClass.REALTIME, model=self.model
+        ) or self._attached_realtime(now):
             self._last_realtime = now
         if now - self._last_realtime < self._realtime_grace_s:
             return min(self._max_async_rows, self._async_rows_with_realtime)
         return self._max_async_rows
+
+    def _attached_realtime(self, now: float) -> bool:
+        """Whether an attached version has realtime work waiting: read at most every 0.25 s (one
+        queue call per version; on Redis each is a round trip)."""
+        if len(self._models) == 1:
+            return False
+        read_at, seen = self._realtime_seen
+        if now - read_at >= 0.25:
+            seen = any(self._queue.depth(RequestClass.REALTIME, model=m) for m in self._models[1:])
+            self._realtime_seen = (now, seen)
+        return seen
 
     def _async_rows(self) -> int:
         return sum(len(open_rows) for job, open_rows in self._active.items() if job.request_class is RequestClass.ASYNC)
@@ -203,9 +224,10 @@ class TextWorker(Worker):
             self._queue.finish(job)
 
     def _fail_held(self, message: str, shutdown: bool = False) -> None:
-        for job in self._active:
-            job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
-            self._queue.finish(job)
-        self._active.clear()
-        self._batch = self._runtime.new_batch()
+        with self._round_lock:  # never beside a detach
+            for job in self._active:
+                job.emit(JobFailed(message, retryable=True, shutdown=shutdown))
+                self._queue.finish(job)
+            self._active.clear()
+            self._batch = self._runtime.new_batch()
 
