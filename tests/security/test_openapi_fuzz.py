@@ -39,7 +39,9 @@ NO_BODY = {
     ("POST", "/v1/admin/scenarios/{name}/rollback"), ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"),
 }
 # Served but not described, on purpose: Prometheus' text format and the docs pages themselves.
-UNDOCUMENTED = {"/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# Not API operations: scrapes, the schema and its viewers, and the console's static page and assets.
+UNDOCUMENTED = {"/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/console", "/console/",
+                "/console/assets/{name}"}
 
 
 @pytest.fixture(scope="module")

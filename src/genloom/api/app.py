@@ -25,6 +25,7 @@ from genloom.api.routes_health import build_health_router
 from genloom.api.routes_metrics import build_metrics_router
 from genloom.api.routes_images import build_images_router
 from genloom.api.routes_jobs import build_jobs_router
+from genloom.api.routes_me import build_me_router
 from genloom.api.routes_models import Loaded, build_models_router
 from genloom.api.routes_registry import build_registry_router
 from genloom.api.routes_templates import build_templates_router
@@ -118,6 +119,7 @@ def create_app(
     )
     authenticate = Depends(authenticate_request)
     routers = (
+        build_me_router(),
         build_models_router(registry, loaded_models),
         build_text_router(pipeline, templates, settings.api),
         *([build_responses_router(pipeline, responses, settings.api)] if responses is not None else []),
@@ -141,6 +143,10 @@ def create_app(
         app.include_router(router, dependencies=[authenticate])
     # File content also opens with a signed link (an image response's url), so it checks keys itself.
     app.include_router(build_files_router(images.files, images.signer, authenticate_request))
+    if settings.console.enabled:  # static pages; what they show comes from the routes above, with the user's key
+        from genloom.console import build_console_router
+
+        app.include_router(build_console_router())
     install_error_handlers(app)
     return app
 

@@ -174,6 +174,13 @@ class FeedbackSettings(_Section):
     max_tags: int = Field(16, ge=0, description="most tags on one rating")
 
 
+class ConsoleSettings(_Section):
+    """The web console at /console (static pages; everything they show comes from the API with the
+    signed-in key)."""
+
+    enabled: bool = True
+
+
 class FineTuningSettings(_Section):
     """LoRA fine-tuning jobs (POST /v1/fine_tuning/jobs), run by the processes that hold the base model."""
 
@@ -518,6 +525,7 @@ class Settings(BaseSettings):
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,594 @@
+// The Genloom console: one script, no dependencies. Everything it shows comes from the API with
+// the signed-in key (kept in this tab's sessionStorage, never in a cookie). Data from the server
+// (model output, job metadata, names) goes into the page only as text (textContent), never as HTML.
+"use strict";
+
+const KEY = "genloom.console.key";
+// routeAbort: ends whatever the page on screen still fetches or streams when another page opens.
+const state = { key: sessionStorage.getItem(KEY), me: null, timers: [], routeAbort: new AbortController() };
+
+// -- small helpers -------------------------------------------------------------------------------
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "text") node.textContent = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "value") node.value = value;
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function field(label, input) {
+  return el("label", {}, label, input);
+}
+
+function when(unix) {
+  return unix ? new Date(unix * 1000).toLocaleString() : "";
+}
+
+class ApiError extends Error {
+  constructor(status, message, param) {
+    super(message);
+    this.status = status;
+    this.param = param;
+  }
+}
+
+async function api(path, { method = "GET", body, signal = state.routeAbort.signal } = {}) {
+  const headers = { Authorization: `Bearer ${state.key}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = (data && data.error) || {};
+    throw new ApiError(response.status, error.message || response.statusText, error.param);
+  }
+  return data;
+}
+
+// Server-sent events from a fetch (EventSource cannot send the Authorization header).
+async function* events(path, { method = "GET", body, signal = state.routeAbort.signal } = {}) {
+  const headers = { Authorization: `Bearer ${state.key}`, Accept: "text/event-stream" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+  if (!response.ok) {
+    const data = await response.json().catch(() => null);
+    throw new ApiError(response.status, (data && data.error && data.error.message) || response.statusText);
+  }
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+      if (!data) continue;
+      if (data === "[DONE]") return;
+      yield JSON.parse(data);
+    }
+  }
+}
+
+function showError(target, error) {
+  target.replaceChildren(el("p", { class: "error", role: "alert", text: error instanceof Error ? error.message : String(error) }));
+}
+
+function every(ms, fn) {
+  fn();
+  state.timers.push(setInterval(fn, ms));
+}
+
+function abortable() {
+  return state.routeAbort.signal;
+}
+
+async function modelsOf(kind) {
+  const listed = await api("/v1/models");
+  return listed.data.filter((m) => m.kind === kind).map((m) => m.id);
+}
+
+function select(options, attrs) {
+  return el("select", attrs || {}, options.map((o) => (typeof o === "string" ? el("option", { value: o, text: o }) : el("option", { value: o.value, text: o.label }))));
+}
+
+// -- sign in ---------------------------------------------------------------------------------------
+
+function signInPage(view, message) {
+  const key = el("input", { type: "password", id: "key", autocomplete: "off", required: true, "aria-describedby": "key-help" });
+  const error = el("p", { class: "error", role: "alert", text: message || "" });
+  const form = el("form", {
+    class: "grid",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      state.key = key.value.trim();
+      try {
+        await whoAmI();
+        sessionStorage.setItem(KEY, state.key);
+        go("#/playground");
+      } catch (e) {
+        state.key = null;
+        error.textContent = e.status === 401 ? "That key was not accepted." : e.message;
+      }
+    },
+  },
+  field("API key", key),
+  el("button", { type: "submit", text: "Sign in" }));
+  view.replaceChildren(
+    el("h1", { text: "Sign in" }),
+    el("p", { id: "key-help", class: "muted", text: "An admin key sees everything; a tenant key sees its own tenant. The key stays in this tab only." }),
+    form, error,
+  );
+  key.focus();
+}
+
+async function whoAmI() {
+  state.me = await api("/v1/me");
+  document.getElementById("who").textContent = `${state.me.tenant_name}${state.me.admin ? " (admin)" : ""}`;
+  document.getElementById("nav").hidden = false;
+  document.getElementById("signout").hidden = false;
+  for (const link of document.querySelectorAll("nav a[data-admin]")) link.hidden = !state.me.admin;
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY);
+  state.key = null;
+  state.me = null;
+  document.getElementById("who").textContent = "";
+  document.getElementById("nav").hidden = true;
+  document.getElementById("signout").hidden = true;
+  go("#/");
+}
+
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash; // the hashchange routes
+}
+
+// -- playground ------------------------------------------------------------------------------------
+
+async function playgroundPage(view) {
+  const models = await modelsOf("text");
+  const first = select(models, { id: "model" });
+  const second = select(["", ...models], { id: "compare" });
+  const system = el("textarea", { id: "system", placeholder: "You are a helpful assistant." });
+  const prompt = el("textarea", { id: "prompt", required: true, placeholder: "Ask something" });
+  const temperature = el("input", { id: "temperature", type: "number", min: 0, max: 2, step: 0.1, value: "0.7" });
+  const maxTokens = el("input", { id: "max_tokens", type: "number", min: 1, value: "64" });
+  const seed = el("input", { id: "seed", type: "number", min: 0, placeholder: "random" });
+  const stop = el("input", { id: "stop", placeholder: "e.g. \\n\\n" });
+  const panes = el("div", { class: "panes", "aria-live": "polite" });
+  const snippet = el("pre", { id: "snippet", class: "pane", hidden: true });
+
+  function body(model) {
+    const messages = [];
+    if (system.value.trim()) messages.push({ role: "system", content: system.value });
+    messages.push({ role: "user", content: prompt.value });
+    const b = { model, messages, stream: true, stream_options: { include_usage: true }, temperature: Number(temperature.value), max_tokens: Number(maxTokens.value) };
+    if (seed.value !== "") b.seed = Number(seed.value);
+    if (stop.value) b.stop = [stop.value.replace(/\\n/g, "\n")];
+    return b;
+  }
+
+  async function run(model, pane) {
+    const output = el("div", { class: "output", "data-model": model });
+    const status = el("p", { class: "muted", text: "…" });
+    pane.replaceChildren(el("h3", { text: model }), output, status);
+    const started = performance.now();
+    let first = null;
+    try {
+      for await (const chunk of events("/v1/chat/completions", { method: "POST", body: body(model), signal: abortable() })) {
+        if (chunk.error) throw new Error(chunk.error.message);
+        for (const choice of chunk.choices || []) {
+          const text = choice.delta && choice.delta.content;
+          if (text) {
+            if (first === null) first = performance.now() - started;
+            output.textContent += text;
+          }
+          if (choice.finish_reason) status.textContent = `finished: ${choice.finish_reason}`;
+        }
+        if (chunk.usage) status.textContent += ` · ${chunk.usage.completion_tokens} tokens · first token ${Math.round(first || 0)} ms · ${chunk.system_fingerprint || ""}`;
+      }
+      status.className = "muted done";
+    } catch (e) {
+      status.className = "error";
+      status.textContent = e.message;
+    }
+  }
+
+  const form = el("form", {
+    class: "grid",
+    onsubmit: (event) => {
+      event.preventDefault();
+      const chosen = [first.value, second.value].filter(Boolean);
+      panes.replaceChildren(...chosen.map(() => el("div", { class: "pane" })));
+      chosen.forEach((model, i) => run(model, panes.children[i]));
+    },
+  },
+  field("Model", first), field("Compare with", second), field("Temperature", temperature), field("Max tokens", maxTokens),
+  field("Seed", seed), field("Stop", stop),
+  el("label", { class: "wide" }, "System prompt", system),
+  el("label", { class: "wide" }, "Message", prompt),
+  el("div", { class: "row wide" },
+    el("button", { type: "submit", id: "send", text: "Send" }),
+    el("button", {
+      type: "button", class: "secondary", id: "as-curl", text: "Copy as curl",
+      onclick: () => {
+        const b = body(first.value);
+        snippet.hidden = false;
+        snippet.textContent = `curl ${location.origin}/v1/chat/completions \\\n  -H "Authorization: Bearer $GENLOOM_API_KEY" \\\n  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(b).replace(/'/g, "'\\''")}'`;
+        navigator.clipboard && navigator.clipboard.writeText(snippet.textContent).catch(() => {});
+      },
+    }),
+    el("button", {
+      type: "button", class: "secondary", id: "as-python", text: "Copy as Python",
+      onclick: () => {
+        const b = body(first.value);
+        delete b.stream_options;
+        snippet.hidden = false;
+        snippet.textContent = `from openai import OpenAI\n\nclient = OpenAI(base_url="${location.origin}/v1")  # the key from OPENAI_API_KEY\nfor chunk in client.chat.completions.create(**${JSON.stringify(b)}):\n    print(chunk.choices[0].delta.content or "", end="")`;
+      },
+    })),
+  );
+  view.replaceChildren(el("h1", { text: "Playground" }), form, panes, snippet);
+}
+
+// -- images ----------------------------------------------------------------------------------------
+
+async function imagesPage(view) {
+  const models = await modelsOf("image");
+  if (!models.length) {
+    view.replaceChildren(el("h1", { text: "Images" }), el("p", { class: "muted", text: "No image model is served." }));
+    return;
+  }
+  const model = select(models, { id: "image-model" });
+  const prompt = el("input", { id: "image-prompt", required: true, placeholder: "a lighthouse at dusk" });
+  const negative = el("input", { id: "negative" });
+  const size = el("input", { id: "size", placeholder: "auto" });
+  const steps = el("input", { id: "steps", type: "number", min: 1, placeholder: "default" });
+  const guidance = el("input", { id: "guidance", type: "number", min: 0, step: 0.5, placeholder: "default" });
+  const seed = el("input", { id: "image-seed", type: "number", min: 0, placeholder: "random" });
+  const n = el("input", { id: "n", type: "number", min: 1, value: "1" });
+  const gallery = el("div", { class: "gallery", "aria-live": "polite" });
+  const status = el("p", { class: "muted" });
+  const form = el("form", {
+    class: "grid",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      const body = { model: model.value, prompt: prompt.value, n: Number(n.value) || 1, response_format: "b64_json" };
+      if (negative.value) body.negative_prompt = negative.value;
+      if (size.value) body.size = size.value;
+      if (steps.value) body.steps = Number(steps.value);
+      if (guidance.value) body.guidance_scale = Number(guidance.value);
+      if (seed.value !== "") body.seed = Number(seed.value);
+      status.className = "muted";
+      status.textContent = "drawing…";
+      try {
+        const answer = await api("/v1/images/generations", { method: "POST", body, signal: abortable() });
+        status.textContent = `${answer.data.length} picture(s)`;
+        for (const item of answer.data) {
+          const details = el("pre", { class: "provenance", hidden: true });
+          const figure = el("figure", {},
+            el("img", { src: `data:image/png;base64,${item.b64_json}`, alt: body.prompt }),
+            el("figcaption", {}, `seed ${item.seed} `,
+              el("button", {
+                type: "button", class: "secondary", text: "Provenance",
+                onclick: async () => {
+                  details.hidden = !details.hidden;
+                  if (!details.textContent) {
+                    const file = await api(`/v1/files/${item.file_id}`);
+                    details.textContent = JSON.stringify(file.metadata, null, 2);
+                  }
+                },
+              })),
+            details);
+          gallery.prepend(figure);
+        }
+      } catch (e) {
+        status.className = "error";
+        status.textContent = e.message;
+      }
+    },
+  },
+  field("Model", model), field("Prompt", prompt), field("Negative prompt", negative), field("Size", size),
+  field("Steps", steps), field("Guidance", guidance), field("Seed", seed), field("Images", n),
+  el("button", { type: "submit", id: "draw", text: "Generate" }));
+  view.replaceChildren(el("h1", { text: "Images" }), form, status, gallery);
+}
+
+// -- jobs ------------------------------------------------------------------------------------------
+
+async function jobsPage(view, params) {
+  const stateFilter = select(["", "queued", "processing", "retrying", "completed", "failed", "cancelled"], { id: "state-filter", "aria-label": "State" });
+  stateFilter.value = params.get("state") || "";
+  const table = el("tbody");
+  const more = el("button", { type: "button", class: "secondary", id: "more", text: "More", hidden: true });
+  const detail = el("section", { id: "job-detail", "aria-live": "polite" });
+  const models = await modelsOf("text");
+  const model = select(models, { id: "job-model" });
+  const prompt = el("input", { id: "job-prompt", required: true, placeholder: "Summarise…" });
+  const tokens = el("input", { id: "job-tokens", type: "number", min: 1, value: "32" });
+  let last = null;
+
+  function row(job) {
+    return el("tr", { "data-job": job.id },
+      el("td", {}, el("a", { href: `#/jobs/${job.id}`, text: job.id })),
+      el("td", { class: "status", text: job.status }),
+      el("td", { text: job.model }),
+      el("td", { text: when(job.created_at) }),
+      el("td", { text: job.metadata ? JSON.stringify(job.metadata) : "" }));
+  }
+
+  async function load(append) {
+    const query = new URLSearchParams({ limit: "20" });
+    if (stateFilter.value) query.set("state", stateFilter.value);
+    if (append && last) query.set("after", last);
+    const page = await api(`/v1/jobs?${query}`);
+    if (!append) table.replaceChildren();
+    page.data.forEach((job) => table.append(row(job)));
+    last = page.last_id;
+    more.hidden = !page.has_more;
+  }
+
+  stateFilter.addEventListener("change", () => load(false).catch((e) => showError(detail, e)));
+  more.addEventListener("click", () => load(true).catch((e) => showError(detail, e)));
+  const form = el("form", {
+    class: "grid",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      try {
+        const job = await api("/v1/jobs", {
+          method: "POST",
+          body: { url: "/v1/chat/completions", body: { model: model.value, messages: [{ role: "user", content: prompt.value }], max_tokens: Number(tokens.value) }, metadata: { from: "console" } },
+        });
+        location.hash = `#/jobs/${job.id}`;
+      } catch (e) {
+        showError(detail, e);
+      }
+    },
+  },
+  field("Model", model), field("Prompt", prompt), field("Max tokens", tokens),
+  el("button", { type: "submit", id: "submit-job", text: "Submit job" }));
+  view.replaceChildren(
+    el("h1", { text: "Jobs" }), form,
+    el("div", { class: "row" }, field("State", stateFilter)),
+    el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["Job", "Status", "Model", "Created", "Metadata"].map((h) => el("th", { text: h })))), table)),
+    more, detail);
+  every(3000, () => load(false).catch(() => {}));
+  if (params.get("job")) jobDetail(detail, params.get("job"));
+}
+
+async function jobDetail(target, id) {
+  const status = el("span", { id: "detail-status", class: "badge" });
+  const timeline = el("ol", { id: "timeline" });
+  const result = el("pre", { id: "job-result" });
+  const metadata = el("pre", { id: "job-metadata" });
+  const cancel = el("button", { type: "button", id: "cancel-job", text: "Cancel" });
+  const retry = el("button", { type: "button", class: "secondary", id: "retry-job", text: "Retry" });
+  target.replaceChildren(el("h2", {}, `Job ${id} `, status), el("div", { class: "row" }, cancel, retry),
+    el("h3", { text: "Timeline" }), timeline, el("h3", { text: "Result" }), result, el("h3", { text: "Metadata" }), metadata);
+
+  function show(job) {
+    status.textContent = job.status;
+    cancel.disabled = ["completed", "failed", "cancelled"].includes(job.status);
+    retry.disabled = job.status !== "failed";
+    metadata.textContent = job.metadata ? JSON.stringify(job.metadata, null, 2) : "";
+    const choice = job.result && job.result.choices && job.result.choices[0];
+    result.textContent = choice ? (choice.message ? choice.message.content : choice.text || "") : job.error ? JSON.stringify(job.error) : "";
+    timeline.replaceChildren(...job.transitions.map((t) => el("li", { text: `${when(t.at)} ${t.status}${t.message ? `: ${t.message}` : ""}` })));
+  }
+  cancel.addEventListener("click", async () => show(await api(`/v1/jobs/${id}`, { method: "DELETE" }).catch((e) => showError(target, e))));
+  retry.addEventListener("click", async () => show(await api(`/v1/jobs/${id}/retry`, { method: "POST" }).catch((e) => showError(target, e))));
+  try {
+    show(await api(`/v1/jobs/${id}`));
+    for await (const change of events(`/v1/jobs/${id}/events`, { signal: abortable() })) {
+      if (change.type === "job.status") show(await api(`/v1/jobs/${id}`));
+    }
+    show(await api(`/v1/jobs/${id}`));
+  } catch (e) {
+    if (e.name !== "AbortError") showError(target, e);
+  }
+}
+
+// -- queue (admin) ---------------------------------------------------------------------------------
+
+async function queuePage(view) {
+  const depths = el("tbody");
+  const workers = el("tbody");
+  view.replaceChildren(
+    el("h1", { text: "Queue" }),
+    el("h2", { text: "Waiting" }), el("div", { class: "scroll" }, el("table", { id: "depths" }, el("thead", {}, el("tr", {}, ["Model", "Realtime", "Async"].map((h) => el("th", { text: h })))), depths)),
+    el("h2", { text: "Running" }), el("div", { class: "scroll" }, el("table", { id: "workers" }, el("thead", {}, el("tr", {}, ["Model", "Kind", "State", "Rows in use", "Batch of"].map((h) => el("th", { text: h })))), workers)));
+  every(1000, async () => {
+    try {
+      const queue = await api("/v1/admin/queue");
+      depths.replaceChildren(...Object.entries(queue.models).map(([m, by]) => el("tr", {}, el("td", { text: m }), el("td", { text: by.realtime || 0 }), el("td", { text: by.async || 0 }))));
+      const listed = await api("/v1/admin/workers");
+      workers.replaceChildren(...listed.data.flatMap((w) => w.models.map((s) => el("tr", {},
+        el("td", { text: s.model }), el("td", { text: s.kind }), el("td", { text: s.state }), el("td", { text: `${s.occupancy} / ${s.capacity}` }), el("td", { text: s.batch_of || "" })))));
+    } catch (e) {
+      showError(depths, e);
+    }
+  });
+}
+
+// -- models (admin) --------------------------------------------------------------------------------
+
+async function modelsPage(view) {
+  const list = el("div", { id: "models" });
+  view.replaceChildren(el("h1", { text: "Models" }), list);
+  async function load() {
+    const models = await api("/v1/admin/models");
+    list.replaceChildren(...models.data.map((m) => modelCard(m, load)));
+  }
+  await load();
+}
+
+function modelCard(m, reload) {
+  const card = el("section", { class: "pane", "data-model": m.id });
+  const message = el("p", { class: "muted" });
+  const act = (path, body) => async () => {
+    try {
+      await api(`/v1/admin/models/${encodeURIComponent(m.id)}${path}`, { method: "POST", body });
+      await reload();
+    } catch (e) {
+      message.className = "error";
+      message.textContent = e.message;
+    }
+  };
+  const versions = el("table", {}, el("thead", {}, el("tr", {}, ["Version", "State", "Aliases", "Loaded here", "Created by"].map((h) => el("th", { text: h })))),
+    el("tbody", {}, m.versions.map((v) => el("tr", {}, el("td", { text: v.version }), el("td", { text: v.state }),
+      el("td", { text: (v.aliases || []).join(", ") }), el("td", { text: v.loaded_here ? "yes" : "no" }), el("td", { text: v.created_by || "" })))));
+  card.append(el("h2", { text: m.id }), el("div", { class: "scroll" }, versions));
+  if (m.rollout) {
+    const r = m.rollout;
+    card.append(
+      el("h3", { text: `Rollout ${r.strategy}: ${r.stable} → ${r.candidate}, ${r.percent}% (${r.state})` }),
+      el("pre", { class: "figures", text: JSON.stringify(r.figures || {}, null, 2) }),
+      el("div", { class: "row" },
+        el("button", { type: "button", class: "promote", text: "Promote", onclick: act("/rollouts/current/promote", { reason: "promoted from the console" }) }),
+        el("button", { type: "button", class: "secondary rollback", text: "Roll back", onclick: act("/rollouts/current/rollback", { reason: "rolled back from the console" }) })));
+  } else if (m.versions.length > 1) {
+    const candidate = select(m.versions.map((v) => v.version), { "aria-label": "Candidate" });
+    const percent = el("input", { type: "number", min: 1, max: 100, value: "10", "aria-label": "Percent" });
+    card.append(el("div", { class: "row" }, field("Candidate", candidate), field("Percent", percent),
+      el("button", { type: "button", class: "start-rollout", text: "Start canary", onclick: () => act("/rollouts", { strategy: "canary", candidate: candidate.value, percent: Number(percent.value) })() })));
+  }
+  card.append(message);
+  return card;
+}
+
+// -- tenants and keys (admin) ----------------------------------------------------------------------
+
+async function tenantsPage(view) {
+  const tenants = el("tbody");
+  const keys = el("section", { id: "keys" });
+  const name = el("input", { id: "tenant-name", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,127}" });
+  const tier = select(["free", "standard", "premium"], { id: "tenant-tier" });
+  const message = el("p", { role: "status" });
+  async function load() {
+    const listed = await api("/v1/admin/tenants");
+    tenants.replaceChildren(...listed.data.map((t) => el("tr", { "data-tenant": t.id },
+      el("td", { text: t.name }), el("td", { text: t.tier }), el("td", { text: t.id }),
+      el("td", {}, el("button", { type: "button", class: "secondary", text: "Keys", onclick: () => keysOf(keys, t) })))));
+  }
+  const form = el("form", {
+    class: "grid",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      try {
+        const t = await api("/v1/admin/tenants", { method: "POST", body: { name: name.value, tier: tier.value } });
+        message.className = "ok";
+        message.textContent = `created tenant ${t.name}`;
+        await load();
+        keysOf(keys, t);
+      } catch (e) {
+        message.className = "error";
+        message.textContent = e.message;
+      }
+    },
+  }, field("Name", name), field("Tier", tier), el("button", { type: "submit", id: "create-tenant", text: "Create tenant" }));
+  view.replaceChildren(el("h1", { text: "Tenants and keys" }), form, message,
+    el("div", { class: "scroll" }, el("table", { id: "tenants" }, el("thead", {}, el("tr", {}, ["Name", "Tier", "Id", ""].map((h) => el("th", { text: h })))), tenants)), keys);
+  await load();
+}
+
+async function keysOf(target, tenant) {
+  const rows = el("tbody");
+  const name = el("input", { id: "key-name", value: "console" });
+  const secret = el("div", { id: "new-key" });
+  async function load() {
+    const listed = await api(`/v1/admin/tenants/${tenant.id}/keys`);
+    rows.replaceChildren(...listed.data.map((k) => el("tr", { "data-key": k.id },
+      el("td", { text: k.name }), el("td", { text: k.id }), el("td", { text: k.revoked_at ? "revoked" : "active" }),
+      el("td", {}, k.revoked_at ? "" : el("button", {
+        type: "button", class: "secondary revoke", text: "Revoke",
+        onclick: async () => { await api(`/v1/admin/keys/${k.id}`, { method: "DELETE" }); await load(); },
+      })))));
+  }
+  const form = el("form", {
+    class: "row",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      const k = await api(`/v1/admin/tenants/${tenant.id}/keys`, { method: "POST", body: { name: name.value } });
+      secret.replaceChildren(el("div", { class: "secret" }, "The new key, shown once: ", el("code", { id: "secret", text: k.key })));
+      await load();
+    },
+  }, field("Key name", name), el("button", { type: "submit", id: "create-key", text: "Create key" }));
+  target.replaceChildren(el("h2", { text: `Keys of ${tenant.name}` }), form, secret,
+    el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Id", "State", ""].map((h) => el("th", { text: h })))), rows)));
+  await load();
+}
+
+// -- routing ---------------------------------------------------------------------------------------
+
+const PAGES = {
+  playground: { render: playgroundPage },
+  images: { render: imagesPage },
+  jobs: { render: jobsPage },
+  queue: { render: queuePage, admin: true },
+  models: { render: modelsPage, admin: true },
+  tenants: { render: tenantsPage, admin: true },
+};
+
+// One page renders at a time, in the order asked: a slow page never paints over a newer one.
+let routing = Promise.resolve();
+
+function route() {
+  state.routeAbort.abort();
+  routing = routing.then(render, render);
+  return routing;
+}
+
+async function render() {
+  state.timers.forEach(clearInterval);
+  state.timers = [];
+  state.routeAbort = new AbortController();
+  const view = document.getElementById("view");
+  if (!state.key) return signInPage(view);
+  if (!state.me) {
+    try {
+      await whoAmI();
+    } catch (e) {
+      sessionStorage.removeItem(KEY);
+      state.key = null;
+      return signInPage(view, e.status === 401 ? "Sign in again: the key was not accepted." : e.message);
+    }
+  }
+  const [name, sub] = location.hash.replace(/^#\/?/, "").split("/");
+  const page = PAGES[name] ? name : "playground";
+  for (const link of document.querySelectorAll("nav a")) {
+    if (link.getAttribute("href") === `#/${page}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (PAGES[page].admin && !state.me.admin) {
+    view.replaceChildren(el("h1", { text: "Not for this key" }), el("p", { class: "error", role: "alert", text: "This page needs an admin key." }));
+    return;
+  }
+  const params = new URLSearchParams();
+  if (name === "jobs" && sub) params.set("job", sub);
+  view.replaceChildren(el("p", { class: "muted", text: "loading…" }));
+  try {
+    await PAGES[page].render(view, params);
+  } catch (e) {
+    showError(view, e);
+  }
+  if (!view.contains(document.activeElement)) view.focus({ preventScroll: true }); // keyboard users start at the page
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("signout").addEventListener("click", signOut);
+  route();
+});

@@ -1,0 +1,240 @@
+"""The web console in a real browser: Playwright driving Debian's Chromium (headless) against a
+real server on 127.0.0.1. Sign in, stream a chat and compare two models, generate an image, watch
+a job go from queued to completed live and cancel another, create a tenant and a key, start and
+promote a rollout, watch the queue; a tenant key sees neither the admin pages nor another tenant's
+jobs; model output and job metadata are shown as text, never run as HTML; it works at phone width
+and from the keyboard. Screenshots of each page go to build/console/."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.api.conftest import running_server
+from tests.api.test_auth import ADMIN_KEY, new_tenant
+from tests.stub_upstream import Behaviour, StubMode, running_stub
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "console"
+XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[tuple[str, str]]:
+    """A remote model that answers with markup, and one that takes its time (a job to cancel)."""
+    with running_stub(Behaviour(reply=XSS, chunks=4)) as markup, \
+            running_stub(Behaviour(mode=StubMode.SLOW, delay_s=30)) as slow:
+        yield markup.base_url, slow.base_url
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_model_dir, tiny_image_model_dir, upstreams) -> Iterator[str]:
+    markup, slow = upstreams
+    models = [
+        {"name": "tiny", "path": str(tiny_model_dir)},
+        {"name": "sd", "kind": "image", "path": str(tiny_image_model_dir)},
+        {"name": "markup", "kind": "remote", "base_url": markup},
+        {"name": "slow", "kind": "remote", "base_url": slow, "read_timeout_s": 60, "first_token_timeout_s": 60},
+    ]
+    with running_server(tmp_path_factory.mktemp("console"), tiny_model_dir, auth="enabled", admin_key=ADMIN_KEY,
+                        models=models) as (base_url, _):
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    opened.set_default_timeout(20_000)
+    errors: list[str] = []
+    opened.on("pageerror", lambda e: errors.append(str(e)))
+    yield opened
+    context.close()
+    assert not errors, errors  # no uncaught error in the console's script
+
+
+def admin() -> httpx.Client:
+    return httpx.Client(headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+
+
+def sign_in(page: Page, base_url: str, key: str = ADMIN_KEY) -> None:
+    page.goto(f"{base_url}/console")
+    page.fill("#key", key)
+    page.click("button[type=submit]")
+    expect(page.locator("#nav")).to_be_visible()
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_sign_in_then_stream_a_chat_and_compare_two_models(page, served):
+    sign_in(page, served)
+    expect(page.locator("#who")).to_have_text("default (admin)")
+    page.select_option("#model", "tiny")
+    page.select_option("#compare", "markup")
+    page.fill("#prompt", "Tell me about ships")
+    page.fill("#max_tokens", "16")
+    page.fill("#seed", "3")
+    page.click("#send")
+    expect(page.locator(".pane .done")).to_have_count(2)
+    tiny = page.locator('.output[data-model="tiny"]').inner_text()
+    assert tiny.strip() and "16 tokens" in page.locator(".pane .done").first.inner_text()
+    page.click("#as-curl")
+    assert '"model":"tiny"' in page.locator("#snippet").inner_text() and ADMIN_KEY not in page.locator("#snippet").inner_text()
+    shot(page, "playground")
+
+
+def test_model_output_and_job_metadata_are_shown_as_text_never_run(page, served):
+    sign_in(page, served)
+    page.select_option("#model", "markup")
+    page.fill("#prompt", "say something")
+    page.click("#send")
+    expect(page.locator(".pane .done")).to_have_count(1)
+    assert XSS in page.locator('.output[data-model="markup"]').inner_text()  # the markup itself, as text
+    assert page.locator(".output img, .output script").count() == 0
+    with admin() as http:
+        job = http.post(f"{served}/v1/jobs", json={"url": "/v1/chat/completions", "metadata": {"note": XSS},
+                                                   "body": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}})
+    assert job.status_code == 202, job.text
+    page.goto(f"{served}/console#/jobs")
+    expect(page.locator(f'tr[data-job="{job.json()["id"]}"]')).to_contain_text("<script>")
+    assert page.evaluate("window.__pwned") is None  # nothing the server sent ran
+    headers = httpx.get(f"{served}/console").headers
+    assert "script-src 'self'" in headers["content-security-policy"] and "unsafe-inline" not in headers["content-security-policy"]
+
+
+def test_generate_an_image_and_read_its_provenance(page, served):
+    sign_in(page, served)
+    page.click("nav >> text=Images")
+    page.fill("#image-prompt", "a red circle")
+    page.fill("#steps", "2")
+    page.fill("#image-seed", "11")
+    page.click("#draw")
+    expect(page.locator(".gallery figure img")).to_have_count(1)
+    page.click(".gallery figure button")
+    expect(page.locator(".provenance")).to_contain_text('"seed": 11')
+    assert page.locator(".gallery img").evaluate("img => img.naturalWidth") > 0
+    shot(page, "images")
+
+
+def test_watch_a_job_go_from_queued_to_completed_live_and_cancel_another(page, served):
+    sign_in(page, served)
+    page.click("nav >> text=Jobs")
+    page.select_option("#job-model", "tiny")
+    page.fill("#job-prompt", "count to ten")
+    page.fill("#job-tokens", "24")
+    page.click("#submit-job")
+    page.wait_for_url("**/console#/jobs/job*")
+    expect(page.locator("#detail-status")).to_have_text("completed")  # pushed by the job's event stream
+    timeline = page.locator("#timeline").inner_text()
+    assert "queued" in timeline and "completed" in timeline and page.locator("#job-result").inner_text().strip()
+    shot(page, "jobs")
+    with admin() as http:
+        slow = http.post(f"{served}/v1/jobs", json={"url": "/v1/chat/completions",
+                                                    "body": {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}}).json()
+    page.goto(f"{served}/console#/jobs/{slow['id']}")
+    expect(page.locator("#detail-status")).to_have_text("processing")
+    page.click("#cancel-job")
+    expect(page.locator("#detail-status")).to_have_text("cancelled")
+    with admin() as http:
+        assert http.get(f"{served}/v1/jobs/{slow['id']}").json()["status"] == "cancelled"
+    page.select_option("#state-filter", "cancelled")
+    expect(page.locator(f'tr[data-job="{slow["id"]}"]')).to_be_visible()
+
+
+def test_create_a_tenant_and_a_key_then_the_tenant_key_sees_only_its_own(page, served):
+    sign_in(page, served)
+    page.click("nav >> text=Tenants and keys")
+    page.fill("#tenant-name", "acme")
+    page.select_option("#tenant-tier", "premium")
+    page.click("#create-tenant")
+    expect(page.locator("#tenants")).to_contain_text("acme")
+    page.click("#create-key")
+    secret = page.locator("#secret").inner_text()
+    assert secret.startswith("gl-") and len(secret) > 20
+    shot(page, "tenants")
+    with admin() as http:
+        mine = http.post(f"{served}/v1/jobs", json={"url": "/v1/chat/completions",
+                                                    "body": {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}}).json()
+    page.click("#signout")
+    sign_in(page, served, secret)
+    expect(page.locator("#who")).to_have_text("acme")
+    assert page.locator("nav a[data-admin]:visible").count() == 0
+    page.goto(f"{served}/console#/tenants")
+    expect(page.locator("#view")).to_contain_text("needs an admin key")
+    page.goto(f"{served}/console#/jobs")
+    expect(page.locator("#view table")).to_be_visible()
+    time.sleep(0.5)
+    assert page.locator(f'tr[data-job="{mine["id"]}"]').count() == 0  # the admin tenant's job is not listed
+
+
+def test_start_and_promote_a_rollout_and_watch_the_queue(page, served, tiny_model_dir):
+    with admin() as http:
+        registered = http.post(f"{served}/v1/admin/models", json={"name": "tiny", "path": str(tiny_model_dir)})
+        assert registered.status_code == 201, registered.text
+        deadline = time.monotonic() + 60
+        while http.get(f"{served}/v1/admin/models/tiny/versions/v2").json()["state"] != "ready":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    sign_in(page, served)
+    page.click("nav >> text=Models")
+    card = page.locator('section[data-model="tiny"]')
+    card.locator("select").select_option("v2")
+    card.locator(".start-rollout").click()
+    expect(card.locator("h3")).to_contain_text("tiny@v1 → tiny@v2")
+    shot(page, "models")
+    card.locator(".promote").click()
+    expect(card.locator(".start-rollout")).to_be_visible()  # no rollout any more
+    with admin() as http:
+        assert http.get(f"{served}/v1/admin/models/tiny").json()["aliases"]["production"] == "tiny@v2"
+    page.click("nav >> text=Queue")
+    expect(page.locator("#workers")).to_contain_text("tiny@v1")
+    shot(page, "queue")
+
+
+def test_phone_width_and_keyboard_only(browser, served):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        page.goto(f"{served}/console")
+        page.keyboard.type(ADMIN_KEY)  # the key field has the focus
+        page.keyboard.press("Enter")
+        expect(page.locator("#nav")).to_be_visible()
+        expect(page.locator("#view h1")).to_have_text("Playground")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the screen
+        shot(page, "phone-playground")
+        for _ in range(12):  # from the page back up to the Jobs link, by Shift+Tab alone
+            page.keyboard.press("Shift+Tab")
+            if page.evaluate("document.activeElement.textContent") == "Jobs":
+                break
+        page.keyboard.press("Enter")
+        expect(page.locator("#view h1")).to_have_text("Jobs")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    finally:
+        context.close()
+
+
+def test_a_tenant_key_cannot_use_the_admin_api_the_pages_call(served):
+    with httpx.Client(base_url=served, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
+        _, key = new_tenant(http, "intruder")
+    tenant = httpx.Client(base_url=served, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    for path in ("/v1/admin/queue", "/v1/admin/models", "/v1/admin/tenants", "/v1/admin/workers"):
+        assert tenant.get(path).status_code == 403
+    assert tenant.get("/v1/me").json()["admin"] is False
+    assert httpx.get(f"{served}/console/assets/nope.js").status_code == 404
