@@ -76,6 +76,24 @@ class LoraWeights:
         return cls(modules=modules, scale=scale)
 
 
+class _Wrapped:
+    """A linear layer whose forward adds the adapters' deltas: replaced on the instance, which
+    costs less per call than a forward hook (the module call keeps its fast path); `remove` puts
+    the class's forward back."""
+
+    def __init__(self, layer: torch.nn.Module, add: Any) -> None:
+        self._layer = layer
+        base = layer.forward
+
+        def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            return add(layer, (x,), base(x, *args, **kwargs))
+
+        layer.forward = forward
+
+    def remove(self) -> None:
+        del self._layer.forward
+
+
 @dataclass(frozen=True)
 class _Plan:
     """One forward pass's rows: each row's slot in the stacks, or the one slot every row uses."""
@@ -121,7 +139,7 @@ class MultiLora:
         self._adapters[name] = weights
         for module in weights.modules:
             if module not in self._hooks:
-                self._hooks[module] = self._named[module].register_forward_hook(self._hook(module))
+                self._hooks[module] = _Wrapped(self._named[module], self._hook(module))
         self._rebuild()
 
     def remove(self, name: str) -> None:
@@ -202,12 +220,15 @@ class MultiLora:
                 raise ValueError(f"{plan.rows} rows named, the batch has {x.shape[0]}")
             if self._wide:
                 a_wide, b_wide = self._wide[module]
+                x2, out2 = x.reshape(-1, x.shape[-1]), output.view(-1, output.shape[-1])  # a row per token
                 if plan.single is not None:  # one adapter on every row: its own columns
                     cols = slice((plan.single - 1) * self._rank, plan.single * self._rank)
-                    return output + (x @ a_wide[:, cols]) @ b_wide[cols]
+                    out2.addmm_(x2 @ a_wide[:, cols], b_wide[cols])
+                    return output
                 # Every adapter's columns for every row, then each row keeps its own.
-                mask = plan.mask if x.dim() == 2 else plan.mask.unsqueeze(1)
-                return output + ((x @ a_wide) * mask) @ b_wide
+                mask = plan.mask if x.dim() == 2 else plan.mask.repeat_interleave(x.shape[1], dim=0)
+                out2.addmm_((x2 @ a_wide).mul_(mask), b_wide)
+                return output
             assert self._stacks is not None
             a_t, b_t = self._stacks[module]
             if plan.single is not None:
