@@ -3,11 +3,14 @@ none), and every adapted linear layer adds `scale * (x @ A.T) @ B.T` with that r
 and B. The base's weights are never changed, so base-only rows compute exactly what the base
 computes.
 
-The adapters' weights are kept stacked per layer (slot 0 all zeros, for rows on the base; ranks
-padded with zeros to the largest), so a forward pass costs the same few operations per layer
-however many adapters its rows name: each row's A and B gathered by its slot, then two batched
-matmuls (the gather-then-matmul shape of Punica's BGMV kernels, in plain torch). When every row
-names the same adapter, it is two plain matmuls.
+A forward pass costs the same few operations per layer however many adapters its rows name.
+While the adapters' columns (adapters x largest rank) are at most DENSE_COLUMNS, every row is
+multiplied by all adapters' A side by side, masked to its own adapter's columns, and multiplied
+by the Bs (two plain matmuls: the CPU's best, measured against the alternative); beyond, the
+adapters are stacked per layer (slot 0 all zeros, for base rows; ranks padded to the largest) and
+each row's A and B gathered by its slot into two batched matmuls (the gather-then-matmul shape of
+Punica's BGMV kernels, in plain torch). When every row names the same adapter, it is two plain
+matmuls.
 
 The batcher (`DecodeBatch`) sets each step's rows with `MultiLora.rows(...)`; the server attaches
 fine-tuned versions to their base's worker (`worker.adapter_worker.AdapterWorker`)."""
@@ -105,7 +108,7 @@ class _Plan:
 
 
 class MultiLora:
-    """Adapters of one base model, applied per row through forward hooks on its linear layers."""
+    """Adapters of one base model, applied per row by wrapping the forward of its adapted linear layers."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self._model = model
