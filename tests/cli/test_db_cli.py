@@ -23,7 +23,7 @@ def test_upgrade_on_postgresql_from_the_environment():
     with postgres_database("template0") as url:  # an empty database
         first = runner.invoke(app, ["db", "upgrade"], env={"GENLOOM_DATABASE_URL": url})
         assert first.exit_code == 0 and "from empty to revision 0012" in first.output
-        assert runner.invoke(app, ["db", "current"], env={"GENLOOM_DATABASE_URL": url}).output.strip() == "0012"
+        assert runner.invoke(app, ["db", "current"], env={"GENLOOM_DATABASE_URL": url}).output.strip() == "0013"
 
 
 def test_unreachable_database_is_a_clear_error_and_exit_1():

@@ -26,7 +26,7 @@ PUBLIC = {
 }
 # Any key, answering for the key's tenant only. Everything under /v1/admin/ is admin by rule.
 TENANT = {
-    ("GET", "/v1/me"), ("GET", "/v1/models"), ("GET", "/v1/models/{model_id:path}"),
+    ("GET", "/v1/me"), ("GET", "/v1/usage"), ("GET", "/v1/models"), ("GET", "/v1/models/{model_id:path}"),
     ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
     ("POST", "/v1/images/generations"), ("POST", "/v1/moderations"),
     ("POST", "/v1/responses"), ("GET", "/v1/responses/{response_id}"), ("DELETE", "/v1/responses/{response_id}"),

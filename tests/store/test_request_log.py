@@ -73,7 +73,7 @@ async def test_migrate_creates_the_table_in_a_new_directory_and_can_run_again(tm
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
     await db.dispose()
     assert {"requests", "jobs", "job_events", "webhook_deliveries", "tenants", "prompt_templates", "alembic_version"} <= set(tables)
-    assert version == "0012"
+    assert version == "0013"
 
 
 async def test_migrations_create_exactly_what_the_models_declare(database: Database):

@@ -26,6 +26,8 @@ from genloom.api.routes_metrics import build_metrics_router
 from genloom.api.routes_images import build_images_router
 from genloom.api.routes_jobs import build_jobs_router
 from genloom.api.routes_me import build_me_router
+from genloom.api.routes_usage import build_usage_router
+from genloom.store.usage import UsageSeries
 from genloom.api.routes_models import Loaded, build_models_router
 from genloom.api.routes_registry import build_registry_router
 from genloom.api.routes_templates import build_templates_router
@@ -92,6 +94,7 @@ def create_app(
     datasets: DatasetService | None = None,
     deletion: DataDeletion | None = None,
     fine_tuning: FineTuningService | None = None,
+    usage: UsageSeries | None = None,
 ) -> FastAPI:
     traced = [Middleware(TracingMiddleware, tracing=tracing)] if tracing.enabled else []
     app = FastAPI(
@@ -120,6 +123,7 @@ def create_app(
     authenticate = Depends(authenticate_request)
     routers = (
         build_me_router(),
+        *([build_usage_router(usage)] if usage is not None else []),
         build_models_router(registry, loaded_models),
         build_text_router(pipeline, templates, settings.api),
         *([build_responses_router(pipeline, responses, settings.api)] if responses is not None else []),

@@ -37,7 +37,7 @@ from genloom.telemetry.observer import combine
 from genloom.telemetry.tracing import setup_tracing
 from genloom.gateway.fine_tune_runner import FineTuneRunner, fine_tuned_name, short_id, training_metadata
 from genloom.registry.registry import settings_of
-from genloom.registry.versions import fine_tuned_alias
+from genloom.registry.versions import fine_tuned_alias, model_name
 from genloom.runtimes.lora import Result, pack_adapter
 from genloom.runtimes.text import TextRuntime, pick_device
 from genloom.store.fine_tuning import FineTuningJob
@@ -86,6 +86,7 @@ class GenloomServer:
         self._job_counter: asyncio.Task | None = None
         self._monitor: asyncio.Task | None = None
         self._content_purge: asyncio.Task | None = None
+        self._usage: asyncio.Task | None = None
         self.fine_tune_runner: FineTuneRunner | None = None
         if self.metrics is not None:
             self.metrics.watch(self._gauges())
@@ -116,7 +117,7 @@ class GenloomServer:
                                      files=c.images.files),
                 guardrails=c.guardrails, policies=c.policies, audit=c.audit, feedback=c.feedback if settings.feedback.enabled else None,
                 datasets=c.datasets, deletion=c.deletion,
-                fine_tuning=c.fine_tuning if settings.fine_tuning.enabled else None,
+                fine_tuning=c.fine_tuning if settings.fine_tuning.enabled else None, usage=c.usage,
             )
 
     def _gauges(self) -> Gauges:
@@ -281,6 +282,7 @@ class GenloomServer:
             self._monitor = asyncio.create_task(c.monitors.run_forever(), name="genloom-monitors")
         if self.process is not Process.WORKER:
             self._content_purge = asyncio.create_task(self._drop_old_content(), name="genloom-content-purge")
+            self._usage = asyncio.create_task(self._keep_usage(), name="genloom-usage")
         every_s = self.settings.queue.heartbeat_s
         if c.workers is not None and self.process is not Process.API:
             self._heartbeat = asyncio.create_task(announce(c.workers, self.card, every_s), name="genloom-heartbeat")
@@ -328,6 +330,22 @@ class GenloomServer:
             except Exception as e:  # another rollout of the model is active, say: the version waits
                 log.warning("no canary for %s: %s", added.key, e)
         return added.key, fine_tuned_name(job), rollout
+
+    async def _keep_usage(self, every_s: float = 5.0) -> None:
+        """The console's usage series: each model's queue depth sampled, the figures written,
+        every `every_s`; rows older than two days pruned every hour."""
+        c, pruned_at = self.c, 0.0
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                for model, by_class in (await asyncio.to_thread(c.queue.depths)).items():
+                    c.usage.queue_depth(model=model_name(model), depth=sum(by_class.values()))
+                await c.usage.flush()
+                if time.time() - pruned_at > 3600:
+                    await c.usage.prune()
+                    pruned_at = time.time()
+            except Exception as e:  # the store or the queue away: the next round tries again
+                log.warning("usage series: %s", e)
 
     async def _drop_old_content(self) -> None:
         """Prompts and answers older than feedback.keep_content_days leave the request log (every
@@ -430,7 +448,8 @@ class GenloomServer:
         c = self.c
         if self._drainer is not None:  # SIGTERM: let the drain finish (it is bounded by drain_timeout_s)
             await asyncio.shield(self._drainer)
-        for task in (self._loader, self._demand, self._presence, self._job_counter, self._monitor, self._content_purge):
+        for task in (self._loader, self._demand, self._presence, self._job_counter, self._monitor, self._content_purge,
+                     self._usage):
             if task is not None and not task.done():
                 task.cancel()
         if self._heartbeat is not None:  # its card is withdrawn: the API replicas stop sending work here
@@ -447,6 +466,10 @@ class GenloomServer:
             await c.webhooks.stop()
         await c.request_log.close()
         await c.audit.close()
+        try:
+            await c.usage.flush()  # the last seconds' figures
+        except Exception as e:
+            log.warning("usage series: the last figures were not written: %s", e)
         await c.database.dispose()
         if self._listener is not None:
             self._listener.cancel()

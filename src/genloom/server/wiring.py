@@ -71,6 +71,7 @@ from genloom.store.datasets import DatasetStore
 from genloom.store.fine_tuning import FineTuningStore
 from genloom.gateway.fine_tuning import FineTuningService
 from genloom.store.guard_audit import GuardAudit
+from genloom.store.usage import UsageSeries
 from genloom.store.files import BlobStore, FileBlobStore, FileStore, S3BlobStore
 from genloom.store.jobs import SqlJobStore
 from genloom.store.model_registry import RegistryStore
@@ -131,6 +132,7 @@ class Components:
     datasets: DatasetService
     deletion: DataDeletion
     fine_tuning: FineTuningService
+    usage: UsageSeries  # the console's rolling usage charts
     closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # clients to close at the end
 
 
@@ -213,6 +215,7 @@ def build_components(
     for kind in (images, embeddings):
         kind.presence, kind.wait_bounds = presence, wait_bounds
     request_log = RequestLog(database=database)
+    usage = UsageSeries(database=database, source=f"{socket.gethostname()}:{os.getpid()}")
     monitors = None
     if settings.monitors.enabled and process is not Process.WORKER:
         embedding_served = BUILTIN_EMBEDDING_MODEL in {model.name for model in configured_models(settings)}
@@ -234,7 +237,7 @@ def build_components(
         ),
         guard_output=guard_output,
         record=Record(request_log=request_log, observer=observer, monitors=monitors,
-                      keep_content=settings.feedback.keep_content_days > 0),
+                      keep_content=settings.feedback.keep_content_days > 0, usage=usage),
         observer=observer,
         tracing=tracing,
     )
@@ -299,7 +302,7 @@ def build_components(
                                   check_guardrails=policies.check_overrides),
         webhooks=webhooks, jobs=jobs, models=models, rollouts=rollouts, shadow=shadow, breakers=breakers, closing=closing,
         presence=presence, monitors=monitors, guardrails=guardrails, policies=policies, audit=audit,
-        responses=responses, feedback=feedback, datasets=datasets, deletion=deletion, fine_tuning=fine_tuning,
+        responses=responses, feedback=feedback, datasets=datasets, deletion=deletion, fine_tuning=fine_tuning, usage=usage,
         workers=WorkerDirectory(client=async_redis, prefix=settings.redis_prefix, ttl_s=settings.queue.worker_ttl_s)
         if async_redis is not None else None,
     )

@@ -470,3 +470,24 @@ class FineTuningCheckpointRow(Base):
     step: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class UsageMinuteRow(Base):
+    """One process's figures for one minute, model and tenant (store/usage.py); the console's
+    charts sum them. Queue depth rows have tenant ''."""
+
+    __tablename__ = "usage_minutes"
+    __table_args__ = (Index("ix_usage_minutes_minute", "minute"),)
+
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # unix seconds, a multiple of 60
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(String(128), primary_key=True)  # the process that counted
+    requests: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    cache_hits: Mapped[int] = mapped_column(Integer)
+    latency: Mapped[list[int]] = mapped_column(JSON)  # counts per store.usage.BUCKETS_MS bucket
+    ttft: Mapped[list[int]] = mapped_column(JSON)
+    queue_depth: Mapped[int] = mapped_column(Integer)

@@ -531,15 +531,171 @@ async function keysOf(target, tenant) {
   await load();
 }
 
+// -- fine-tuning, datasets and guards ------------------------------------------------------------------
+
+function svg(tag, attrs) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+  return node;
+}
+
+// A line chart, drawn as SVG by hand (no library): one or more named series of (x, y) points,
+// the y axis from 0 (or the lowest value) to the highest, its ends labelled; `time` x values are
+// unix seconds shown as clock times. A legend names the series.
+function lineChart(series, { label, width = 480, height = 180, time = false, xRange = null } = {}) {
+  if (!Array.isArray(series) || (series.length && !series[0].points)) series = [{ name: label, points: series }];
+  const figure = el("figure", { class: "chart-box" });
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label, class: "chart" });
+  figure.append(el("figcaption", { text: label }), chart);
+  const all = series.flatMap((s) => s.points.filter((p) => p[1] !== null && p[1] !== undefined));
+  if (!all.length) {
+    figure.append(el("p", { class: "muted", text: "no data yet" }));
+    return figure;
+  }
+  const pad = 40;
+  const xs = all.map((p) => p[0]);
+  const ys = all.map((p) => p[1]);
+  const [x0, x1] = xRange || [Math.min(...xs), Math.max(...xs)];
+  const [y0, y1] = [Math.min(0, ...ys), Math.max(...ys)];
+  const sx = (x) => pad + ((x - x0) / (x1 - x0 || 1)) * (width - 2 * pad);
+  const sy = (y) => height - pad - ((y - y0) / (y1 - y0 || 1)) * (height - 2 * pad);
+  chart.append(
+    svg("line", { x1: pad, y1: height - pad, x2: width - pad, y2: height - pad, class: "axis" }),
+    svg("line", { x1: pad, y1: pad, x2: pad, y2: height - pad, class: "axis" }));
+  series.forEach((s, i) => {
+    const points = s.points.filter((p) => p[1] !== null && p[1] !== undefined);
+    if (points.length) chart.append(svg("polyline", { points: points.map((p) => `${sx(p[0])},${sy(p[1])}`).join(" "), class: `series series-${i}`, "data-series": s.name }));
+  });
+  const text = (x, y, value, anchor) => {
+    const t = svg("text", { x, y, "text-anchor": anchor, class: "tick" });
+    t.textContent = value;
+    return t;
+  };
+  const xLabel = (x) => (time ? new Date(x * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : String(x));
+  chart.append(text(pad - 4, sy(y1) + 4, Number(y1.toPrecision(3)).toString(), "end"), text(pad - 4, sy(y0) + 4, Number(y0.toPrecision(3)).toString(), "end"),
+    text(sx(x0), height - pad + 16, xLabel(x0), "middle"), text(sx(x1), height - pad + 16, xLabel(x1), "middle"));
+  if (series.length > 1) figure.append(el("p", { class: "legend" }, series.map((s, i) => el("span", { class: `key series-${i}`, text: s.name }))));
+  return figure;
+}
+
+// -- usage -----------------------------------------------------------------------------------------
+
+async function usagePage(view) {
+  const windowSelect = select(["1h", "6h", "24h"], { id: "usage-window", "aria-label": "Window" });
+  const modelSelect = select([""], { id: "usage-model", "aria-label": "Model" });
+  const tenantSelect = select([""], { id: "usage-tenant", "aria-label": "Tenant", hidden: !state.me.admin });
+  const totals = el("p", { id: "usage-totals", role: "status" });
+  const charts = el("div", { class: "charts", id: "usage-charts" });
+  const monitors = el("section", { id: "monitors" });
+  async function load() {
+    const query = new URLSearchParams({ window: windowSelect.value });
+    if (modelSelect.value) query.set("model", modelSelect.value);
+    if (tenantSelect.value) query.set("tenant", tenantSelect.value);
+    const usage = await api(`/v1/usage?${query}`);
+    for (const [target, names] of [[modelSelect, usage.models], [tenantSelect, usage.tenants]]) {
+      const chosen = target.value;
+      target.replaceChildren(el("option", { value: "", text: "all" }), ...names.map((n) => el("option", { value: n, text: n })));
+      target.value = chosen;
+    }
+    const d = usage.data;
+    const at = (f) => d.map((b) => [b.start, f(b)]);
+    const span = { time: true, xRange: [d[0].start, d[d.length - 1].start] };
+    const sum = (f) => d.reduce((n, b) => n + f(b), 0);
+    totals.textContent = `${sum((b) => b.requests)} requests, ${sum((b) => b.errors)} errors, ${sum((b) => b.completion_tokens)} tokens out, ${sum((b) => b.cache_hits)} cache hits in the last ${usage.window}`;
+    charts.replaceChildren(
+      lineChart([{ name: "requests", points: at((b) => b.requests) }, { name: "errors", points: at((b) => b.errors) }], { label: "Requests and errors", ...span }),
+      lineChart(["p50", "p95", "p99"].map((q) => ({ name: q, points: at((b) => b.latency_ms[q]) })), { label: "Latency (ms)", ...span }),
+      lineChart(["p50", "p95"].map((q) => ({ name: q, points: at((b) => b.ttft_ms[q]) })), { label: "Time to first token (ms)", ...span }),
+      lineChart([{ name: "out", points: at((b) => b.completion_tokens) }, { name: "in", points: at((b) => b.prompt_tokens) }], { label: "Tokens", ...span }),
+      lineChart([{ name: "waiting", points: at((b) => b.queue_depth) }], { label: "Queue depth", ...span }),
+      lineChart([{ name: "cache hits", points: at((b) => b.cache_hits) }], { label: "Cache hits", ...span }));
+  }
+  for (const control of [windowSelect, modelSelect, tenantSelect]) control.addEventListener("change", () => load().catch((e) => showError(totals, e)));
+  view.replaceChildren(el("h1", { text: "Usage" }),
+    el("div", { class: "row" }, field("Window", windowSelect), field("Model", modelSelect), state.me.admin ? field("Tenant", tenantSelect) : null),
+    totals, charts, monitors);
+  await load();
+  every(10000, () => load().catch(() => {}));
+  if (state.me.admin) {
+    const listed = await api("/v1/admin/monitors").catch(() => null);
+    if (listed && listed.data) {
+      const columns = ["n", "error_rate", "empty_rate", "refusal_rate", "mean_output_tokens", "distinct_2", "feedback_n", "feedback_mean_score"];
+      const shown = (v) => (typeof v === "number" && !Number.isInteger(v) ? v.toFixed(3) : v === null || v === undefined ? "" : String(v));
+      const rows = listed.data.flatMap((m) => Object.entries(m.quality || {}).map(([version, q]) => el("tr", {},
+        el("td", { text: version }), columns.map((c) => el("td", { text: shown(q[c]) })),
+        el("td", { text: m.drift && m.drift.p_value !== null ? `p ${shown(m.drift.p_value)}${m.drift.alert ? " (alert)" : ""}` : "" }))));
+      monitors.replaceChildren(el("h2", { text: "Quality and drift" }), el("div", { class: "scroll" }, el("table", { id: "monitor-figures" },
+        el("thead", {}, el("tr", {}, ["Version", ...columns, "drift (MMD test)"].map((h) => el("th", { text: h })))), el("tbody", {}, rows))));
+    }
+  }
+}
+
+async function learningPage(view) {
+  const jobs = el("tbody");
+  const detail = el("section", { id: "tuning-detail", "aria-live": "polite" });
+  const datasets = el("tbody");
+  const listed = await api("/v1/fine_tuning/jobs?limit=50");
+  jobs.replaceChildren(...listed.data.map((j) => el("tr", { "data-tuning": j.id },
+    el("td", {}, el("button", { type: "button", class: "secondary", text: j.id, onclick: () => tuningDetail(detail, j) })),
+    el("td", { text: j.status }), el("td", { text: j.model }), el("td", { text: j.fine_tuned_model || "" }),
+    el("td", { text: when(j.created_at) }))));
+  view.replaceChildren(el("h1", { text: "Fine-tuning and data" }),
+    el("h2", { text: "Fine-tuning jobs" }),
+    el("div", { class: "scroll" }, el("table", { id: "tuning-jobs" }, el("thead", {}, el("tr", {}, ["Job", "Status", "Base", "Model", "Created"].map((h) => el("th", { text: h })))), jobs)),
+    detail);
+  if (state.me.admin) {
+    const found = await api("/v1/admin/datasets");
+    datasets.replaceChildren(...found.data.map((d) => el("tr", { "data-dataset": d.id },
+      el("td", { text: d.id }), el("td", { text: d.status }), el("td", { text: d.rows }),
+      el("td", { text: Object.entries((d.manifest && d.manifest.counts) || {}).map(([k, v]) => `${k} ${v}`).join(" · ") }),
+      el("td", { text: d.sha256.slice(0, 12) }))));
+    view.append(el("h2", { text: "Datasets" }),
+      el("div", { class: "scroll" }, el("table", { id: "datasets" }, el("thead", {}, el("tr", {}, ["Dataset", "Status", "Rows", "Rows after each step", "Hash"].map((h) => el("th", { text: h })))), datasets)));
+  }
+}
+
+async function tuningDetail(target, job) {
+  const events = await api(`/v1/fine_tuning/jobs/${job.id}/events?limit=1000`);
+  const losses = events.data.filter((e) => e.type === "metrics" && e.data && e.data.train_loss !== undefined)
+    .map((e) => [e.data.step, e.data.train_loss]).sort((a, b) => a[0] - b[0]);
+  const evaluation = job.result && job.result.evaluation;
+  target.replaceChildren(el("h2", { text: `${job.id}: ${job.status}` }),
+    lineChart(losses, { label: `Training loss by step (${job.id})` }),
+    el("p", { class: "muted", text: job.result && job.result.eval_loss !== null && job.result.eval_loss !== undefined
+      ? `eval loss ${job.result.eval_loss} against the base's ${job.result.base_eval_loss}` : "no eval split" }),
+    el("h3", { text: "Evaluation gate" }), el("pre", { text: evaluation ? JSON.stringify(evaluation, null, 2) : "not yet" }),
+    el("h3", { text: "Events" }), el("ol", { reversed: true }, events.data.map((e) => el("li", { text: `${when(e.created_at)} ${e.message}` }))));
+}
+
+async function guardsPage(view) {
+  const rows = el("tbody");
+  const action = select(["", "flag", "redact", "block"], { id: "audit-action", "aria-label": "Action" });
+  async function load() {
+    const query = new URLSearchParams({ limit: "100" });
+    if (action.value) query.set("action", action.value);
+    const audit = await api(`/v1/admin/audit?${query}`);
+    rows.replaceChildren(...audit.data.map((e) => el("tr", {},
+      el("td", { text: when(e.created_at) }), el("td", { text: e.tenant }), el("td", { text: e.stage }), el("td", { text: e.scanner }),
+      el("td", { text: e.category }), el("td", { text: Number(e.score).toFixed(2) }), el("td", { text: e.action }), el("td", { text: e.request_id }))));
+  }
+  action.addEventListener("change", () => load().catch((e) => showError(rows, e)));
+  view.replaceChildren(el("h1", { text: "Guard audit" }), el("div", { class: "row" }, field("Action", action)),
+    el("div", { class: "scroll" }, el("table", { id: "audit" }, el("thead", {}, el("tr", {}, ["When", "Tenant", "Stage", "Scanner", "Category", "Score", "Action", "Request"].map((h) => el("th", { text: h })))), rows)));
+  await load();
+}
+
 // -- routing ---------------------------------------------------------------------------------------
 
 const PAGES = {
   playground: { render: playgroundPage },
+  usage: { render: usagePage },
   images: { render: imagesPage },
   jobs: { render: jobsPage },
   queue: { render: queuePage, admin: true },
   models: { render: modelsPage, admin: true },
   tenants: { render: tenantsPage, admin: true },
+  learning: { render: learningPage },
+  guards: { render: guardsPage, admin: true },
 };
 
 // One page renders at a time, in the order asked: a slow page never paints over a newer one.

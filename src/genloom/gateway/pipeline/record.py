@@ -15,6 +15,7 @@ from genloom.gateway.text_service import Completion, TextRequest
 from genloom.registry.catalog import Resolution
 from genloom.registry.rollout import Outcome
 from genloom.store import RequestEntry, RequestLog, RequestStatus
+from genloom.store.usage import UsageSeries
 from genloom.registry import model_name
 from genloom.telemetry import Observer
 from genloom.telemetry.monitors import Monitors
@@ -27,9 +28,11 @@ class Record:
     name = "record"
 
     def __init__(self, *, request_log: RequestLog, observer: Observer, monitors: Monitors | None = None,
-                 keep_content: bool = True) -> None:
-        """Without `keep_content` (feedback.keep_content_days: 0) no prompt or answer is written."""
+                 keep_content: bool = True, usage: UsageSeries | None = None) -> None:
+        """Without `keep_content` (feedback.keep_content_days: 0) no prompt or answer is written.
+        `usage`: the rolling series the console charts (every request that ended, cache hits too)."""
         self._log = request_log
+        self._usage = usage
         self._keep_content = keep_content
         self._observer = observer
         self._monitors = monitors
@@ -55,6 +58,12 @@ class Record:
         ))
         self._observer.tokens(model=completion.model, prompt=completion.prompt_tokens,
                               completion=completion.usage.completion_tokens)
+        if self._usage is not None and not call.client_fault and call.status is not RequestStatus.CANCELLED:
+            self._usage.request(
+                model=model_name(request.model), tenant=request.tenant, ok=call.status is RequestStatus.COMPLETED,
+                latency_ms=(now - call.started) * 1000,
+                ttft_ms=(call.first_token_at - call.started) * 1000 if call.first_token_at else None,
+                prompt_tokens=completion.prompt_tokens, completion_tokens=completion.usage.completion_tokens)
         per_choice = completion.usage.completion_tokens / max(1, request.n)
         if call.first_token_at is not None and per_choice > 1:
             self._observer.time_per_output_token(model=completion.model, seconds=(now - call.first_token_at) / (per_choice - 1))
@@ -78,6 +87,10 @@ class Record:
         choices = body.get("choices") or []
         outputs = [c.get("text") if "text" in c else (c.get("message") or {}).get("content") or "" for c in choices]
         usage = body.get("usage") or {}
+        if self._usage is not None:
+            self._usage.request(model=model_name(request.model), tenant=request.tenant, ok=True,
+                                latency_ms=(time.monotonic() - call.started) * 1000, prompt_tokens=usage.get("prompt_tokens"),
+                                completion_tokens=usage.get("completion_tokens"), cached=True)
         self._log.record(RequestEntry(
             id=request.id, endpoint=request.endpoint, model=request.model,
             params=asdict(request.params) | {"n": request.n, "stop": list(request.params.stop), "cache": "hit"},
