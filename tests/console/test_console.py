@@ -296,3 +296,24 @@ def test_usage_charts_show_what_the_server_did(page, served):
     page.select_option("#usage-model", "tiny")
     expect(page.locator("#usage-totals")).to_contain_text(f"{served_now} requests")
     shot(page, "usage")
+
+
+def test_review_recent_answers_rate_and_correct_them(page, served):
+    with httpx.Client(base_url=served, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
+        ids = [http.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 3, "messages": [
+            {"role": "user", "content": f"review me {i}"}]}).json()["id"] for i in range(2)]
+    sign_in(page, served)
+    page.click("nav >> text=Review")
+    good, bad = (page.locator(f'section[data-response="{i}"]') for i in ids)
+    expect(good.locator(".asked")).to_have_text("review me 0")
+    good.locator(".correction").fill("Ahoy! A better answer.")
+    good.locator("button.good").click()
+    expect(good).to_have_count(0)  # rated: it leaves the queue
+    bad.locator("button.bad").click()
+    expect(page.locator("#reviewed")).to_have_text("2 rated")
+    shot(page, "review")
+    with httpx.Client(base_url=served, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
+        rated = {f["response_id"]: f for f in http.get("/v1/feedback", params={"limit": 100}).json()["data"]}
+        queue = {c["response_id"] for c in http.get("/v1/feedback/queue").json()["data"]}
+    assert rated[ids[0]]["rating"] == 1 and rated[ids[0]]["correction"] == "Ahoy! A better answer."
+    assert rated[ids[1]]["score"] == 0.0 and not queue & set(ids)

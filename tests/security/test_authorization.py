@@ -37,7 +37,7 @@ TENANT = {
     ("POST", "/v1/files"), ("GET", "/v1/files"), ("GET", "/v1/files/{file_id}"), ("DELETE", "/v1/files/{file_id}"),
     ("GET", "/v1/files/{file_id}/content"),
     ("POST", "/v1/templates/{name}/render"), ("POST", "/v1/scenarios/{name}/run"),
-    ("POST", "/v1/feedback"), ("GET", "/v1/feedback"), ("GET", "/v1/feedback/{feedback_id}"),
+    ("POST", "/v1/feedback"), ("GET", "/v1/feedback"), ("GET", "/v1/feedback/queue"), ("GET", "/v1/feedback/{feedback_id}"),
     ("POST", "/v1/fine_tuning/jobs"), ("GET", "/v1/fine_tuning/jobs"), ("GET", "/v1/fine_tuning/jobs/{job_id}"),
     ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"), ("GET", "/v1/fine_tuning/jobs/{job_id}/events"),
     ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"),

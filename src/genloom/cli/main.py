@@ -207,6 +207,7 @@ for _name, _help in (
     ('structured', 'Tokens/s of a batch with none, half and all rows under a JSON-schema grammar (bench/structured_bench.py --help).'),
     ('telemetry', 'Gateway throughput with metrics and tracing on against off (bench/telemetry_bench.py --help).'),
     ('soak', 'RSS, fds, threads, database and Redis size under steady mixed traffic for N minutes (bench/soak_bench.py --help).'),
+    ('console', "The web console's page load times with 10,000 jobs in the store, in Chromium (bench/console_bench.py --help)."),
 ):
     _bench_command(_name, _help)
 _bench_command('fine-tune', 'LoRA fine-tuning speed and effect on the built-in text model (bench/fine_tune_bench.py --help).',

@@ -25,6 +25,7 @@ from genloom.jobs.records import JobNotFound
 from genloom.registry import model_name
 from genloom.store.feedback import Feedback, FeedbackStore
 from genloom.store.jobs import JobStore
+from genloom.store.records import RequestEntry
 from genloom.store.request_log import RequestLog
 from genloom.store.responses import ResponseNotFound, ResponseStore
 from genloom.telemetry import NO_OBSERVER, Observer
@@ -83,6 +84,19 @@ class FeedbackService:
         self._settings = settings
         self._observer = observer
         self._monitors = monitors
+
+    async def to_review(self, *, tenant: str, model: str | None = None, limit: int = 20) -> list[RequestEntry]:
+        """The tenant's newest answers nobody has rated yet (with their content), newest first:
+        the console's review queue, whose ratings and corrections feed the datasets."""
+        found: list[RequestEntry] = []
+        recent = await self._log.newest(tenant=tenant, model=model, limit=limit * 5)
+        rated = await self.store.rated(tenant=tenant, response_ids=[e.id for e in recent])
+        for entry in recent:
+            if entry.id not in rated:
+                found.append(entry)
+            if len(found) == limit:
+                break
+        return found
 
     async def submit(self, *, tenant: str, keep_content: bool, response_id: str, rating: int, scale: str | None = None,
                      correction: str | None = None, tags: list[str] | None = None, comment: str | None = None,

@@ -75,6 +75,14 @@ class FeedbackStore:
             raise FeedbackNotFound(feedback_id)
         return Feedback(**row)
 
+    async def rated(self, *, tenant: str, response_ids: list[str]) -> set[str]:
+        """Which of these answers the tenant has rated."""
+        if not response_ids:
+            return set()
+        query = select(_feedback.c.response_id).where(_feedback.c.tenant == tenant, _feedback.c.response_id.in_(response_ids))
+        async with self._database.engine.connect() as conn:
+            return set((await conn.execute(query)).scalars())
+
     async def list(self, *, tenant: str | None, model: str | None = None, version: str | None = None,
                    since: datetime | None = None, min_score: float | None = None, limit: int = 100,
                    after: str | None = None, oldest_first: bool = False) -> list[Feedback]:

@@ -126,6 +126,17 @@ class RequestLog:
                 await session.execute(delete(RequestRow).where(RequestRow.tenant == tenant, RequestRow.user == user))
         return ids
 
+    async def newest(self, *, tenant: str, model: str | None = None, limit: int = 50) -> list[RequestEntry]:
+        """A tenant's newest answered requests that still have their content, newest first."""
+        query = select(RequestRow).where(RequestRow.tenant == tenant, RequestRow.status == RequestStatus.COMPLETED.value,
+                                         RequestRow.prompt.is_not(None), RequestRow.output.is_not(None))
+        if model is not None:
+            query = query.where((RequestRow.model == model) | RequestRow.model.startswith(f"{model}@", autoescape=True))
+        query = query.order_by(RequestRow.created_at.desc(), RequestRow.id.desc()).limit(limit)
+        async with self._database.session() as session:
+            rows = (await session.scalars(query)).all()
+        return [_entry(row) for row in rows]
+
     async def recent(self, limit: int = 50) -> list[RequestEntry]:
         """The newest written entries by created_at, newest first."""
         if limit < 0:

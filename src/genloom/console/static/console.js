@@ -531,6 +531,58 @@ async function keysOf(target, tenant) {
   await load();
 }
 
+// -- feedback review --------------------------------------------------------------------------------
+
+function lastUserText(prompt) {
+  if (typeof prompt === "string") return prompt;
+  const users = (prompt || []).filter((m) => m.role === "user");
+  const content = users.length ? users[users.length - 1].content : "";
+  return typeof content === "string" ? content : JSON.stringify(content);
+}
+
+async function reviewPage(view) {
+  const list = el("div", { id: "review", "aria-live": "polite" });
+  const done = el("p", { id: "reviewed", role: "status", class: "muted" });
+  let reviewed = 0;
+  async function load() {
+    const queue = await api("/v1/feedback/queue?limit=20");
+    if (!queue.data.length) {
+      list.replaceChildren(el("p", { class: "muted", text: "Nothing to review: every recent answer is rated." }));
+      return;
+    }
+    list.replaceChildren(...queue.data.map((c) => {
+      const correction = el("textarea", { class: "correction", "aria-label": "Correction", placeholder: "What it should have said (optional)" });
+      const card = el("section", { class: "pane", "data-response": c.response_id });
+      const rate = (rating) => async () => {
+        const body = { response_id: c.response_id, rating };
+        if (correction.value.trim()) body.correction = correction.value;
+        try {
+          await api("/v1/feedback", { method: "POST", body });
+          card.remove();
+          reviewed += 1;
+          done.textContent = `${reviewed} rated`;
+          if (!list.children.length) await load();
+        } catch (e) {
+          card.append(el("p", { class: "error", role: "alert", text: e.message }));
+        }
+      };
+      card.append(
+        el("h3", { text: `${c.version || c.model} · ${when(c.created_at)}` }),
+        el("p", { class: "muted", text: "Asked" }), el("pre", { class: "asked", text: lastUserText(c.prompt) }),
+        el("p", { class: "muted", text: "Answered" }), el("pre", { class: "answered", text: (c.output || []).join("\n---\n") }),
+        correction,
+        el("div", { class: "row" },
+          el("button", { type: "button", class: "good", text: "Good", onclick: rate(1) }),
+          el("button", { type: "button", class: "secondary bad", text: "Bad", onclick: rate(-1) })));
+      return card;
+    }));
+  }
+  view.replaceChildren(el("h1", { text: "Review answers" }),
+    el("p", { class: "muted", text: "Rate recent answers of this tenant; a correction becomes the target when a dataset is built from feedback." }),
+    done, list);
+  await load();
+}
+
 // -- fine-tuning, datasets and guards ------------------------------------------------------------------
 
 function svg(tag, attrs) {
@@ -689,6 +741,7 @@ async function guardsPage(view) {
 const PAGES = {
   playground: { render: playgroundPage },
   usage: { render: usagePage },
+  review: { render: reviewPage },
   images: { render: imagesPage },
   jobs: { render: jobsPage },
   queue: { render: queuePage, admin: true },
