@@ -72,11 +72,14 @@ async def submit_jobs(base_url: str, count: int, concurrency: int = 32) -> float
 
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60, trust_env=False) as client:
         await asyncio.gather(*(submitter(client) for _ in range(concurrency)))
-        for _ in range(3600):  # until the queue is empty
-            queue = (await client.get("/v1/admin/queue")).json()
-            if not any(n for by in queue["models"].values() for n in by.values()):
+        for _ in range(3600):  # until every job has ended
+            waiting = [(await client.get("/v1/jobs", params={"state": state, "limit": 1})).json()["data"]
+                       for state in ("queued", "processing", "retrying")]
+            if not any(waiting):
                 break
             await asyncio.sleep(1)
+        else:
+            raise RuntimeError("the jobs did not all end within an hour")
         for i in range(20):  # some chat traffic for the usage charts
             await client.post("/v1/chat/completions", json={"model": "genloom-text-mini", "max_tokens": 4,
                                                            "messages": [{"role": "user", "content": f"chart {i}"}]})
@@ -100,14 +103,14 @@ def measure(base_url: str, rounds: int) -> dict[str, list[float]]:
             page.wait_for_selector(PAGES["jobs"])
             started = time.perf_counter()
             page.reload()  # the HTML, script and style fetched again, then the jobs
-            page.wait_for_selector(PAGES["jobs"], timeout=30_000)
+            page.wait_for_selector(PAGES["jobs"], state="attached", timeout=30_000)
             seen["jobs, whole page reloaded"].append(time.perf_counter() - started)
             for name, ready_selector in PAGES.items():
                 page.goto(f"{base_url}/console#/")  # away first, so every page opens from scratch
                 page.wait_for_load_state("load")
                 started = time.perf_counter()
                 page.goto(f"{base_url}/console#/{name}")
-                page.wait_for_selector(ready_selector, timeout=30_000)
+                page.wait_for_selector(ready_selector, state="attached", timeout=30_000)
                 seen[name].append(time.perf_counter() - started)
         browser.close()
     return seen
