@@ -159,6 +159,10 @@ def test_watch_a_job_go_from_queued_to_completed_live_and_cancel_another(page, s
         assert http.get(f"{served}/v1/jobs/{slow['id']}").json()["status"] == "cancelled"
     page.select_option("#state-filter", "cancelled")
     expect(page.locator(f'tr[data-job="{slow["id"]}"]')).to_be_visible()
+    page.select_option("#state-filter", "")
+    page.select_option("#model-filter", "tiny")  # the model filter, on the server
+    expect(page.locator("#view table tbody tr").first).to_contain_text("tiny@v1")
+    expect(page.locator(f'tr[data-job="{slow["id"]}"]')).to_have_count(0)
 
 
 def test_create_a_tenant_and_a_key_then_the_tenant_key_sees_only_its_own(page, served):
@@ -168,6 +172,9 @@ def test_create_a_tenant_and_a_key_then_the_tenant_key_sees_only_its_own(page, s
     page.select_option("#tenant-tier", "premium")
     page.click("#create-tenant")
     expect(page.locator("#tenants")).to_contain_text("acme")
+    acme_row = page.locator("#tenants tr", has_text="acme")
+    acme_row.locator("select.tier").select_option("standard")
+    expect(page.locator("#view [role=status]")).to_have_text("acme is now standard")
     page.click("#create-key")
     secret = page.locator("#secret").inner_text()
     assert secret.startswith("gl-") and len(secret) > 20
@@ -185,6 +192,15 @@ def test_create_a_tenant_and_a_key_then_the_tenant_key_sees_only_its_own(page, s
     expect(page.locator("#view table")).to_be_visible()
     time.sleep(0.5)
     assert page.locator(f'tr[data-job="{mine["id"]}"]').count() == 0  # the admin tenant's job is not listed
+    assert page.locator("#tenant-filter").is_hidden()
+    theirs = httpx.post(f"{served}/v1/jobs", headers={"Authorization": f"Bearer {secret}"}, timeout=30, json={
+        "url": "/v1/chat/completions", "body": {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}}).json()
+    page.click("#signout")
+    sign_in(page, served)  # an operator: any tenant's jobs, by the tenant filter
+    page.click("nav >> text=Jobs")
+    expect(page.locator(f'tr[data-job="{theirs["id"]}"]')).to_have_count(0)
+    page.select_option("#tenant-filter", label="acme")
+    expect(page.locator(f'tr[data-job="{theirs["id"]}"]')).to_be_visible()
 
 
 def test_start_and_promote_a_rollout_and_watch_the_queue(page, served, tiny_model_dir):

@@ -146,6 +146,20 @@ def test_another_tenants_job_is_not_found(base, alice, bob):
         assert a.get(f"/v1/jobs/{job_id}").status_code == 200  # still there for its owner
 
 
+def test_an_admin_key_sees_every_tenants_jobs_and_a_tenant_key_only_its_own(base, alice, bob):
+    body = {"url": "/v1/chat/completions", "body": {"model": "tiny", "messages": HELLO, "max_tokens": 2}}
+    with _client(base, alice) as a, _client(base, bob) as b, \
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as admin:
+        job_id = a.post("/v1/jobs", json=body).json()["id"]
+        assert admin.get(f"/v1/jobs/{job_id}").status_code == 200  # an operator opens any tenant's job
+        assert job_id not in {j["id"] for j in admin.get("/v1/jobs").json()["data"]}  # by default, its own tenant's
+        for scope in (alice.id, "*"):
+            assert job_id in {j["id"] for j in admin.get("/v1/jobs", params={"tenant": scope, "limit": 100}).json()["data"]}
+        assert admin.get("/v1/jobs", params={"tenant": alice.id, "model": "other"}).json()["data"] == []
+        assert job_id in {j["id"] for j in admin.get("/v1/jobs", params={"tenant": "*", "model": "tiny"}).json()["data"]}
+        assert job_id not in {j["id"] for j in b.get("/v1/jobs", params={"tenant": "*", "limit": 100}).json()["data"]}
+
+
 def test_another_tenants_file_is_not_found_and_not_deleted(base, alice, bob):
     data = _unique_bytes()
     with _client(base, alice) as a, _client(base, bob) as b:

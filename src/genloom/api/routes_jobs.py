@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field, ValidationError
 
-from genloom.api.callers import caller
+from genloom.api.callers import caller, principal
 from genloom.api.errors import describe_invalid
 from genloom.api.routes_images import ImageGenerationBody, image_request
 from genloom.api.routes_text import chat_request, completion_request
@@ -34,6 +34,14 @@ class JobCreate(_Body):
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
     method: Literal["POST"] | None = None  # an OpenAI batch line carries it
     custom_id: str | None = Field(None, max_length=256)
+
+
+def tenant_of(request: Request) -> str | None:
+    """Whose jobs a key may read and act on: its own tenant's; an admin key every tenant's. With
+    auth disabled every caller is an admin, told apart only by the tenant header: each keeps to
+    its own tenant's jobs there."""
+    who = principal(request)
+    return None if who.is_admin and who.key_id is not None else who.tenant_id
 
 
 def build_jobs_router(
@@ -74,11 +82,17 @@ def build_jobs_router(
         state: Annotated[JobState | None, Query()] = None,
         limit: Annotated[int, Query(ge=1)] = 20,
         after: Annotated[str | None, Query(max_length=64)] = None,
+        model: Annotated[str | None, Query(max_length=255)] = None,
+        tenant: Annotated[str | None, Query(max_length=128, description="admin keys: one tenant's jobs, or * for every tenant's")] = None,
     ) -> dict[str, Any]:
+        """The caller's tenant's jobs, newest first (an admin key: `tenant`'s, or every tenant's with `*`)."""
         who = caller(request)
         if limit > settings.max_page_size:
             raise InvalidRequest(f"limit must be at most {settings.max_page_size}", "limit")
-        views, has_more = await jobs.list(tenant=who.tenant, state=state, limit=limit, after=after)
+        scope: str | None = who.tenant
+        if tenant is not None and tenant_of(request) is None:
+            scope = None if tenant == "*" else tenant
+        views, has_more = await jobs.list(tenant=scope, state=state, limit=limit, after=after, model=model)
         data = [job_body(v) for v in views]
         return {
             "object": "list", "data": data, "has_more": has_more,
@@ -87,19 +101,19 @@ def build_jobs_router(
 
     @router.get("/{job_id}")
     async def get_job(job_id: str, request: Request) -> dict[str, Any]:
-        return job_body(await jobs.get(job_id, tenant=caller(request).tenant))
+        return job_body(await jobs.get(job_id, tenant=tenant_of(request)))
 
     @router.delete("/{job_id}")
     async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
-        return job_body(await jobs.cancel(job_id, tenant=caller(request).tenant))
+        return job_body(await jobs.cancel(job_id, tenant=tenant_of(request)))
 
     @router.post("/{job_id}/retry", status_code=202)
     async def retry_job(job_id: str, request: Request) -> dict[str, Any]:
-        return job_body(await jobs.retry(job_id, tenant=caller(request).tenant))
+        return job_body(await jobs.retry(job_id, tenant=tenant_of(request)))
 
     @router.get("/{job_id}/events")
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
-        changes = jobs.transitions(job_id, tenant=caller(request).tenant)
+        changes = jobs.transitions(job_id, tenant=tenant_of(request))
         first = await anext(changes)  # an unknown job is a 404 before the stream starts
 
         async def body() -> AsyncIterator[str]:

@@ -222,10 +222,10 @@ class JobService:
         return await self._view(await self._store.get(job_id, tenant=tenant))
 
     async def list(
-        self, *, tenant: str | None, state: JobState | None, limit: int, after: str | None
+        self, *, tenant: str | None, state: JobState | None, limit: int, after: str | None, model: str | None = None,
     ) -> tuple[list[JobView], bool]:
         """One page, newest first, and whether more follow."""
-        records = await self._store.list(tenant=tenant, state=state, limit=limit + 1, after=after)
+        records = await self._store.list(tenant=tenant, state=state, limit=limit + 1, after=after, model=model)
         return [await self._view(r) for r in records[:limit]], len(records) > limit
 
     async def cancel(self, job_id: str, *, tenant: str | None) -> JobView:

@@ -42,7 +42,8 @@ class JobStore(Protocol):
     async def create(self, record: JobRecord, *, idempotency_window_s: float) -> tuple[JobRecord, bool]: ...
     async def get(self, job_id: str, *, tenant: str | None = None, history: bool = True) -> JobRecord: ...
     async def list(
-        self, *, tenant: str | None = None, state: JobState | None = None, limit: int = 20, after: str | None = None
+        self, *, tenant: str | None = None, state: JobState | None = None, limit: int = 20, after: str | None = None,
+        model: str | None = None,
     ) -> list[JobRecord]: ...
     async def waiting(self) -> list[JobRecord]: ...
     async def many(self, job_ids: list[str], *, tenant: str) -> dict[str, JobRecord]: ...
@@ -135,12 +136,16 @@ class SqlJobStore:
         return {state.value: int(counted.get(state.value, 0)) for state in JobState}
 
     async def list(
-        self, *, tenant: str | None = None, state: JobState | None = None, limit: int = 20, after: str | None = None
+        self, *, tenant: str | None = None, state: JobState | None = None, limit: int = 20, after: str | None = None,
+        model: str | None = None,
     ) -> list[JobRecord]:
-        """Newest first; `after` is the id of the last job of the previous page."""
+        """Newest first; `after` is the id of the last job of the previous page; `model` a model's
+        name (every version) or one version (`name@v2`)."""
         query = select(_jobs)
         if tenant is not None:
             query = query.where(_jobs.c.tenant == tenant)
+        if model is not None:
+            query = query.where((_jobs.c.model == model) | _jobs.c.model.startswith(f"{model}@", autoescape=True))
         if state is not None:
             query = query.where(_jobs.c.state == state.value)
         async with self._database.engine.connect() as conn:

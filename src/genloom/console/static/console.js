@@ -312,6 +312,8 @@ async function imagesPage(view) {
 async function jobsPage(view, params) {
   const stateFilter = select(["", "queued", "processing", "retrying", "completed", "failed", "cancelled"], { id: "state-filter", "aria-label": "State" });
   stateFilter.value = params.get("state") || "";
+  const modelFilter = select([{ value: "", label: "every model" }], { id: "model-filter", "aria-label": "Model" });
+  const tenantFilter = select([{ value: "", label: "this key's tenant" }, { value: "*", label: "every tenant" }], { id: "tenant-filter", "aria-label": "Tenant" });
   const table = el("tbody");
   const more = el("button", { type: "button", class: "secondary", id: "more", text: "More", hidden: true });
   const detail = el("section", { id: "job-detail", "aria-live": "polite" });
@@ -333,6 +335,8 @@ async function jobsPage(view, params) {
   async function load(append) {
     const query = new URLSearchParams({ limit: "20" });
     if (stateFilter.value) query.set("state", stateFilter.value);
+    if (modelFilter.value) query.set("model", modelFilter.value);
+    if (tenantFilter.value) query.set("tenant", tenantFilter.value);
     if (append && last) query.set("after", last);
     const page = await api(`/v1/jobs?${query}`);
     if (!append) table.replaceChildren();
@@ -341,7 +345,12 @@ async function jobsPage(view, params) {
     more.hidden = !page.has_more;
   }
 
-  stateFilter.addEventListener("change", () => load(false).catch((e) => showError(detail, e)));
+  for (const m of models) modelFilter.append(el("option", { value: m, text: m }));
+  if (state.me.admin) {
+    const tenants = await api("/v1/admin/tenants").catch(() => ({ data: [] }));
+    for (const t of tenants.data) tenantFilter.append(el("option", { value: t.id, text: t.name }));
+  }
+  for (const filter of [stateFilter, modelFilter, tenantFilter]) filter.addEventListener("change", () => load(false).catch((e) => showError(detail, e)));
   more.addEventListener("click", () => load(true).catch((e) => showError(detail, e)));
   const form = el("form", {
     class: "grid",
@@ -362,7 +371,7 @@ async function jobsPage(view, params) {
   el("button", { type: "submit", id: "submit-job", text: "Submit job" }));
   view.replaceChildren(
     el("h1", { text: "Jobs" }), form,
-    el("div", { class: "row" }, field("State", stateFilter)),
+    el("div", { class: "row" }, field("State", stateFilter), field("Model", modelFilter), state.me.admin ? field("Tenant", tenantFilter) : null),
     el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["Job", "Status", "Model", "Created", "Metadata"].map((h) => el("th", { text: h })))), table)),
     more, detail);
   every(3000, () => load(false).catch(() => {}));
@@ -374,10 +383,11 @@ async function jobDetail(target, id) {
   const timeline = el("ol", { id: "timeline" });
   const result = el("pre", { id: "job-result" });
   const metadata = el("pre", { id: "job-metadata" });
+  const webhook = el("div", { id: "job-webhook" });
   const cancel = el("button", { type: "button", id: "cancel-job", text: "Cancel" });
   const retry = el("button", { type: "button", class: "secondary", id: "retry-job", text: "Retry" });
   target.replaceChildren(el("h2", {}, `Job ${id} `, status), el("div", { class: "row" }, cancel, retry),
-    el("h3", { text: "Timeline" }), timeline, el("h3", { text: "Result" }), result, el("h3", { text: "Metadata" }), metadata);
+    el("h3", { text: "Timeline" }), timeline, el("h3", { text: "Result" }), result, el("h3", { text: "Metadata" }), metadata, webhook);
 
   function show(job) {
     status.textContent = job.status;
@@ -386,6 +396,10 @@ async function jobDetail(target, id) {
     metadata.textContent = job.metadata ? JSON.stringify(job.metadata, null, 2) : "";
     const choice = job.result && job.result.choices && job.result.choices[0];
     result.textContent = choice ? (choice.message ? choice.message.content : choice.text || "") : job.error ? JSON.stringify(job.error) : "";
+    if (job.webhook) {
+      webhook.replaceChildren(el("h3", { text: `Webhook: ${job.webhook.status || "pending"}` }),
+        el("ol", {}, job.webhook.deliveries.map((d) => el("li", { text: `${when(d.at)} attempt ${d.attempt}: ${d.status_code || d.error || ""}${d.delivered ? " (delivered)" : ""} ${d.duration_ms ?? ""} ms` }))));
+    }
     timeline.replaceChildren(...job.transitions.map((t) => el("li", { text: `${when(t.at)} ${t.status}${t.message ? `: ${t.message}` : ""}` })));
   }
   cancel.addEventListener("click", async () => show(await api(`/v1/jobs/${id}`, { method: "DELETE" }).catch((e) => showError(target, e))));
@@ -480,7 +494,7 @@ async function tenantsPage(view) {
   async function load() {
     const listed = await api("/v1/admin/tenants");
     tenants.replaceChildren(...listed.data.map((t) => el("tr", { "data-tenant": t.id },
-      el("td", { text: t.name }), el("td", { text: t.tier }), el("td", { text: t.id }),
+      el("td", { text: t.name }), el("td", {}, tierSelect(t, message)), el("td", { text: t.id }),
       el("td", {}, el("button", { type: "button", class: "secondary", text: "Keys", onclick: () => keysOf(keys, t) })))));
   }
   const form = el("form", {
@@ -502,6 +516,23 @@ async function tenantsPage(view) {
   view.replaceChildren(el("h1", { text: "Tenants and keys" }), form, message,
     el("div", { class: "scroll" }, el("table", { id: "tenants" }, el("thead", {}, el("tr", {}, ["Name", "Tier", "Id", ""].map((h) => el("th", { text: h })))), tenants)), keys);
   await load();
+}
+
+function tierSelect(tenant, message) {
+  const tier = select(["free", "standard", "premium"], { "aria-label": `Tier of ${tenant.name}`, class: "tier" });
+  tier.value = tenant.tier;
+  tier.addEventListener("change", async () => {
+    try {
+      const changed = await api(`/v1/admin/tenants/${tenant.id}`, { method: "PATCH", body: { tier: tier.value } });
+      message.className = "ok";
+      message.textContent = `${changed.name} is now ${changed.tier}`;
+    } catch (e) {
+      message.className = "error";
+      message.textContent = e.message;
+      tier.value = tenant.tier;
+    }
+  });
+  return tier;
 }
 
 async function keysOf(target, tenant) {
