@@ -204,3 +204,29 @@ def test_malformed_json_and_bad_query_are_400(http):
     assert http.get("/v1/jobs", params={"limit": 1000}).json()["error"]["param"] == "limit"
     assert http.get("/v1/jobs", params={"after": "job_missing"}).status_code == 404
     assert http.get("/v1/jobs/job_missing/events").status_code == 404
+
+
+def test_queue_events_push_the_queue_and_the_workers_every_interval(http):
+    """GET /v1/admin/queue/events: a snapshot as GET /v1/admin/queue plus the workers, pushed
+    until the client leaves; a job queued meanwhile shows in a later snapshot."""
+    running = http.post("/v1/jobs", json=long_job(1000)).json()
+    wait_for(http, running["id"], {"processing"})
+    snapshots = []
+    try:
+        with http.stream("GET", "/v1/admin/queue/events", params={"every_s": 0.2}) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for line in stream.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                snapshots.append(json.loads(line[6:]))
+                if len(snapshots) == 1:
+                    queued = http.post("/v1/jobs", json=long_job()).json()
+                if len(snapshots) == 3:
+                    break
+    finally:
+        http.delete(f"/v1/jobs/{running['id']}")
+        http.delete(f"/v1/jobs/{queued['id']}")
+    assert [s["type"] for s in snapshots] == ["queue"] * 3 and snapshots[0]["at"] < snapshots[2]["at"]
+    assert snapshots[-1]["models"]["tiny@v1"]["async"] == 1  # the job queued after the first snapshot
+    slots = {s["model"]: s for w in snapshots[-1]["workers"] for s in w["models"]}
+    assert slots["tiny@v1"]["occupancy"] >= 1  # the long job's row

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ConfigDict, Field
 
 from genloom.api.callers import require_admin
@@ -108,6 +109,19 @@ def build_admin_router(
         """The queue as every replica sees it: backend, waiting requests and jobs per model and
         class, dead letters (ids of jobs handed out `queue.max_deliveries` times unfinished)."""
         return {"object": "queue", **await asyncio.to_thread(jobs.queue_status)}
+
+    @router.get("/queue/events", include_in_schema=False)  # a stream until the client leaves: not for fuzzers
+    async def queue_events(request: Request, every_s: float = Query(1.0, ge=0.2, le=60)) -> StreamingResponse:
+        """Server-sent events: the queue (as GET /queue) and every worker's models (as GET
+        /workers) every `every_s` seconds, until the client goes away."""
+        async def body() -> AsyncIterator[str]:
+            while not await request.is_disconnected():
+                snapshot = {"type": "queue", "at": round(time.time(), 3), **await asyncio.to_thread(jobs.queue_status),
+                            "workers": await list_workers() if list_workers is not None else []}
+                yield f"data: {json.dumps(snapshot, separators=(',', ':'))}\n\n"
+                await asyncio.sleep(every_s)
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @router.get("/upstreams")
     async def upstreams() -> dict[str, Any]:

@@ -424,17 +424,18 @@ async function queuePage(view) {
     el("h1", { text: "Queue" }),
     el("h2", { text: "Waiting" }), el("div", { class: "scroll" }, el("table", { id: "depths" }, el("thead", {}, el("tr", {}, ["Model", "Realtime", "Async"].map((h) => el("th", { text: h })))), depths)),
     el("h2", { text: "Running" }), el("div", { class: "scroll" }, el("table", { id: "workers" }, el("thead", {}, el("tr", {}, ["Model", "Kind", "State", "Rows in use", "Batch of"].map((h) => el("th", { text: h })))), workers)));
-  every(1000, async () => {
+  // Pushed by the server every second while the page is open (ended when another page opens).
+  (async () => {
     try {
-      const queue = await api("/v1/admin/queue");
-      depths.replaceChildren(...Object.entries(queue.models).map(([m, by]) => el("tr", {}, el("td", { text: m }), el("td", { text: by.realtime || 0 }), el("td", { text: by.async || 0 }))));
-      const listed = await api("/v1/admin/workers");
-      workers.replaceChildren(...listed.data.flatMap((w) => w.models.map((s) => el("tr", {},
-        el("td", { text: s.model }), el("td", { text: s.kind }), el("td", { text: s.state }), el("td", { text: `${s.occupancy} / ${s.capacity}` }), el("td", { text: s.batch_of || "" })))));
+      for await (const queue of events("/v1/admin/queue/events?every_s=1")) {
+        depths.replaceChildren(...Object.entries(queue.models).map(([m, by]) => el("tr", {}, el("td", { text: m }), el("td", { text: by.realtime || 0 }), el("td", { text: by.async || 0 }))));
+        workers.replaceChildren(...queue.workers.flatMap((w) => w.models.map((s) => el("tr", {},
+          el("td", { text: s.model }), el("td", { text: s.kind }), el("td", { text: s.state }), el("td", { text: `${s.occupancy} / ${s.capacity}` }), el("td", { text: s.batch_of || "" })))));
+      }
     } catch (e) {
-      showError(depths, e);
+      if (e.name !== "AbortError") showError(depths, e);
     }
-  });
+  })();
 }
 
 // -- models (admin) --------------------------------------------------------------------------------
