@@ -217,6 +217,21 @@ def test_start_and_promote_a_rollout_and_watch_the_queue(page, served, tiny_mode
     card.locator("select").select_option("v2")
     card.locator(".start-rollout").click()
     expect(card.locator("h3")).to_contain_text("tiny@v1 → tiny@v2")
+    with admin() as http:
+        for i in range(12):  # traffic for the arms' live figures
+            http.post(f"{served}/v1/chat/completions", json={"model": "tiny", "max_tokens": 2,
+                                                             "messages": [{"role": "user", "content": f"arm {i}"}]})
+    expect(card.locator('tr[data-arm="stable"]')).to_be_visible()
+
+    def counted() -> int:  # both arms' requests as the page shows them (refreshed every 2 s)
+        return sum(int(card.locator(f'tr[data-arm="{arm}"] td').nth(1).inner_text())
+                   for arm in ("stable", "candidate") if card.locator(f'tr[data-arm="{arm}"]').count())
+
+    deadline = time.monotonic() + 15
+    while counted() < 12:
+        assert time.monotonic() < deadline, counted()
+        time.sleep(0.2)
+    expect(card.locator(".gates")).to_contain_text("error rate")
     shot(page, "models")
     card.locator(".promote").click()
     expect(card.locator(".start-rollout")).to_be_visible()  # no rollout any more

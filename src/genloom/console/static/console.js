@@ -468,9 +468,35 @@ function modelCard(m, reload) {
   card.append(el("h2", { text: m.id }), el("div", { class: "scroll" }, versions));
   if (m.rollout) {
     const r = m.rollout;
+    const arms = el("tbody");
+    const reason = el("p", { class: "muted reason", text: r.reason || "" });
+    const gates = (r.plan && r.plan.gates) || {};
+    const showArms = (live) => {
+      const f = live.figures || {};
+      const cell = (v, digits = 1) => (v === null || v === undefined ? "" : typeof v === "number" ? v.toFixed(digits) : String(v));
+      arms.replaceChildren(...["stable", "candidate"].filter((a) => f[a]).map((a) => el("tr", { "data-arm": a },
+        el("td", { text: a === "stable" ? live.stable : live.candidate }), el("td", { text: f[a].requests }), el("td", { text: f[a].errors }),
+        el("td", { text: cell(f[a].error_rate * 100) + " %" }), el("td", { text: cell(f[a].p50_latency_ms) }),
+        el("td", { text: cell(f[a].p99_latency_ms) }), el("td", { text: cell(f[a].p99_ttft_ms) }))));
+      reason.textContent = `${live.state}, ${live.percent}% of traffic${live.reason ? `: ${live.reason}` : ""}`;
+    };
+    showArms(r);
+    every(2000, async () => {  // the gates' view now (the list's copy is written every few seconds)
+      try {
+        showArms(await api(`/v1/admin/models/${encodeURIComponent(m.id)}/rollouts/current`));
+      } catch (e) {
+        if (e.status === 404) reload().catch(() => {}); // it ended meanwhile
+      }
+    });
     card.append(
       el("h3", { text: `Rollout ${r.strategy}: ${r.stable} → ${r.candidate}, ${r.percent}% (${r.state})` }),
-      el("pre", { class: "figures", text: JSON.stringify(r.figures || {}, null, 2) }),
+      el("div", { class: "scroll" }, el("table", { class: "arms" },
+        el("thead", {}, el("tr", {}, ["Arm", "Requests", "Errors", "Error rate", "p50 ms", "p99 ms", "p99 TTFT ms"].map((h) => el("th", { text: h })))), arms)),
+      el("p", { class: "muted gates", text: `gates: error rate ≤ ${(gates.max_error_rate ?? 0) * 100} %` +
+        (gates.max_p99_latency_ms ? `, p99 ≤ ${gates.max_p99_latency_ms} ms` : "") + (gates.max_ttft_p99_ms ? `, p99 TTFT ≤ ${gates.max_ttft_p99_ms} ms` : "") +
+        (gates.max_latency_ratio ? `, median ≤ ${gates.max_latency_ratio}× stable` : "") + `, at least ${gates.min_requests} requests` +
+        (gates.min_feedback_score !== null && gates.min_feedback_score !== undefined ? `, feedback ≥ ${gates.min_feedback_score}` : "") }),
+      reason,
       el("div", { class: "row" },
         el("button", { type: "button", class: "promote", text: "Promote", onclick: act("/rollouts/current/promote", { reason: "promoted from the console" }) }),
         el("button", { type: "button", class: "secondary rollback", text: "Roll back", onclick: act("/rollouts/current/rollback", { reason: "rolled back from the console" }) })));
