@@ -59,3 +59,11 @@ def redis_prefix():
 
     with redis_prefix() as prefix:
         yield prefix
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The default run's per-test limit (pyproject's `timeout`) catches hangs; the long tests run
+    with `-m slow` (a soak, 50 SIGKILLs, a long fuzz) get an hour."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(3600))
