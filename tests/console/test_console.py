@@ -101,6 +101,14 @@ def test_sign_in_then_stream_a_chat_and_compare_two_models(page, served):
     page.click("#as-curl")
     assert '"model":"tiny"' in page.locator("#snippet").inner_text() and ADMIN_KEY not in page.locator("#snippet").inner_text()
     shot(page, "playground")
+    # Structured output: a JSON schema the answer must follow (the grammar constrains the tiny model too).
+    page.select_option("#compare", "")
+    page.select_option("#format", "json_schema")
+    page.fill("#schema", '{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false}')
+    page.fill("#max_tokens", "24")
+    page.click("#send")
+    expect(page.locator(".pane .done")).to_have_count(1)
+    assert json.loads(page.locator('.output[data-model="tiny"]').inner_text())["ok"] in (True, False)
 
 
 def test_model_output_and_job_metadata_are_shown_as_text_never_run(page, served):
@@ -174,10 +182,16 @@ def test_create_a_tenant_and_a_key_then_the_tenant_key_sees_only_its_own(page, s
     expect(page.locator("#tenants")).to_contain_text("acme")
     acme_row = page.locator("#tenants tr", has_text="acme")
     acme_row.locator("select.tier").select_option("standard")
-    expect(page.locator("#view [role=status]")).to_have_text("acme is now standard")
+    expect(page.locator("#tenant-message")).to_have_text("acme is now standard")
+    page.fill('input[data-limit="requests_per_minute"]', "120")
+    page.click("#save-limits")
+    expect(page.locator("#limits-message")).to_have_text("limits of acme saved")
     page.click("#create-key")
     secret = page.locator("#secret").inner_text()
     assert secret.startswith("gl-") and len(secret) > 20
+    with admin() as http:
+        acme = [t for t in http.get(f"{served}/v1/admin/tenants").json()["data"] if t["name"] == "acme"][0]
+    assert acme["tier"] == "standard" and acme["limits"]["requests_per_minute"] == 120
     shot(page, "tenants")
     with admin() as http:
         mine = http.post(f"{served}/v1/jobs", json={"url": "/v1/chat/completions",

@@ -168,6 +168,10 @@ async function playgroundPage(view) {
   const maxTokens = el("input", { id: "max_tokens", type: "number", min: 1, value: "64" });
   const seed = el("input", { id: "seed", type: "number", min: 0, placeholder: "random" });
   const stop = el("input", { id: "stop", placeholder: "e.g. \\n\\n" });
+  const format = select([{ value: "text", label: "text" }, { value: "json_object", label: "JSON object" }, { value: "json_schema", label: "JSON schema" }], { id: "format" });
+  const schema = el("textarea", { id: "schema", placeholder: '{"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}' });
+  const schemaLabel = el("label", { class: "wide", hidden: true }, "JSON schema", schema);
+  format.addEventListener("change", () => { schemaLabel.hidden = format.value !== "json_schema"; });
   const panes = el("div", { class: "panes", "aria-live": "polite" });
   const snippet = el("pre", { id: "snippet", class: "pane", hidden: true });
 
@@ -178,6 +182,16 @@ async function playgroundPage(view) {
     const b = { model, messages, stream: true, stream_options: { include_usage: true }, temperature: Number(temperature.value), max_tokens: Number(maxTokens.value) };
     if (seed.value !== "") b.seed = Number(seed.value);
     if (stop.value) b.stop = [stop.value.replace(/\\n/g, "\n")];
+    if (format.value === "json_object") b.response_format = { type: "json_object" };
+    if (format.value === "json_schema") {
+      let parsed = {};
+      try {
+        parsed = JSON.parse(schema.value || "{}");
+      } catch (e) {
+        throw new Error(`the JSON schema is not JSON: ${e.message}`);
+      }
+      b.response_format = { type: "json_schema", json_schema: { name: "answer", strict: true, schema: parsed } };
+    }
     return b;
   }
 
@@ -217,7 +231,8 @@ async function playgroundPage(view) {
     },
   },
   field("Model", first), field("Compare with", second), field("Temperature", temperature), field("Max tokens", maxTokens),
-  field("Seed", seed), field("Stop", stop),
+  field("Seed", seed), field("Stop", stop), field("Output", format),
+  schemaLabel,
   el("label", { class: "wide" }, "System prompt", system),
   el("label", { class: "wide" }, "Message", prompt),
   el("div", { class: "row wide" },
@@ -225,7 +240,14 @@ async function playgroundPage(view) {
     el("button", {
       type: "button", class: "secondary", id: "as-curl", text: "Copy as curl",
       onclick: () => {
-        const b = body(first.value);
+        let b;
+        try {
+          b = body(first.value);
+        } catch (e) {
+          snippet.hidden = false;
+          snippet.textContent = e.message;
+          return;
+        }
         snippet.hidden = false;
         snippet.textContent = `curl ${location.origin}/v1/chat/completions \\\n  -H "Authorization: Bearer $GENLOOM_API_KEY" \\\n  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(b).replace(/'/g, "'\\''")}'`;
         navigator.clipboard && navigator.clipboard.writeText(snippet.textContent).catch(() => {});
@@ -234,7 +256,14 @@ async function playgroundPage(view) {
     el("button", {
       type: "button", class: "secondary", id: "as-python", text: "Copy as Python",
       onclick: () => {
-        const b = body(first.value);
+        let b;
+        try {
+          b = body(first.value);
+        } catch (e) {
+          snippet.hidden = false;
+          snippet.textContent = e.message;
+          return;
+        }
         delete b.stream_options;
         snippet.hidden = false;
         snippet.textContent = `from openai import OpenAI\n\nclient = OpenAI(base_url="${location.origin}/v1")  # the key from OPENAI_API_KEY\nfor chunk in client.chat.completions.create(**${JSON.stringify(b)}):\n    print(chunk.choices[0].delta.content or "", end="")`;
@@ -517,7 +546,7 @@ async function tenantsPage(view) {
   const keys = el("section", { id: "keys" });
   const name = el("input", { id: "tenant-name", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,127}" });
   const tier = select(["free", "standard", "premium"], { id: "tenant-tier" });
-  const message = el("p", { role: "status" });
+  const message = el("p", { role: "status", id: "tenant-message" });
   async function load() {
     const listed = await api("/v1/admin/tenants");
     tenants.replaceChildren(...listed.data.map((t) => el("tr", { "data-tenant": t.id },
@@ -584,7 +613,27 @@ async function keysOf(target, tenant) {
       await load();
     },
   }, field("Key name", name), el("button", { type: "submit", id: "create-key", text: "Create key" }));
-  target.replaceChildren(el("h2", { text: `Keys of ${tenant.name}` }), form, secret,
+  const limitNames = ["requests_per_minute", "tokens_per_minute", "tokens_per_day", "images_per_day", "guard_blocks_per_hour"];
+  const limitInputs = Object.fromEntries(limitNames.map((n) => [n, el("input", { type: "number", min: 1, class: "limit", "data-limit": n,
+    placeholder: "unlimited", value: tenant.limits && tenant.limits[n] ? String(tenant.limits[n]) : "" })]));
+  const limitsMessage = el("p", { role: "status", id: "limits-message" });
+  const limitsForm = el("form", {
+    class: "grid", id: "limits",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      const limits = Object.fromEntries(limitNames.map((n) => [n, limitInputs[n].value ? Number(limitInputs[n].value) : null]));
+      try {
+        await api(`/v1/admin/tenants/${tenant.id}`, { method: "PATCH", body: { limits } });
+        limitsMessage.className = "ok";
+        limitsMessage.textContent = `limits of ${tenant.name} saved`;
+      } catch (e) {
+        limitsMessage.className = "error";
+        limitsMessage.textContent = e.message;
+      }
+    },
+  }, limitNames.map((n) => field(n.replace(/_/g, " "), limitInputs[n])), el("button", { type: "submit", id: "save-limits", text: "Save limits" }));
+  target.replaceChildren(el("h2", { text: `Limits of ${tenant.name}` }), limitsForm, limitsMessage,
+    el("h2", { text: `Keys of ${tenant.name}` }), form, secret,
     el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Id", "State", ""].map((h) => el("th", { text: h })))), rows)));
   await load();
 }
