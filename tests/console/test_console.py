@@ -136,11 +136,13 @@ def test_generate_an_image_and_read_its_provenance(page, served):
     page.fill("#image-prompt", "a red circle")
     page.fill("#steps", "2")
     page.fill("#image-seed", "11")
+    page.select_option("#image-compare", "sd")  # the same request on a second model, side by side
     page.click("#draw")
-    expect(page.locator(".gallery figure img")).to_have_count(1)
-    page.click(".gallery figure button")
-    expect(page.locator(".provenance")).to_contain_text('"seed": 11')
-    assert page.locator(".gallery img").evaluate("img => img.naturalWidth") > 0
+    expect(page.locator(".gallery figure img")).to_have_count(2)
+    first = page.locator(".gallery figure").first
+    first.locator("button").click()
+    expect(first.locator(".provenance")).to_contain_text('"seed": 11')
+    assert all(w > 0 for w in page.locator(".gallery img").evaluate_all("imgs => imgs.map(i => i.naturalWidth)"))
     shot(page, "images")
 
 
@@ -315,6 +317,9 @@ def test_fine_tuning_jobs_with_their_loss_curve_datasets_and_the_guard_audit(pag
     logged = [e for e in events if e["type"] == "metrics" and "train_loss" in (e["data"] or {})]
     assert len(points.split()) == len(logged) >= 2  # a point per logged step
     expect(page.locator("#datasets")).to_contain_text("ships@v1")
+    page.locator('tr[data-dataset="ships@v1"] button').click()  # its rows, each with where it came from
+    expect(page.locator("#dataset-rows .lineage").first).to_contain_text("line")
+    assert page.locator("#dataset-rows tbody tr").count() == 12
     shot(page, "fine-tuning")
     page.click("nav >> text=Guards")
     assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "content_blocked"
@@ -359,6 +364,6 @@ def test_review_recent_answers_rate_and_correct_them(page, served):
     shot(page, "review")
     with httpx.Client(base_url=served, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
         rated = {f["response_id"]: f for f in http.get("/v1/feedback", params={"limit": 100}).json()["data"]}
-        queue = {c["response_id"] for c in http.get("/v1/feedback/queue").json()["data"]}
+        queue = {c["response_id"] for c in http.get("/v1/admin/feedback/queue").json()["data"]}
     assert rated[ids[0]]["rating"] == 1 and rated[ids[0]]["correction"] == "Ahoy! A better answer."
     assert rated[ids[1]]["score"] == 0.0 and not queue & set(ids)

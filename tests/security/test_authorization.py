@@ -37,7 +37,7 @@ TENANT = {
     ("POST", "/v1/files"), ("GET", "/v1/files"), ("GET", "/v1/files/{file_id}"), ("DELETE", "/v1/files/{file_id}"),
     ("GET", "/v1/files/{file_id}/content"),
     ("POST", "/v1/templates/{name}/render"), ("POST", "/v1/scenarios/{name}/run"),
-    ("POST", "/v1/feedback"), ("GET", "/v1/feedback"), ("GET", "/v1/feedback/queue"), ("GET", "/v1/feedback/{feedback_id}"),
+    ("POST", "/v1/feedback"), ("GET", "/v1/feedback"), ("GET", "/v1/feedback/{feedback_id}"),
     ("POST", "/v1/fine_tuning/jobs"), ("GET", "/v1/fine_tuning/jobs"), ("GET", "/v1/fine_tuning/jobs/{job_id}"),
     ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"), ("GET", "/v1/fine_tuning/jobs/{job_id}/events"),
     ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"),
@@ -158,6 +158,23 @@ def test_an_admin_key_sees_every_tenants_jobs_and_a_tenant_key_only_its_own(base
         assert admin.get("/v1/jobs", params={"tenant": alice.id, "model": "other"}).json()["data"] == []
         assert job_id in {j["id"] for j in admin.get("/v1/jobs", params={"tenant": "*", "model": "tiny"}).json()["data"]}
         assert job_id not in {j["id"] for j in b.get("/v1/jobs", params={"tenant": "*", "limit": 100}).json()["data"]}
+
+
+def test_usage_and_answers_to_review_stay_within_their_tenant(base, alice, bob):
+    """A tenant key's usage is its own whatever it asks for; the review queue (every end user's
+    prompts and answers) is for admin keys, and shows the tenant asked for."""
+    with _client(base, alice) as a, _client(base, bob) as b, \
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as admin:
+        answered = a.post("/v1/chat/completions", json={"model": "tiny", "messages": HELLO, "max_tokens": 2})
+        assert answered.status_code == 200, answered.text
+        theirs = b.get("/v1/usage", params={"tenant": alice.id}).json()
+        assert theirs["tenant"] == bob.id and theirs["tenants"] == [bob.id]
+        assert sum(x["requests"] for x in theirs["data"]) == 0
+        assert sum(x["requests"] for x in a.get("/v1/usage").json()["data"]) >= 1
+        assert sum(x["requests"] for x in admin.get("/v1/usage", params={"tenant": alice.id}).json()["data"]) >= 1
+        assert b.get("/v1/admin/feedback/queue", params={"tenant": alice.id}).status_code == 403
+        queue = admin.get("/v1/admin/feedback/queue", params={"tenant": alice.id}).json()["data"]
+        assert answered.json()["id"] in {c["response_id"] for c in queue} and {c["tenant"] for c in queue} == {alice.id}
 
 
 def test_another_tenants_file_is_not_found_and_not_deleted(base, alice, bob):

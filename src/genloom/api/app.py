@@ -135,7 +135,8 @@ def create_app(
         build_embeddings_router(embeddings),
         build_images_router(images),
         build_templates_router(templates, pipeline, settings.api),
-        build_admin_router(admin, breakers, jobs, list_workers=list_workers, monitors=monitors, policies=policies, audit=audit),
+        build_admin_router(admin, breakers, jobs, list_workers=list_workers, monitors=monitors, policies=policies, audit=audit,
+                           feedback=feedback),
         *([build_moderations_router(guardrails, max_inputs=settings.guardrails.max_moderation_inputs)]
           if guardrails is not None else []),
         build_registry_router(

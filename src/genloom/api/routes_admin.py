@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ConfigDict, Field
 
-from genloom.api.callers import require_admin
+from genloom.api.callers import principal, require_admin
 from genloom.api.schemas import _Body
 from genloom.gateway.auth import Scope, TenantAdmin
 from genloom.gateway.breaker import CircuitBreaker
 from genloom.gateway.errors import InvalidRequest, ModelNotFound
+from genloom.gateway.feedback import FeedbackService
 from genloom.gateway.job_service import JobService
 from genloom.jobs import Tier
 from genloom.guardrails.policy import Policies
@@ -67,7 +68,7 @@ class KeyCreate(_Body):
 def build_admin_router(
     admin: TenantAdmin, breakers: Mapping[str, CircuitBreaker], jobs: JobService, *,
     list_workers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None, monitors: Monitors | None = None,
-    policies: Policies | None = None, audit: GuardAudit | None = None,
+    policies: Policies | None = None, audit: GuardAudit | None = None, feedback: FeedbackService | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
 
@@ -111,17 +112,42 @@ def build_admin_router(
         return {"object": "queue", **await asyncio.to_thread(jobs.queue_status)}
 
     @router.get("/queue/events", include_in_schema=False)  # a stream until the client leaves: not for fuzzers
-    async def queue_events(request: Request, every_s: float = Query(1.0, ge=0.2, le=60)) -> StreamingResponse:
+    async def queue_events(request: Request, every_s: float = Query(1.0, ge=0.2, le=60),
+                           max_s: float = Query(300.0, gt=0, le=3600)) -> StreamingResponse:
         """Server-sent events: the queue (as GET /queue) and every worker's models (as GET
-        /workers) every `every_s` seconds, until the client goes away."""
+        /workers) every `every_s` seconds, until the client goes away or `max_s` has passed (then
+        `data: [DONE]`: a client reconnects, and its key is checked again)."""
         async def body() -> AsyncIterator[str]:
-            while not await request.is_disconnected():
-                snapshot = {"type": "queue", "at": round(time.time(), 3), **await asyncio.to_thread(jobs.queue_status),
-                            "workers": await list_workers() if list_workers is not None else []}
-                yield f"data: {json.dumps(snapshot, separators=(',', ':'))}\n\n"
-                await asyncio.sleep(every_s)
+            ends = time.monotonic() + max_s
+            try:
+                while time.monotonic() < ends and not await request.is_disconnected():
+                    snapshot = {"type": "queue", "at": round(time.time(), 3), **await asyncio.to_thread(jobs.queue_status),
+                                "workers": await list_workers() if list_workers is not None else []}
+                    yield f"data: {json.dumps(snapshot, separators=(',', ':'))}\n\n"
+                    await asyncio.sleep(every_s)
+            except Exception as e:  # the queue's Redis away: said in OpenAI's shape, then the stream ends
+                error = {"message": f"the queue cannot be read now: {type(e).__name__}", "type": "server_error",
+                         "param": None, "code": "queue_unavailable"}
+                yield f"data: {json.dumps({'error': error})}\n\n"
+            yield "data: [DONE]\n\n"
 
-        return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @router.get("/feedback/queue")
+    async def review_queue(request: Request, model: str | None = Query(None, max_length=255),
+                           tenant: str | None = Query(None, max_length=128), limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
+        """A tenant's newest answers not rated yet, newest first, with what was asked and answered
+        (admin keys only: it shows every end user's requests; default the key's own tenant). A
+        reviewer rates or corrects them with POST /v1/feedback as that tenant."""
+        if feedback is None:
+            return {"object": "list", "data": []}
+        entries = await feedback.to_review(tenant=tenant or principal(request).tenant_id, model=model, limit=limit)
+        return {"object": "list", "data": [{
+            "object": "feedback.candidate", "response_id": e.id, "tenant": e.tenant, "model": e.model, "version": e.version,
+            "endpoint": e.endpoint, "prompt": e.prompt, "output": e.output, "user": e.user,
+            "created_at": int(e.created_at.timestamp()),
+        } for e in entries]}
 
     @router.get("/upstreams")
     async def upstreams() -> dict[str, Any]:

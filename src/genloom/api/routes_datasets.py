@@ -101,6 +101,18 @@ def build_datasets_router(datasets: DatasetService, deletion: DataDeletion) -> A
         name, version = parse_ref(ref)
         return dataset_body(await datasets.store.get(name, version))
 
+    @router.get("/datasets/{ref}/rows")
+    async def rows(ref: str, offset: int = Query(0, ge=0, le=10_000_000), limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+        """A page of rows: each conversation, its split, its content hash and its lineage (the
+        request and rating it came from, or the file and line)."""
+        name, version = parse_ref(ref)
+        found = await datasets.store.get(name, version)
+        every = await datasets.rows(found)
+        page, total = every[offset:offset + limit], len(every)
+        return {"object": "list", "total": total, "offset": offset, "data": [
+            {"object": "dataset.row", "index": offset + i, "split": r.split, "row_hash": r.row_hash,
+             "messages": list(r.example.messages), "lineage": r.example.lineage} for i, r in enumerate(page)]}
+
     @router.get("/datasets/{ref}/content")
     async def content(ref: str, split: Literal["train", "eval"] = Query("train")) -> Response:
         """A split as JSON Lines in OpenAI's chat fine-tuning format."""

@@ -68,18 +68,6 @@ def build_feedback_router(service: FeedbackService) -> APIRouter:
         return {"object": "list", "data": [feedback_body(f) for f in page], "has_more": len(rows) > limit,
                 "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
 
-    @router.get("/feedback/queue")
-    async def review_queue(request: Request, model: str | None = Query(None, max_length=255),
-                           limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
-        """The caller's tenant's newest answers not rated yet, newest first (for a reviewer to rate
-        or correct: POST /v1/feedback with the entry's `response_id`)."""
-        entries = await service.to_review(tenant=caller(request).tenant, model=model, limit=limit)
-        return {"object": "list", "data": [{
-            "object": "feedback.candidate", "response_id": e.id, "model": e.model, "version": e.version,
-            "endpoint": e.endpoint, "prompt": e.prompt, "output": e.output, "user": e.user,
-            "created_at": int(e.created_at.timestamp()),
-        } for e in entries]}
-
     @router.get("/feedback/{feedback_id}")
     async def get(feedback_id: str, request: Request) -> dict[str, Any]:
         who = principal(request)

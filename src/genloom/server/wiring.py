@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 import socket
+import uuid
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -215,7 +216,8 @@ def build_components(
     for kind in (images, embeddings):
         kind.presence, kind.wait_bounds = presence, wait_bounds
     request_log = RequestLog(database=database)
-    usage = UsageSeries(database=database, source=f"{socket.gethostname()}:{os.getpid()}")
+    # A restarted container has the same host name and pid: the suffix keeps its rows apart.
+    usage = UsageSeries(database=database, source=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
     monitors = None
     if settings.monitors.enabled and process is not Process.WORKER:
         embedding_served = BUILTIN_EMBEDDING_MODEL in {model.name for model in configured_models(settings)}

@@ -127,7 +127,10 @@ class RequestLog:
         return ids
 
     async def newest(self, *, tenant: str, model: str | None = None, limit: int = 50) -> list[RequestEntry]:
-        """A tenant's newest answered requests that still have their content, newest first."""
+        """A tenant's newest answered requests that still have their content, newest first
+        (everything recorded so far included)."""
+        if self._loop is not None:
+            await self.flush()
         query = select(RequestRow).where(RequestRow.tenant == tenant, RequestRow.status == RequestStatus.COMPLETED.value,
                                          RequestRow.prompt.is_not(None), RequestRow.output.is_not(None))
         if model is not None:

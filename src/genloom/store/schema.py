@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Index, JSON, false, true, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Index, JSON, false, true, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy import ForeignKeyConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -476,10 +476,9 @@ class UsageMinuteRow(Base):
     """One process's figures for one minute, model and tenant (store/usage.py); the console's
     charts sum them. Queue depth rows have tenant ''."""
 
-    __tablename__ = "usage_minutes"
-    __table_args__ = (Index("ix_usage_minutes_minute", "minute"),)
+    __tablename__ = "usage_minutes"  # the primary key leads with minute: reads by window use it
 
-    minute: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # unix seconds, a multiple of 60
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # unix seconds, a multiple of 60
     model: Mapped[str] = mapped_column(String(255), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(128), primary_key=True)
     source: Mapped[str] = mapped_column(String(128), primary_key=True)  # the process that counted

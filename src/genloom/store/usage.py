@@ -4,9 +4,10 @@ and time to first token, and the most work seen waiting in the model's queue.
 
 Each process adds to its own figures in memory and writes the minutes that changed every few
 seconds (the server's lifecycle calls `flush` and `prune`), one row per (minute, model, tenant, process), replaced whole, so processes never
-contend for a row and a reader sums them. Percentiles come from the merged histograms (the upper
-bound of the bucket a quantile falls in, linearly placed within it). Rows older than `keep_s`
-are dropped."""
+contend for a row and a reader sums them. Percentiles come from the merged histograms (placed
+linearly within the bucket a quantile falls in). Rows older than `keep_s` are dropped. Counted:
+text requests through the gateway's pipeline (chat, completions, responses; cache hits too), not
+async jobs, images or embeddings."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 # Upper bounds of the latency buckets in milliseconds; one more bucket holds everything above.
 BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+_CHUNK = 200  # rows a statement (SQLite's expression depth and PostgreSQL's bind parameters stay far off)
 
 
 def _histogram() -> list[int]:
@@ -117,20 +119,23 @@ class UsageSeries:
         figures.queue_depth = max(figures.queue_depth, depth)
 
     async def flush(self) -> None:
-        """Write every minute that changed (whole rows: this process's figures so far)."""
+        """Write every minute that changed (whole rows: this process's figures so far), a few
+        hundred rows a statement; what could not be written is written at the next flush."""
         async with self._lock:
-            keys, self._dirty = self._dirty, set()
+            keys, self._dirty = sorted(self._dirty), set()
             if not keys:
                 return
-            rows = [self._row(key, self._figures[key]) for key in keys]
+            rows = [self._row(key, self._figures[key]) for key in keys]  # copies: counting goes on meanwhile
             try:
                 async with self._database.engine.begin() as conn:
-                    await conn.execute(delete(_usage).where(_usage.c.source == self._source, or_(*(
-                        and_(_usage.c.minute == m, _usage.c.model == model, _usage.c.tenant == tenant) for m, model, tenant in keys
-                    ))))
-                    await conn.execute(insert(_usage), rows)
-            except Exception:
-                self._dirty |= keys  # written at the next flush
+                    for at in range(0, len(keys), _CHUNK):
+                        chunk = keys[at:at + _CHUNK]
+                        await conn.execute(delete(_usage).where(_usage.c.source == self._source, or_(*(
+                            and_(_usage.c.minute == m, _usage.c.model == model, _usage.c.tenant == tenant)
+                            for m, model, tenant in chunk))))
+                        await conn.execute(insert(_usage), rows[at:at + _CHUNK])
+            except BaseException:  # the store away, or cancelled at shutdown: nothing is lost
+                self._dirty.update(keys)
                 raise
             # Only the current minute still changes: older ones need not stay in memory once written.
             now_minute = int(self._clock() // 60) * 60
@@ -141,7 +146,7 @@ class UsageSeries:
         minute, model, tenant = key
         return {"minute": minute, "model": model, "tenant": tenant, "source": self._source, "requests": f.requests,
                 "errors": f.errors, "prompt_tokens": f.prompt_tokens, "completion_tokens": f.completion_tokens,
-                "cache_hits": f.cache_hits, "latency": f.latency, "ttft": f.ttft, "queue_depth": f.queue_depth}
+                "cache_hits": f.cache_hits, "latency": list(f.latency), "ttft": list(f.ttft), "queue_depth": f.queue_depth}
 
     async def prune(self) -> int:
         async with self._database.engine.begin() as conn:
@@ -151,35 +156,42 @@ class UsageSeries:
     async def query(self, *, window_s: int, step_s: int, model: str | None = None, tenant: str | None = None
                     ) -> dict[str, Any]:
         """Buckets of `step_s` over the last `window_s`, every process and (unless filtered)
-        every model and tenant summed; the models and tenants seen in the window."""
-        await self.flush()
+        every model and tenant summed; the models and tenants seen in the window (whatever the
+        filters). A tenant filter keeps that tenant's requests and the queues' depth."""
+        try:
+            await self.flush()
+        except Exception as e:  # figures not yet written are left out; the chart still answers
+            log.warning("usage series: could not write before reading (%s)", e)
         now = self._clock()
         start = int((now - window_s) // step_s) * step_s + step_s
         query = select(_usage).where(_usage.c.minute >= start)
         if model is not None:
             query = query.where(_usage.c.model == model)
+        if tenant is not None:
+            query = query.where(_usage.c.tenant.in_([tenant, ""]))
+        seen = select(_usage.c.model, _usage.c.tenant).where(_usage.c.minute >= start).distinct()
         async with self._database.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        buckets: dict[int, Figures] = {t: Figures() for t in range(start, int(now) + 1, step_s)}
-        models, tenants = set(), set()
-        for row in rows:
-            models.add(row["model"])
-            if row["tenant"]:
-                tenants.add(row["tenant"])
-            # Queue depth rows carry tenant ""; a tenant filter keeps its requests and the queue's depth.
-            if tenant is not None and row["tenant"] not in (tenant, ""):
-                continue
-            at = (row["minute"] - start) // step_s * step_s + start
-            if at in buckets:
-                buckets[at].add(Figures(
-                    requests=row["requests"], errors=row["errors"], prompt_tokens=row["prompt_tokens"],
-                    completion_tokens=row["completion_tokens"], cache_hits=row["cache_hits"], latency=list(row["latency"]),
-                    ttft=list(row["ttft"]), queue_depth=row["queue_depth"]))
-        data = [{
-            "start": t, "requests": f.requests, "errors": f.errors, "prompt_tokens": f.prompt_tokens,
-            "completion_tokens": f.completion_tokens, "cache_hits": f.cache_hits, "queue_depth": f.queue_depth,
-            "latency_ms": {f"p{q}": percentile(f.latency, q) for q in (50, 95, 99)},
-            "ttft_ms": {f"p{q}": percentile(f.ttft, q) for q in (50, 95, 99)},
-        } for t, f in sorted(buckets.items())]
-        return {"object": "usage", "window_s": window_s, "step_s": step_s, "data": data,
-                "models": sorted(models), "tenants": sorted(tenants)}
+            pairs = (await conn.execute(seen)).all()
+        data = await asyncio.to_thread(_buckets, rows, start=start, now=now, step_s=step_s)
+        models = sorted({m for m, _ in pairs})
+        tenants = sorted({t for _, t in pairs if t})
+        return {"object": "usage", "window_s": window_s, "step_s": step_s, "data": data, "models": models, "tenants": tenants}
+
+
+def _buckets(rows: list[Any], *, start: int, now: float, step_s: int) -> list[dict[str, Any]]:
+    """The rows summed into buckets of `step_s` from `start`, with percentiles (a thread's work)."""
+    buckets: dict[int, Figures] = {t: Figures() for t in range(start, int(now) + 1, step_s)}
+    for row in rows:
+        at = (row["minute"] - start) // step_s * step_s + start
+        if at in buckets:
+            buckets[at].add(Figures(
+                requests=row["requests"], errors=row["errors"], prompt_tokens=row["prompt_tokens"],
+                completion_tokens=row["completion_tokens"], cache_hits=row["cache_hits"], latency=list(row["latency"]),
+                ttft=list(row["ttft"]), queue_depth=row["queue_depth"]))
+    return [{
+        "start": t, "requests": f.requests, "errors": f.errors, "prompt_tokens": f.prompt_tokens,
+        "completion_tokens": f.completion_tokens, "cache_hits": f.cache_hits, "queue_depth": f.queue_depth,
+        "latency_ms": {f"p{q}": percentile(f.latency, q) for q in (50, 95, 99)},
+        "ttft_ms": {f"p{q}": percentile(f.ttft, q) for q in (50, 95, 99)},
+    } for t, f in sorted(buckets.items())]

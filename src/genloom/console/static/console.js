@@ -172,7 +172,8 @@ async function playgroundPage(view) {
   const schema = el("textarea", { id: "schema", placeholder: '{"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}' });
   const schemaLabel = el("label", { class: "wide", hidden: true }, "JSON schema", schema);
   format.addEventListener("change", () => { schemaLabel.hidden = format.value !== "json_schema"; });
-  const panes = el("div", { class: "panes", "aria-live": "polite" });
+  const panes = el("div", { class: "panes" });
+  let sending = new AbortController(); // a new Send ends the streams still running
   const snippet = el("pre", { id: "snippet", class: "pane", hidden: true });
 
   function body(model) {
@@ -197,12 +198,13 @@ async function playgroundPage(view) {
 
   async function run(model, pane) {
     const output = el("div", { class: "output", "data-model": model });
-    const status = el("p", { class: "muted", text: "…" });
+    const status = el("p", { class: "muted", role: "status", text: "…" });
     pane.replaceChildren(el("h3", { text: model }), output, status);
+    const signal = sending.signal;
     const started = performance.now();
     let first = null;
     try {
-      for await (const chunk of events("/v1/chat/completions", { method: "POST", body: body(model), signal: abortable() })) {
+      for await (const chunk of events("/v1/chat/completions", { method: "POST", body: body(model), signal })) {
         if (chunk.error) throw new Error(chunk.error.message);
         for (const choice of chunk.choices || []) {
           const text = choice.delta && choice.delta.content;
@@ -225,6 +227,9 @@ async function playgroundPage(view) {
     class: "grid",
     onsubmit: (event) => {
       event.preventDefault();
+      sending.abort();
+      sending = new AbortController();
+      state.routeAbort.signal.addEventListener("abort", () => sending.abort(), { once: true });
       const chosen = [first.value, second.value].filter(Boolean);
       panes.replaceChildren(...chosen.map(() => el("div", { class: "pane" })));
       chosen.forEach((model, i) => run(model, panes.children[i]));
@@ -266,7 +271,8 @@ async function playgroundPage(view) {
         }
         delete b.stream_options;
         snippet.hidden = false;
-        snippet.textContent = `from openai import OpenAI\n\nclient = OpenAI(base_url="${location.origin}/v1")  # the key from OPENAI_API_KEY\nfor chunk in client.chat.completions.create(**${JSON.stringify(b)}):\n    print(chunk.choices[0].delta.content or "", end="")`;
+        const literal = JSON.stringify(b, null, 2).replace(/'/g, "\\u0027"); // no quote can end the Python string
+        snippet.textContent = `import json\n\nfrom openai import OpenAI\n\nclient = OpenAI(base_url="${location.origin}/v1")  # the key from OPENAI_API_KEY\nrequest = json.loads(r'''${literal}''')\nfor chunk in client.chat.completions.create(**request):\n    print(chunk.choices[0].delta.content or "", end="")`;
       },
     })),
   );
@@ -282,6 +288,7 @@ async function imagesPage(view) {
     return;
   }
   const model = select(models, { id: "image-model" });
+  const compare = select(["", ...models], { id: "image-compare" });
   const prompt = el("input", { id: "image-prompt", required: true, placeholder: "a lighthouse at dusk" });
   const negative = el("input", { id: "negative" });
   const size = el("input", { id: "size", placeholder: "auto" });
@@ -295,7 +302,15 @@ async function imagesPage(view) {
     class: "grid",
     onsubmit: async (event) => {
       event.preventDefault();
-      const body = { model: model.value, prompt: prompt.value, n: Number(n.value) || 1, response_format: "b64_json" };
+      for (const chosen of [model.value, compare.value].filter(Boolean)) draw(chosen);
+    },
+  },
+  field("Model", model), field("Compare with", compare), field("Prompt", prompt), field("Negative prompt", negative), field("Size", size),
+  field("Steps", steps), field("Guidance", guidance), field("Seed", seed), field("Images", n),
+  el("button", { type: "submit", id: "draw", text: "Generate" }));
+  // The same prompt, parameters and seed on each chosen model: their pictures side by side.
+  async function draw(chosenModel) {
+      const body = { model: chosenModel, prompt: prompt.value, n: Number(n.value) || 1, response_format: "b64_json" };
       if (negative.value) body.negative_prompt = negative.value;
       if (size.value) body.size = size.value;
       if (steps.value) body.steps = Number(steps.value);
@@ -308,16 +323,20 @@ async function imagesPage(view) {
         status.textContent = `${answer.data.length} picture(s)`;
         for (const item of answer.data) {
           const details = el("pre", { class: "provenance", hidden: true });
-          const figure = el("figure", {},
+          const figure = el("figure", { "data-model": chosenModel },
             el("img", { src: `data:image/png;base64,${item.b64_json}`, alt: body.prompt }),
-            el("figcaption", {}, `seed ${item.seed} `,
+            el("figcaption", {}, `${chosenModel} · seed ${item.seed} `,
               el("button", {
                 type: "button", class: "secondary", text: "Provenance",
                 onclick: async () => {
                   details.hidden = !details.hidden;
                   if (!details.textContent) {
-                    const file = await api(`/v1/files/${item.file_id}`);
-                    details.textContent = JSON.stringify(file.metadata, null, 2);
+                    try {
+                      const file = await api(`/v1/files/${encodeURIComponent(item.file_id)}`);
+                      details.textContent = JSON.stringify(file.metadata, null, 2);
+                    } catch (e) {
+                      details.textContent = e.message;
+                    }
                   }
                 },
               })),
@@ -328,11 +347,7 @@ async function imagesPage(view) {
         status.className = "error";
         status.textContent = e.message;
       }
-    },
-  },
-  field("Model", model), field("Prompt", prompt), field("Negative prompt", negative), field("Size", size),
-  field("Steps", steps), field("Guidance", guidance), field("Seed", seed), field("Images", n),
-  el("button", { type: "submit", id: "draw", text: "Generate" }));
+  }
   view.replaceChildren(el("h1", { text: "Images" }), form, status, gallery);
 }
 
@@ -351,6 +366,8 @@ async function jobsPage(view, params) {
   const prompt = el("input", { id: "job-prompt", required: true, placeholder: "Summarise…" });
   const tokens = el("input", { id: "job-tokens", type: "number", min: 1, value: "32" });
   let last = null;
+  let paged = false; // after "More", the refresh would drop the rows paged in: it pauses
+  let asked = 0; // the newest load wins
 
   function row(job) {
     return el("tr", { "data-job": job.id },
@@ -362,12 +379,15 @@ async function jobsPage(view, params) {
   }
 
   async function load(append) {
+    const mine = ++asked;
     const query = new URLSearchParams({ limit: "20" });
     if (stateFilter.value) query.set("state", stateFilter.value);
     if (modelFilter.value) query.set("model", modelFilter.value);
     if (tenantFilter.value) query.set("tenant", tenantFilter.value);
     if (append && last) query.set("after", last);
     const page = await api(`/v1/jobs?${query}`);
+    if (mine !== asked) return;
+    paged = append;
     if (!append) table.replaceChildren();
     page.data.forEach((job) => table.append(row(job)));
     last = page.last_id;
@@ -375,7 +395,8 @@ async function jobsPage(view, params) {
   }
 
   for (const m of models) modelFilter.append(el("option", { value: m, text: m }));
-  if (state.me.admin) {
+  const anyTenant = state.me.admin && state.me.key_id; // with auth off, jobs keep to the tenant header
+  if (anyTenant) {
     const tenants = await api("/v1/admin/tenants").catch(() => ({ data: [] }));
     for (const t of tenants.data) tenantFilter.append(el("option", { value: t.id, text: t.name }));
   }
@@ -400,10 +421,10 @@ async function jobsPage(view, params) {
   el("button", { type: "submit", id: "submit-job", text: "Submit job" }));
   view.replaceChildren(
     el("h1", { text: "Jobs" }), form,
-    el("div", { class: "row" }, field("State", stateFilter), field("Model", modelFilter), state.me.admin ? field("Tenant", tenantFilter) : null),
+    el("div", { class: "row" }, field("State", stateFilter), field("Model", modelFilter), anyTenant ? field("Tenant", tenantFilter) : null),
     el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["Job", "Status", "Model", "Created", "Metadata"].map((h) => el("th", { text: h })))), table)),
     more, detail);
-  every(3000, () => load(false).catch(() => {}));
+  every(3000, () => (paged || table.contains(document.activeElement) ? null : load(false).catch(() => {})));
   if (params.get("job")) jobDetail(detail, params.get("job"));
 }
 
@@ -413,15 +434,16 @@ async function jobDetail(target, id) {
   const result = el("pre", { id: "job-result" });
   const metadata = el("pre", { id: "job-metadata" });
   const webhook = el("div", { id: "job-webhook" });
+  const problem = el("p", { class: "error", role: "alert", id: "job-problem" });
   const cancel = el("button", { type: "button", id: "cancel-job", text: "Cancel" });
   const retry = el("button", { type: "button", class: "secondary", id: "retry-job", text: "Retry" });
-  target.replaceChildren(el("h2", {}, `Job ${id} `, status), el("div", { class: "row" }, cancel, retry),
+  target.replaceChildren(el("h2", {}, `Job ${id} `, status), el("div", { class: "row" }, cancel, retry), problem,
     el("h3", { text: "Timeline" }), timeline, el("h3", { text: "Result" }), result, el("h3", { text: "Metadata" }), metadata, webhook);
 
   function show(job) {
     status.textContent = job.status;
     cancel.disabled = ["completed", "failed", "cancelled"].includes(job.status);
-    retry.disabled = job.status !== "failed";
+    retry.disabled = !["failed", "cancelled"].includes(job.status);
     metadata.textContent = job.metadata ? JSON.stringify(job.metadata, null, 2) : "";
     const choice = job.result && job.result.choices && job.result.choices[0];
     result.textContent = choice ? (choice.message ? choice.message.content : choice.text || "") : job.error ? JSON.stringify(job.error) : "";
@@ -431,14 +453,22 @@ async function jobDetail(target, id) {
     }
     timeline.replaceChildren(...job.transitions.map((t) => el("li", { text: `${when(t.at)} ${t.status}${t.message ? `: ${t.message}` : ""}` })));
   }
-  cancel.addEventListener("click", async () => show(await api(`/v1/jobs/${id}`, { method: "DELETE" }).catch((e) => showError(target, e))));
-  retry.addEventListener("click", async () => show(await api(`/v1/jobs/${id}/retry`, { method: "POST" }).catch((e) => showError(target, e))));
-  try {
-    show(await api(`/v1/jobs/${id}`));
-    for await (const change of events(`/v1/jobs/${id}/events`, { signal: abortable() })) {
-      if (change.type === "job.status") show(await api(`/v1/jobs/${id}`));
+  const act = (method, path) => async () => {
+    try {
+      show(await api(`/v1/jobs/${encodeURIComponent(id)}${path}`, { method }));
+    } catch (e) {
+      problem.textContent = e.message;
     }
-    show(await api(`/v1/jobs/${id}`));
+  };
+  cancel.addEventListener("click", act("DELETE", ""));
+  retry.addEventListener("click", act("POST", "/retry"));
+  try {
+    const path = `/v1/jobs/${encodeURIComponent(id)}`;
+    show(await api(path));
+    for await (const change of events(`${path}/events`, { signal: abortable() })) {
+      if (change.type === "job.status") show(await api(path));
+    }
+    show(await api(path));
   } catch (e) {
     if (e.name !== "AbortError") showError(target, e);
   }
@@ -449,20 +479,26 @@ async function jobDetail(target, id) {
 async function queuePage(view) {
   const depths = el("tbody");
   const workers = el("tbody");
+  const stale = el("p", { class: "error", role: "alert", id: "queue-stale" });
   view.replaceChildren(
-    el("h1", { text: "Queue" }),
+    el("h1", { text: "Queue" }), stale,
     el("h2", { text: "Waiting" }), el("div", { class: "scroll" }, el("table", { id: "depths" }, el("thead", {}, el("tr", {}, ["Model", "Realtime", "Async"].map((h) => el("th", { text: h })))), depths)),
     el("h2", { text: "Running" }), el("div", { class: "scroll" }, el("table", { id: "workers" }, el("thead", {}, el("tr", {}, ["Model", "Kind", "State", "Rows in use", "Batch of"].map((h) => el("th", { text: h })))), workers)));
-  // Pushed by the server every second while the page is open (ended when another page opens).
+  // Pushed by the server every second while the page is open (ended when another page opens);
+  // the server ends a stream after 5 minutes, and the page opens the next one.
+  const signal = state.routeAbort.signal;
   (async () => {
     try {
-      for await (const queue of events("/v1/admin/queue/events?every_s=1")) {
-        depths.replaceChildren(...Object.entries(queue.models).map(([m, by]) => el("tr", {}, el("td", { text: m }), el("td", { text: by.realtime || 0 }), el("td", { text: by.async || 0 }))));
-        workers.replaceChildren(...queue.workers.flatMap((w) => w.models.map((s) => el("tr", {},
-          el("td", { text: s.model }), el("td", { text: s.kind }), el("td", { text: s.state }), el("td", { text: `${s.occupancy} / ${s.capacity}` }), el("td", { text: s.batch_of || "" })))));
+      while (!signal.aborted) {
+        for await (const queue of events("/v1/admin/queue/events?every_s=1", { signal })) {
+          if (queue.error) throw new Error(queue.error.message);
+          depths.replaceChildren(...Object.entries(queue.models).map(([m, by]) => el("tr", {}, el("td", { text: m }), el("td", { text: by.realtime || 0 }), el("td", { text: by.async || 0 }))));
+          workers.replaceChildren(...queue.workers.flatMap((w) => w.models.map((s) => el("tr", {},
+            el("td", { text: s.model }), el("td", { text: s.kind }), el("td", { text: s.state }), el("td", { text: `${s.occupancy} / ${s.capacity}` }), el("td", { text: s.batch_of || "" })))));
+        }
       }
     } catch (e) {
-      if (e.name !== "AbortError") showError(depths, e);
+      if (e.name !== "AbortError") stale.textContent = `not live: ${e.message}`;
     }
   })();
 }
@@ -510,13 +546,22 @@ function modelCard(m, reload) {
       reason.textContent = `${live.state}, ${live.percent}% of traffic${live.reason ? `: ${live.reason}` : ""}`;
     };
     showArms(r);
-    every(2000, async () => {  // the gates' view now (the list's copy is written every few seconds)
+    // The gates' view now (the list's copy is written every few seconds), while this card is shown.
+    const timer = setInterval(async () => {
+      if (!card.isConnected) {
+        clearInterval(timer);
+        return;
+      }
       try {
         showArms(await api(`/v1/admin/models/${encodeURIComponent(m.id)}/rollouts/current`));
       } catch (e) {
-        if (e.status === 404) reload().catch(() => {}); // it ended meanwhile
+        if (e.status === 404) { // it ended meanwhile
+          clearInterval(timer);
+          reload().catch(() => {});
+        }
       }
-    });
+    }, 2000);
+    state.timers.push(timer);
     card.append(
       el("h3", { text: `Rollout ${r.strategy}: ${r.stable} → ${r.candidate}, ${r.percent}% (${r.state})` }),
       el("div", { class: "scroll" }, el("table", { class: "arms" },
@@ -601,16 +646,28 @@ async function keysOf(target, tenant) {
       el("td", { text: k.name }), el("td", { text: k.id }), el("td", { text: k.revoked_at ? "revoked" : "active" }),
       el("td", {}, k.revoked_at ? "" : el("button", {
         type: "button", class: "secondary revoke", text: "Revoke",
-        onclick: async () => { await api(`/v1/admin/keys/${k.id}`, { method: "DELETE" }); await load(); },
+        onclick: async () => {
+          if (!window.confirm(`Revoke the key ${k.name} (${k.id})? Clients using it stop working.`)) return;
+          try {
+            await api(`/v1/admin/keys/${encodeURIComponent(k.id)}`, { method: "DELETE" });
+            await load();
+          } catch (e) {
+            secret.replaceChildren(el("p", { class: "error", role: "alert", text: e.message }));
+          }
+        },
       })))));
   }
   const form = el("form", {
     class: "row",
     onsubmit: async (event) => {
       event.preventDefault();
-      const k = await api(`/v1/admin/tenants/${tenant.id}/keys`, { method: "POST", body: { name: name.value } });
-      secret.replaceChildren(el("div", { class: "secret" }, "The new key, shown once: ", el("code", { id: "secret", text: k.key })));
-      await load();
+      try {
+        const k = await api(`/v1/admin/tenants/${tenant.id}/keys`, { method: "POST", body: { name: name.value } });
+        secret.replaceChildren(el("div", { class: "secret" }, "The new key, shown once: ", el("code", { id: "secret", text: k.key })));
+        await load();
+      } catch (e) {
+        secret.replaceChildren(el("p", { class: "error", role: "alert", text: e.message }));
+      }
     },
   }, field("Key name", name), el("button", { type: "submit", id: "create-key", text: "Create key" }));
   const limitNames = ["requests_per_minute", "tokens_per_minute", "tokens_per_day", "images_per_day", "guard_blocks_per_hour"];
@@ -652,7 +709,7 @@ async function reviewPage(view) {
   const done = el("p", { id: "reviewed", role: "status", class: "muted" });
   let reviewed = 0;
   async function load() {
-    const queue = await api("/v1/feedback/queue?limit=20");
+    const queue = await api("/v1/admin/feedback/queue?limit=20");
     if (!queue.data.length) {
       list.replaceChildren(el("p", { class: "muted", text: "Nothing to review: every recent answer is rated." }));
       return;
@@ -805,12 +862,32 @@ async function learningPage(view) {
   if (state.me.admin) {
     const found = await api("/v1/admin/datasets");
     datasets.replaceChildren(...found.data.map((d) => el("tr", { "data-dataset": d.id },
-      el("td", { text: d.id }), el("td", { text: d.status }), el("td", { text: d.rows }),
+      el("td", {}, d.status === "active" ? el("button", { type: "button", class: "secondary", text: d.id, onclick: () => datasetRows(rowsView, d) }) : d.id),
+      el("td", { text: d.status }), el("td", { text: d.rows }),
       el("td", { text: Object.entries((d.manifest && d.manifest.counts) || {}).map(([k, v]) => `${k} ${v}`).join(" · ") }),
       el("td", { text: d.sha256.slice(0, 12) }))));
+    const rowsView = el("section", { id: "dataset-rows", "aria-live": "polite" });
     view.append(el("h2", { text: "Datasets" }),
-      el("div", { class: "scroll" }, el("table", { id: "datasets" }, el("thead", {}, el("tr", {}, ["Dataset", "Status", "Rows", "Rows after each step", "Hash"].map((h) => el("th", { text: h })))), datasets)));
+      el("div", { class: "scroll" }, el("table", { id: "datasets" }, el("thead", {}, el("tr", {}, ["Dataset", "Status", "Rows", "Rows after each step", "Hash"].map((h) => el("th", { text: h })))), datasets)),
+      rowsView);
   }
+}
+
+function lineageText(lineage) {
+  if (!lineage) return "";
+  if (lineage.source === "file") return `file ${lineage.file || ""} line ${lineage.line ?? ""}`;
+  return Object.entries(lineage).map(([k, v]) => `${k} ${v}`).join(" · ");
+}
+
+async function datasetRows(target, dataset) {
+  const page = await api(`/v1/admin/datasets/${encodeURIComponent(dataset.id)}/rows?limit=20`);
+  target.replaceChildren(el("h3", { text: `${dataset.id}: the first ${page.data.length} of ${page.total} rows, with where each came from` }),
+    el("div", { class: "scroll" }, el("table", { class: "rows" },
+      el("thead", {}, el("tr", {}, ["#", "Split", "Asked", "Answer learned", "Lineage"].map((h) => el("th", { text: h })))),
+      el("tbody", {}, page.data.map((r) => el("tr", {},
+        el("td", { text: r.index }), el("td", { text: r.split }), el("td", { text: lastUserText(r.messages) }),
+        el("td", { text: r.messages.length ? r.messages[r.messages.length - 1].content : "" }),
+        el("td", { class: "lineage", text: lineageText(r.lineage) })))))));
 }
 
 async function tuningDetail(target, job) {
@@ -848,7 +925,7 @@ async function guardsPage(view) {
 const PAGES = {
   playground: { render: playgroundPage },
   usage: { render: usagePage },
-  review: { render: reviewPage },
+  review: { render: reviewPage, admin: true },
   images: { render: imagesPage },
   jobs: { render: jobsPage },
   queue: { render: queuePage, admin: true },
@@ -898,13 +975,19 @@ async function render() {
   try {
     await PAGES[page].render(view, params);
   } catch (e) {
-    showError(view, e);
+    if (e.name !== "AbortError") showError(view, e); // aborted: another page is opening
   }
   if (!view.contains(document.activeElement)) view.focus({ preventScroll: true }); // keyboard users start at the page
 }
 
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => {
+  if (location.hash === "" || location.hash.startsWith("#/")) route(); // "#view" is the skip link, not a page
+});
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("signout").addEventListener("click", signOut);
+  document.querySelector(".skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    document.getElementById("view").focus();
+  });
   route();
 });

@@ -20,7 +20,7 @@ depends_on: Union[str, Sequence[str], None] = None
 def upgrade() -> None:
     op.create_table(
         "usage_minutes",
-        sa.Column("minute", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("minute", sa.BigInteger(), primary_key=True, autoincrement=False),  # unix seconds: past 2038 too
         sa.Column("model", sa.String(255), primary_key=True),
         sa.Column("tenant", sa.String(128), primary_key=True),
         sa.Column("source", sa.String(128), primary_key=True),
@@ -33,9 +33,7 @@ def upgrade() -> None:
         sa.Column("ttft", sa.JSON(), nullable=False),
         sa.Column("queue_depth", sa.Integer(), nullable=False),
     )
-    op.create_index("ix_usage_minutes_minute", "usage_minutes", ["minute"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_usage_minutes_minute", table_name="usage_minutes")
     op.drop_table("usage_minutes")
