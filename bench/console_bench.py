@@ -16,19 +16,18 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import publish  # noqa: E402
 from jobs_bench import code_state  # noqa: E402
-from text_bench import cpu_name, free_port, wait_ready  # noqa: E402
+from _serve import serving  # noqa: E402
+from text_bench import cpu_name  # noqa: E402
 
 SECTION = "## Console page load with a busy store"
 GOAL_S = 1.0
@@ -122,28 +121,12 @@ def main(argv: list[str]) -> int:
         root = Path(tmp)
         config = {"data_dir": str(root / "data"), "auth": "enabled", "admin_key": ADMIN_KEY,
                   "runtime": {"max_batch_size": 32}}
-        (root / "genloom.yaml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        log_path = root / "serve.log"
-        command = [sys.executable, "-m", "genloom.cli", "serve", "--config", str(root / "genloom.yaml"), "--port", str(port)]
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                    env=os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-            try:
-                base_url = f"http://127.0.0.1:{port}"
-                wait_ready(proc, base_url + "/readyz", log_path, timeout_s=300)
-                filled_s = asyncio.run(submit_jobs(base_url, args.jobs))
-                with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
-                    total = len(http.get("/v1/jobs", params={"limit": 100}).json()["data"])
-                print(f"{args.jobs} jobs in {filled_s:.0f} s; the first page lists {total}", flush=True)
-                seen = measure(base_url, args.rounds)
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        with serving(config, root) as base_url:
+            filled_s = asyncio.run(submit_jobs(base_url, args.jobs))
+            with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
+                total = len(http.get("/v1/jobs", params={"limit": 100}).json()["data"])
+            print(f"{args.jobs} jobs in {filled_s:.0f} s; the first page lists {total}", flush=True)
+            seen = measure(base_url, args.rounds)
     worst = max(statistics.median(v) for v in seen.values())
     lines = [
         f"`{' '.join(['genloom bench console', *map(shlex.quote, argv)])}`, {datetime.date.today()}, {code_state()}, on "

@@ -191,9 +191,11 @@ def random_adapters(model_dir: Path, out: Path, count: int, rank: int) -> list[P
     return dirs
 
 
-async def load(base_url: str, models: list[str], *, clients: int, total: int, max_tokens: int) -> tuple[float, int, int]:
+async def load(base_url: str, models: list[str], *, clients: int, total: int, max_tokens: int,
+               tag: str = "") -> tuple[float, int, int]:
     """(completion tokens/s, requests answered, errors) of `total` requests from `clients`
-    concurrent clients, request i to models[i % len(models)], each prompt distinct."""
+    concurrent clients, request i to models[i % len(models)], each prompt distinct (`tag` keeps
+    a warm-up's prompts apart from the measured ones, so the response cache never answers)."""
     import httpx
 
     counter, tokens, errors = 0, 0, 0
@@ -204,7 +206,7 @@ async def load(base_url: str, models: list[str], *, clients: int, total: int, ma
             i = counter
             counter += 1
             body = {"model": models[i % len(models)], "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0,
-                    "messages": [{"role": "user", "content": f"Story {i}: tell me about a lighthouse keeper."}]}
+                    "messages": [{"role": "user", "content": f"Story {tag}{i}: tell me about a lighthouse keeper."}]}
             r = await client.post("/v1/chat/completions", json=body)
             if r.status_code == 200:
                 tokens += r.json()["usage"]["completion_tokens"]
@@ -220,11 +222,7 @@ async def load(base_url: str, models: list[str], *, clients: int, total: int, ma
 
 
 def serve(args: argparse.Namespace, argv: list[str]) -> int:
-    import subprocess
-
-    import yaml
-
-    from text_bench import free_port, wait_ready
+    from _serve import serving
 
     clients = args.rows
     results: dict[str, tuple[float, int, int]] = {}
@@ -233,35 +231,19 @@ def serve(args: argparse.Namespace, argv: list[str]) -> int:
         adapters = random_adapters(args.model, root / "adapters", args.adapters, args.rank)
         names = [f"tuned-{i}" for i in range(len(adapters))]
         for batched in (True, False):
-            port = free_port()
             config = {
                 "builtin_models": False, "data_dir": str(root / f"data-{batched}"), "auth": "disabled",
                 "runtime": {"max_batch_size": clients, "batch_adapters": batched},
                 "models": [{"name": "base", "path": str(args.model)}]
                 + [{"name": n, "path": str(args.model), "adapter": str(a)} for n, a in zip(names, adapters)],
             }
-            (root / "genloom.yaml").write_text(yaml.safe_dump(config))
-            log_path = root / f"serve-{batched}.log"
-            command = [sys.executable, "-m", "genloom.cli", "serve", "--config", str(root / "genloom.yaml"), "--port", str(port)]
-            with open(log_path, "wb") as log:
-                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                        env=os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-                try:
-                    base_url = f"http://127.0.0.1:{port}"
-                    wait_ready(proc, base_url + "/readyz", log_path)
-                    loads = {"base": ["base"], "mixed": names} if batched else {"mixed": names}
-                    for label, models in loads.items():  # a warm-up, then the measured load
-                        asyncio.run(load(base_url, models, clients=clients, total=clients, max_tokens=args.new_tokens))
-                        results[f"{label}-{'batched' if batched else 'merged'}"] = asyncio.run(
-                            load(base_url, models, clients=clients, total=args.requests, max_tokens=args.new_tokens))
-                        print(label, batched, results[f"{label}-{'batched' if batched else 'merged'}"], flush=True)
-                finally:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+            with serving(config, root, name=f"serve-{batched}") as base_url:
+                loads = {"base": ["base"], "mixed": names} if batched else {"mixed": names}
+                for label, models in loads.items():  # a warm-up, then the measured load
+                    asyncio.run(load(base_url, models, clients=clients, total=clients, max_tokens=args.new_tokens, tag="warm-up "))
+                    key = f"{label}-{'batched' if batched else 'merged'}"
+                    results[key] = asyncio.run(load(base_url, models, clients=clients, total=args.requests, max_tokens=args.new_tokens))
+                    print(label, batched, results[key], flush=True)
     base_tps = results["base-batched"][0]
     rows = [
         ("all to the base", "base-batched"),

@@ -100,6 +100,10 @@ def test_sign_in_then_stream_a_chat_and_compare_two_models(page, served):
     assert tiny.strip() and "16 tokens" in page.locator(".pane .done").first.inner_text()
     page.click("#as-curl")
     assert '"model":"tiny"' in page.locator("#snippet").inner_text() and ADMIN_KEY not in page.locator("#snippet").inner_text()
+    page.click("#as-python")  # Python that parses, with the request inside it intact
+    python = page.locator("#snippet").inner_text()
+    compile(python, "snippet.py", "exec")
+    assert "request = json.loads(r" in python and '"model": "tiny"' in python and ADMIN_KEY not in python
     shot(page, "playground")
     # Structured output: a JSON schema the answer must follow (the grammar constrains the tiny model too).
     page.select_option("#compare", "")

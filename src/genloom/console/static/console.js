@@ -223,6 +223,18 @@ async function playgroundPage(view) {
     }
   }
 
+  // The request as a snippet (the key left out), shown and copied; one that cannot be made says why.
+  const copyAs = (render) => () => {
+    snippet.hidden = false;
+    try {
+      snippet.textContent = render(body(first.value));
+    } catch (e) {
+      snippet.textContent = e.message;
+      return;
+    }
+    if (navigator.clipboard) navigator.clipboard.writeText(snippet.textContent).catch(() => {});
+  };
+
   const form = el("form", {
     class: "grid",
     onsubmit: (event) => {
@@ -244,36 +256,15 @@ async function playgroundPage(view) {
     el("button", { type: "submit", id: "send", text: "Send" }),
     el("button", {
       type: "button", class: "secondary", id: "as-curl", text: "Copy as curl",
-      onclick: () => {
-        let b;
-        try {
-          b = body(first.value);
-        } catch (e) {
-          snippet.hidden = false;
-          snippet.textContent = e.message;
-          return;
-        }
-        snippet.hidden = false;
-        snippet.textContent = `curl ${location.origin}/v1/chat/completions \\\n  -H "Authorization: Bearer $GENLOOM_API_KEY" \\\n  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(b).replace(/'/g, "'\\''")}'`;
-        navigator.clipboard && navigator.clipboard.writeText(snippet.textContent).catch(() => {});
-      },
+      onclick: copyAs((b) => `curl ${location.origin}/v1/chat/completions \\\n  -H "Authorization: Bearer $GENLOOM_API_KEY" \\\n  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(b).replace(/'/g, "'\\''")}'`),
     }),
     el("button", {
       type: "button", class: "secondary", id: "as-python", text: "Copy as Python",
-      onclick: () => {
-        let b;
-        try {
-          b = body(first.value);
-        } catch (e) {
-          snippet.hidden = false;
-          snippet.textContent = e.message;
-          return;
-        }
+      onclick: copyAs((b) => {
         delete b.stream_options;
-        snippet.hidden = false;
         const literal = JSON.stringify(b, null, 2).replace(/'/g, "\\u0027"); // no quote can end the Python string
-        snippet.textContent = `import json\n\nfrom openai import OpenAI\n\nclient = OpenAI(base_url="${location.origin}/v1")  # the key from OPENAI_API_KEY\nrequest = json.loads(r'''${literal}''')\nfor chunk in client.chat.completions.create(**request):\n    print(chunk.choices[0].delta.content or "", end="")`;
-      },
+        return `import json\n\nfrom openai import OpenAI\n\nclient = OpenAI(base_url="${location.origin}/v1")  # the key from OPENAI_API_KEY\nrequest = json.loads(r'''${literal}''')\nfor chunk in client.chat.completions.create(**request):\n    print(chunk.choices[0].delta.content or "", end="")`;
+      }),
     })),
   );
   view.replaceChildren(el("h1", { text: "Playground" }), form, panes, snippet);
