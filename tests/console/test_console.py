@@ -24,24 +24,27 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 SHOTS = Path(__file__).resolve().parents[2] / "build" / "console"
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+MARKDOWN = "## Plan\n\nUse **bold** and `code`, see <b>this</b> [link](javascript:alert(1)).\n\n- one\n- two\n\n```\nprint('<i>hi</i>')\n```"
 
 
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[tuple[str, str]]:
     """A remote model that answers with markup, and one that takes its time (a job to cancel)."""
     with running_stub(Behaviour(reply=XSS, chunks=4)) as markup, \
-            running_stub(Behaviour(mode=StubMode.SLOW, delay_s=30)) as slow:
-        yield markup.base_url, slow.base_url
+            running_stub(Behaviour(mode=StubMode.SLOW, delay_s=30)) as slow, \
+            running_stub(Behaviour(reply=MARKDOWN, chunks=5)) as md:
+        yield markup.base_url, slow.base_url, md.base_url
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_model_dir, tiny_image_model_dir, upstreams) -> Iterator[str]:
-    markup, slow = upstreams
+    markup, slow, md = upstreams
     models = [
         {"name": "tiny", "path": str(tiny_model_dir)},
         {"name": "sd", "kind": "image", "path": str(tiny_image_model_dir)},
         {"name": "markup", "kind": "remote", "base_url": markup},
         {"name": "slow", "kind": "remote", "base_url": slow, "read_timeout_s": 60, "first_token_timeout_s": 60},
+        {"name": "md", "kind": "remote", "base_url": md},
     ]
     tuning = {"checkpoint_every": 4, "poll_s": 0.1, "base_learning_rate": 5e-3, "lease_s": 20}
     with running_server(tmp_path_factory.mktemp("console"), tiny_model_dir, auth="enabled", admin_key=ADMIN_KEY,
@@ -132,6 +135,25 @@ def test_model_output_and_job_metadata_are_shown_as_text_never_run(page, served)
     assert page.evaluate("window.__pwned") is None  # nothing the server sent ran
     headers = httpx.get(f"{served}/console").headers
     assert "script-src 'self'" in headers["content-security-policy"] and "unsafe-inline" not in headers["content-security-policy"]
+
+
+def test_an_answer_in_markdown_is_shown_as_markdown_built_from_text(page, served):
+    sign_in(page, served)
+    page.select_option("#model", "md")
+    page.fill("#prompt", "plan it")
+    page.click("#send")
+    expect(page.locator(".pane .done")).to_have_count(1)
+    out = page.locator('.output[data-model="md"]')
+    expect(out.locator("h4")).to_have_text("Plan")
+    assert out.locator("strong").inner_text() == "bold" and out.locator("p code").inner_text() == "code"
+    assert out.locator("li").all_inner_texts() == ["one", "two"]
+    assert out.locator("pre code").inner_text() == "print('<i>hi</i>')"
+    assert out.locator("a, b, i, script, img").count() == 0  # HTML and links stay text
+    assert "<b>this</b> [link](javascript:alert(1))" in out.locator("p").first.inner_text()
+    page.uncheck("#markdown")  # off: the answer as it came
+    page.click("#send")
+    expect(page.locator(".pane .done")).to_have_count(1)
+    assert page.locator('.output[data-model="md"]').inner_text().startswith("## Plan")
 
 
 def test_generate_an_image_and_read_its_provenance(page, served):

@@ -156,6 +156,77 @@ function go(hash) {
   else location.hash = hash; // the hashchange routes
 }
 
+// -- Markdown, as DOM nodes -------------------------------------------------------------------------
+
+// A small subset of Markdown (headings, paragraphs, lists, fenced code, inline code, bold,
+// italics), built from DOM nodes with text content only: no HTML is ever parsed, so markup in an
+// answer stays text, and no link is made (a URL stays text too).
+function markdown(source) {
+  const root = document.createDocumentFragment();
+  const lines = source.replace(/\r\n/g, "\n").split("\n");
+  let i = 0;
+  let paragraph = [];
+  const flush = () => {
+    if (paragraph.length) root.append(el("p", {}, inline(paragraph.join(" "))));
+    paragraph = [];
+  };
+  while (i < lines.length) {
+    const line = lines[i];
+    const fence = line.match(/^\s*```/);
+    if (fence) {
+      flush();
+      const code = [];
+      i += 1;
+      while (i < lines.length && !/^\s*```/.test(lines[i])) code.push(lines[i++]);
+      i += 1; // the closing fence (or the end)
+      root.append(el("pre", {}, el("code", { text: code.join("\n") })));
+      continue;
+    }
+    const heading = line.match(/^(#{1,6})\s+(.*)$/);
+    const item = line.match(/^\s*(?:[-*+]|(\d+)[.)])\s+(.*)$/);
+    if (heading) {
+      flush();
+      root.append(el(`h${Math.min(6, heading[1].length + 2)}`, {}, inline(heading[2])));
+    } else if (item) {
+      flush();
+      const ordered = item[1] !== undefined;
+      const list = el(ordered ? "ol" : "ul", {});
+      while (i < lines.length) {
+        const next = lines[i].match(/^\s*(?:[-*+]|(\d+)[.)])\s+(.*)$/);
+        if (!next || (next[1] !== undefined) !== ordered) break;
+        list.append(el("li", {}, inline(next[2])));
+        i += 1;
+      }
+      root.append(list);
+      continue;
+    } else if (!line.trim()) {
+      flush();
+    } else {
+      paragraph.push(line.trim());
+    }
+    i += 1;
+  }
+  flush();
+  return root;
+}
+
+// `code`, **bold**, *italic* within a line, as nodes.
+function inline(text) {
+  const parts = [];
+  const pattern = /`([^`]+)`|\*\*([^*]+)\*\*|\*([^*\s][^*]*)\*/g;
+  let at = 0;
+  let match;
+  while ((match = pattern.exec(text)) !== null) {
+    if (match.index > at) parts.push(text.slice(at, match.index));
+    if (match[1] !== undefined) parts.push(el("code", { text: match[1] }));
+    else if (match[2] !== undefined) parts.push(el("strong", { text: match[2] }));
+    else parts.push(el("em", { text: match[3] }));
+    at = pattern.lastIndex;
+  }
+  if (at < text.length) parts.push(text.slice(at));
+  return parts;
+}
+
 // -- playground ------------------------------------------------------------------------------------
 
 async function playgroundPage(view) {
@@ -173,6 +244,7 @@ async function playgroundPage(view) {
   const schemaLabel = el("label", { class: "wide", hidden: true }, "JSON schema", schema);
   format.addEventListener("change", () => { schemaLabel.hidden = format.value !== "json_schema"; });
   const panes = el("div", { class: "panes" });
+  const rendered = el("input", { type: "checkbox", id: "markdown", checked: true });
   let sending = new AbortController(); // a new Send ends the streams still running
   const snippet = el("pre", { id: "snippet", class: "pane", hidden: true });
 
@@ -217,6 +289,11 @@ async function playgroundPage(view) {
         if (chunk.usage) status.textContent += ` · ${chunk.usage.completion_tokens} tokens · first token ${Math.round(first || 0)} ms · ${chunk.system_fingerprint || ""}`;
       }
       status.className = "muted done";
+      if (rendered.checked && format.value === "text" && output.textContent) { // streamed as text; Markdown once whole
+        const text = output.textContent;
+        output.replaceChildren(markdown(text));
+        output.classList.add("markdown");
+      }
     } catch (e) {
       status.className = "error";
       status.textContent = e.message;
@@ -249,6 +326,7 @@ async function playgroundPage(view) {
   },
   field("Model", first), field("Compare with", second), field("Temperature", temperature), field("Max tokens", maxTokens),
   field("Seed", seed), field("Stop", stop), field("Output", format),
+  el("label", { class: "inline" }, rendered, "Show answers as Markdown"),
   schemaLabel,
   el("label", { class: "wide" }, "System prompt", system),
   el("label", { class: "wide" }, "Message", prompt),
