@@ -354,18 +354,18 @@ class ModelHost:
         there is room (`runtime.max_loaded_adapters`); otherwise it attaches when work comes."""
         base_worker = base.worker
         holds_weights = isinstance(base_worker, TextWorker) and base.runtime.model is not None
-        # Read first (nothing changed yet if it cannot be applied per row), where the base's weights are.
-        adapter_dir = model.adapter or await asyncio.to_thread(self._adapter_dir, model.adapter_blob)
-        parameter = next(base.runtime.model.parameters()) if holds_weights else None
-        weights = await asyncio.to_thread(
-            LoraWeights.load, adapter_dir, **({"dtype": parameter.dtype, "device": parameter.device} if parameter is not None else {}))
         runtime = entry.runtime if isinstance(entry.runtime, TextRuntime) else await asyncio.to_thread(
             TextRuntime, name=key, path=model.path, settings=self._settings.runtime, load_weights=False,
             max_context=model.max_context, adapter=model.adapter,
         )
         batch_size = base_worker.capacity if isinstance(base_worker, TextWorker) else (
             model.max_batch_size or self._settings.runtime.max_batch_size)
+        # The adapter's files are read only when it attaches now (`follow_demand` asks again every
+        # 0.25 s while there is no room); one that cannot run per row raises UnsupportedAdapter here.
         if holds_weights and await self._room_for_adapter(base):
+            adapter_dir = model.adapter or await asyncio.to_thread(self._adapter_dir, model.adapter_blob)
+            parameter = next(base.runtime.model.parameters())
+            weights = await asyncio.to_thread(LoraWeights.load, adapter_dir, dtype=parameter.dtype, device=parameter.device)
             worker = AdapterWorker(version=key, base=base_worker, adapter=weights, queue=self._queue)
             await asyncio.to_thread(worker.start)  # waits for the base's step in progress to end
             entry.worker, entry.base = worker, base.version.key

@@ -73,8 +73,9 @@ def page(browser: Browser) -> Iterator[Page]:
     assert not errors, errors  # no uncaught error in the console's script
 
 
-def admin() -> httpx.Client:
-    return httpx.Client(headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+def admin(base_url: str | None = None) -> httpx.Client:
+    """An admin key's client (relative URLs when `base_url` is given)."""
+    return httpx.Client(base_url=base_url or "", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
 
 
 def sign_in(page: Page, base_url: str, key: str = ADMIN_KEY) -> None:
@@ -307,7 +308,7 @@ def test_phone_width_and_keyboard_only(browser, served):
 
 
 def test_a_tenant_key_cannot_use_the_admin_api_the_pages_call(served):
-    with httpx.Client(base_url=served, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
+    with admin(served) as http:
         _, key = new_tenant(http, "intruder")
     tenant = httpx.Client(base_url=served, headers={"Authorization": f"Bearer {key}"}, timeout=30)
     for path in ("/v1/admin/queue", "/v1/admin/models", "/v1/admin/tenants", "/v1/admin/workers"):
@@ -320,7 +321,7 @@ def test_fine_tuning_jobs_with_their_loss_curve_datasets_and_the_guard_audit(pag
     rows = [{"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"Ahoy! {i}"}]}
             for i in range(12)]
     data = "\n".join(json.dumps(r) for r in rows).encode()
-    with httpx.Client(base_url=served, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
+    with admin(served) as http:
         upload = http.post("/v1/files", data={"purpose": "fine-tune"}, files={"file": ("t.jsonl", data)}).json()
         job = http.post("/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": upload["id"],
                                                       "hyperparameters": {"n_epochs": 4, "batch_size": 4}}).json()
@@ -338,7 +339,7 @@ def test_fine_tuning_jobs_with_their_loss_curve_datasets_and_the_guard_audit(pag
     expect(row).to_contain_text("succeeded")
     row.locator("button").click()
     points = page.locator("#tuning-detail svg polyline").get_attribute("points")
-    with httpx.Client(base_url=served, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
+    with admin(served) as http:
         events = http.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 1000}).json()["data"]
     logged = [e for e in events if e["type"] == "metrics" and "train_loss" in (e["data"] or {})]
     assert len(points.split()) == len(logged) >= 2  # a point per logged step
@@ -355,7 +356,7 @@ def test_fine_tuning_jobs_with_their_loss_curve_datasets_and_the_guard_audit(pag
 
 
 def test_usage_charts_show_what_the_server_did(page, served):
-    with httpx.Client(base_url=served, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
+    with admin(served) as http:
         for i in range(3):
             answer = http.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 4,
                                                             "messages": [{"role": "user", "content": f"usage {i}"}]})
@@ -375,7 +376,7 @@ def test_usage_charts_show_what_the_server_did(page, served):
 
 
 def test_review_recent_answers_rate_and_correct_them(page, served):
-    with httpx.Client(base_url=served, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
+    with admin(served) as http:
         ids = [http.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 3, "messages": [
             {"role": "user", "content": f"review me {i}"}]}).json()["id"] for i in range(2)]
     sign_in(page, served)
@@ -388,7 +389,7 @@ def test_review_recent_answers_rate_and_correct_them(page, served):
     bad.locator("button.bad").click()
     expect(page.locator("#reviewed")).to_have_text("2 rated")
     shot(page, "review")
-    with httpx.Client(base_url=served, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
+    with admin(served) as http:
         rated = {f["response_id"]: f for f in http.get("/v1/feedback", params={"limit": 100}).json()["data"]}
         queue = {c["response_id"] for c in http.get("/v1/admin/feedback/queue").json()["data"]}
     assert rated[ids[0]]["rating"] == 1 and rated[ids[0]]["correction"] == "Ahoy! A better answer."
